@@ -1,0 +1,95 @@
+"""What the bots need from serving: one interface over TorchServe and the embedded engine.
+
+Both `serving.client.TorchServeClient` and `serving.engine.EmbeddedEngine`
+implement `Stylizer`; the bots only ever see this module's names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+ImageFormat = Literal["jpeg", "png", "webp"]
+
+
+@dataclass(frozen=True)
+class StyleInfo:
+    """One deployed style, as its `.mar`'s model-config.yaml describes it."""
+
+    name: str  # TorchServe model name, e.g. "selfie2anime"
+    title: str  # e.g. "Selfie to anime"
+    description: str  # one line for /styles
+    needs_face: bool
+    version: str  # default model version, e.g. "1.0"
+
+
+class StylizeError(Exception):
+    """Base of every failure a user can be told about; `message` is for the user."""
+
+    kind = "error"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(StylizeError):
+    """Not an image, truncated, too big or too small (HTTP 4xx from the handler)."""
+
+    kind = "bad_input"
+
+
+class NoFace(StylizeError):
+    """A face style found no face in the photo."""
+
+    kind = "no_face"
+
+
+class UnknownStyle(StylizeError):
+    """No deployed model has that name."""
+
+    kind = "unknown_style"
+
+
+class Overloaded(StylizeError):
+    """The model is busy (HTTP 503 after retries, or the in-process queue is full)."""
+
+    kind = "overloaded"
+
+
+class Unavailable(StylizeError):
+    """The model server cannot be reached at all."""
+
+    kind = "unavailable"
+
+
+@dataclass(frozen=True)
+class Stylized:
+    """A finished translation."""
+
+    image: bytes  # encoded in the requested format
+    style: str
+    version: str  # the model version that answered
+    content_type: str  # e.g. "image/jpeg"
+
+
+class Stylizer(Protocol):
+    """The one interface the bots use, whichever runtime answers."""
+
+    async def stylize(
+        self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg"
+    ) -> Stylized:
+        """Translate one image; raises a `StylizeError` subclass the user can be told about."""
+        ...
+
+    async def styles(self) -> list[StyleInfo]:
+        """The styles deployed now, sorted by name."""
+        ...
+
+    async def health(self) -> bool:
+        """True when the runtime can answer requests."""
+        ...
+
+    async def close(self) -> None:
+        """Release sessions, threads and workers."""
+        ...

@@ -1,0 +1,319 @@
+"""U-GAT-IT networks (Kim et al., ICLR 2020, arXiv 1907.10830).
+
+This file is self-contained (torch only) because the exporter copies it into
+every `.mar` archive: serving rebuilds exactly the trained generator from it.
+
+Module and attribute names follow the authors' PyTorch release so that their
+checkpoints load key for key. Paper notation -> code:
+  G_s->t: `ResnetGenerator`; encoder E_s: `DownBlock`; auxiliary classifier
+  eta_s (CAM) with weights w: `gap_fc` / `gmp_fc`; attention feature maps
+  a_s = w * E_s: the re-weighted bottleneck; AdaLIN: `AdaILN`; LIN: `ILN`;
+  D_t with its auxiliary classifier eta_Dt: `Discriminator`; rho: `rho`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_DOWNSAMPLING = 2
+
+
+def _instance_layer_affine(
+    x: torch.Tensor, rho: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold rho * IN(x) + (1 - rho) * LN(x) into one per-(sample, channel) affine.
+
+    Both normalisations are affine in x, so the blend is `x * scale + shift`
+    with small (N, C, 1, 1) tensors: one statistics pass (instance mean and
+    variance; the layer statistics follow from them) and one fused
+    multiply-add over the feature map. Statistics are computed in float32 so
+    reduced-precision inference and training keep them exact. Variances are
+    unbiased, as in the authors' `torch.var` calls, so imported weights give
+    the same outputs.
+    """
+    x32 = x.float()
+    n_hw = x.shape[2] * x.shape[3]
+    n_chw = n_hw * x.shape[1]
+    in_var_b, in_mean = torch.var_mean(x32, dim=(2, 3), keepdim=True, correction=0)
+    ln_mean = in_mean.mean(dim=1, keepdim=True)
+    ln_var_b = (in_var_b + in_mean.square()).mean(dim=1, keepdim=True) - ln_mean.square()
+    in_inv = torch.rsqrt(in_var_b * (n_hw / (n_hw - 1)) + eps)
+    ln_inv = torch.rsqrt(ln_var_b.clamp_min(0) * (n_chw / (n_chw - 1)) + eps)
+    rho = rho.float()
+    scale = rho * in_inv + (1 - rho) * ln_inv
+    shift = -(rho * in_mean * in_inv + (1 - rho) * ln_mean * ln_inv)
+    return scale, shift
+
+
+class AdaILN(nn.Module):
+    """Adaptive Layer-Instance Normalization: gamma and beta come from the CAM MLP."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.rho = nn.Parameter(torch.full((1, num_features, 1, 1), 0.9))
+
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W); gamma, beta: (N, C)."""
+        scale, shift = _instance_layer_affine(x, self.rho, self.eps)
+        gamma = gamma.float()[:, :, None, None]
+        beta = beta.float()[:, :, None, None]
+        return torch.addcmul(shift * gamma + beta, x, scale * gamma).to(x.dtype)
+
+
+class ILN(nn.Module):
+    """Layer-Instance Normalization with learned gamma and beta (the decoder's LIN)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.rho = nn.Parameter(torch.full((1, num_features, 1, 1), 0.0))
+        self.gamma = nn.Parameter(torch.full((1, num_features, 1, 1), 1.0))
+        self.beta = nn.Parameter(torch.full((1, num_features, 1, 1), 0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = _instance_layer_affine(x, self.rho, self.eps)
+        gamma, beta = self.gamma.float(), self.beta.float()
+        return torch.addcmul(shift * gamma + beta, x, scale * gamma).to(x.dtype)
+
+
+def clip_rho(module: nn.Module) -> None:
+    """Keep every rho in [0, 1], as the paper requires after each generator step."""
+    for m in module.modules():
+        if isinstance(m, (AdaILN, ILN)):
+            with torch.no_grad():
+                m.rho.clamp_(0.0, 1.0)
+
+
+class ResnetBlock(nn.Module):
+    """Encoder residual block: (pad, 3x3 conv, IN, ReLU) x 2 with a skip."""
+
+    def __init__(self, dim: int, use_bias: bool = False) -> None:
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=0, bias=use_bias),
+            nn.InstanceNorm2d(dim),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=0, bias=use_bias),
+            nn.InstanceNorm2d(dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetAdaILNBlock(nn.Module):
+    """Decoder residual block whose normalisations take gamma/beta from the MLP."""
+
+    def __init__(self, dim: int, use_bias: bool = False) -> None:
+        super().__init__()
+        self.pad1 = nn.ReflectionPad2d(1)
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=0, bias=use_bias)
+        self.norm1 = AdaILN(dim)
+        self.relu1 = nn.ReLU(True)
+        self.pad2 = nn.ReflectionPad2d(1)
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=0, bias=use_bias)
+        self.norm2 = AdaILN(dim)
+
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
+        out = self.norm2(self.conv2(self.pad2(out)), gamma, beta)
+        return out + x
+
+
+class ResnetGenerator(nn.Module):
+    """G_s->t: encoder, CAM attention, gamma/beta MLP, AdaILN decoder.
+
+    `light` computes gamma/beta from the globally average-pooled attention
+    map instead of the flattened one, which drops the (img_size/4)^2 * 4ch *
+    4ch first MLP layer (268M of the full model's 279M parameters at 256 px).
+    """
+
+    def __init__(
+        self,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        ngf: int = 64,
+        n_blocks: int = 4,
+        img_size: int = 256,
+        light: bool = False,
+    ) -> None:
+        super().__init__()
+        if n_blocks < 0:
+            raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        if img_size % (2**N_DOWNSAMPLING):
+            raise ValueError(f"img_size must be a multiple of {2**N_DOWNSAMPLING}, got {img_size}")
+        self.input_nc, self.output_nc = input_nc, output_nc
+        self.ngf, self.n_blocks, self.img_size, self.light = ngf, n_blocks, img_size, light
+        mult = 2**N_DOWNSAMPLING
+        bottleneck = ngf * mult
+
+        # Encoder (down-sampling and bottleneck)
+        down: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(input_nc, ngf, kernel_size=7, stride=1, padding=0, bias=False),
+            nn.InstanceNorm2d(ngf),
+            nn.ReLU(True),
+        ]
+        for i in range(N_DOWNSAMPLING):
+            c = ngf * 2**i
+            down += [
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(c, c * 2, kernel_size=3, stride=2, padding=0, bias=False),
+                nn.InstanceNorm2d(c * 2),
+                nn.ReLU(True),
+            ]
+        down += [ResnetBlock(bottleneck) for _ in range(n_blocks)]
+        self.DownBlock = nn.Sequential(*down)
+
+        # Class activation map (auxiliary classifier eta_s)
+        self.gap_fc = nn.Linear(bottleneck, 1, bias=False)
+        self.gmp_fc = nn.Linear(bottleneck, 1, bias=False)
+        self.conv1x1 = nn.Conv2d(bottleneck * 2, bottleneck, kernel_size=1, stride=1, bias=True)
+        self.relu = nn.ReLU(True)
+
+        # Gamma/beta MLP
+        fc_in = bottleneck if light else (img_size // mult) ** 2 * bottleneck
+        self.FC = nn.Sequential(
+            nn.Linear(fc_in, bottleneck, bias=False),
+            nn.ReLU(True),
+            nn.Linear(bottleneck, bottleneck, bias=False),
+            nn.ReLU(True),
+        )
+        self.gamma = nn.Linear(bottleneck, bottleneck, bias=False)
+        self.beta = nn.Linear(bottleneck, bottleneck, bias=False)
+
+        # Decoder: AdaILN residual blocks (attribute names as in the authors' code)
+        for i in range(n_blocks):
+            setattr(self, f"UpBlock1_{i + 1}", ResnetAdaILNBlock(bottleneck))
+
+        # Decoder: up-sampling with ILN, then the output layer
+        up: list[nn.Module] = []
+        for i in range(N_DOWNSAMPLING):
+            c = ngf * 2 ** (N_DOWNSAMPLING - i)
+            up += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(c, c // 2, kernel_size=3, stride=1, padding=0, bias=False),
+                ILN(c // 2),
+                nn.ReLU(True),
+            ]
+        up += [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(ngf, output_nc, kernel_size=7, stride=1, padding=0, bias=False),
+            nn.Tanh(),
+        ]
+        self.UpBlock2 = nn.Sequential(*up)
+
+    def arch(self) -> dict[str, int | bool]:
+        """Constructor arguments, saved beside the weights so serving rebuilds this network."""
+        return {
+            "input_nc": self.input_nc,
+            "output_nc": self.output_nc,
+            "ngf": self.ngf,
+            "n_blocks": self.n_blocks,
+            "img_size": self.img_size,
+            "light": self.light,
+        }
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (N, 3, S, S) in [-1, 1] -> (image (N, 3, S, S), cam_logit (N, 2), heatmap (N, 1, S/4, S/4))."""
+        x = self.DownBlock(x)
+        n = x.shape[0]
+
+        gap_logit = self.gap_fc(F.adaptive_avg_pool2d(x, 1).view(n, -1))
+        gmp_logit = self.gmp_fc(F.adaptive_max_pool2d(x, 1).view(n, -1))
+        cam_logit = torch.cat([gap_logit, gmp_logit], 1)
+        # a_s = w_s * E_s for both pooled classifiers, concatenated along channels.
+        x = torch.cat(
+            [x * self.gap_fc.weight[:, :, None, None], x * self.gmp_fc.weight[:, :, None, None]], 1
+        )
+        x = self.relu(self.conv1x1(x))
+        heatmap = torch.sum(x, dim=1, keepdim=True)
+
+        mlp_in = F.adaptive_avg_pool2d(x, 1) if self.light else x
+        h = self.FC(mlp_in.reshape(n, -1))
+        gamma, beta = self.gamma(h), self.beta(h)
+
+        for i in range(self.n_blocks):
+            x = getattr(self, f"UpBlock1_{i + 1}")(x, gamma, beta)
+        return self.UpBlock2(x), cam_logit, heatmap
+
+
+def min_image_size(n_layers: int) -> int:
+    """Smallest input a `Discriminator(n_layers=...)` accepts.
+
+    n_layers - 2 stride-2 convolutions halve the size, then two 4x4 stride-1
+    convolutions each take one pixel off; the patch map must keep >= 1 px.
+    """
+    return 3 * 2 ** (n_layers - 2)
+
+
+class Discriminator(nn.Module):
+    """D_t: spectral-normalised PatchGAN with its own CAM classifier.
+
+    The paper uses n_layers=7 for the global and 5 for the local discriminator
+    (receptive fields that cover the whole 256 px image and a local patch).
+    """
+
+    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 5) -> None:
+        super().__init__()
+        if n_layers < 3:
+            raise ValueError(f"a discriminator needs n_layers >= 3, got {n_layers}")
+        sn = nn.utils.spectral_norm
+        model: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            sn(nn.Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=0, bias=True)),
+            nn.LeakyReLU(0.2, True),
+        ]
+        for i in range(1, n_layers - 2):
+            c = ndf * 2 ** (i - 1)
+            model += [
+                nn.ReflectionPad2d(1),
+                sn(nn.Conv2d(c, c * 2, kernel_size=4, stride=2, padding=0, bias=True)),
+                nn.LeakyReLU(0.2, True),
+            ]
+        c = ndf * 2 ** (n_layers - 3)
+        model += [
+            nn.ReflectionPad2d(1),
+            sn(nn.Conv2d(c, c * 2, kernel_size=4, stride=1, padding=0, bias=True)),
+            nn.LeakyReLU(0.2, True),
+        ]
+        self.model = nn.Sequential(*model)
+        self.n_layers = n_layers
+
+        # Class activation map (auxiliary classifier eta_Dt)
+        c = ndf * 2 ** (n_layers - 2)
+        self.gap_fc = sn(nn.Linear(c, 1, bias=False))
+        self.gmp_fc = sn(nn.Linear(c, 1, bias=False))
+        self.conv1x1 = nn.Conv2d(c * 2, c, kernel_size=1, stride=1, bias=True)
+        self.leaky_relu = nn.LeakyReLU(0.2, True)
+
+        # Patch classifier
+        self.pad = nn.ReflectionPad2d(1)
+        self.conv = sn(nn.Conv2d(c, 1, kernel_size=4, stride=1, padding=0, bias=False))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (N, 3, S, S) -> (patch logits (N, 1, s, s), cam_logit (N, 2), heatmap)."""
+        if min(x.shape[-2:]) < min_image_size(self.n_layers):
+            raise ValueError(
+                f"a {self.n_layers}-layer discriminator needs images of at least "
+                f"{min_image_size(self.n_layers)} px, got {tuple(x.shape[-2:])}"
+            )
+        x = self.model(x)
+        n = x.shape[0]
+        gap_logit = self.gap_fc(F.adaptive_avg_pool2d(x, 1).view(n, -1))
+        gmp_logit = self.gmp_fc(F.adaptive_max_pool2d(x, 1).view(n, -1))
+        cam_logit = torch.cat([gap_logit, gmp_logit], 1)
+        # The spectrally normalised weights re-weight the map (the authors used the
+        # raw `weight_orig` here, which lets its scale drift).
+        x = torch.cat(
+            [x * self.gap_fc.weight[:, :, None, None], x * self.gmp_fc.weight[:, :, None, None]], 1
+        )
+        x = self.leaky_relu(self.conv1x1(x))
+        heatmap = torch.sum(x, dim=1, keepdim=True)
+        return self.conv(self.pad(x)), cam_logit, heatmap
