@@ -1,0 +1,145 @@
+"""Usage records: queued in memory by the request path, written in batches in the background.
+
+A reply never waits for the database. When the database is down (refused
+connections, "database is locked", timeouts) records stay queued and the
+writer retries with exponential backoff, so none is lost while the process
+lives; `close()` flushes what is left on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import get_args
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.models import Platform, Usage, UsageStatus
+from db.types import now_utc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One request, successful or not; `created_at` is when it happened, not when it is written."""
+
+    platform: Platform
+    platform_user_id: str
+    chat_id: str
+    style: str
+    status: UsageStatus
+    latency_ms: int
+    model_version: str | None = None
+    input_bytes: int | None = None
+    input_pixels: int | None = None
+    created_at: datetime = field(default_factory=now_utc)
+
+    def __post_init__(self) -> None:
+        # Checked here, at the caller, so that a bad record can never block the queue.
+        if self.platform not in get_args(Platform):
+            raise ValueError(f"unknown platform {self.platform!r}")
+        if self.status not in get_args(UsageStatus):
+            raise ValueError(f"unknown usage status {self.status!r}")
+        if self.latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")
+        if self.created_at.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+
+
+class UsageRecorder:
+    """Buffers usage records and writes them from one background task.
+
+    Create it inside the running event loop (e.g. in a bot's startup hook) and
+    `await close()` in the shutdown hook.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        batch_size: int = 200,
+        retry_min_s: float = 0.5,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        if batch_size < 1 or not 0 < retry_min_s <= retry_max_s:
+            raise ValueError("need batch_size >= 1 and 0 < retry_min_s <= retry_max_s")
+        self._sessions = sessions
+        self._batch_size = batch_size
+        self._retry_min_s = retry_min_s
+        self._retry_max_s = retry_max_s
+        self._queue: deque[UsageRecord] = deque()
+        self._wakeup = asyncio.Event()  # new records, or closing: stop waiting
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closing = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(self._write_forever(), name="usage-writer")
+
+    @property
+    def pending(self) -> int:
+        """Records not yet in the database."""
+        return len(self._queue)
+
+    def record(self, rec: UsageRecord) -> None:
+        """Queue one record; returns at once."""
+        if self._closing.is_set():
+            raise RuntimeError("UsageRecorder is closed")
+        self._queue.append(rec)
+        self._drained.clear()
+        self._wakeup.set()
+
+    async def flush(self) -> None:
+        """Wait until every record queued so far is in the database (however long that takes)."""
+        await self._drained.wait()
+
+    async def close(self, *, timeout_s: float = 30.0) -> None:
+        """Stop taking records and flush the queue; give up (and log how many) after `timeout_s`."""
+        self._closing.set()
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self.flush(), timeout_s)
+        except TimeoutError:
+            log.error("database unavailable at shutdown: %d usage records not saved", self.pending)
+        self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def _write_forever(self) -> None:
+        delay = self._retry_min_s
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = list(itertools.islice(self._queue, self._batch_size))
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # noqa: BLE001 - any failure: keep the records, retry
+                    log.warning(
+                        "usage write failed (%d pending), retrying in %.1f s: %s: %s",
+                        len(self._queue), delay, type(exc).__name__, exc,
+                    )
+                    await self._sleep(delay)
+                    delay = min(2 * delay, self._retry_max_s)
+                    continue
+                for _ in batch:  # the writer is the only consumer: these are the head
+                    self._queue.popleft()
+                delay = self._retry_min_s
+            self._drained.set()
+
+    async def _write(self, batch: list[UsageRecord]) -> None:
+        async with self._sessions() as session:
+            await session.execute(insert(Usage), [asdict(rec) for rec in batch])
+            await session.commit()
+
+    async def _sleep(self, delay: float) -> None:
+        """Back off; once shutdown starts, retry at the shortest interval instead."""
+        if not self._closing.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay)
+        else:
+            await asyncio.sleep(self._retry_min_s)

@@ -1,0 +1,106 @@
+"""Shared fixtures. Each team keeps its fixtures in its own labelled section."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from db.engine import create_engine, migrate, session_factory
+
+# --- db: migrated SQLite and PostgreSQL databases -------------------------------
+# `db_url` runs a test on both backends; `sqlite_db_url` / `postgres_db_url`
+# pick one. Each test gets its own database, copied from one migrated once
+# per session (PostgreSQL: CREATE DATABASE ... TEMPLATE), so it stays fast.
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+PG_USERS = ("postgres", "root")
+
+
+async def _pg_user() -> str | None:
+    """The first superuser name the local server lets in (trust auth), or None."""
+    for user in PG_USERS:
+        try:
+            connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database="postgres", timeout=3)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            continue
+        await connection.close()
+        return user
+    return None
+
+
+async def _pg_admin(user: str, statement: str) -> None:
+    connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database="postgres")
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[tuple[str, str]]:
+    """(user, database) of a migrated template database on the local PostgreSQL server."""
+    user = asyncio.run(_pg_user())
+    if user is None:
+        pytest.skip(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT} as {' or '.join(PG_USERS)}")
+    name = f"toonbot_test_template_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_pg_admin(user, f'CREATE DATABASE "{name}"'))
+    try:
+        asyncio.run(migrate(f"postgresql+asyncpg://{user}@{PG_HOST}:{PG_PORT}/{name}"))
+        yield user, name
+    finally:
+        asyncio.run(_pg_admin(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def postgres_db_url(postgres_template: tuple[str, str]) -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database, dropped after the test."""
+    user, template = postgres_template
+    name = f"toonbot_test_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(user, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield f"postgresql+asyncpg://{user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        await _pg_admin(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file to copy from."""
+    path = tmp_path_factory.mktemp("db") / "template.sqlite3"
+    asyncio.run(migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture
+def sqlite_db_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A fresh, migrated SQLite file in the test's temporary folder."""
+    path = tmp_path / "toonbot.sqlite3"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, migrated database: the test runs once per backend."""
+    return request.getfixturevalue(f"{request.param}_db_url")
+
+
+@pytest.fixture
+async def db_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on `db_url`, disposed after the test."""
+    engine = create_engine(db_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def db_sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on `db_url`."""
+    return session_factory(db_engine)
