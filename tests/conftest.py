@@ -104,3 +104,40 @@ async def db_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 def db_sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions on `db_url`."""
     return session_factory(db_engine)
+
+
+# --- bots: a tiny deployed model store and public-domain sample photos -----------
+
+FIXTURES = Path(__file__).with_name("fixtures")
+
+
+@pytest.fixture(scope="session")
+def bots_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`selfie2anime` and `anime2selfie` .mar files exported from a tiny random-weight generator."""
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.cli import main as training_cli
+    from training.networks import ResnetGenerator
+
+    torch.manual_seed(0)
+    generator = ResnetGenerator(ngf=8, n_blocks=1, img_size=32, light=True)
+    weights = generator.state_dict()
+    folder = tmp_path_factory.mktemp("bots_store")
+    checkpoint = save_checkpoint(
+        folder / "tiny.pt",
+        {
+            "options": {"name": "selfie2anime", "img_size": 32},
+            "generator_arch": generator.arch(),
+            "step": 0,
+            "networks": {"genA2B": weights, "genB2A": weights},
+        },
+    )
+    assert training_cli(["export", str(checkpoint), "--out", str(folder / "model_store")]) == 0
+    return folder / "model_store"
+
+
+@pytest.fixture(scope="session")
+def face_jpeg() -> bytes:
+    """A public-domain portrait (Grace Hopper, US Navy) the face detector finds."""
+    return (FIXTURES / "grace_hopper_256.jpg").read_bytes()

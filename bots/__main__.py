@@ -1,0 +1,5 @@
+import sys
+
+from bots.run import main
+
+sys.exit(main())

@@ -1,0 +1,298 @@
+"""The conversation, once for every front end: commands, style choice, limits, replies, usage.
+
+An adapter (Telegram, Discord, the web page) turns what its platform delivers
+into a `Request` and shows the `Reply`; nothing here knows any platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from PIL import Image
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bots import messages
+from bots.limits import Refusal, UserLimits
+from db import users
+from db.models import Platform, UsageStatus
+from db.usage import UsageRecord, UsageRecorder
+from serving.api import StyleInfo, Stylizer, StylizeError
+
+logger = logging.getLogger(__name__)
+
+# Serving's error kinds -> the usage log's statuses, and wording for errors that bring none.
+_STATUS: dict[str, UsageStatus] = {"bad_input": "bad_input", "no_face": "no_face", "overloaded": "overloaded"}
+_WORDS = {
+    "bad_input": messages.NOT_AN_IMAGE,
+    "no_face": messages.NO_FACE,
+    "overloaded": messages.OVERLOADED,
+    "unavailable": messages.UNAVAILABLE,
+}
+# Declared types that say nothing either way: let the decoder judge the bytes.
+_UNDECLARED = ("", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file the user sent, read only once it passes the checks (a refused PDF is never fetched)."""
+
+    content_type: str  # as the platform declares it, e.g. "image/jpeg"; "" when unknown
+    size: int | None  # declared size in bytes, when the platform says
+    read: Callable[[], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One thing a user did: a message text or caption, maybe with a file."""
+
+    platform: Platform
+    user_id: str
+    chat_id: str
+    text: str = ""
+    attachment: Attachment | None = None
+
+
+@dataclass(frozen=True)
+class StyleButton:
+    """A button that, when pressed, asks for `/style <style>`."""
+
+    style: str
+    label: str
+    selected: bool
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to send back: a short text, maybe an image, maybe style buttons."""
+
+    text: str
+    image: bytes | None = None
+    content_type: str | None = None
+    buttons: tuple[StyleButton, ...] = ()
+
+
+Command = Callable[[Request, str], Awaitable[Reply]]
+
+
+def parse_command(text: str) -> tuple[str | None, str]:
+    """`"/style@toonbot cat2dog"` -> `("style", "cat2dog")`; plain text -> `(None, text)`."""
+    text = text.strip()
+    if not text.startswith("/"):
+        return None, text
+    head, _, arg = text[1:].partition(" ")
+    return head.split("@", 1)[0].lower(), arg.strip()
+
+
+def image_pixels(data: bytes) -> int | None:
+    """Width x height from the header alone, for the usage log; None when Pillow can't tell."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+@dataclass
+class _Outcome:
+    """What one photo request came to, for the reply and the usage log."""
+
+    status: UsageStatus = "error"
+    reply: Reply = Reply(messages.ERROR)
+    input_bytes: int | None = None
+    input_pixels: int | None = None
+    version: str | None = None
+
+
+class Core:
+    """Answers requests from every front end; holds the per-user limits and the model's queue."""
+
+    def __init__(
+        self,
+        *,
+        stylizer: Stylizer,
+        sessions: async_sessionmaker[AsyncSession],
+        recorder: UsageRecorder,
+        default_style: str,
+        requests_per_minute: int,
+        max_in_flight: int,
+        max_upload_bytes: int,
+        output_size: int,
+    ) -> None:
+        self._stylizer = stylizer
+        self._sessions = sessions
+        self._recorder = recorder
+        self._default_style = default_style
+        self._per_minute = requests_per_minute
+        self._limits = UserLimits(requests_per_minute)
+        self._model_slots = asyncio.Semaphore(max_in_flight)
+        self._max_upload_bytes = max_upload_bytes
+        self._output_size = output_size
+        # Later front-end features (admin commands) register here: name -> handler.
+        self.commands: dict[str, Command] = {
+            "start": self._start,
+            "help": self._help,
+            "styles": self._styles,
+            "style": self._style,
+        }
+
+    async def handle(self, request: Request) -> Reply:
+        """The single entry point for every front end."""
+        if request.attachment is not None:
+            return await self._photo(request, request.attachment)
+        name, arg = parse_command(request.text)
+        if name is None:
+            return Reply(messages.NOT_A_COMMAND)
+        return await self.commands.get(name, self._help)(request, arg)
+
+    # Commands ---------------------------------------------------------------
+
+    async def _start(self, request: Request, arg: str) -> Reply:
+        """Greet and say which style is on."""
+        catalogue = await self._catalogue()
+        style = await self._current_style(request, catalogue)
+        return Reply(messages.WELCOME.format(style=style.title if style else "-"))
+
+    async def _help(self, request: Request, arg: str) -> Reply:
+        """What the bot does, in four lines."""
+        return Reply(messages.HELP)
+
+    async def _styles(self, request: Request, arg: str, header: str = "") -> Reply:
+        """The deployed styles, one per line, with a button each."""
+        catalogue = await self._catalogue()
+        if not catalogue:
+            return Reply(messages.NO_STYLES)
+        current = await self._current_style(request, catalogue)
+        lines = [header] if header else []
+        lines.append(messages.STYLES_HEADER.format(style=current.name if current else "-"))
+        lines += [
+            messages.STYLE_LINE.format(name=s.name, description=s.description)
+            for s in catalogue.values()
+        ]
+        buttons = tuple(
+            StyleButton(style=s.name, label=s.title, selected=s == current)
+            for s in catalogue.values()
+        )
+        return Reply("\n".join(lines), buttons=buttons)
+
+    async def _style(self, request: Request, arg: str) -> Reply:
+        """Switch the user's style for good; an unknown name gets the list."""
+        style = (await self._catalogue()).get(arg)
+        if style is None:
+            header = messages.UNKNOWN_STYLE.format(name=arg) if arg else ""
+            return await self._styles(request, "", header=header)
+        async with self._sessions() as session:
+            await users.set_style(
+                session, platform=request.platform, platform_user_id=request.user_id, style=arg
+            )
+        return Reply(messages.STYLE_SET.format(title=style.title))
+
+    # Photos -----------------------------------------------------------------
+
+    async def _photo(self, request: Request, attachment: Attachment) -> Reply:
+        """Stylize one image within the limits, and log it whatever happens."""
+        started = time.perf_counter()
+        catalogue = await self._catalogue()
+        command, arg = parse_command(request.text)
+        if command == "style" and arg:  # a caption "/style NAME" applies to this photo only
+            style_name, style = arg, catalogue.get(arg)
+        else:
+            style = await self._current_style(request, catalogue)
+            style_name = style.name if style else self._default_style
+        outcome = _Outcome(input_bytes=attachment.size)
+        try:
+            if style is None:
+                outcome.status = "bad_input"
+                header = messages.UNKNOWN_STYLE.format(name=style_name)
+                outcome.reply = await self._styles(request, "", header=header)
+            else:
+                await self._within_limits(request, style, attachment, outcome)
+        finally:  # written even when the adapter's download or the model blows up
+            self._recorder.record(
+                UsageRecord(
+                    platform=request.platform,
+                    platform_user_id=request.user_id,
+                    chat_id=request.chat_id,
+                    style=style_name,
+                    model_version=outcome.version or (style.version if style else None),
+                    status=outcome.status,
+                    latency_ms=round((time.perf_counter() - started) * 1000),
+                    input_bytes=outcome.input_bytes,
+                    input_pixels=outcome.input_pixels,
+                )
+            )
+        return outcome.reply
+
+    async def _within_limits(
+        self, request: Request, style: StyleInfo, attachment: Attachment, outcome: _Outcome
+    ) -> None:
+        """Refuse politely when the user is over their allowance, else draw."""
+        user = (request.platform, request.user_id)
+        refusal = self._limits.try_acquire(user)
+        if refusal is not None:
+            outcome.status = "rate_limited"
+            outcome.reply = Reply(
+                messages.BUSY_USER
+                if refusal is Refusal.BUSY
+                else messages.SLOW_DOWN.format(limit=self._per_minute)
+            )
+            return
+        try:
+            await self._draw(style, attachment, outcome)
+        finally:
+            self._limits.release(user)
+
+    async def _draw(self, style: StyleInfo, attachment: Attachment, outcome: _Outcome) -> None:
+        """Check the file, fetch it, wait for a model slot, and translate it."""
+        declared = attachment.content_type.lower()
+        if declared not in _UNDECLARED and not declared.startswith("image/"):
+            outcome.status, outcome.reply = "bad_input", Reply(messages.NOT_AN_IMAGE)
+            return
+        too_big = Reply(messages.TOO_BIG.format(limit_mb=self._max_upload_bytes // 2**20))
+        if (attachment.size or 0) > self._max_upload_bytes:
+            outcome.status, outcome.reply = "bad_input", too_big
+            return
+        data = await attachment.read()
+        outcome.input_bytes, outcome.input_pixels = len(data), image_pixels(data)
+        if len(data) > self._max_upload_bytes:
+            outcome.status, outcome.reply = "bad_input", too_big
+            return
+        try:
+            async with self._model_slots:
+                result = await self._stylizer.stylize(
+                    style.name, data, size=self._output_size, fmt="jpeg"
+                )
+        except StylizeError as error:
+            logger.info("stylize %s refused: %s (%s)", style.name, error.kind, error)
+            outcome.status = _STATUS.get(error.kind, "error")
+            outcome.reply = Reply(error.message or _WORDS.get(error.kind, messages.ERROR))
+            return
+        outcome.status, outcome.version = "ok", result.version
+        outcome.reply = Reply(
+            messages.RESULT_CAPTION.format(title=style.title),
+            image=result.image,
+            content_type=result.content_type,
+        )
+
+    # Styles -----------------------------------------------------------------
+
+    async def _catalogue(self) -> dict[str, StyleInfo]:
+        """What is deployed now, by name: the only source of style names."""
+        return {s.name: s for s in await self._stylizer.styles()}
+
+    async def _current_style(
+        self, request: Request, catalogue: dict[str, StyleInfo]
+    ) -> StyleInfo | None:
+        """The user's saved style if still deployed, else the default, else the first deployed."""
+        async with self._sessions() as session:
+            saved = await users.get_style(
+                session, platform=request.platform, platform_user_id=request.user_id
+            )
+        for name in (saved, self._default_style):
+            if name in catalogue:
+                return catalogue[name]
+        return next(iter(catalogue.values()), None)

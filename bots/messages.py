@@ -1,0 +1,34 @@
+"""Every sentence the bots say, written once, in plain words.
+
+Front ends never write their own wording: they show these (via the core's
+replies) so Telegram, Discord and the web page always say the same thing.
+"""
+
+from __future__ import annotations
+
+WELCOME = (
+    "Hi! Send me a photo and I'll redraw it.\n"
+    "Your style now: {style}. /styles lists them all, /help says more."
+)
+HELP = (
+    "Send a photo (or an image file) and I'll send it back restyled.\n"
+    "/styles - see the styles and pick one\n"
+    "/style NAME - switch to a style\n"
+    "A photo with the caption /style NAME uses that style just once."
+)
+STYLES_HEADER = "Styles (yours now: {style}):"
+STYLE_LINE = "{name} - {description}"
+STYLE_SET = "Done: your style is now {title}. Send a photo!"
+UNKNOWN_STYLE = "I don't know the style \"{name}\"."
+NO_STYLES = "No styles are available right now. Please try again later."
+NOT_A_COMMAND = "Send me a photo to restyle, or /help to see what I can do."
+RESULT_CAPTION = "{title}"
+
+NOT_AN_IMAGE = "That file isn't a photo I can read. Please send a JPEG, PNG or WebP image."
+TOO_BIG = "That file is too big. Please send an image under {limit_mb} MB."
+NO_FACE = "I couldn't find a face in that photo. Try a clear, front-facing photo of one face."
+BUSY_USER = "I'm still working on your last photo. One at a time, please!"
+SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."
+OVERLOADED = "I'm very busy right now. Please try again in a minute."
+UNAVAILABLE = "The drawing service is not reachable right now. Please try again later."
+ERROR = "Sorry, something went wrong on my side. Please try again."

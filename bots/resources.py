@@ -1,0 +1,73 @@
+"""The process's one core and what it holds open: the model runtime and the database.
+
+Each front end opens it in its own startup hook (PTB `post_init`, aiohttp
+`on_startup`, discord.py `setup_hook`) and closes it in its shutdown hook;
+the first opener builds it and the last closer releases it, so several front
+ends in one process share one model, one connection pool and one global
+limit on work in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+from bots.core import Core
+from bots.settings import Settings
+from db.engine import create_engine, default_url, session_factory
+from db.usage import UsageRecorder
+from serving import open_stylizer
+from serving.api import Stylizer
+
+
+def open_configured_stylizer(settings: Settings) -> Stylizer:
+    """TorchServe when `TORCHSERVE_URL` is set, else the embedded engine over `MODEL_STORE`."""
+    token = settings.torchserve_token.get_secret_value() if settings.torchserve_token else None
+    return open_stylizer(settings.torchserve_url, settings.model_store, token)
+
+
+class SharedCore:
+    """Reference-counted: `open` in every startup hook, `close` in the matching shutdown hook."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._holders = 0
+        self._core: Core | None = None
+        self._stack = AsyncExitStack()
+
+    async def open(self) -> Core:
+        """The core, built on first use."""
+        async with self._lock:
+            if self._core is None:
+                self._core = await self._build()
+            self._holders += 1
+            return self._core
+
+    async def close(self) -> None:
+        """Release one hold; the last one flushes the usage log and closes everything."""
+        async with self._lock:
+            self._holders -= 1
+            if self._holders == 0:
+                self._core = None
+                await self._stack.aclose()
+
+    async def _build(self) -> Core:
+        settings = self._settings
+        engine = create_engine(settings.database_url or default_url())
+        self._stack.push_async_callback(engine.dispose)
+        sessions = session_factory(engine)
+        stylizer = open_configured_stylizer(settings)
+        self._stack.push_async_callback(stylizer.close)
+        recorder = UsageRecorder(sessions)
+        self._stack.push_async_callback(recorder.close)  # flushed before the engine goes
+        return Core(
+            stylizer=stylizer,
+            sessions=sessions,
+            recorder=recorder,
+            default_style=settings.default_style,
+            requests_per_minute=settings.requests_per_minute,
+            max_in_flight=settings.max_in_flight,
+            max_upload_bytes=settings.max_upload_bytes,
+            output_size=settings.output_size,
+        )

@@ -1,0 +1,56 @@
+"""Configuration: environment variables and an optional `.env` file, read once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Everything the bots read from the environment; tokens stay `SecretStr` so they never print."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Front ends: a bot runs only when its token is set.
+    telegram_token: SecretStr | None = None
+    telegram_api_url: str | None = None  # a self-hosted Bot API server, e.g. http://127.0.0.1:8081
+    discord_token: SecretStr | None = None
+    discord_dev_guild: int | None = None  # sync slash commands to one guild at once while developing
+    discord_api_url: str | None = None
+    discord_gateway_url: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+
+    # Data and models.
+    database_url: str | None = None  # unset: a SQLite file in var/ (see `db.default_url`)
+    torchserve_url: str | None = None  # unset: the embedded engine serves model_store/ in-process
+    torchserve_token: SecretStr | None = None
+    model_store: Path = REPO_ROOT / "model_store"
+
+    # Behaviour.
+    default_style: str = "selfie2anime"
+    requests_per_minute: int = Field(default=10, ge=1)  # per user
+    max_in_flight: int = Field(default=4, ge=1)  # all users together; more wait in line
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)  # Telegram's bot download limit
+    output_size: int = Field(default=512, ge=32)
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        """Accept `ADMIN_IDS=1,2,3` as people write it, not only JSON."""
+        if isinstance(value, str):
+            return [part for part in value.replace(" ", "").split(",") if part]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return Settings()

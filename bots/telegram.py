@@ -1,0 +1,178 @@
+"""The Telegram front end: python-telegram-bot updates in, the core's replies out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from telegram import Chat, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bots import messages
+from bots.core import Attachment, Core, Reply, Request
+from bots.resources import SharedCore
+from bots.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+ACTION_REPEAT_S = 4.0  # Telegram shows a chat action for 5 s
+
+
+def _core(context: ContextTypes.DEFAULT_TYPE) -> Core:
+    return context.bot_data["core"]
+
+
+def _request(update: Update, text: str, attachment: Attachment | None = None) -> Request:
+    assert update.effective_user is not None and update.effective_chat is not None
+    return Request(
+        platform=PLATFORM,
+        user_id=str(update.effective_user.id),
+        chat_id=str(update.effective_chat.id),
+        text=text,
+        attachment=attachment,
+    )
+
+
+def _keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    """One button per style; the user's current one is ticked."""
+    if not reply.buttons:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton(("✓ " if b.selected else "") + b.label, callback_data=b.style)]
+            for b in reply.buttons
+        ]
+    )
+
+
+async def _send(message: Message, reply: Reply, *, as_document: bool) -> None:
+    """Answer in kind: a photo for a photo, a file for a file, else text (with buttons)."""
+    if reply.image is None:
+        await message.reply_text(reply.text, reply_markup=_keyboard(reply))
+    elif as_document:
+        suffix = mimetypes.guess_extension(reply.content_type or "") or ""
+        await message.reply_document(reply.image, filename=f"toonbot{suffix}", caption=reply.text)
+    else:
+        await message.reply_photo(reply.image, caption=reply.text)
+
+
+@asynccontextmanager
+async def _showing(chat: Chat, action: str) -> AsyncIterator[None]:
+    """Keep "uploading photo..." on screen for as long as the block runs."""
+
+    async def repeat() -> None:
+        try:
+            while True:
+                await chat.send_action(action)
+                await asyncio.sleep(ACTION_REPEAT_S)
+        except TelegramError as error:  # only a courtesy: never fail the photo over it
+            logger.debug("chat action stopped: %s", error)
+
+    task = asyncio.create_task(repeat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Commands and plain text go to the core as typed."""
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    reply = await _core(context).handle(_request(update, message.text))
+    await _send(message, reply, as_document=False)
+
+
+async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A photo or a file: the core checks it, fetches it and draws it."""
+    message = update.effective_message
+    assert message is not None
+    if message.photo:
+        source, content_type, as_document = message.photo[-1], "image/jpeg", False
+    else:
+        assert message.document is not None
+        source, content_type, as_document = message.document, message.document.mime_type, True
+
+    async def read() -> bytes:
+        file = await source.get_file()
+        return bytes(await file.download_as_bytearray())
+
+    attachment = Attachment(content_type or "", source.file_size, read)
+    action = ChatAction.UPLOAD_DOCUMENT if as_document else ChatAction.UPLOAD_PHOTO
+    async with _showing(message.chat, action):
+        reply = await _core(context).handle(_request(update, message.caption or "", attachment))
+    await _send(message, reply, as_document=as_document)
+
+
+async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A style button works like typing /style NAME; the list is replaced by the confirmation."""
+    query = update.callback_query
+    assert query is not None
+    reply = await _core(context).handle(_request(update, f"/style {query.data}"))
+    await query.answer()
+    await query.edit_message_text(reply.text, reply_markup=_keyboard(reply))
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Log the failure with its traceback, then tell the user something short."""
+    logger.error("update failed: %r", update, exc_info=context.error)
+    if isinstance(update, Update) and update.effective_message is not None:
+        await update.effective_message.reply_text(messages.ERROR)
+
+
+def build_application(settings: Settings, shared: SharedCore) -> Application:
+    """The bot: polling, concurrent updates (the core does the queueing), shared core via hooks."""
+    assert settings.telegram_token is not None
+
+    async def post_init(app: Application) -> None:
+        app.bot_data["core"] = await shared.open()
+
+    async def post_shutdown(app: Application) -> None:
+        if app.bot_data.pop("core", None) is not None:
+            await shared.close()
+
+    builder = (
+        Application.builder()
+        .token(settings.telegram_token.get_secret_value())
+        .concurrent_updates(True)
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+    )
+    if settings.telegram_api_url:  # a self-hosted Bot API server
+        url = settings.telegram_api_url.rstrip("/")
+        builder = builder.base_url(f"{url}/bot").base_file_url(f"{url}/file/bot")
+    app = builder.build()
+    app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_image))
+    app.add_handler(MessageHandler(filters.TEXT, on_text))
+    app.add_handler(CallbackQueryHandler(on_button))
+    app.add_error_handler(on_error)
+    return app
+
+
+async def serve(settings: Settings, shared: SharedCore, stop: asyncio.Event) -> None:
+    """`run_polling`'s steps on the running loop, so the bot can share a process until `stop`."""
+    app = build_application(settings, shared)
+    assert app.updater is not None and app.post_init and app.post_shutdown
+    async with AsyncExitStack() as stack:  # undoes exactly the steps that happened, in reverse
+        await app.initialize()
+        stack.push_async_callback(app.post_shutdown, app)
+        stack.push_async_callback(app.shutdown)
+        await app.post_init(app)
+        await app.start()
+        stack.push_async_callback(app.stop)
+        await app.updater.start_polling()
+        stack.push_async_callback(app.updater.stop)
+        logger.info("Telegram bot @%s is polling", app.bot.username)
+        await stop.wait()

@@ -1,0 +1,312 @@
+"""A fake Telegram Bot API server on 127.0.0.1, for driving the real python-telegram-bot stack.
+
+It speaks the HTTP side of https://core.telegram.org/bots/api that a polling
+bot uses: the test plays the users (`send_text`, `send_photo`,
+`send_document`, `press_button` queue updates that `getUpdates` hands out)
+and reads back every call the bot made (`calls`, `wait_for`). A method the
+fake does not know is answered 404 and listed in `unknown`, so a test can
+insist the bot used nothing else.
+
+    async with FakeTelegram() as api:
+        app = Application.builder().token(api.token)
+            .base_url(f"{api.url}/bot").base_file_url(f"{api.url}/file/bot").build()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from PIL import Image
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file the bot sent in a multipart request."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Bot API request the bot made: the method, its form fields and any uploaded files."""
+
+    method: str
+    fields: dict[str, str]
+    files: dict[str, Upload] = field(default_factory=dict)
+
+    @property
+    def chat_id(self) -> int | None:
+        """The chat the call addresses, if any."""
+        value = self.fields.get("chat_id")
+        return int(value) if value is not None else None
+
+    def json(self, name: str) -> Any:
+        """A field the bot sent JSON-encoded (`reply_markup`, `reply_parameters`, ...)."""
+        return json.loads(self.fields[name])
+
+
+class FakeTelegram:
+    """The Bot API methods a polling bot uses, with users played by the test."""
+
+    def __init__(self, token: str = "123456:TEST-TOKEN") -> None:
+        self.token = token
+        self.bot_id = int(token.split(":", 1)[0])
+        self.calls: list[Call] = []
+        self.unknown: list[str] = []  # methods the fake does not implement
+        self._updates: list[JSON] = []
+        self._files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, data)
+        self._messages: dict[int, JSON] = {}  # every message, by id, for edits and buttons
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()  # a call was recorded
+        self._update_pushed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        self._methods: dict[str, Callable[[dict[str, str], dict[str, Upload]], Any]] = {
+            "getMe": self._get_me,
+            "deleteWebhook": lambda f, u: True,
+            "getFile": self._get_file,
+            "sendMessage": lambda f, u: self._bot_message(f, text=f["text"]),
+            "sendPhoto": self._send_photo,
+            "sendDocument": self._send_document,
+            "sendChatAction": lambda f, u: True,
+            "answerCallbackQuery": lambda f, u: True,
+            "editMessageText": self._edit,
+            "editMessageCaption": self._edit,
+            "editMessageReplyMarkup": self._edit,
+        }
+
+    # Server ---------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeTelegram:
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_route("*", "/bot{token}/{method}", self._on_method)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._on_file)
+        self._runner = web.AppRunner(app, shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _on_method(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _error(401, "Unauthorized")
+        method = request.match_info["method"]
+        fields: dict[str, str] = {}
+        files: dict[str, Upload] = {}
+        for name, value in (await request.post()).items():
+            if isinstance(value, web.FileField):
+                files[name] = Upload(value.filename, value.content_type, value.file.read())
+            else:
+                fields[name] = str(value)
+        if method == "getUpdates":  # polled all the time: not worth recording
+            return web.json_response({"ok": True, "result": await self._get_updates(fields)})
+        handler = self._methods.get(method)
+        if handler is None:
+            self.unknown.append(method)
+            return _error(404, "Not Found: method not found")
+        result = handler(fields, files)
+        async with self._changed:
+            self.calls.append(Call(method, fields, files))
+            self._changed.notify_all()
+        return web.json_response({"ok": True, "result": result})
+
+    async def _on_file(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _error(401, "Unauthorized")
+        for path, data in self._files.values():
+            if path == request.match_info["path"]:
+                return web.Response(body=data, content_type="application/octet-stream")
+        return _error(404, "Not Found")
+
+    # Bot API methods ---------------------------------------------------------
+
+    async def _get_updates(self, fields: dict[str, str]) -> list[JSON]:
+        """Long polling: updates from `offset` on, waiting up to `timeout` seconds for one."""
+        offset = int(fields.get("offset", 0))
+        limit = int(fields.get("limit", 100))
+        self._updates = [u for u in self._updates if u["update_id"] >= offset]  # confirmed
+        with suppress(TimeoutError):
+            async with asyncio.timeout(float(fields.get("timeout", 0))):
+                while not self._updates:
+                    self._update_pushed.clear()
+                    await self._update_pushed.wait()
+        return self._updates[:limit]
+
+    def _get_me(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+        return {
+            "id": self.bot_id,
+            "is_bot": True,
+            "first_name": "toonbot",
+            "username": "toonbot_test_bot",
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+
+    def _get_file(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+        file_id = fields["file_id"]
+        path, data = self._files[file_id]
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"u{file_id}",
+            "file_size": len(data),
+            "file_path": path,
+        }
+
+    def _send_photo(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+        width, height = _image_size(files["photo"].data)
+        photo = [self._file_entry(files["photo"].data, "photos", width=width, height=height)]
+        return self._bot_message(fields, photo=photo, caption=fields.get("caption"))
+
+    def _send_document(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+        upload = files["document"]
+        document = self._file_entry(upload.data, "documents", file_name=upload.filename)
+        return self._bot_message(fields, document=document, caption=fields.get("caption"))
+
+    def _edit(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+        message = self._messages[int(fields["message_id"])]
+        for name in ("text", "caption"):
+            if name in fields:
+                message[name] = fields[name]
+        message.pop("reply_markup", None)  # an edit without a keyboard removes it
+        if "reply_markup" in fields:
+            message["reply_markup"] = json.loads(fields["reply_markup"])
+        message["edit_date"] = int(time.time())
+        return message
+
+    def _bot_message(self, fields: dict[str, str], **content: Any) -> JSON:
+        chat_id = int(fields["chat_id"])
+        message = {
+            "message_id": next(self._ids),
+            "date": int(time.time()),
+            "chat": _chat(chat_id),
+            "from": self._get_me(fields, {}),
+            **{k: v for k, v in content.items() if v is not None},
+        }
+        if "reply_markup" in fields:
+            message["reply_markup"] = json.loads(fields["reply_markup"])
+        self._messages[message["message_id"]] = message
+        return message
+
+    def _file_entry(self, data: bytes, folder: str, **extra: Any) -> JSON:
+        """Store `data` for getFile and the download, and describe it as the Bot API does."""
+        file_id = f"file{next(self._ids)}"
+        suffix = extra.get("file_name", "x.jpg").rsplit(".", 1)[-1]
+        self._files[file_id] = (f"{folder}/{file_id}.{suffix}", data)
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": len(data), **extra}
+
+    # The users' side ---------------------------------------------------------
+
+    def send_text(self, user_id: int, text: str) -> JSON:
+        """The user types `text` (a leading /word is marked as a bot command, as Telegram does)."""
+        return self._user_message(user_id, text=text, entities=_command_entities(text))
+
+    def send_photo(self, user_id: int, data: bytes, caption: str = "") -> JSON:
+        """The user sends a compressed photo (Telegram always makes those JPEG)."""
+        width, height = _image_size(data)
+        photo = [self._file_entry(data, "photos", width=width, height=height)]
+        return self._user_message(user_id, photo=photo, **_caption(caption))
+
+    def send_document(
+        self, user_id: int, data: bytes, file_name: str, mime_type: str, caption: str = ""
+    ) -> JSON:
+        """The user sends a file as is ("without compression")."""
+        document = self._file_entry(data, "documents", file_name=file_name, mime_type=mime_type)
+        return self._user_message(user_id, document=document, **_caption(caption))
+
+    def press_button(self, user_id: int, message_id: int, callback_data: str) -> None:
+        """The user presses an inline keyboard button that the bot's message really shows."""
+        message = self._messages[message_id]
+        keyboard = message.get("reply_markup", {}).get("inline_keyboard", [])
+        shown = [b.get("callback_data") for row in keyboard for b in row]
+        if callback_data not in shown:
+            raise AssertionError(f"message {message_id} has no button {callback_data!r}: {shown}")
+        self._push(
+            callback_query={
+                "id": str(next(self._ids)),
+                "from": _user(user_id),
+                "chat_instance": str(user_id),
+                "message": message,
+                "data": callback_data,
+            }
+        )
+
+    def _user_message(self, user_id: int, **content: Any) -> JSON:
+        message = {
+            "message_id": next(self._ids),
+            "date": int(time.time()),
+            "chat": _chat(user_id),
+            "from": _user(user_id),
+            **{k: v for k, v in content.items() if v},
+        }
+        self._messages[message["message_id"]] = message
+        self._push(message=message)
+        return message
+
+    def _push(self, **update: Any) -> None:
+        self._updates.append({"update_id": next(self._ids), **update})
+        self._update_pushed.set()
+
+    # Observing the bot -------------------------------------------------------
+
+    def calls_to(self, method: str, chat_id: int | None = None) -> list[Call]:
+        """The calls of `method` so far, to one chat if given."""
+        return [
+            c for c in self.calls if c.method == method and chat_id in (None, c.chat_id)
+        ]
+
+    async def wait_for(
+        self, method: str, chat_id: int | None = None, count: int = 1, timeout: float = 60.0
+    ) -> list[Call]:
+        """Wait until the bot has made `count` calls of `method` (to `chat_id`); return them."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.calls_to(method, chat_id)) >= count)
+        return self.calls_to(method, chat_id)
+
+
+def _error(code: int, description: str) -> web.Response:
+    return web.json_response(
+        {"ok": False, "error_code": code, "description": description}, status=code
+    )
+
+
+def _user(user_id: int) -> JSON:
+    return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+
+
+def _chat(chat_id: int) -> JSON:
+    return {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
+
+
+def _command_entities(text: str) -> list[JSON]:
+    if not text.startswith("/"):
+        return []
+    return [{"type": "bot_command", "offset": 0, "length": len(text.split(" ", 1)[0])}]
+
+
+def _caption(caption: str) -> JSON:
+    return {"caption": caption, "caption_entities": _command_entities(caption)}
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
