@@ -1,0 +1,209 @@
+"""UsageRecorder: records never wait for, and are never lost to, the database.
+
+The outage tests really take the database away from the app: SQLite by an
+exclusive lock held from another connection ("database is locked"), PostgreSQL
+by cutting a TCP proxy that sits between the engine and the server (open
+connections die, new ones are refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import make_url, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.engine import create_engine, session_factory
+from db.models import Usage
+from db.usage import UsageRecord, UsageRecorder
+
+Sessions = async_sessionmaker[AsyncSession]
+FAST_RETRY = {"retry_min_s": 0.05, "retry_max_s": 0.2}
+
+
+def usage(user: str, **fields: object) -> UsageRecord:
+    return UsageRecord(
+        **{"platform": "telegram", "platform_user_id": user, "chat_id": "c1", "style": "selfie2anime",
+           "status": "ok", "latency_ms": 120, **fields}  # type: ignore[arg-type]
+    )
+
+
+async def stored_users(sessions: Sessions) -> list[str]:
+    async with sessions() as session:
+        return sorted(await session.scalars(select(Usage.platform_user_id)))
+
+
+class SqliteLock:
+    """Takes a SQLite database away by holding its write lock from another connection."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._path = make_url(url).database
+        self._holder: sqlite3.Connection | None = None
+
+    async def cut(self) -> None:
+        self._holder = sqlite3.connect(self._path, isolation_level=None)
+        self._holder.execute("BEGIN EXCLUSIVE")
+
+    async def restore(self) -> None:
+        assert self._holder is not None
+        self._holder.execute("ROLLBACK")
+        self._holder.close()
+
+
+class PostgresProxy:
+    """A TCP proxy in front of PostgreSQL that can be cut and restored."""
+
+    def __init__(self, url: str) -> None:
+        self._target = make_url(url)
+        self._server: asyncio.Server | None = None
+        self._transports: list[asyncio.WriteTransport] = []
+        self.port = 0
+        self.url = ""
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.url = self._target.set(port=self.port).render_as_string(hide_password=False)
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for transport in self._transports:
+            transport.abort()
+        self._transports.clear()
+
+    async def restore(self) -> None:
+        await self.start()  # the same port again
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(self._target.host, self._target.port)
+        self._transports += [client_w.transport, server_w.transport]
+        await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def outage(db_url: str) -> AsyncIterator[SqliteLock | PostgresProxy]:
+    """Something that makes the database unavailable to an engine on `outage.url`."""
+    if db_url.startswith("sqlite"):
+        yield SqliteLock(db_url)
+        return
+    proxy = PostgresProxy(db_url)
+    await proxy.start()
+    yield proxy
+    await proxy.cut()
+
+
+@pytest.fixture
+async def app_sessions(outage: SqliteLock | PostgresProxy) -> AsyncIterator[Sessions]:
+    """The app's sessions, through the outage (short timeouts keep the test quick)."""
+    engine = create_engine(outage.url, timeout=0.5)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+async def failures_logged(caplog: pytest.LogCaptureFixture, count: int) -> None:
+    while sum("usage write failed" in r.getMessage() for r in caplog.records) < count:
+        await asyncio.sleep(0.02)
+
+
+async def test_concurrent_records_all_land(db_sessions: Sessions) -> None:
+    recorder = UsageRecorder(db_sessions, batch_size=3)
+    when = datetime.now(UTC) - timedelta(minutes=5)
+
+    async def request(i: int) -> None:
+        await asyncio.sleep(0)
+        recorder.record(usage(f"u{i:02d}", created_at=when, input_bytes=1000 + i, input_pixels=64 * 64))
+
+    await asyncio.gather(*(request(i) for i in range(20)))
+    await recorder.flush()
+    assert recorder.pending == 0
+    assert await stored_users(db_sessions) == [f"u{i:02d}" for i in range(20)]
+    async with db_sessions() as session:
+        row = await session.scalar(select(Usage).where(Usage.platform_user_id == "u07"))
+    assert (row.input_bytes, row.input_pixels, row.status, row.latency_ms) == (1007, 4096, "ok", 120)
+    assert row.created_at == when  # the time of the request, not of the write
+    await recorder.close()
+
+
+async def test_no_record_lost_while_database_is_down(
+    outage: SqliteLock | PostgresProxy, app_sessions: Sessions, db_sessions: Sessions,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="db.usage")
+    recorder = UsageRecorder(app_sessions, batch_size=4, **FAST_RETRY)
+    for i in range(10):
+        recorder.record(usage(f"before{i}"))
+    await recorder.flush()
+
+    await outage.cut()
+    for i in range(10):
+        recorder.record(usage(f"during{i}", status="no_face"))
+    await asyncio.wait_for(failures_logged(caplog, 3), 30)  # it retried, and kept failing
+    assert recorder.pending == 10
+    assert len(await stored_users(db_sessions)) == 10
+
+    await outage.restore()
+    await asyncio.wait_for(recorder.flush(), 30)
+    assert recorder.pending == 0
+    expected = sorted([f"before{i}" for i in range(10)] + [f"during{i}" for i in range(10)])
+    assert await stored_users(db_sessions) == expected
+    await recorder.close()
+
+
+async def test_close_flushes_records_pending_during_an_outage(
+    outage: SqliteLock | PostgresProxy, app_sessions: Sessions, db_sessions: Sessions,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="db.usage")
+    recorder = UsageRecorder(app_sessions, **FAST_RETRY)
+    await outage.cut()
+    for i in range(5):
+        recorder.record(usage(f"late{i}"))
+    await asyncio.wait_for(failures_logged(caplog, 1), 30)
+
+    async def comes_back() -> None:
+        await asyncio.sleep(0.3)
+        await outage.restore()
+
+    await asyncio.gather(recorder.close(timeout_s=30), comes_back())
+    assert recorder.pending == 0
+    assert await stored_users(db_sessions) == [f"late{i}" for i in range(5)]
+    with pytest.raises(RuntimeError):
+        recorder.record(usage("after-close"))
+
+
+async def test_close_gives_up_after_timeout_and_says_how_many(
+    outage: SqliteLock | PostgresProxy, app_sessions: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = UsageRecorder(app_sessions, **FAST_RETRY)
+    await outage.cut()
+    recorder.record(usage("lost"))
+    await recorder.close(timeout_s=0.3)
+    assert "1 usage records not saved" in caplog.text
+    await outage.restore()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"status": "fine"}, {"platform": "irc"}, {"latency_ms": -1}, {"created_at": datetime(2026, 1, 1)}],
+)
+def test_bad_records_are_refused_at_the_caller(fields: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        usage("u", **fields)
