@@ -1,0 +1,142 @@
+"""Image bytes in and out of the handler: decode, validate, encode.
+
+Ships inside every `.mar` beside `handler.py` (TorchServe puts the archive's
+folder on `sys.path`), so it imports only installed packages.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pillow_heif
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+pillow_heif.register_heif_opener()
+
+MAX_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+MIN_SIDE = 32
+SIZES = range(32, 2049)
+DEFAULT_SIZE = 512
+FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+DEFAULT_FORMAT = "jpeg"
+JPEG_QUALITY = 92
+WEBP_QUALITY = 90
+
+NOT_AN_IMAGE = "That file is not a picture I can read. Please send a JPEG, PNG, WebP or HEIC photo."
+TRUNCATED = "That picture seems cut off (the file is incomplete). Please send it again."
+TOO_LARGE = "That file is too big (the limit is 20 MB). Please send a smaller photo."
+TOO_MANY_PIXELS = "That picture has too many pixels (the limit is 40 megapixels). Please send a smaller one."
+TOO_SMALL = f"That picture is too small. Please send one at least {MIN_SIDE} pixels on each side."
+BAD_OPTION = (
+    f"Unsupported output options: size must be {SIZES.start}-{SIZES.stop - 1} px "
+    f"and format one of {', '.join(FORMATS)}."
+)
+
+
+class Rejected(Exception):
+    """One request of a batch cannot be served; the others go on."""
+
+    def __init__(self, kind: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.status = kind, message, status
+
+    def to_json(self) -> bytes:
+        """The error body the contract promises: {"error": kind, "message": text}."""
+        return json.dumps({"error": self.kind, "message": self.message}).encode()
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the caller asked for: output side in pixels and encoding."""
+
+    size: int = DEFAULT_SIZE
+    fmt: str = DEFAULT_FORMAT
+
+    @property
+    def content_type(self) -> str:
+        return FORMATS[self.fmt]
+
+
+def _text(value: Any) -> str:
+    """TorchServe hands form fields over as bytes or bytearray, headers as str."""
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def parse_options(size: Any = None, fmt: Any = None) -> Options:
+    """Validate the requested output side and format; None means the default.
+
+    TorchServe does not pass query strings to handlers: callers send the
+    `X-Size` / `X-Format` headers, or `size` / `format` fields of a multipart form.
+    """
+    try:
+        side = DEFAULT_SIZE if size is None else int(_text(size))
+    except ValueError:
+        raise Rejected("bad_option", BAD_OPTION) from None
+    name = DEFAULT_FORMAT if fmt is None else _text(fmt).lower().replace("jpg", "jpeg")
+    if side not in SIZES or name not in FORMATS:
+        raise Rejected("bad_option", BAD_OPTION)
+    return Options(side, name)
+
+
+def request_body(row: dict[str, Any]) -> bytes:
+    """The image bytes: a raw body arrives as "body", a multipart or form upload as "data"."""
+    body = row.get("body") if row.get("body") is not None else row.get("data")
+    if isinstance(body, str):  # a text/* upload; never an image
+        raise Rejected("not_an_image", NOT_AN_IMAGE)
+    return bytes(body or b"")
+
+
+def decode(data: bytes) -> Image.Image:
+    """Bytes -> upright RGB picture, or `Rejected` saying why not.
+
+    Sizes are checked from the header before any pixel is decoded, so a
+    decompression bomb costs nothing.
+    """
+    if len(data) > MAX_BYTES:
+        raise Rejected("too_large", TOO_LARGE, 413)
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise Rejected("too_many_pixels", TOO_MANY_PIXELS, 413) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise Rejected("not_an_image", NOT_AN_IMAGE) from None
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise Rejected("too_many_pixels", TOO_MANY_PIXELS, 413)
+    if min(width, height) < MIN_SIDE:
+        raise Rejected("too_small", TOO_SMALL)
+    try:
+        img.load()  # the first frame of a GIF or an animated WebP
+        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise Rejected("truncated", TRUNCATED) from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode -> RGB; transparent pixels become white, as on a chat's light background."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode.startswith("I"):  # 16/32-bit greyscale: scale down to 8 bits first
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
+
+
+def encode(img: Image.Image, fmt: str) -> bytes:
+    """RGB picture -> bytes in the requested format."""
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        img.save(out, "JPEG", quality=JPEG_QUALITY)
+    elif fmt == "webp":
+        img.save(out, "WEBP", quality=WEBP_QUALITY)
+    else:
+        img.save(out, "PNG")
+    return out.getvalue()

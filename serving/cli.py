@@ -1,0 +1,146 @@
+"""`python -m serving start | stop | status | styles | stylize`.
+
+start/stop/status run a local TorchServe over the model store; styles and
+stylize use the embedded engine unless `--torchserve URL` (or
+`TORCHSERVE_URL`) points at a running TorchServe (token: `TORCHSERVE_TOKEN`,
+else the local instance's key file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from serving import open_stylizer
+from serving.api import Stylizer, StylizeError
+from serving.torchserve import LocalTorchServe
+
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+NO_STYLES = "No styles in {store}/: export one with `python -m training export CKPT --out {store}`."
+
+
+def _local(args: argparse.Namespace) -> LocalTorchServe:
+    return LocalTorchServe(args.run_dir, args.model_store)
+
+
+def start(args: argparse.Namespace) -> int:
+    """Start TorchServe in the background and print where its keys are."""
+    ts = _local(args)
+    if ts.healthy():
+        print(f"TorchServe already answers at {ts.inference_url}")
+        return 0
+    ts.start()
+    print(f"TorchServe: inference {ts.inference_url}, management {ts.management_url}")
+    print(f"keys: {ts.run_dir / 'key_file.json'}; logs: {ts.run_dir / 'logs'}")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    """Stop the local TorchServe."""
+    _local(args).stop()
+    print("TorchServe stopped")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    """Say whether the local TorchServe answers; exit 1 when it does not."""
+    ts = _local(args)
+    if ts.healthy():
+        print(f"TorchServe is running at {ts.inference_url}")
+        return 0
+    print("TorchServe is not running")
+    return 1
+
+
+def _stylizer(args: argparse.Namespace) -> Stylizer:
+    """The embedded engine, or a TorchServe client when a URL is given."""
+    url = args.torchserve or os.environ.get("TORCHSERVE_URL")
+    keys = _local(args).keys() if url else {}
+    return open_stylizer(
+        url, args.model_store, os.environ.get("TORCHSERVE_TOKEN") or keys.get("inference"),
+        management_token=os.environ.get("TORCHSERVE_MANAGEMENT_TOKEN") or keys.get("management"),
+    )
+
+
+async def _styles(args: argparse.Namespace) -> int:
+    stylizer = _stylizer(args)
+    try:
+        found = await stylizer.styles()
+    except StylizeError as err:
+        print(err.message, file=sys.stderr)
+        return 1
+    finally:
+        await stylizer.close()
+    if not found:
+        print(NO_STYLES.format(store=args.model_store), file=sys.stderr)
+        return 1
+    for s in found:
+        face = "  (needs a face)" if s.needs_face else ""
+        print(f"{s.name:16} {s.version:6} {s.title}: {s.description}{face}")
+    return 0
+
+
+def output_path(source: Path, out: Path | None, style: str, fmt: str, many: bool) -> Path:
+    """Where one result goes: OUT itself for one input, else inside OUT (or beside the input)."""
+    name = f"{source.stem}.{style}.{EXTENSIONS[fmt]}"
+    if out is None:
+        return source.with_name(name)
+    if many or out.is_dir():
+        return out / name
+    return out
+
+
+async def _stylize(args: argparse.Namespace) -> int:
+    stylizer = _stylizer(args)
+    failed = 0
+    many = len(args.inputs) > 1
+    if args.out is not None and many:
+        args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        for source in args.inputs:
+            try:
+                result = await stylizer.stylize(args.style, source.read_bytes(), size=args.size, fmt=args.format)
+            except (OSError, StylizeError) as err:
+                failed += 1
+                print(f"{source}: {getattr(err, 'message', None) or err}", file=sys.stderr)
+                continue
+            target = output_path(source, args.out, args.style, args.format, many)
+            target.write_bytes(result.image)
+            print(f"{source} -> {target} ({args.style} {result.version})")
+    finally:
+        await stylizer.close()
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The serving command line."""
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-store", type=Path, default=Path(os.environ.get("MODEL_STORE", "model_store")))
+    parser.add_argument("--run-dir", type=Path, default=Path(".cache/torchserve"),
+                        help="local TorchServe's config, keys and logs (default %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("start", help="start a local TorchServe").set_defaults(func=start)
+    sub.add_parser("stop", help="stop it").set_defaults(func=stop)
+    sub.add_parser("status", help="is it running?").set_defaults(func=status)
+    for name, func, help_text in (("styles", _styles, "list the styles"), ("stylize", _stylize, "stylize pictures")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--torchserve", metavar="URL", help="TorchServe inference URL (default: $TORCHSERVE_URL, else embedded)")
+        p.set_defaults(func=lambda args, f=func: asyncio.run(f(args)))
+        if name == "stylize":
+            p.add_argument("inputs", nargs="+", type=Path, metavar="IN")
+            p.add_argument("--style", required=True)
+            p.add_argument("-o", "--out", type=Path, help="output file (one input) or folder")
+            p.add_argument("--size", type=int, default=512, help="output side in pixels (default %(default)s)")
+            p.add_argument("--format", choices=sorted(EXTENSIONS), default="jpeg")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the chosen command."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

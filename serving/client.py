@@ -1,0 +1,170 @@
+"""aiohttp client for TorchServe's REST APIs, behind the same `Stylizer` interface.
+
+Predictions go to the inference API; the style list comes from the
+management API, whose `?customized=true` describe asks each handler for the
+catalogue entry it carries. 503s and refused connections are retried with
+exponential backoff; every other outcome maps to one `StylizeError` subclass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from serving import replies
+from serving.api import (
+    BadInput,
+    ImageFormat,
+    Overloaded,
+    StyleInfo,
+    Stylized,
+    StylizeError,
+    Unavailable,
+)
+from serving.archive import imaging
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = {503}
+VERSION_HEADER = "X-Model-Version"
+
+
+def default_management_url(inference_url: str) -> str:
+    """TorchServe's layout: the management API listens one port above inference (8080/8081)."""
+    parts = urlsplit(inference_url)
+    port = (parts.port or 8080) + 1
+    return urlunsplit((parts.scheme, f"{parts.hostname}:{port}", "", "", ""))
+
+
+class TorchServeClient:
+    """`Stylizer` over a running TorchServe."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        management_url: str | None = None,
+        management_token: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 3,
+        backoff: float = 0.25,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.management_url = (management_url or default_management_url(url)).rstrip("/")
+        self.token = token
+        self.management_token = management_token or token
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.retries = retries
+        self.backoff = backoff
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        """One session per client, opened on first use inside the running loop."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    @staticmethod
+    def _auth(token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def _request(
+        self, method: str, url: str, token: str | None, *, headers: dict[str, str] | None = None, **kwargs
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send with retries on 503 and refused connections; (status, headers, body)."""
+        headers = {**self._auth(token), **(headers or {})}
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                async with self._http().request(method, url, headers=headers, **kwargs) as resp:
+                    body = await resp.read()
+                    if resp.status not in RETRY_STATUSES or last:
+                        return resp.status, dict(resp.headers), body
+            except aiohttp.ClientConnectionError as err:
+                if last:
+                    logger.warning("TorchServe unreachable at %s: %s", url, err)
+                    raise Unavailable(replies.UNAVAILABLE) from err
+            except asyncio.TimeoutError as err:
+                raise Overloaded(replies.OVERLOADED) from err
+            await asyncio.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def stylize(
+        self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg"
+    ) -> Stylized:
+        """POST the image to /predictions/STYLE; options travel as X-Size / X-Format headers."""
+        if len(image) > imaging.MAX_BYTES:  # TorchServe would refuse it after the whole upload
+            raise BadInput(imaging.TOO_LARGE)
+        headers = {"Content-Type": "application/octet-stream", "X-Size": str(size), "X-Format": fmt}
+        status, resp_headers, body = await self._request(
+            "POST", f"{self.url}/predictions/{style}", self.token, data=image, headers=headers
+        )
+        if status == 200:
+            return Stylized(body, style, resp_headers.get(VERSION_HEADER, ""), resp_headers.get("Content-Type", ""))
+        raise self._error(status, body, style)
+
+    @staticmethod
+    def _error(status: int, body: bytes, style: str) -> StylizeError:
+        """The exception for a non-200 prediction answer."""
+        if 400 <= status < 500 and b'"error"' in body:  # the handler's own rejection
+            return replies.rejection(body)
+        if status == 404:
+            return replies.unknown_style(style)
+        if status == 413:
+            return BadInput(imaging.TOO_LARGE)
+        if status in (503, 507):
+            return Overloaded(replies.OVERLOADED)
+        logger.error("TorchServe answered %d for %s: %.200r", status, style, body)
+        if status in (400, 401, 403):  # TorchServe's own refusals: a wrong token, mostly
+            return Unavailable(replies.UNAVAILABLE)
+        return StylizeError(replies.FAILED)
+
+    async def styles(self) -> list[StyleInfo]:
+        """Every registered model whose handler describes itself as a toonbot style."""
+        names: list[str] = []
+        page: str | None = ""
+        while page is not None:
+            status, _, body = await self._request(
+                "GET", f"{self.management_url}/models", self.management_token,
+                params={"limit": "100", **({"next_page_token": page} if page else {})},
+            )
+            if status != 200:
+                raise self._error(status, body, "")
+            listing = json.loads(body)
+            names += [m["modelName"] for m in listing.get("models", [])]
+            page = listing.get("nextPageToken")
+        found = await asyncio.gather(*(self._describe(name) for name in names))
+        return sorted((s for s in found if s is not None), key=lambda s: s.name)
+
+    async def _describe(self, name: str) -> StyleInfo | None:
+        """The default version's catalogue entry, or None for a model that is no toonbot style."""
+        status, _, body = await self._request(
+            "GET", f"{self.management_url}/models/{name}", self.management_token, params={"customized": "true"}
+        )
+        if status != 200:
+            return None
+        try:
+            model = json.loads(body)[0]
+            meta = model["customizedMetadata"]
+            meta = json.loads(meta) if isinstance(meta, str) else meta
+            return StyleInfo(name, meta["title"], meta["description"], bool(meta["needs_face"]), model["modelVersion"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None
+
+    async def health(self) -> bool:
+        """True when TorchServe's /ping says Healthy."""
+        try:
+            status, _, body = await self._request("GET", f"{self.url}/ping", self.token)
+        except StylizeError:
+            return False
+        return status == 200 and b"Healthy" in body
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,161 @@
+"""The embedded engine: the `.mar` files' own handlers, run in-process.
+
+No Java, no server: each style's handler runs on its own worker thread (one
+TorchServe worker's worth), fed by a queue that gathers batches under the
+archive's `batchSize` / `maxBatchDelay`, exactly as TorchServe would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ts.service import Service
+
+from serving import archives, replies
+from serving.api import ImageFormat, Overloaded, StyleInfo, Stylized, StylizeError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path.home() / ".cache" / "toonbot" / "mar"
+
+
+@dataclass
+class _Request:
+    image: bytes
+    size: int
+    fmt: str
+    done: asyncio.Future[tuple[int, str | None, bytes]]
+
+
+class _Worker:
+    """One loaded archive: a queue, a batching loop and a thread that runs the handler."""
+
+    def __init__(self, archive: archives.Archive, service: Service, queue_size: int) -> None:
+        self.archive = archive
+        self.service = service
+        self.batch_size = max(1, int(archive.config.get("batchSize", 1)))
+        self.max_delay = int(archive.config.get("maxBatchDelay", 0)) / 1000
+        self.queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=queue_size)
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"style-{archive.name}")
+        self.task = asyncio.create_task(self._serve())
+
+    async def submit(self, image: bytes, size: int, fmt: str) -> tuple[int, str | None, bytes]:
+        """Queue one request; (status, content type, body) as TorchServe would answer it."""
+        done = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait(_Request(image, size, fmt, done))
+        except asyncio.QueueFull:
+            raise Overloaded(replies.OVERLOADED) from None
+        return await done
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.max_delay
+            while len(batch) < self.batch_size and (left := deadline - loop.time()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except TimeoutError:
+                    break
+            try:
+                answers = await loop.run_in_executor(self.thread, self._predict, batch)
+            except Exception:  # the handler failed as a whole; TorchServe answers 503
+                logger.exception("style %s failed on a batch of %d", self.archive.name, len(batch))
+                answers = [(503, None, b"")] * len(batch)
+            for request, answer in zip(batch, answers):
+                if not request.done.done():
+                    request.done.set_result(answer)
+                self.queue.task_done()
+
+    def _predict(self, batch: list[_Request]) -> list[tuple[int, str | None, bytes]]:
+        """Run the handler on one batch, with the request layout of a TorchServe worker."""
+        wire = [
+            {
+                "requestId": str(uuid.uuid4()).encode(),
+                "parameters": [
+                    {"name": "body", "contentType": "application/octet-stream", "value": r.image}
+                ],
+                "headers": [
+                    {"name": b"X-Size", "value": str(r.size).encode()},
+                    {"name": b"X-Format", "value": r.fmt.encode()},
+                ],
+            }
+            for r in batch
+        ]
+        headers, rows, ids = Service.retrieve_data_for_inference(wire)
+        context = self.service.context
+        context.request_ids, context.request_processor = ids, headers
+        context.metrics.request_ids = ids
+        outputs = self.service._entry_point(rows, context)
+        return [
+            (context.get_response_status(i)[0], context.get_response_content_type(i), bytes(out))
+            for i, out in enumerate(outputs)
+        ]
+
+    async def close(self) -> None:
+        """Answer what is queued, then stop the loop and the thread."""
+        await self.queue.join()
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.thread.shutdown(wait=True)
+
+
+class EmbeddedEngine:
+    """`Stylizer` over the `.mar` files in a model store, run in this process."""
+
+    def __init__(self, model_store: Path, *, cache_dir: Path = DEFAULT_CACHE, queue_size: int = 32) -> None:
+        self.model_store = Path(model_store)
+        self.cache_dir = Path(cache_dir)
+        self.queue_size = queue_size
+        self._workers: dict[str, _Worker] = {}
+        self._loading = asyncio.Lock()
+
+    async def styles(self) -> list[StyleInfo]:
+        """The newest version of every style in the model store, sorted by name."""
+        found = await asyncio.to_thread(archives.scan, self.model_store)
+        return [found[name].info() for name in sorted(found)]
+
+    async def stylize(
+        self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg"
+    ) -> Stylized:
+        """Translate one image with the style's packaged handler."""
+        worker = await self._worker(style)
+        status, content_type, body = await worker.submit(image, size, fmt)
+        if status == 200:
+            return Stylized(body, style, worker.archive.version, content_type or "")
+        if 400 <= status < 500:
+            raise replies.rejection(body)
+        raise StylizeError(replies.FAILED)
+
+    async def _worker(self, style: str) -> _Worker:
+        """The loaded worker for the style's newest archive; loads or reloads it on first use."""
+        async with self._loading:
+            found = await asyncio.to_thread(archives.scan, self.model_store)
+            archive = found.get(style)
+            if archive is None:
+                raise replies.unknown_style(style)
+            current = self._workers.get(style)
+            if current is not None and current.archive == archive:
+                return current
+            model_dir = await asyncio.to_thread(archives.unpack, archive, self.cache_dir)
+            service = await asyncio.to_thread(archives.load_service, archive, model_dir)
+            self._workers[style] = _Worker(archive, service, self.queue_size)
+            logger.info("loaded %s %s from %s", style, archive.version, archive.path)
+        if current is not None:  # a new version was deployed; requests already queued finish
+            await current.close()
+        return self._workers[style]
+
+    async def health(self) -> bool:
+        """True when the model store holds at least one style."""
+        return bool(await self.styles())
+
+    async def close(self) -> None:
+        """Stop every worker thread."""
+        workers, self._workers = list(self._workers.values()), {}
+        await asyncio.gather(*(w.close() for w in workers))

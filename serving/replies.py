@@ -1,0 +1,31 @@
+"""Turning a runtime's answer into a `StylizeError`: written once for both runtimes.
+
+The handler's own rejections carry their user message in the JSON body;
+the messages here cover what happens around the handler.
+"""
+
+from __future__ import annotations
+
+import json
+
+from serving.api import BadInput, NoFace, StylizeError, UnknownStyle
+
+UNKNOWN_STYLE = "I don't know the style {style!r}. Send /styles to see the ones I have."
+OVERLOADED = "I'm busy with other pictures right now. Please try again in a minute."
+UNAVAILABLE = "The picture service is not reachable right now. Please try again later."
+FAILED = "Something went wrong while drawing your picture. Please try again."
+
+
+def unknown_style(style: str) -> UnknownStyle:
+    """The error for a style name nothing is deployed under."""
+    return UnknownStyle(UNKNOWN_STYLE.format(style=style))
+
+
+def rejection(body: bytes) -> StylizeError:
+    """A handler's 4xx JSON `{"error": kind, "message": text}` -> the matching exception."""
+    try:
+        payload = json.loads(body)
+        kind, message = payload["error"], payload["message"]
+    except (ValueError, KeyError, TypeError):
+        return BadInput(FAILED)
+    return NoFace(message) if kind == "no_face" else BadInput(message)

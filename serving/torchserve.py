@@ -1,0 +1,138 @@
+"""A local TorchServe over a model store: start, stop, status, keys.
+
+Each instance gets its own run folder holding its config, `key_file.json`,
+logs and temp folder (TorchServe keeps its pid file in `$TMPDIR`), so
+several instances (tests, a developer's) never step on each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_TEMPLATE = Path(__file__).with_name("config.properties")
+START = "from ts.model_server import start; start()"
+
+
+@dataclass(frozen=True)
+class Ports:
+    inference: int = 8080
+    management: int = 8081
+    metrics: int = 8082
+
+
+@dataclass(frozen=True)
+class LocalTorchServe:
+    """One TorchServe instance, described by where it runs and what it serves."""
+
+    run_dir: Path
+    model_store: Path
+    ports: Ports = Ports()
+    token_auth: bool = True
+
+    @property
+    def inference_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.inference}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.management}"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.run_dir / "tmp"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.tmp_dir / ".model_server.pid"
+
+    def keys(self) -> dict[str, str]:
+        """{"inference", "management", "API"} -> key, from key_file.json ({} without token auth)."""
+        try:
+            data = json.loads((self.run_dir / "key_file.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {kind: entry["key"] for kind, entry in data.items()}
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TMPDIR=str(self.tmp_dir), TEMP=str(self.tmp_dir), TMP=str(self.tmp_dir),
+            LOG_LOCATION=str(self.run_dir / "logs"), METRICS_LOCATION=str(self.run_dir / "logs"),
+        )
+        return env
+
+    def write_config(self) -> Path:
+        """The template plus this instance's absolute model store and ports."""
+        store = self.model_store.resolve()
+        lines = [
+            CONFIG_TEMPLATE.read_text(),
+            "# Added by serving.torchserve for this instance:",
+            f"model_store={store}",
+            f"allowed_urls=file://{store}/.*",
+            f"inference_address={self.inference_url}",
+            f"management_address={self.management_url}",
+            f"metrics_address=http://127.0.0.1:{self.ports.metrics}",
+        ]
+        path = self.run_dir / "config.properties"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def _torchserve(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", START, *args], cwd=self.run_dir, env=self._env(),
+            capture_output=True, text=True, timeout=60,
+        )
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start Java in the background and wait until /ping answers."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "key_file.json").unlink(missing_ok=True)
+        args = ["--start", "--ncs", "--ts-config", str(self.write_config()),
+                "--model-store", str(self.model_store.resolve())]
+        if not self.token_auth:
+            args.append("--disable-token-auth")
+        result = self._torchserve(*args)
+        if result.returncode != 0:
+            raise RuntimeError(f"torchserve --start failed: {result.stdout}{result.stderr}")
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"TorchServe did not answer within {timeout:.0f} s; see {self.run_dir / 'logs'}")
+            time.sleep(0.5)
+
+    def healthy(self) -> bool:
+        """True when the inference API's /ping says Healthy."""
+        request = urllib.request.Request(f"{self.inference_url}/ping")
+        if key := self.keys().get("inference"):
+            request.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                return b"Healthy" in resp.read()
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop Java and wait until its ports are free again (it exits seconds after --stop)."""
+        if self.pid_file.exists():
+            self._torchserve("--stop")
+        deadline = time.monotonic() + timeout
+        while any(port_in_use(p) for p in (self.ports.inference, self.ports.management, self.ports.metrics)):
+            if time.monotonic() > deadline:
+                raise TimeoutError("TorchServe still holds its ports after --stop")
+            time.sleep(0.3)
+
+
+def port_in_use(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:port."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,126 @@
+"""`python -m training export CKPT --out model_store/`: one TorchServe `.mar` per direction.
+
+Each archive holds the generator's fp16 weights, the model code
+(`networks.py`), the handler files from `serving/archive/` and a
+model-config.yaml carrying the network's constructor arguments, the style's
+catalogue entry and TorchServe's worker and batching settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from model_archiver import ModelArchiver, ModelArchiverConfig
+
+from serving import catalog
+from training import networks
+from training.checkpoint import load_checkpoint
+
+ARCHIVE_DIR = Path(__file__).resolve().parent.parent / "serving" / "archive"
+DEFAULT_VERSION = "1.0"
+WEIGHTS = "generator.pt"
+CONFIG = "model-config.yaml"
+
+
+def archive_name(style: str, version: str) -> str:
+    """The first version is `<style>.mar`; later ones sit beside it as `<style>-<version>.mar`."""
+    return f"{style}.mar" if version == DEFAULT_VERSION else f"{style}-{version}.mar"
+
+
+def model_config(
+    arch: dict[str, Any], img_size: int, info: catalog.Entry, *, workers: int, batch_size: int,
+    max_batch_delay: int, response_timeout: int,
+) -> dict[str, Any]:
+    """model-config.yaml: TorchServe's settings at the top, the handler's under `handler`."""
+    return {
+        "minWorkers": workers,
+        "maxWorkers": workers,
+        "batchSize": batch_size,
+        "maxBatchDelay": max_batch_delay,
+        "responseTimeout": response_timeout,
+        "handler": {
+            "arch": dict(arch),
+            "img_size": img_size,
+            "title": info.title,
+            "description": info.description,
+            "needs_face": info.needs_face,
+        },
+    }
+
+
+def write_archive(
+    out: Path, style: str, version: str, state_dict: dict[str, torch.Tensor], config: dict[str, Any]
+) -> Path:
+    """Package one direction with torch-model-archiver; returns the `.mar` path."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp)
+        half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+        torch.save(half, stage / WEIGHTS)
+        (stage / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        ModelArchiver.generate_model_archive(
+            ModelArchiverConfig(
+                model_name=style,
+                version=version,
+                handler=str(ARCHIVE_DIR / "handler.py"),
+                serialized_file=str(stage / WEIGHTS),
+                model_file=networks.__file__,
+                extra_files=",".join(str(p) for p in sorted(ARCHIVE_DIR.glob("*.py")) if p.name != "handler.py"),
+                config_file=str(stage / CONFIG),
+                export_path=str(stage),
+                force=True,
+            )
+        )
+        target = out / archive_name(style, version)
+        shutil.move(stage / f"{style}.mar", target)
+    return target
+
+
+def export(args: argparse.Namespace) -> int:
+    """Write both directions of a checkpoint into the model store."""
+    state = load_checkpoint(args.checkpoint)
+    options = state["options"]
+    names = tuple(args.names) if args.names else catalog.split_pair(options["name"])
+    for i, (style, key) in enumerate(zip(names, ("genA2B", "genB2A"))):
+        info = catalog.entry(style)
+        if args.title:
+            info = replace(info, title=args.title[i])
+        if args.description:
+            info = replace(info, description=args.description[i])
+        if args.needs_face:
+            info = replace(info, needs_face=args.needs_face[i] == "yes")
+        config = model_config(
+            state["generator_arch"], int(options["img_size"]), info, workers=args.workers,
+            batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
+            response_timeout=args.response_timeout,
+        )
+        path = write_archive(Path(args.out), style, args.version, state["networks"][key], config)
+        print(f"{style} {args.version}: {path}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `export` with the training CLI."""
+    p = sub.add_parser("export", help="write one TorchServe .mar per direction", description=__doc__)
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, default=Path("model_store"), help="model store folder")
+    p.add_argument("--version", default=DEFAULT_VERSION, help="model version (default %(default)s)")
+    p.add_argument("--names", nargs=2, metavar=("A2B", "B2A"), help="style names (default: split the run's name)")
+    p.add_argument("--title", nargs=2, metavar=("A2B", "B2A"), help="override the catalogue's titles")
+    p.add_argument("--description", nargs=2, metavar=("A2B", "B2A"), help="override the descriptions")
+    p.add_argument("--needs-face", nargs=2, choices=("yes", "no"), metavar=("A2B", "B2A"),
+                   help="override whether each style crops around a face (yes/no)")
+    # On a 2-core CPU a batch is slower per image than single requests (see
+    # FACTS.md); raise these on a GPU.
+    p.add_argument("--workers", type=int, default=1, help="TorchServe workers per style")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--max-batch-delay", type=int, default=50, help="ms to wait to fill a batch")
+    p.add_argument("--response-timeout", type=int, default=120, help="seconds")
+    p.set_defaults(func=export)
