@@ -14,7 +14,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = "db:migrations"
 
 # Driver to use when a URL names only the database, as DATABASE_URL often does.
-ASYNC_DRIVERS = {"postgres": "postgresql+asyncpg", "postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
+ASYNC_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
 
 
 def default_url() -> str:

@@ -138,7 +138,9 @@ async def fail(session: AsyncSession, *, job_id: int, worker_id: str, error: str
     return await _end(session, job_id, worker_id, status="failed", error=error)
 
 
-async def cancel(session: AsyncSession, *, job_id: int, reason: str = "cancelled by an admin") -> TrainingJob | None:
+async def cancel(
+    session: AsyncSession, *, job_id: int, reason: str = "cancelled by an admin"
+) -> TrainingJob | None:
     """Cancel a job: a queued one at once; a running one is flagged, and its worker
     stops (and marks it cancelled) at its next heartbeat. Finished jobs are left as
     they are. Returns the job as it is now, or None if there is no such job.

@@ -128,6 +128,8 @@ class UsageRecorder:
                     continue
                 for _ in batch:  # the writer is the only consumer: these are the head
                     self._queue.popleft()
+                if delay > self._retry_min_s:
+                    log.info("usage writes work again (%d pending)", len(self._queue))
                 delay = self._retry_min_s
             self._drained.set()
 

@@ -27,7 +27,9 @@ async def _pg_user() -> str | None:
     """The first superuser name the local server lets in (trust auth), or None."""
     for user in PG_USERS:
         try:
-            connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database="postgres", timeout=3)
+            connection = await asyncpg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, database="postgres", timeout=3
+            )
         except (OSError, asyncpg.PostgresError, TimeoutError):
             continue
         await connection.close()

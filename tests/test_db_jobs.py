@@ -48,7 +48,9 @@ async def claim_as(sessions: Sessions, worker_id: str) -> TrainingJob | None:
         return await claim(session, worker_id=worker_id)
 
 
-async def test_two_workers_race_for_one_job(db_sessions: Sessions, worker_sessions) -> None:
+async def test_two_workers_race_for_one_job(
+    db_sessions: Sessions, worker_sessions: Callable[[], Sessions]
+) -> None:
     workers = [worker_sessions(), worker_sessions()]
     for round_ in range(5):
         job = await add_job(db_sessions)
@@ -59,7 +61,9 @@ async def test_two_workers_race_for_one_job(db_sessions: Sessions, worker_sessio
         assert winners[0].status == "running" and winners[0].started_at is not None
 
 
-async def test_racing_workers_share_a_queue_without_double_claims(db_sessions: Sessions, worker_sessions) -> None:
+async def test_racing_workers_share_a_queue_without_double_claims(
+    db_sessions: Sessions, worker_sessions: Callable[[], Sessions]
+) -> None:
     ids = {(await add_job(db_sessions, pair=f"pair{i}")).id for i in range(8)}
 
     async def drain(sessions: Sessions, name: str) -> list[int]:
@@ -81,7 +85,8 @@ async def test_claim_skips_a_job_locked_by_another_transaction(postgres_db_url: 
     try:
         first, second = await add_job(sessions), await add_job(sessions)
         async with engine.connect() as other:  # e.g. a worker mid-claim
-            await other.execute(text("SELECT id FROM training_jobs WHERE id = :id FOR UPDATE"), {"id": first.id})
+            lock = text("SELECT id FROM training_jobs WHERE id = :id FOR UPDATE")
+            await other.execute(lock, {"id": first.id})
             job = await asyncio.wait_for(claim_as(sessions, "w1"), 5)  # does not wait for the lock
             assert job is not None and job.id == second.id
             assert await asyncio.wait_for(claim_as(sessions, "w2"), 5) is None
@@ -92,7 +97,9 @@ async def test_claim_skips_a_job_locked_by_another_transaction(postgres_db_url: 
         await engine.dispose()
 
 
-async def test_a_dead_workers_job_is_reclaimed_by_another(db_sessions: Sessions, worker_sessions) -> None:
+async def test_a_dead_workers_job_is_reclaimed_by_another(
+    db_sessions: Sessions, worker_sessions: Callable[[], Sessions]
+) -> None:
     job = await add_job(db_sessions)
     dead, alive = worker_sessions(), worker_sessions()
     assert (await claim_as(dead, "dead")).id == job.id
