@@ -143,3 +143,24 @@ def bots_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def face_jpeg() -> bytes:
     """A public-domain portrait (Grace Hopper, US Navy) the face detector finds."""
     return (FIXTURES / "grace_hopper_256.jpg").read_bytes()
+
+
+# --- serving: tiny exported styles for both runtimes ------------------------------
+
+
+@pytest.fixture(scope="session")
+def serving_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """selfie2anime/anime2selfie (face styles; batches of up to 8 within 300 ms) and
+    cat2dog/dog2cat (no face; one request at a time), tiny random-weight generators."""
+    from torchserve_fixture import export_tiny_styles
+
+    store = tmp_path_factory.mktemp("serving") / "model_store"
+    export_tiny_styles(store, "selfie2anime", "--batch-size", "8", "--max-batch-delay", "300")
+    export_tiny_styles(store, "cat2dog", seed=1)
+    return store
+
+
+@pytest.fixture(scope="session")
+def serving_mar_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where embedded engines unpack archives during the test session."""
+    return tmp_path_factory.mktemp("mar_cache")

@@ -11,8 +11,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from imaging import Rejected
-
 NO_FACE = (
     "I couldn't find a face in that photo. Try a closer selfie with your face "
     "centred, looking at the camera, in good light."
@@ -53,11 +51,11 @@ class FaceFramer:
         x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
         return (round(x / scale), round(y / scale), round((x + w) / scale), round((y + h) / scale))
 
-    def frame(self, img: Image.Image) -> Box:
-        """A square around the largest face, framed like the training selfies."""
+    def frame(self, img: Image.Image) -> Box | None:
+        """A square around the largest face, framed like the training selfies; None without a face."""
         face = self.largest_face(img)
         if face is None:
-            raise Rejected("no_face", NO_FACE, 422)
+            return None
         left, upper, right, lower = face
         side = (right - left) / FACE_FRACTION
         cx = (left + right) / 2

@@ -73,6 +73,8 @@ class StyleHandler(BaseHandler):
         """Bytes -> (3, S, S) in [-1, 1], framed like the training data."""
         img = imaging.decode(data)
         box = self.framer.frame(img) if self.framer else framing.centre_square(img)
+        if box is None:
+            raise Rejected("no_face", framing.NO_FACE, 422)
         size = (self.img_size, self.img_size)
         crop = img.resize(size, Image.LANCZOS, box=box, reducing_gap=3.0)
         pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32))

@@ -1,0 +1,109 @@
+"""`python -m training export`: archive names, contents and model-config.yaml."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torchserve_fixture import export_tiny_styles, tiny_checkpoint
+
+from serving import catalog
+from serving.archives import read_archive, scan
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize(
+    ("run", "styles"),
+    [
+        ("selfie2anime", {"selfie2anime", "anime2selfie"}),
+        ("cat2dog", {"cat2dog", "dog2cat"}),
+        ("vangogh2photo", {"vangogh2photo", "photo2vangogh"}),
+    ],
+)
+def test_one_archive_per_direction_named_by_style(tmp_path: Path, run: str, styles: set[str]) -> None:
+    store = tmp_path / "store"
+    export_tiny_styles(store, run)
+    assert {p.name for p in store.glob("*.mar")} == {f"{s}.mar" for s in styles}
+    assert set(scan(store)) == styles
+
+
+def test_archive_holds_fp16_weights_code_handler_and_config(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    export_tiny_styles(store, "selfie2anime", "--batch-size", "4", "--max-batch-delay", "30")
+    path = store / "anime2selfie.mar"
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        assert {"handler.py", "imaging.py", "framing.py", "networks.py", "generator.pt",
+                "model-config.yaml", "MAR-INF/MANIFEST.json"} <= names
+        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]
+        config = yaml.safe_load(z.read("model-config.yaml"))
+        z.extract("generator.pt", tmp_path)
+    assert manifest["modelName"] == "anime2selfie"
+    assert manifest["modelVersion"] == "1.0"
+    weights = torch.load(tmp_path / "generator.pt", weights_only=True)
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float16}
+    assert not any(k.startswith(("disG", "disL")) for k in weights)
+    assert config["batchSize"] == 4 and config["maxBatchDelay"] == 30
+    assert {"minWorkers", "maxWorkers", "responseTimeout"} <= set(config)
+    handler = config["handler"]
+    assert handler["arch"] == {"input_nc": 3, "output_nc": 3, "ngf": 8, "n_blocks": 1, "img_size": 32, "light": True}
+    assert handler["img_size"] == 32
+    assert handler["title"] == catalog.KNOWN["anime2selfie"].title
+    assert handler["needs_face"] is True
+
+
+def test_b2a_archive_holds_the_b2a_generator(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    export_tiny_styles(store, "cat2dog", seed=3)
+    original = torch.load(tmp_path / "cat2dog-3.ckpt", weights_only=False)["networks"]["genB2A"]
+    with zipfile.ZipFile(store / "dog2cat.mar") as z:
+        z.extract("generator.pt", tmp_path)
+    exported = torch.load(tmp_path / "generator.pt", weights_only=True)
+    for key, value in original.items():
+        torch.testing.assert_close(exported[key].float(), value.half().float())
+
+
+def test_names_titles_and_face_flags_from_the_command_line(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    export_tiny_styles(
+        store, "selfie2anime", "--names", "toon", "untoon", "--title", "Toon", "Untoon",
+        "--description", "Makes a toon.", "Unmakes a toon.", "--needs-face", "yes", "no",
+    )
+    styles = {name: a.info() for name, a in scan(store).items()}
+    assert styles["toon"].title == "Toon" and styles["toon"].needs_face
+    assert styles["untoon"].description == "Unmakes a toon." and not styles["untoon"].needs_face
+
+
+def test_later_versions_sit_beside_the_first(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    export_tiny_styles(store, "cat2dog")
+    export_tiny_styles(store, "cat2dog", "--version", "2.0", seed=1)
+    assert (store / "cat2dog.mar").exists() and (store / "cat2dog-2.0.mar").exists()
+    assert read_archive(store / "cat2dog-2.0.mar").version == "2.0"
+    assert scan(store)["cat2dog"].version == "2.0"  # the engine serves the newest
+
+
+def test_unknown_pairs_get_generic_catalogue_entries() -> None:
+    assert catalog.split_pair("sketch2photo") == ("sketch2photo", "photo2sketch")
+    assert catalog.entry("photo2sketch") == catalog.Entry(
+        "Photo to sketch", "Turns a photo picture into a sketch picture.", False
+    )
+    with pytest.raises(ValueError, match="name the styles"):
+        catalog.split_pair("a2b2c")
+
+
+def test_training_cli_registers_export(tmp_path: Path) -> None:
+    ckpt = tiny_checkpoint(tmp_path / "run.ckpt", "horse2zebra")
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "export", str(ckpt), "--out", str(tmp_path / "store")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in (tmp_path / "store").glob("*.mar")} == {"horse2zebra.mar", "zebra2horse.mar"}

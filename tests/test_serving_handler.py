@@ -1,0 +1,175 @@
+"""The packaged handler, run in-process by the embedded engine: decoding, framing, output."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pillow_heif
+import pytest
+import torch
+from PIL import Image
+
+from serving import archives
+from serving.api import BadInput, NoFace, Stylized
+from serving.archive import framing, imaging
+from serving.engine import EmbeddedEngine
+
+torch.set_num_threads(1)
+FIXTURES = Path(__file__).with_name("fixtures")
+FACE = FIXTURES / "obama_256.jpg"
+
+
+@pytest.fixture
+async def engine(serving_model_store: Path, serving_mar_cache: Path) -> AsyncIterator[EmbeddedEngine]:
+    engine = EmbeddedEngine(serving_model_store, cache_dir=serving_mar_cache)
+    yield engine
+    await engine.close()
+
+
+def encoded(img: Image.Image, fmt: str, **params) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def decoded(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "params"),
+    [("JPEG", {}), ("PNG", {}), ("WEBP", {}), ("BMP", {}), ("TIFF", {}), ("GIF", {}), ("HEIF", {})],
+)
+async def test_decodes_every_supported_format(engine: EmbeddedEngine, fmt: str, params: dict) -> None:
+    pillow_heif.register_heif_opener()
+    data = encoded(Image.open(FACE).convert("RGB"), fmt, **params)
+    result = await engine.stylize("cat2dog", data, size=64, fmt="png")
+    assert decoded(result.image).size == (64, 64)
+
+
+async def test_gif_uses_its_first_frame(engine: EmbeddedEngine) -> None:
+    face = Image.open(FACE).convert("RGB")
+    frames = [face, Image.new("RGB", face.size, "black")]
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert (await engine.stylize("selfie2anime", data)).content_type == "image/jpeg"  # the face is found
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["astronaut_cmyk.jpg", "astronaut_gray_L.jpg", "astronaut_png_named.jpg", "astronaut_rgba.png",
+     "astronaut_nonsquare_300x180.jpg"],
+)
+async def test_awkward_files_still_work(engine: EmbeddedEngine, name: str) -> None:
+    result = await engine.stylize("cat2dog", (FIXTURES / "edge_cases" / name).read_bytes(), size=48)
+    assert decoded(result.image).size == (48, 48)
+
+
+async def test_exif_orientation_is_applied_before_face_detection(engine: EmbeddedEngine) -> None:
+    sideways = Image.open(FACE).convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": undoes the rotation above
+    with_tag = encoded(sideways, "JPEG", exif=exif.tobytes())
+    assert (await engine.stylize("selfie2anime", with_tag)).image
+    with pytest.raises(NoFace):  # the same pixels without the tag show a sideways face
+        await engine.stylize("selfie2anime", encoded(sideways, "JPEG"))
+
+
+def test_alpha_is_composited_on_white() -> None:
+    img = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    img.putpixel((0, 0), (255, 0, 0, 255))
+    rgb = imaging.to_rgb(img)
+    assert rgb.mode == "RGB"
+    assert rgb.getpixel((5, 5)) == (255, 255, 255)
+    assert rgb.getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize(("fmt", "content_type", "magic"), [
+    ("jpeg", "image/jpeg", b"\xff\xd8"), ("png", "image/png", b"\x89PNG"), ("webp", "image/webp", b"RIFF"),
+])
+async def test_output_format_and_size(engine: EmbeddedEngine, fmt: str, content_type: str, magic: bytes) -> None:
+    result = await engine.stylize("selfie2anime", FACE.read_bytes(), size=96, fmt=fmt)
+    assert result.content_type == content_type and result.image.startswith(magic)
+    assert decoded(result.image).size == (96, 96)
+    assert (result.style, result.version) == ("selfie2anime", "1.0")
+
+
+async def test_default_output_is_a_512px_jpeg(engine: EmbeddedEngine) -> None:
+    result = await engine.stylize("dog2cat", FIXTURES.joinpath("chelsea_256.jpg").read_bytes())
+    img = decoded(result.image)
+    assert (img.format, img.size) == ("JPEG", (512, 512))
+
+
+async def test_unsupported_output_options_are_rejected(engine: EmbeddedEngine) -> None:
+    with pytest.raises(BadInput) as err:
+        await engine.stylize("cat2dog", FACE.read_bytes(), size=4096)
+    assert err.value.message == imaging.BAD_OPTION
+
+
+def test_face_frame_matches_the_training_framing() -> None:
+    img = Image.open(FACE).convert("RGB")
+    face = framing.FaceFramer().largest_face(img)
+    assert face is not None
+    left, upper, right, lower = framing.FaceFramer().frame(img)
+    assert right - left == lower - upper  # square
+    side = right - left
+    assert abs((face[2] - face[0]) / side - framing.FACE_FRACTION) < 0.05 or side == min(img.size)
+
+
+def test_no_face_in_a_cat() -> None:
+    assert framing.FaceFramer().largest_face(Image.open(FIXTURES / "chelsea_256.jpg")) is None
+
+
+def test_squares_are_shrunk_and_shifted_into_the_picture() -> None:
+    assert framing.square_within((300, 180), 150, 90, 500) == (60, 0, 240, 180)
+    assert framing.square_within((300, 180), 10, 10, 100) == (0, 0, 100, 100)
+    assert framing.centre_square(Image.new("RGB", (300, 180))) == (60, 0, 240, 180)
+
+
+async def test_archives_unpack_once_into_a_cache_keyed_by_hash(serving_model_store: Path, tmp_path: Path) -> None:
+    archive = archives.scan(serving_model_store)["cat2dog"]
+    first = archives.unpack(archive, tmp_path)
+    (first / "marker").touch()
+    assert archives.unpack(archive, tmp_path) == first and (first / "marker").exists()
+    assert first.name == f"cat2dog-{archives.file_hash(archive.path)[:16]}"
+
+
+async def test_styles_come_from_the_archives(engine: EmbeddedEngine) -> None:
+    styles = await engine.styles()
+    assert [s.name for s in styles] == ["anime2selfie", "cat2dog", "dog2cat", "selfie2anime"]
+    assert {s.name: s.needs_face for s in styles} == {
+        "anime2selfie": True, "cat2dog": False, "dog2cat": False, "selfie2anime": True
+    }
+    assert await engine.health()
+
+
+async def test_concurrent_requests_are_batched_in_process(
+    engine: EmbeddedEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    results = await _gather(engine, "selfie2anime", [FACE.read_bytes()] * 8)
+    assert all(r.image for r in results)
+    assert "batch of 8 (8 to the generator)" in caplog.text
+
+
+async def _gather(engine: EmbeddedEngine, style: str, images: list[bytes]) -> list[Stylized]:
+    return await asyncio.gather(*(engine.stylize(style, image, size=32, fmt="png") for image in images))
+
+
+def test_pixels_of_identical_requests_are_identical(serving_model_store: Path) -> None:
+    # Batch composition must not change a request's pixels (instance norm is per sample).
+    async def run() -> list[bytes]:
+        engine = EmbeddedEngine(serving_model_store, cache_dir=serving_model_store.parent / "cache")
+        try:
+            alone = await engine.stylize("selfie2anime", FACE.read_bytes(), size=32, fmt="png")
+            batch = await _gather(engine, "selfie2anime", [FACE.read_bytes()] * 3)
+            return [alone.image] + [b.image for b in batch]
+        finally:
+            await engine.close()
+
+    images = [np.asarray(decoded(i), dtype=int) for i in asyncio.run(run())]
+    assert all(np.abs(images[0] - other).max() <= 1 for other in images[1:])

@@ -1,0 +1,107 @@
+"""Real TorchServe instances and tiny exported styles, for any test that needs them.
+
+`running_torchserve` starts Java on free ports with its own run folder (temp
+dir, key file, logs) and stops it afterwards; `export_tiny_styles` writes
+random-weight generators (img_size 32) as real `.mar` files. Import them from
+a test module: `from torchserve_fixture import running_torchserve, ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from serving.torchserve import LocalTorchServe, Ports
+from training import export
+from training.checkpoint import save_checkpoint
+from training.networks import ResnetGenerator
+
+TINY = {"ngf": 8, "n_blocks": 1, "img_size": 32, "light": True}
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS says are free now (all bound at once, so they are distinct)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tiny_checkpoint(path: Path, name: str, seed: int = 0) -> Path:
+    """A checkpoint of the trainer's layout with two random tiny generators."""
+    torch.manual_seed(seed)
+    a2b, b2a = ResnetGenerator(**TINY), ResnetGenerator(**TINY)
+    return save_checkpoint(path, {
+        "options": {"name": name, "img_size": TINY["img_size"]},
+        "generator_arch": a2b.arch(),
+        "step": 0,
+        "networks": {"genA2B": a2b.state_dict(), "genB2A": b2a.state_dict()},
+    })
+
+
+def export_tiny_styles(store: Path, name: str, *extra_args: str, seed: int = 0) -> None:
+    """`python -m training export` of a tiny checkpoint of run `name` into `store`."""
+    ckpt = tiny_checkpoint(store.parent / f"{name}-{seed}.ckpt", name, seed)
+    parser = argparse.ArgumentParser()
+    export.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["export", str(ckpt), "--out", str(store), *extra_args])
+    assert args.func(args) == 0
+
+
+@contextmanager
+def running_torchserve(model_store: Path, run_dir: Path, *, token_auth: bool = False) -> Iterator[LocalTorchServe]:
+    """A real TorchServe over `model_store` on free ports, stopped on exit."""
+    ts = LocalTorchServe(run_dir, model_store, Ports(*free_ports(3)), token_auth)
+    ts.start()
+    try:
+        yield ts
+    finally:
+        ts.stop()
+
+
+def management(ts: LocalTorchServe, method: str, path: str) -> tuple[int, Any]:
+    """Call the management API (with its key when token auth is on); (status, parsed JSON)."""
+    request = urllib.request.Request(f"{ts.management_url}{path}", method=method)
+    if key := ts.keys().get("management"):
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def ready_workers(ts: LocalTorchServe, model: str) -> list[dict[str, Any]]:
+    """The model's workers in state READY."""
+    status, body = management(ts, "GET", f"/models/{model}")
+    return [w for w in body[0]["workers"] if w["status"] == "READY"] if status == 200 else []
+
+
+def wait_for_workers(ts: LocalTorchServe, model: str, count: int, timeout: float = 90.0) -> list[dict[str, Any]]:
+    """Block until `count` workers of the model are READY; returns them."""
+    deadline = time.monotonic() + timeout
+    while len(workers := ready_workers(ts, model)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{model}: {len(workers)} of {count} workers ready after {timeout:.0f} s")
+        time.sleep(0.3)
+    return workers
+
+
+def model_log(ts: LocalTorchServe) -> str:
+    """What the Python workers printed (the handler's log lines)."""
+    path = ts.run_dir / "logs" / "model_log.log"
+    return path.read_text(errors="replace") if path.exists() else ""
