@@ -7,11 +7,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = "db:migrations"
+MIGRATION_LOCK_KEY = 0x746F6F6E  # "toon": any constant shared by every toonbot process
 
 # Driver to use when a URL names only the database, as DATABASE_URL often does.
 ASYNC_DRIVERS = {
@@ -77,6 +78,10 @@ def alembic_config() -> Config:
 
 
 def _run_alembic(connection: Connection, revision: str, downgrade: bool) -> None:
+    if connection.dialect.name == "postgresql":
+        # Several bot processes may start at once: one migrates, the others
+        # wait here and then find nothing left to do.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     config = alembic_config()
     config.attributes["connection"] = connection
     if downgrade:

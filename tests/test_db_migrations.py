@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from pathlib import Path
 
@@ -40,6 +41,17 @@ async def test_downgrade_to_base_then_upgrade_head(db_url: str) -> None:
             assert await connection.run_sync(_tables) == set()
         await migrate(db_url)
         await migrate(db_url)  # already at head: nothing to do
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_tables) == TABLES
+    finally:
+        await engine.dispose()
+
+
+async def test_processes_starting_together_migrate_once(postgres_db_url: str) -> None:
+    await migrate(postgres_db_url, revision="base", downgrade=True)
+    await asyncio.gather(*(migrate(postgres_db_url) for _ in range(3)))
+    engine = create_engine(postgres_db_url)
+    try:
         async with engine.connect() as connection:
             assert await connection.run_sync(_tables) == TABLES
     finally:
