@@ -1,0 +1,62 @@
+"""`python -m training fit`: train (or resume) a U-GAT-IT run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from training import distributed
+from training.checkpoint import load_checkpoint
+from training.options import TrainOptions, add_arguments, from_args
+from training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `fit`."""
+    p = sub.add_parser("fit", help="train a U-GAT-IT model on unpaired image folders")
+    add_arguments(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT_DIR/NAME/checkpoints/latest.pt with its saved options")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this checkpoint's weights (e.g. an imported official one)")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="train this many iterations now, save, and exit (resume later)")
+    p.set_defaults(func=run)
+
+
+def resolve_options(args: argparse.Namespace) -> tuple[TrainOptions, Path | None]:
+    """Options for a new run, or the saved ones (with a longer --iters if given) on --resume."""
+    opts = from_args(args)
+    if not args.resume:
+        return opts, args.init
+    path = Path(opts.out_dir) / opts.name / "checkpoints" / "latest.pt"
+    if not path.exists():
+        raise SystemExit(f"nothing to resume: {path} does not exist")
+    saved = TrainOptions.from_dict(load_checkpoint(path)["options"])
+    if args.iters is not None:
+        saved = replace(saved, iters=args.iters)
+    return replace(saved, threads=opts.threads, num_workers=opts.num_workers), path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the trainer, restore if asked, and train."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    opts, start_from = resolve_options(args)
+    rt = distributed.setup(opts.threads)
+    try:
+        trainer = Trainer(opts, rt)
+        if start_from is not None:
+            trainer.load(start_from)
+            if not args.resume:
+                trainer.step = 0
+        try:
+            trainer.fit(stop_after=args.stop_after)
+        except KeyboardInterrupt:
+            return 130
+    finally:
+        distributed.teardown()
+    return 0

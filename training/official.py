@@ -1,0 +1,94 @@
+"""`python -m training import-official`: the authors' PyTorch checkpoints as ours.
+
+The authors save `{'genA2B': state_dict, 'genB2A': ..., 'disGA': ..., 'disGB': ...,
+'disLA': ..., 'disLB': ...}`. Our networks keep their module names, so the
+weights load key for key; only the architecture must be read off the tensors.
+Their earlier release had no ReLUs in the gamma/beta MLP, so its second MLP
+layer is `FC.1` where ours is `FC.2`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.checkpoint import NETWORKS, save_checkpoint
+from training.networks import N_DOWNSAMPLING, Discriminator, ResnetGenerator
+from training.options import TrainOptions
+
+
+def upgrade_generator_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the pre-ReLU MLP's `FC.1.*` to `FC.2.*` (a no-op on current files)."""
+    if "FC.1.weight" in state and "FC.2.weight" not in state:
+        return {re.sub(r"^FC\.1\.", "FC.2.", k): v for k, v in state.items()}
+    return state
+
+
+def generator_arch(state: dict[str, torch.Tensor], img_size: int | None) -> dict[str, Any]:
+    """Read ngf, n_blocks, light and img_size off a generator state dict."""
+    ngf = state["DownBlock.1.weight"].shape[0]
+    n_blocks = len({k.split(".")[0] for k in state if k.startswith("UpBlock1_")})
+    bottleneck = ngf * 2**N_DOWNSAMPLING
+    fc_in = state["FC.0.weight"].shape[1]
+    light = fc_in == bottleneck
+    if not light:
+        side = math.isqrt(fc_in // bottleneck)
+        img_size = side * 2**N_DOWNSAMPLING
+    elif img_size is None:
+        raise ValueError("a light checkpoint does not record its image size: pass --img-size")
+    out_conv = state[f"UpBlock2.{5 * N_DOWNSAMPLING + 1}.weight"]  # after the up-sampling blocks
+    return {"input_nc": state["DownBlock.1.weight"].shape[1], "output_nc": out_conv.shape[0],
+            "ngf": ngf, "n_blocks": n_blocks, "img_size": img_size, "light": light}
+
+
+def discriminator_layers(state: dict[str, torch.Tensor]) -> int:
+    """n_layers of a discriminator: its `model` holds n_layers - 1 convolutions."""
+    return sum(1 for k in state if k.startswith("model.") and k.endswith(".weight_orig")) + 1
+
+
+def import_official(path: Path, out: Path, name: str, img_size: int | None = None) -> dict[str, Any]:
+    """Convert and verify (strict loading into our networks); returns the written state."""
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in NETWORKS if k not in raw]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: not a U-GAT-IT checkpoint")
+    nets = {k: upgrade_generator_keys(raw[k]) if k.startswith("gen") else raw[k] for k in NETWORKS}
+    arch = generator_arch(nets["genA2B"], img_size)
+    n_global, n_local = discriminator_layers(nets["disGA"]), discriminator_layers(nets["disLA"])
+    ndf = nets["disGA"]["model.1.weight_orig"].shape[0]
+    for k in NETWORKS:
+        net = ResnetGenerator(**arch) if k.startswith("gen") else Discriminator(
+            ndf=ndf, n_layers=n_global if k.startswith("disG") else n_local)
+        net.load_state_dict(nets[k], strict=True)
+        nets[k] = net.state_dict()
+    opts = TrainOptions(name=name, data="", img_size=arch["img_size"], ch=arch["ngf"],
+                        n_res=arch["n_blocks"], light=arch["light"],
+                        n_dis_global=n_global, n_dis_local=n_local)
+    state = {"options": opts.to_dict(), "generator_arch": arch, "step": 0, "networks": nets,
+             "imported_from": path.name}
+    save_checkpoint(out, state)
+    return state
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert, then say what was found."""
+    state = import_official(args.file, args.out, args.name or args.file.stem, args.img_size)
+    a = state["generator_arch"]
+    print(f"imported {args.file} -> {args.out}: {'light' if a['light'] else 'full'} generator, "
+          f"img_size {a['img_size']}, ch {a['ngf']}, n_res {a['n_blocks']}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `import-official`."""
+    p = sub.add_parser("import-official", help="convert an authors' U-GAT-IT .pt checkpoint")
+    p.add_argument("file", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", default=None, help="pair name, e.g. selfie2anime (default: file name)")
+    p.add_argument("--img-size", type=int, default=None, help="needed for light checkpoints")
+    p.set_defaults(func=run)
