@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from PIL import Image
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots import messages
@@ -25,14 +26,8 @@ from serving.api import StyleInfo, Stylizer, StylizeError
 
 logger = logging.getLogger(__name__)
 
-# Serving's error kinds -> the usage log's statuses, and wording for errors that bring none.
+# Serving's error kinds -> the usage log's statuses (anything else is an "error").
 _STATUS: dict[str, UsageStatus] = {"bad_input": "bad_input", "no_face": "no_face", "overloaded": "overloaded"}
-_WORDS = {
-    "bad_input": messages.NOT_AN_IMAGE,
-    "no_face": messages.NO_FACE,
-    "overloaded": messages.OVERLOADED,
-    "unavailable": messages.UNAVAILABLE,
-}
 # Declared types that say nothing either way: let the decoder judge the bytes.
 _UNDECLARED = ("", "application/octet-stream")
 
@@ -101,6 +96,7 @@ def image_pixels(data: bytes) -> int | None:
 class _Outcome:
     """What one photo request came to, for the reply and the usage log."""
 
+    style: str
     status: UsageStatus = "error"
     reply: Reply = Reply(messages.ERROR)
     input_bytes: int | None = None
@@ -147,7 +143,10 @@ class Core:
         name, arg = parse_command(request.text)
         if name is None:
             return Reply(messages.NOT_A_COMMAND)
-        return await self.commands.get(name, self._help)(request, arg)
+        try:
+            return await self.commands.get(name, self._help)(request, arg)
+        except StylizeError as error:  # e.g. TorchServe unreachable while listing styles
+            return Reply(error.message or messages.ERROR)
 
     # Commands ---------------------------------------------------------------
 
@@ -196,29 +195,33 @@ class Core:
     async def _photo(self, request: Request, attachment: Attachment) -> Reply:
         """Stylize one image within the limits, and log it whatever happens."""
         started = time.perf_counter()
-        catalogue = await self._catalogue()
         command, arg = parse_command(request.text)
-        if command == "style" and arg:  # a caption "/style NAME" applies to this photo only
-            style_name, style = arg, catalogue.get(arg)
-        else:
-            style = await self._current_style(request, catalogue)
-            style_name = style.name if style else self._default_style
-        outcome = _Outcome(input_bytes=attachment.size)
+        once = arg if command == "style" and arg else None  # a caption "/style NAME": this photo only
+        outcome = _Outcome(style=once or self._default_style, input_bytes=attachment.size)
         try:
-            if style is None:
+            catalogue = await self._catalogue()
+            style = catalogue.get(once) if once else await self._current_style(request, catalogue)
+            if not catalogue:  # nothing deployed: our fault, not the user's
+                outcome.reply = Reply(messages.NO_STYLES)
+            elif style is None:
                 outcome.status = "bad_input"
-                header = messages.UNKNOWN_STYLE.format(name=style_name)
+                header = messages.UNKNOWN_STYLE.format(name=once)
                 outcome.reply = await self._styles(request, "", header=header)
             else:
+                outcome.style, outcome.version = style.name, style.version
                 await self._within_limits(request, style, attachment, outcome)
-        finally:  # written even when the adapter's download or the model blows up
+        except StylizeError as error:
+            logger.info("stylize %s refused: %s (%s)", outcome.style, error.kind, error)
+            outcome.status = _STATUS.get(error.kind, "error")
+            outcome.reply = Reply(error.message or messages.ERROR)  # serving words it for users
+        finally:  # written even when the adapter's download blows up
             self._recorder.record(
                 UsageRecord(
                     platform=request.platform,
                     platform_user_id=request.user_id,
                     chat_id=request.chat_id,
-                    style=style_name,
-                    model_version=outcome.version or (style.version if style else None),
+                    style=outcome.style,
+                    model_version=outcome.version,
                     status=outcome.status,
                     latency_ms=round((time.perf_counter() - started) * 1000),
                     input_bytes=outcome.input_bytes,
@@ -261,16 +264,8 @@ class Core:
         if len(data) > self._max_upload_bytes:
             outcome.status, outcome.reply = "bad_input", too_big
             return
-        try:
-            async with self._model_slots:
-                result = await self._stylizer.stylize(
-                    style.name, data, size=self._output_size, fmt="jpeg"
-                )
-        except StylizeError as error:
-            logger.info("stylize %s refused: %s (%s)", style.name, error.kind, error)
-            outcome.status = _STATUS.get(error.kind, "error")
-            outcome.reply = Reply(error.message or _WORDS.get(error.kind, messages.ERROR))
-            return
+        async with self._model_slots:
+            result = await self._stylizer.stylize(style.name, data, size=self._output_size, fmt="jpeg")
         outcome.status, outcome.version = "ok", result.version
         outcome.reply = Reply(
             messages.RESULT_CAPTION.format(title=style.title),
@@ -288,10 +283,14 @@ class Core:
         self, request: Request, catalogue: dict[str, StyleInfo]
     ) -> StyleInfo | None:
         """The user's saved style if still deployed, else the default, else the first deployed."""
-        async with self._sessions() as session:
-            saved = await users.get_style(
-                session, platform=request.platform, platform_user_id=request.user_id
-            )
+        try:
+            async with self._sessions() as session:
+                saved = await users.get_style(
+                    session, platform=request.platform, platform_user_id=request.user_id
+                )
+        except (SQLAlchemyError, OSError) as error:  # the database is down: keep drawing anyway
+            logger.warning("style of %s:%s unknown: %s", request.platform, request.user_id, error)
+            saved = None
         for name in (saved, self._default_style):
             if name in catalogue:
                 return catalogue[name]

@@ -2,6 +2,8 @@
 
 Front ends never write their own wording: they show these (via the core's
 replies) so Telegram, Discord and the web page always say the same thing.
+Serving's refusals (no face, too small, busy) arrive worded for users already
+and are passed on as they are.
 """
 
 from __future__ import annotations
@@ -24,11 +26,8 @@ NO_STYLES = "No styles are available right now. Please try again later."
 NOT_A_COMMAND = "Send me a photo to restyle, or /help to see what I can do."
 RESULT_CAPTION = "{title}"
 
-NOT_AN_IMAGE = "That file isn't a photo I can read. Please send a JPEG, PNG or WebP image."
+NOT_AN_IMAGE = "That file is not a picture I can read. Please send a JPEG, PNG, WebP or HEIC photo."
 TOO_BIG = "That file is too big. Please send an image under {limit_mb} MB."
-NO_FACE = "I couldn't find a face in that photo. Try a clear, front-facing photo of one face."
 BUSY_USER = "I'm still working on your last photo. One at a time, please!"
 SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."
-OVERLOADED = "I'm very busy right now. Please try again in a minute."
-UNAVAILABLE = "The drawing service is not reachable right now. Please try again later."
 ERROR = "Sorry, something went wrong on my side. Please try again."

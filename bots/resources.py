@@ -10,7 +10,10 @@ limit on work in flight.
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import AsyncExitStack
+
+from pydantic import SecretStr
 
 from bots.core import Core
 from bots.settings import Settings
@@ -19,11 +22,22 @@ from db.usage import UsageRecorder
 from serving import open_stylizer
 from serving.api import Stylizer
 
+logger = logging.getLogger(__name__)
+
 
 def open_configured_stylizer(settings: Settings) -> Stylizer:
     """TorchServe when `TORCHSERVE_URL` is set, else the embedded engine over `MODEL_STORE`."""
-    token = settings.torchserve_token.get_secret_value() if settings.torchserve_token else None
-    return open_stylizer(settings.torchserve_url, settings.model_store, token)
+    return open_stylizer(
+        settings.torchserve_url,
+        settings.model_store,
+        _secret(settings.torchserve_token),
+        management_url=settings.torchserve_management_url,
+        management_token=_secret(settings.torchserve_management_token),
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 class SharedCore:
@@ -59,6 +73,11 @@ class SharedCore:
         sessions = session_factory(engine)
         stylizer = open_configured_stylizer(settings)
         self._stack.push_async_callback(stylizer.close)
+        if not await stylizer.styles():
+            logger.warning(
+                "no styles deployed%s: export a checkpoint into the model store (README, Serving)",
+                f" in {settings.model_store}" if settings.torchserve_url is None else "",
+            )
         recorder = UsageRecorder(sessions)
         self._stack.push_async_callback(recorder.close)  # flushed before the engine goes
         return Core(

@@ -15,7 +15,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class Settings(BaseSettings):
     """Everything the bots read from the environment; tokens stay `SecretStr` so they never print."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # Empty values count as unset, so .env.example's `TELEGRAM_TOKEN=` starts no bot.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", env_ignore_empty=True, extra="ignore"
+    )
 
     # Front ends: a bot runs only when its token is set.
     telegram_token: SecretStr | None = None
@@ -31,7 +34,9 @@ class Settings(BaseSettings):
     # Data and models.
     database_url: str | None = None  # unset: a SQLite file in var/ (see `db.default_url`)
     torchserve_url: str | None = None  # unset: the embedded engine serves model_store/ in-process
-    torchserve_token: SecretStr | None = None
+    torchserve_token: SecretStr | None = None  # TorchServe's inference key
+    torchserve_management_url: str | None = None  # unset: the inference port + 1, as TorchServe lays out
+    torchserve_management_token: SecretStr | None = None  # unset: the inference key
     model_store: Path = REPO_ROOT / "model_store"
 
     # Behaviour.
@@ -39,7 +44,7 @@ class Settings(BaseSettings):
     requests_per_minute: int = Field(default=10, ge=1)  # per user
     max_in_flight: int = Field(default=4, ge=1)  # all users together; more wait in line
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)  # Telegram's bot download limit
-    output_size: int = Field(default=512, ge=32)
+    output_size: int = Field(default=512, ge=32, le=2048)  # what the handler accepts
 
     @field_validator("admin_ids", mode="before")
     @classmethod

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.engine import create_engine, migrate, session_factory
+from db.models import Usage
 
 # --- db: migrated SQLite and PostgreSQL databases -------------------------------
 # `db_url` runs a test on both backends; `sqlite_db_url` / `postgres_db_url`
@@ -164,3 +166,21 @@ def serving_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def serving_mar_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where embedded engines unpack archives during the test session."""
     return tmp_path_factory.mktemp("mar_cache")
+
+
+ReadUsage = Callable[[str], Awaitable[list[Usage]]]
+
+
+@pytest.fixture
+def read_usage() -> ReadUsage:
+    """Reads back the usage table of a database URL, oldest first."""
+
+    async def read(url: str) -> list[Usage]:
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as session:
+                return list(await session.scalars(select(Usage).order_by(Usage.id)))
+        finally:
+            await engine.dispose()
+
+    return read

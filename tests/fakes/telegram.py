@@ -30,6 +30,14 @@ from PIL import Image
 JSON = dict[str, Any]
 
 
+class ApiError(Exception):
+    """A Bot API error answer (`{"ok": false, ...}`), as Telegram gives for a bad request."""
+
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(description)
+        self.code, self.description = code, description
+
+
 @dataclass(frozen=True)
 class Upload:
     """A file the bot sent in a multipart request."""
@@ -46,6 +54,7 @@ class Call:
     method: str
     fields: dict[str, str]
     files: dict[str, Upload] = field(default_factory=dict)
+    result: Any = None  # what the fake answered, e.g. the sent message with its message_id
 
     @property
     def chat_id(self) -> int | None:
@@ -94,7 +103,7 @@ class FakeTelegram:
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_route("*", "/bot{token}/{method}", self._on_method)
         app.router.add_get("/file/bot{token}/{path:.+}", self._on_file)
-        self._runner = web.AppRunner(app, shutdown_timeout=1)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)  # a pending long poll need not finish
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -123,10 +132,15 @@ class FakeTelegram:
         if handler is None:
             self.unknown.append(method)
             return _error(404, "Not Found: method not found")
-        result = handler(fields, files)
+        try:
+            result = handler(fields, files)
+        except ApiError as error:
+            result = error
         async with self._changed:
-            self.calls.append(Call(method, fields, files))
+            self.calls.append(Call(method, fields, files, result))
             self._changed.notify_all()
+        if isinstance(result, ApiError):
+            return _error(result.code, result.description)
         return web.json_response({"ok": True, "result": result})
 
     async def _on_file(self, request: web.Request) -> web.Response:
@@ -164,6 +178,8 @@ class FakeTelegram:
 
     def _get_file(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
         file_id = fields["file_id"]
+        if file_id not in self._files:
+            raise ApiError(400, "Bad Request: invalid file_id")
         path, data = self._files[file_id]
         return {
             "file_id": file_id,
@@ -265,6 +281,10 @@ class FakeTelegram:
     def _push(self, **update: Any) -> None:
         self._updates.append({"update_id": next(self._ids), **update})
         self._update_pushed.set()
+
+    def forget_files(self) -> None:
+        """Make every file the users sent so far unavailable, as an expired file_id is."""
+        self._files.clear()
 
     # Observing the bot -------------------------------------------------------
 

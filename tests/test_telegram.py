@@ -1,0 +1,158 @@
+"""End to end: the real python-telegram-bot stack, the real embedded engine, a real database,
+and a fake Bot API server on 127.0.0.1 standing in for Telegram."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import torch
+from PIL import Image
+
+from bots import messages, telegram
+from bots.resources import SharedCore
+from bots.settings import Settings
+from fakes.telegram import Call, FakeTelegram
+
+if TYPE_CHECKING:
+    from conftest import ReadUsage
+
+torch.set_num_threads(1)
+
+# Every method the bot may call; anything else would be a 404 from the fake.
+EXPECTED_METHODS = {
+    "getMe", "deleteWebhook", "getFile", "sendPhoto", "sendDocument", "sendMessage",
+    "sendChatAction", "answerCallbackQuery", "editMessageText",
+}
+
+
+def jpeg_size(call: Call, field: str) -> tuple[int, int]:
+    """The size of the JPEG the bot uploaded in `field`; fails unless it is one."""
+    upload = call.files[field]
+    with Image.open(io.BytesIO(upload.data)) as image:
+        assert image.format == "JPEG"
+        return image.size
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as fake:
+        yield fake
+    assert set(fake.unknown) == set(), f"the bot called methods the fake lacks: {fake.unknown}"
+    assert {c.method for c in fake.calls} <= EXPECTED_METHODS
+
+
+@asynccontextmanager
+async def running_bot(api: FakeTelegram, model_store: Path, database_url: str) -> AsyncIterator[None]:
+    """The bot as `python -m bots telegram` runs it, pointed at the fake by TELEGRAM_API_URL."""
+    settings = Settings(
+        _env_file=None,
+        telegram_token=api.token,
+        telegram_api_url=api.url,
+        model_store=model_store,
+        database_url=database_url,
+        output_size=64,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(telegram.serve(settings, SharedCore(settings), stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task  # stops polling, flushes the usage log, closes the engine
+
+
+async def test_photos_documents_and_a_pdf(
+    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    async with running_bot(api, bots_model_store, sqlite_db_url):
+        api.send_photo(101, face_jpeg)
+        api.send_document(102, face_jpeg, "hopper.jpg", "image/jpeg")
+        api.send_document(103, b"%PDF-1.4\n%%EOF\n", "cv.pdf", "application/pdf")
+        [photo] = await api.wait_for("sendPhoto", chat_id=101)
+        [document] = await api.wait_for("sendDocument", chat_id=102)
+        [refusal] = await api.wait_for("sendMessage", chat_id=103)
+
+    assert jpeg_size(photo, "photo") == (64, 64)
+    assert photo.fields["caption"] == "Selfie to anime"
+    assert jpeg_size(document, "document") == (64, 64)
+    assert document.files["document"].filename == "toonbot.jpg"
+    assert refusal.fields["text"] == messages.NOT_AN_IMAGE
+    assert len(api.calls_to("getFile")) == 2  # the PDF was refused without downloading it
+    actions = {(c.chat_id, c.fields["action"]) for c in api.calls_to("sendChatAction")}
+    assert {(101, "upload_photo"), (102, "upload_document")} <= actions
+    assert sorted(r.status for r in await read_usage(sqlite_db_url)) == ["bad_input", "ok", "ok"]
+
+
+async def test_styles_keyboard_changes_the_style(
+    api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    async with running_bot(api, bots_model_store, sqlite_db_url):
+        api.send_text(7, "/styles")
+        [listing] = await api.wait_for("sendMessage", chat_id=7)
+        keyboard = listing.json("reply_markup")["inline_keyboard"]
+        assert [[b["callback_data"] for b in row] for row in keyboard] == [["anime2selfie"], ["selfie2anime"]]
+        assert keyboard[1][0]["text"] == "✓ Selfie to anime"
+
+        api.press_button(7, listing.result["message_id"], "anime2selfie")
+        await api.wait_for("answerCallbackQuery")
+        [edit] = await api.wait_for("editMessageText", chat_id=7)
+        assert edit.fields["text"] == messages.STYLE_SET.format(title="Anime to selfie")
+        assert "reply_markup" not in edit.fields  # the keyboard is gone once used
+
+        api.send_photo(7, face_jpeg)
+        [photo] = await api.wait_for("sendPhoto", chat_id=7)
+    assert photo.fields["caption"] == "Anime to selfie"
+
+
+async def test_commands_and_a_caption_style(
+    api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    async with running_bot(api, bots_model_store, sqlite_db_url):
+        api.send_text(8, "/start")
+        api.send_text(9, "/style van_gogh")
+        await api.wait_for("sendMessage", chat_id=8)
+        await api.wait_for("sendMessage", chat_id=9)
+        api.send_photo(8, face_jpeg, caption="/style anime2selfie")
+        [photo] = await api.wait_for("sendPhoto", chat_id=8)
+    assert api.calls_to("sendMessage", 8)[0].fields["text"] == messages.WELCOME.format(style="Selfie to anime")
+    unknown = api.calls_to("sendMessage", 9)[0]
+    assert unknown.fields["text"].startswith(messages.UNKNOWN_STYLE.format(name="van_gogh"))
+    assert "inline_keyboard" in unknown.json("reply_markup")
+    assert photo.fields["caption"] == "Anime to selfie"
+
+
+async def test_a_failure_is_answered_logged_and_survived(
+    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_bot(api, bots_model_store, sqlite_db_url):
+        api.send_photo(5, face_jpeg)
+        api.forget_files()  # getFile will answer 400, as for an expired file_id
+        [apology] = await api.wait_for("sendMessage", chat_id=5)
+        api.send_photo(5, face_jpeg)  # the bot is still serving
+        await api.wait_for("sendPhoto", chat_id=5)
+    assert apology.fields["text"] == messages.ERROR
+    assert any(r.exc_info and r.name == "bots.telegram" for r in caplog.records)
+    assert [r.status for r in await read_usage(sqlite_db_url)] == ["error", "ok"]
+
+
+async def test_twenty_users_at_once(
+    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, db_url: str, face_jpeg: bytes
+) -> None:
+    users = range(1000, 1020)
+    async with running_bot(api, bots_model_store, db_url):
+        for user in users:
+            api.send_photo(user, face_jpeg)
+        await api.wait_for("sendPhoto", count=len(users), timeout=120)
+    assert {c.chat_id for c in api.calls_to("sendPhoto")} == set(users)
+    assert all(jpeg_size(c, "photo") == (64, 64) for c in api.calls_to("sendPhoto"))
+    rows = await read_usage(db_url)
+    assert len(rows) == 20
+    assert {(r.platform, r.status, r.style) for r in rows} == {("telegram", "ok", "selfie2anime")}
+    assert {r.platform_user_id for r in rows} == {str(u) for u in users}
