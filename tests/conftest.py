@@ -117,34 +117,36 @@ FIXTURES = Path(__file__).with_name("fixtures")
 
 @pytest.fixture(scope="session")
 def bots_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`selfie2anime` and `anime2selfie` .mar files exported from a tiny random-weight generator."""
-    import torch
+    """`selfie2anime` and `anime2selfie` (tiny random-weight generators) as real .mar files."""
+    from torchserve_fixture import export_tiny_styles
 
-    from training.checkpoint import save_checkpoint
-    from training.cli import main as training_cli
-    from training.networks import ResnetGenerator
-
-    torch.manual_seed(0)
-    generator = ResnetGenerator(ngf=8, n_blocks=1, img_size=32, light=True)
-    weights = generator.state_dict()
-    folder = tmp_path_factory.mktemp("bots_store")
-    checkpoint = save_checkpoint(
-        folder / "tiny.pt",
-        {
-            "options": {"name": "selfie2anime", "img_size": 32},
-            "generator_arch": generator.arch(),
-            "step": 0,
-            "networks": {"genA2B": weights, "genB2A": weights},
-        },
-    )
-    assert training_cli(["export", str(checkpoint), "--out", str(folder / "model_store")]) == 0
-    return folder / "model_store"
+    store = tmp_path_factory.mktemp("bots") / "model_store"
+    export_tiny_styles(store, "selfie2anime")
+    return store
 
 
 @pytest.fixture(scope="session")
 def face_jpeg() -> bytes:
     """A public-domain portrait (Grace Hopper, US Navy) the face detector finds."""
     return (FIXTURES / "grace_hopper_256.jpg").read_bytes()
+
+
+ReadUsage = Callable[[str], Awaitable[list[Usage]]]
+
+
+@pytest.fixture
+def read_usage() -> ReadUsage:
+    """Reads back the usage table of a database URL, oldest first."""
+
+    async def read(url: str) -> list[Usage]:
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as session:
+                return list(await session.scalars(select(Usage).order_by(Usage.id)))
+        finally:
+            await engine.dispose()
+
+    return read
 
 
 # --- serving: tiny exported styles for both runtimes ------------------------------
@@ -168,19 +170,21 @@ def serving_mar_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mar_cache")
 
 
-ReadUsage = Callable[[str], Awaitable[list[Usage]]]
+# --- training: a tiny unpaired dataset ------------------------------------------
 
 
-@pytest.fixture
-def read_usage() -> ReadUsage:
-    """Reads back the usage table of a database URL, oldest first."""
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """trainA/trainB/testA/testB of 40 px random-texture images, plus one unreadable file."""
+    import numpy as np
+    from PIL import Image
 
-    async def read(url: str) -> list[Usage]:
-        engine = create_engine(url)
-        try:
-            async with session_factory(engine)() as session:
-                return list(await session.scalars(select(Usage).order_by(Usage.id)))
-        finally:
-            await engine.dispose()
-
-    return read
+    root = tmp_path_factory.mktemp("tiny_dataset")
+    rng = np.random.default_rng(0)
+    for i, folder in enumerate(("trainA", "trainB", "testA", "testB")):
+        (root / folder).mkdir()
+        for j in range(5):
+            pixels = (rng.random((40, 40, 3)) * 255 * (0.5 + 0.5 * (i % 2))).astype("uint8")
+            Image.fromarray(pixels).save(root / folder / f"{j}.png")
+    (root / "trainA" / "empty.jpg").write_bytes(b"")
+    return root

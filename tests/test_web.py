@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 from bots import messages, web
 from bots.resources import SharedCore
 from bots.settings import Settings
+from torchserve_fixture import free_ports
 
 if TYPE_CHECKING:
     from conftest import ReadUsage
@@ -32,12 +32,6 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @asynccontextmanager
 async def running_page(model_store: Path, database_url: str) -> AsyncIterator[str]:
     """The page as `python -m bots web` serves it, on a free port; stopped (and flushed) after."""
@@ -45,7 +39,7 @@ async def running_page(model_store: Path, database_url: str) -> AsyncIterator[st
         _env_file=None,
         model_store=model_store,
         database_url=database_url,
-        web_port=free_port(),
+        web_port=free_ports(1)[0],
         output_size=64,
         max_upload_bytes=2**20,
     )

@@ -1,0 +1,74 @@
+"""`make run` (`python -m bots`): migrations, the web page and each configured bot in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+
+from bots import run
+from bots.settings import get_settings
+from fakes.telegram import FakeTelegram
+from torchserve_fixture import free_ports
+
+if TYPE_CHECKING:
+    from conftest import ReadUsage
+
+
+async def test_one_process_serves_the_page_and_the_telegram_bot(
+    read_usage: ReadUsage, bots_model_store: Path, tmp_path: Path, face_jpeg: bytes
+) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}"  # not migrated yet
+    port = free_ports(1)[0]
+    async with FakeTelegram() as api:
+        env = {
+            **os.environ,
+            "TELEGRAM_TOKEN": api.token,
+            "TELEGRAM_API_URL": api.url,
+            "DISCORD_TOKEN": "",
+            "MODEL_STORE": str(bots_model_store),
+            "DATABASE_URL": database_url,
+            "WEB_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bots", cwd=tmp_path, env=env,  # tmp_path: no .env to read
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            api.send_photo(42, face_jpeg)
+            await api.wait_for("sendPhoto", chat_id=42, timeout=120)
+            async with aiohttp.ClientSession() as client:
+                async with client.get(f"http://127.0.0.1:{port}/api/styles") as response:
+                    styles = await response.json()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(process.communicate(), 60)
+    log = output.decode()
+    assert process.returncode == 0, log
+    assert f"web page: http://127.0.0.1:{port}" in log and "Telegram bot @toonbot_test_bot" in log
+    assert api.token not in log  # secrets never reach the log
+    assert [s["name"] for s in styles["styles"]] == ["anime2selfie", "selfie2anime"]
+    rows = await read_usage(database_url)  # migrated by the runner, flushed at shutdown
+    assert [(r.platform, r.platform_user_id, r.status) for r in rows] == [("telegram", "42", "ok")]
+
+
+def test_a_bot_without_its_token_is_refused_clearly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TELEGRAM_TOKEN", raising=False)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run.main(["telegram"])
+    finally:
+        get_settings.cache_clear()
+    assert exit_info.value.code == 2
+    assert "telegram needs TELEGRAM_TOKEN" in capsys.readouterr().err
