@@ -329,8 +329,20 @@ class Trainer:
             "saved_at": time.time(),
         }
 
+    def check_replicas_in_sync(self) -> None:
+        """Under DDP every rank must hold the same weights; fail loudly if they drifted."""
+        if not self.rt.distributed:
+            return
+        with torch.no_grad():
+            local = [float(sum(p.double().sum() for p in net.parameters())) for net in self.nets.values()]
+        every: list[list[float]] = [[] for _ in range(self.rt.world_size)]
+        torch.distributed.all_gather_object(every, local)
+        if any(not np.allclose(other, every[0], rtol=1e-6) for other in every[1:]):
+            raise RuntimeError(f"DDP replicas diverged at step {self.step}: {every}")
+
     def save(self) -> None:
-        """Write checkpoints/latest.pt (rank 0 only)."""
+        """Write checkpoints/latest.pt (rank 0 only) after checking DDP replicas agree."""
+        self.check_replicas_in_sync()
         if self.rt.is_main:
             save_checkpoint(self.checkpoint_path, self.state())
             log.info("saved %s at step %d", self.checkpoint_path, self.step)

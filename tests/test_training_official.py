@@ -1,0 +1,68 @@
+"""Importing the authors' PyTorch checkpoints (current and pre-ReLU-MLP layouts)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.checkpoint import load_checkpoint
+from training.cli import main as training_main
+from training.networks import Discriminator, ResnetGenerator
+
+ARCH = dict(ngf=8, n_blocks=2, img_size=32)
+
+
+def official_file(light: bool) -> dict[str, dict[str, torch.Tensor]]:
+    """A file in the authors' format: six state dicts under their network names."""
+    torch.manual_seed(3)
+    nets = {
+        "genA2B": ResnetGenerator(**ARCH, light=light), "genB2A": ResnetGenerator(**ARCH, light=light),
+        "disGA": Discriminator(ndf=8, n_layers=5), "disGB": Discriminator(ndf=8, n_layers=5),
+        "disLA": Discriminator(ndf=8, n_layers=4), "disLB": Discriminator(ndf=8, n_layers=4),
+    }
+    return {k: v.state_dict() for k, v in nets.items()}
+
+
+def translate(state: dict[str, torch.Tensor], arch: dict) -> torch.Tensor:
+    g = ResnetGenerator(**arch).eval()
+    g.load_state_dict(state)
+    with torch.inference_mode():
+        return g(torch.linspace(-1, 1, 3 * 32 * 32).reshape(1, 3, 32, 32))[0]
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_import_official_gives_the_same_translations(tmp_path, light: bool) -> None:
+    raw = official_file(light)
+    torch.save(raw, tmp_path / "100000_params.pt")
+    rc = training_main(["import-official", str(tmp_path / "100000_params.pt"), "--out",
+                        str(tmp_path / "ours.pt"), "--name", "selfie2anime", "--img-size", "32"])
+    assert rc == 0
+    ours = load_checkpoint(tmp_path / "ours.pt")
+    assert ours["generator_arch"] == {"input_nc": 3, "output_nc": 3, **ARCH, "light": light}
+    assert ours["options"]["n_dis_global"] == 5 and ours["options"]["n_dis_local"] == 4
+    arch = ours["generator_arch"]
+    for k in ("genA2B", "genB2A"):
+        torch.testing.assert_close(translate(ours["networks"][k], arch), translate(raw[k], arch))
+
+
+def test_import_old_layout_renames_fc1_to_fc2(tmp_path) -> None:
+    raw = official_file(light=False)
+    for k in ("genA2B", "genB2A"):
+        raw[k] = {key.replace("FC.2.", "FC.1."): v for key, v in raw[k].items()}
+    torch.save(raw, tmp_path / "old.pt")
+    assert training_main(["import-official", str(tmp_path / "old.pt"), "--out", str(tmp_path / "o.pt")]) == 0
+    ours = load_checkpoint(tmp_path / "o.pt")
+    assert "FC.2.weight" in ours["networks"]["genA2B"] and "FC.1.weight" not in ours["networks"]["genA2B"]
+    assert ours["generator_arch"]["img_size"] == 32  # read off the full MLP's input size
+
+
+def test_import_rejects_other_files(tmp_path) -> None:
+    torch.save({"genA2B": {}}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a U-GAT-IT checkpoint"):
+        training_main(["import-official", str(tmp_path / "x.pt"), "--out", str(tmp_path / "y.pt")])
+
+
+def test_our_loader_explains_official_files(tmp_path) -> None:
+    torch.save(official_file(light=True), tmp_path / "raw.pt")
+    with pytest.raises(ValueError, match="import-official"):
+        load_checkpoint(tmp_path / "raw.pt")
