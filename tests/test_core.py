@@ -226,7 +226,9 @@ class CountingStylizer:
         self.engine = engine
         self.now = self.most = 0
 
-    async def stylize(self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg") -> Stylized:
+    async def stylize(
+        self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg"
+    ) -> Stylized:
         self.now += 1
         self.most = max(self.most, self.now)
         try:
@@ -247,7 +249,8 @@ async def test_a_burst_queues_instead_of_overloading(
     db = create_engine(sqlite_db_url)
     sessions = session_factory(db)
     recorder = UsageRecorder(sessions)
-    core = Core(stylizer=counting, sessions=sessions, recorder=recorder, **{**CORE_LIMITS, "max_in_flight": 3})
+    limits = {**CORE_LIMITS, "max_in_flight": 3}
+    core = Core(stylizer=counting, sessions=sessions, recorder=recorder, **limits)
     try:
         replies = await asyncio.gather(
             *(core.handle(request(user=str(u), attachment=photo(face_jpeg))) for u in range(12))

@@ -22,6 +22,8 @@ from fakes.telegram import Call, FakeTelegram
 if TYPE_CHECKING:
     from conftest import ReadUsage
 
+FIXTURES = Path(__file__).with_name("fixtures")
+
 torch.set_num_threads(1)
 
 # Every method the bot may call; anything else would be a 404 from the fake.
@@ -120,7 +122,8 @@ async def test_commands_and_a_caption_style(
         await api.wait_for("sendMessage", chat_id=9)
         api.send_photo(8, face_jpeg, caption="/style anime2selfie")
         [photo] = await api.wait_for("sendPhoto", chat_id=8)
-    assert api.calls_to("sendMessage", 8)[0].fields["text"] == messages.WELCOME.format(style="Selfie to anime")
+    welcome = api.calls_to("sendMessage", 8)[0]
+    assert welcome.fields["text"] == messages.WELCOME.format(style="Selfie to anime")
     unknown = api.calls_to("sendMessage", 9)[0]
     assert unknown.fields["text"].startswith(messages.UNKNOWN_STYLE.format(name="van_gogh"))
     assert "inline_keyboard" in unknown.json("reply_markup")
@@ -146,9 +149,10 @@ async def test_twenty_users_at_once(
     read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, db_url: str, face_jpeg: bytes
 ) -> None:
     users = range(1000, 1020)
+    faces = [face_jpeg, (FIXTURES / "obama_256.jpg").read_bytes()]  # both public domain
     async with running_bot(api, bots_model_store, db_url):
         for user in users:
-            api.send_photo(user, face_jpeg)
+            api.send_photo(user, faces[user % 2])
         await api.wait_for("sendPhoto", count=len(users), timeout=120)
     assert {c.chat_id for c in api.calls_to("sendPhoto")} == set(users)
     assert all(jpeg_size(c, "photo") == (64, 64) for c in api.calls_to("sendPhoto"))

@@ -72,7 +72,10 @@ async def test_http_api(
     read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
 ) -> None:
     jar = aiohttp.CookieJar(unsafe=True)  # the default jar ignores cookies from IP addresses
-    async with running_page(bots_model_store, sqlite_db_url) as url, aiohttp.ClientSession(cookie_jar=jar) as client:
+    async with (
+        running_page(bots_model_store, sqlite_db_url) as url,
+        aiohttp.ClientSession(cookie_jar=jar) as client,
+    ):
         async with client.get(url) as page:
             assert page.status == 200
             html = await page.text()
@@ -115,7 +118,7 @@ def chromium() -> str:
 async def test_the_page_in_a_browser(
     read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, tmp_path: Path
 ) -> None:
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import Route, async_playwright, expect
 
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
@@ -130,7 +133,14 @@ async def test_the_page_in_a_browser(
             await page.set_input_files("#file", FIXTURES / "grace_hopper_256.jpg")
             await expect(page.locator("#original")).to_be_visible()
             await page.select_option("#style", "anime2selfie")
+            held: asyncio.Queue[Route] = asyncio.Queue()  # hold the upload to see the progress shown
+            await page.route("**/api/stylize", held.put_nowait)
             await page.click("#go")
+            upload_request = await held.get()
+            await expect(page.locator("#progress")).to_be_visible()
+            await expect(page.locator("#go")).to_be_disabled()
+            await upload_request.continue_()
+            await page.unroute("**/api/stylize")
             result = page.locator("#result")
             await expect(result).to_be_visible(timeout=60_000)
             width = await result.evaluate("img => img.complete && img.naturalWidth")
