@@ -88,9 +88,12 @@ async def _showing(chat: Chat, action: str) -> AsyncIterator[None]:
 
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Commands and plain text go to the core as typed."""
+    """Commands (and, in private chats, plain text) go to the core as typed."""
     message = update.effective_message
     assert message is not None and message.text is not None
+    _, _, addressee = message.text.split(" ", 1)[0].partition("@")
+    if addressee and addressee.lower() != context.bot.username.lower():
+        return  # "/help@otherbot" in a group is not for us
     reply = await _core(context).handle(_request(update, message.text))
     await _send(message, reply, as_document=False)
 
@@ -155,7 +158,8 @@ def build_application(settings: Settings, shared: SharedCore) -> Application:
         builder = builder.base_url(f"{url}/bot").base_file_url(f"{url}/file/bot")
     app = builder.build()
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_image))
-    app.add_handler(MessageHandler(filters.TEXT, on_text))
+    chatter = filters.COMMAND | (filters.TEXT & filters.ChatType.PRIVATE)  # groups: commands only
+    app.add_handler(MessageHandler(chatter, on_text))
     app.add_handler(CallbackQueryHandler(on_button))
     app.add_error_handler(on_error)
     return app

@@ -116,13 +116,14 @@ async def test_commands_and_a_caption_style(
     api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
 ) -> None:
     async with running_bot(api, bots_model_store, sqlite_db_url):
-        api.send_text(8, "/start")
+        api.send_text(8, "/start@another_bot")  # in a group, for someone else
+        api.send_text(8, "/start@toonbot_test_bot")
         api.send_text(9, "/style van_gogh")
         await api.wait_for("sendMessage", chat_id=8)
         await api.wait_for("sendMessage", chat_id=9)
         api.send_photo(8, face_jpeg, caption="/style anime2selfie")
         [photo] = await api.wait_for("sendPhoto", chat_id=8)
-    welcome = api.calls_to("sendMessage", 8)[0]
+    [welcome] = api.calls_to("sendMessage", 8)
     assert welcome.fields["text"] == messages.WELCOME.format(style="Selfie to anime")
     unknown = api.calls_to("sendMessage", 9)[0]
     assert unknown.fields["text"].startswith(messages.UNKNOWN_STYLE.format(name="van_gogh"))
