@@ -18,6 +18,7 @@ from bots import messages, telegram
 from bots.resources import SharedCore
 from bots.settings import Settings
 from fakes.telegram import Call, FakeTelegram
+from torchserve_fixture import running_torchserve
 
 if TYPE_CHECKING:
     from conftest import ReadUsage
@@ -49,17 +50,22 @@ async def api() -> AsyncIterator[FakeTelegram]:
     assert {c.method for c in fake.calls} <= EXPECTED_METHODS
 
 
-@asynccontextmanager
-async def running_bot(api: FakeTelegram, model_store: Path, database_url: str) -> AsyncIterator[None]:
-    """The bot as `python -m bots telegram` runs it, pointed at the fake by TELEGRAM_API_URL."""
-    settings = Settings(
+def bot_settings(api: FakeTelegram, model_store: Path, database_url: str, **more: object) -> Settings:
+    """The Telegram bot pointed at the fake by TELEGRAM_API_URL, with small output images."""
+    return Settings(
         _env_file=None,
         telegram_token=api.token,
         telegram_api_url=api.url,
         model_store=model_store,
         database_url=database_url,
         output_size=64,
+        **more,
     )
+
+
+@asynccontextmanager
+async def running_bot(api: FakeTelegram, settings: Settings) -> AsyncIterator[None]:
+    """The bot as `python -m bots telegram` runs it, until the block ends."""
     stop = asyncio.Event()
     task = asyncio.create_task(telegram.serve(settings, SharedCore(settings), stop))
     try:
@@ -72,7 +78,7 @@ async def running_bot(api: FakeTelegram, model_store: Path, database_url: str) -
 async def test_photos_documents_and_a_pdf(
     read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
 ) -> None:
-    async with running_bot(api, bots_model_store, sqlite_db_url):
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
         api.send_photo(101, face_jpeg)
         api.send_document(102, face_jpeg, "hopper.jpg", "image/jpeg")
         api.send_document(103, b"%PDF-1.4\n%%EOF\n", "cv.pdf", "application/pdf")
@@ -94,7 +100,7 @@ async def test_photos_documents_and_a_pdf(
 async def test_styles_keyboard_changes_the_style(
     api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
 ) -> None:
-    async with running_bot(api, bots_model_store, sqlite_db_url):
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
         api.send_text(7, "/styles")
         [listing] = await api.wait_for("sendMessage", chat_id=7)
         keyboard = listing.json("reply_markup")["inline_keyboard"]
@@ -115,7 +121,7 @@ async def test_styles_keyboard_changes_the_style(
 async def test_commands_and_a_caption_style(
     api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
 ) -> None:
-    async with running_bot(api, bots_model_store, sqlite_db_url):
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
         api.send_text(8, "/start@another_bot")  # in a group, for someone else
         api.send_text(8, "/start@toonbot_test_bot")
         api.send_text(9, "/style van_gogh")
@@ -135,7 +141,7 @@ async def test_a_failure_is_answered_logged_and_survived(
     read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with running_bot(api, bots_model_store, sqlite_db_url):
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
         api.send_photo(5, face_jpeg)
         api.forget_files()  # getFile will answer 400, as for an expired file_id
         [apology] = await api.wait_for("sendMessage", chat_id=5)
@@ -151,7 +157,7 @@ async def test_twenty_users_at_once(
 ) -> None:
     users = range(1000, 1020)
     faces = [face_jpeg, (FIXTURES / "obama_256.jpg").read_bytes()]  # both public domain
-    async with running_bot(api, bots_model_store, db_url):
+    async with running_bot(api, bot_settings(api, bots_model_store, db_url)):
         for user in users:
             api.send_photo(user, faces[user % 2])
         await api.wait_for("sendPhoto", count=len(users), timeout=120)
@@ -161,3 +167,32 @@ async def test_twenty_users_at_once(
     assert len(rows) == 20
     assert {(r.platform, r.status, r.style) for r in rows} == {("telegram", "ok", "selfie2anime")}
     assert {r.platform_user_id for r in rows} == {str(u) for u in users}
+
+
+@pytest.mark.slow
+async def test_torchserve_answers_when_its_url_is_set(
+    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str,
+    face_jpeg: bytes, tmp_path: Path,
+) -> None:
+    empty_store = tmp_path / "empty_store"  # the embedded engine would have no styles at all
+    empty_store.mkdir()
+    with running_torchserve(bots_model_store, tmp_path / "torchserve", token_auth=True) as ts:
+        keys = ts.keys()
+        settings = bot_settings(
+            api, empty_store, sqlite_db_url,
+            torchserve_url=ts.inference_url,
+            torchserve_token=keys["inference"],
+            torchserve_management_url=ts.management_url,
+            torchserve_management_token=keys["management"],
+        )
+        async with running_bot(api, settings):
+            api.send_text(3, "/styles")
+            api.send_photo(4, face_jpeg)
+            [listing] = await api.wait_for("sendMessage", chat_id=3)
+            [photo] = await api.wait_for("sendPhoto", chat_id=4, timeout=120)
+    assert [b["callback_data"] for [b] in listing.json("reply_markup")["inline_keyboard"]] == [
+        "anime2selfie", "selfie2anime",
+    ]
+    assert jpeg_size(photo, "photo") == (64, 64)
+    [row] = await read_usage(sqlite_db_url)
+    assert (row.status, row.style, row.model_version) == ("ok", "selfie2anime", "1.0")
