@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 # Serving's error kinds -> the usage log's statuses (anything else is an "error").
 _STATUS: dict[str, UsageStatus] = {"bad_input": "bad_input", "no_face": "no_face", "overloaded": "overloaded"}
+CATALOGUE_TTL_S = 10.0  # a new deployment shows within this long
 # Declared types that say nothing either way: let the decoder judge the bytes.
 _UNDECLARED = ("", "application/octet-stream")
 
@@ -128,6 +129,9 @@ class Core:
         self._model_slots = asyncio.Semaphore(max_in_flight)
         self._max_upload_bytes = max_upload_bytes
         self._output_size = output_size
+        self._catalogue_lock = asyncio.Lock()
+        self._catalogue_cache: dict[str, StyleInfo] = {}
+        self._catalogue_expires = 0.0
         # Later front-end features (admin commands) register here: name -> handler.
         self.commands: dict[str, Command] = {
             "start": self._start,
@@ -276,8 +280,17 @@ class Core:
     # Styles -----------------------------------------------------------------
 
     async def _catalogue(self) -> dict[str, StyleInfo]:
-        """What is deployed now, by name: the only source of style names."""
-        return {s.name: s for s in await self._stylizer.styles()}
+        """What is deployed, by name: the only source of style names.
+
+        Asked of the runtime at most every `CATALOGUE_TTL_S`: on TorchServe the
+        listing queries every model's handler, which would otherwise double
+        the workers' load (a describe per model for every photo).
+        """
+        async with self._catalogue_lock:
+            if time.monotonic() >= self._catalogue_expires:
+                self._catalogue_cache = {s.name: s for s in await self._stylizer.styles()}
+                self._catalogue_expires = time.monotonic() + CATALOGUE_TTL_S
+            return self._catalogue_cache
 
     async def _current_style(
         self, request: Request, catalogue: dict[str, StyleInfo]

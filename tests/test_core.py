@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bots import core as core_module
 from bots import messages
 from bots.core import Attachment, Core, Reply, Request
 from bots.resources import SharedCore
@@ -116,6 +118,28 @@ async def test_chosen_style_survives_a_restart(settings: Settings) -> None:
         assert [b.style for b in other.buttons if b.selected] == ["selfie2anime"]
     finally:
         await second.close()
+
+
+async def test_new_deployments_show_without_a_restart(
+    settings: Settings, bots_model_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core_module, "CATALOGUE_TTL_S", 0.3)
+    store = tmp_path / "model_store"
+    store.mkdir()
+    shutil.copy(bots_model_store / "selfie2anime.mar", store)
+    shared = SharedCore(settings.model_copy(update={"model_store": store}))
+    core = await shared.open()
+    try:
+        before = await core.handle(request(text="/styles"))
+        shutil.copy(bots_model_store / "anime2selfie.mar", store)  # deployed while running
+        cached = await core.handle(request(text="/styles"))
+        await asyncio.sleep(0.35)
+        after = await core.handle(request(text="/styles"))
+    finally:
+        await shared.close()
+    assert [[b.style for b in r.buttons] for r in (before, cached, after)] == [
+        ["selfie2anime"], ["selfie2anime"], ["anime2selfie", "selfie2anime"],
+    ]
 
 
 async def test_photo_is_stylized_and_logged(
