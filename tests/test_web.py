@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import torch
 from PIL import Image
+from playwright.async_api import Page, Route, async_playwright, expect
 
 from bots import messages, web
 from bots.resources import SharedCore
@@ -107,54 +108,60 @@ async def test_http_api(
     ]
 
 
-def chromium() -> str:
-    """Debian's Chromium (`apt-get install chromium`; .ci/run installs it), or skip."""
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    """A tab in headless Debian Chromium (`apt-get install chromium`; .ci/run does), or skip."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         pytest.skip("Chromium not found: install Debian's chromium package (.ci/run does)")
-    return path
-
-
-async def test_the_page_in_a_browser(
-    read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, tmp_path: Path
-) -> None:
-    from playwright.async_api import Route, async_playwright, expect
-
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not a photo")
-    async with running_page(bots_model_store, sqlite_db_url) as url, async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS)
         try:
-            page = await browser.new_page()
-            await page.goto(url)
-            await expect(page.locator("#style option")).to_have_count(2)
-            await expect(page.locator("#style")).to_have_value("selfie2anime")  # the default
-
-            await page.set_input_files("#file", FIXTURES / "grace_hopper_256.jpg")
-            await expect(page.locator("#original")).to_be_visible()
-            await page.select_option("#style", "anime2selfie")
-            held: asyncio.Queue[Route] = asyncio.Queue()  # hold the upload to see the progress shown
-            await page.route("**/api/stylize", held.put_nowait)
-            await page.click("#go")
-            upload_request = await held.get()
-            await expect(page.locator("#progress")).to_be_visible()
-            await expect(page.locator("#go")).to_be_disabled()
-            await upload_request.continue_()
-            await page.unroute("**/api/stylize")
-            result = page.locator("#result")
-            await expect(result).to_be_visible(timeout=60_000)
-            width = await result.evaluate("img => img.complete && img.naturalWidth")
-            assert width == 64
-            await expect(page.locator("#download")).to_have_attribute("download", "toonbot-anime2selfie.jpeg")
-            await expect(page.locator("#caption")).to_have_text("Anime to selfie")
-            await expect(page.locator("#progress")).to_be_hidden()
-
-            await page.set_input_files("#file", notes)
-            await page.click("#go")
-            await expect(page.locator("#error")).to_have_text(messages.NOT_AN_IMAGE, timeout=60_000)
-            await expect(page.locator("#result")).to_be_hidden()
+            yield await browser.new_page()
         finally:
             await browser.close()
 
+
+async def test_the_page_in_a_browser(
+    read_usage: ReadUsage, page: Page, bots_model_store: Path, sqlite_db_url: str, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    async with running_page(bots_model_store, sqlite_db_url) as url:
+        await page.goto(url)
+        await expect(page.locator("#style option")).to_have_count(2)
+        await expect(page.locator("#style")).to_have_value("selfie2anime")  # the default
+        await expect(page.locator("#no-styles-help")).to_be_hidden()
+
+        await page.set_input_files("#file", FIXTURES / "grace_hopper_256.jpg")
+        await expect(page.locator("#original")).to_be_visible()
+        await page.select_option("#style", "anime2selfie")
+        held: asyncio.Queue[Route] = asyncio.Queue()  # hold the upload to see the progress shown
+        await page.route("**/api/stylize", held.put_nowait)
+        await page.click("#go")
+        upload_request = await held.get()
+        await expect(page.locator("#progress")).to_be_visible()
+        await expect(page.locator("#go")).to_be_disabled()
+        await upload_request.continue_()
+        await page.unroute("**/api/stylize")
+        result = page.locator("#result")
+        await expect(result).to_be_visible(timeout=60_000)
+        assert await result.evaluate("img => img.complete && img.naturalWidth") == 64
+        await expect(page.locator("#download")).to_have_attribute("download", "toonbot-anime2selfie.jpeg")
+        await expect(page.locator("#caption")).to_have_text("Anime to selfie")
+        await expect(page.locator("#progress")).to_be_hidden()
+
+        await page.set_input_files("#file", notes)
+        await page.click("#go")
+        await expect(page.locator("#error")).to_have_text(messages.NOT_AN_IMAGE, timeout=60_000)
+        await expect(page.locator("#result")).to_be_hidden()
+
     statuses = [(r.platform, r.style, r.status) for r in await read_usage(sqlite_db_url)]
     assert statuses == [("web", "anime2selfie", "ok"), ("web", "anime2selfie", "bad_input")]
+
+
+async def test_an_empty_model_store_is_explained(page: Page, sqlite_db_url: str, tmp_path: Path) -> None:
+    async with running_page(tmp_path, sqlite_db_url) as url:
+        await page.goto(url)
+        await expect(page.locator("#error")).to_have_text(messages.NO_STYLES)
+        await expect(page.locator("#no-styles-help")).to_be_visible()
