@@ -2,8 +2,8 @@
 
 Predictions go to the inference API; the style list comes from the
 management API, whose `?customized=true` describe asks each handler for the
-catalogue entry it carries. 503s and refused connections are retried with
-exponential backoff; every other outcome maps to one `StylizeError` subclass.
+catalogue entry it carries. 503s, worker deaths (500/507) and refused connections
+are retried with exponential backoff; every other outcome maps to one `StylizeError` subclass.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ from serving.archive import imaging
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUSES = {503}
+# 503: the model is busy or its handler failed; 500 or 507: the worker died
+# mid-request (TorchServe restarts it). A prediction has no side effects, so
+# all are retried.
+RETRY_STATUSES = {500, 503, 507}
 VERSION_HEADER = "X-Model-Version"
 
 

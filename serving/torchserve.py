@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 CONFIG_TEMPLATE = Path(__file__).with_name("config.properties")
@@ -24,9 +24,13 @@ START = "from ts.model_server import start; start()"
 
 @dataclass(frozen=True)
 class Ports:
+    """TorchServe's five listening ports; two instances must share none (gRPC included)."""
+
     inference: int = 8080
     management: int = 8081
     metrics: int = 8082
+    grpc_inference: int = 7070
+    grpc_management: int = 7071
 
 
 @dataclass(frozen=True)
@@ -81,30 +85,33 @@ class LocalTorchServe:
             f"inference_address={self.inference_url}",
             f"management_address={self.management_url}",
             f"metrics_address=http://127.0.0.1:{self.ports.metrics}",
+            f"grpc_inference_port={self.ports.grpc_inference}",
+            f"grpc_management_port={self.ports.grpc_management}",
         ]
         path = self.run_dir / "config.properties"
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def _torchserve(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", START, *args], cwd=self.run_dir, env=self._env(),
-            capture_output=True, text=True, timeout=60,
-        )
+    def _torchserve(self, *args: str) -> int:
+        """Run the `torchserve` launcher; Java inherits its output, so that goes to a file, not a pipe."""
+        with (self.run_dir / "torchserve.out").open("ab") as out:
+            return subprocess.run(
+                [sys.executable, "-c", START, *args], cwd=self.run_dir, env=self._env(),
+                stdout=out, stderr=subprocess.STDOUT, timeout=60,
+            ).returncode
 
     def start(self, timeout: float = 90.0) -> None:
-        """Start Java in the background and wait until /ping answers."""
+        """Start Java in the background; wait until /ping answers and the management API listens."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "key_file.json").unlink(missing_ok=True)
         args = ["--start", "--ncs", "--ts-config", str(self.write_config()),
                 "--model-store", str(self.model_store.resolve())]
         if not self.token_auth:
             args.append("--disable-token-auth")
-        result = self._torchserve(*args)
-        if result.returncode != 0:
-            raise RuntimeError(f"torchserve --start failed: {result.stdout}{result.stderr}")
+        if self._torchserve(*args) != 0:
+            raise RuntimeError(f"torchserve --start failed; see {self.run_dir / 'torchserve.out'}")
         deadline = time.monotonic() + timeout
-        while not self.healthy():
+        while not (self.healthy() and port_in_use(self.ports.management)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"TorchServe did not answer within {timeout:.0f} s; see {self.run_dir / 'logs'}")
             time.sleep(0.5)
@@ -125,7 +132,7 @@ class LocalTorchServe:
         if self.pid_file.exists():
             self._torchserve("--stop")
         deadline = time.monotonic() + timeout
-        while any(port_in_use(p) for p in (self.ports.inference, self.ports.management, self.ports.metrics)):
+        while any(port_in_use(p) for p in astuple(self.ports)):
             if time.monotonic() > deadline:
                 raise TimeoutError("TorchServe still holds its ports after --stop")
             time.sleep(0.3)

@@ -65,7 +65,7 @@ def export_tiny_styles(store: Path, name: str, *extra_args: str, seed: int = 0) 
 @contextmanager
 def running_torchserve(model_store: Path, run_dir: Path, *, token_auth: bool = False) -> Iterator[LocalTorchServe]:
     """A real TorchServe over `model_store` on free ports, stopped on exit."""
-    ts = LocalTorchServe(run_dir, model_store, Ports(*free_ports(3)), token_auth)
+    ts = LocalTorchServe(run_dir, model_store, Ports(*free_ports(5)), token_auth)
     ts.start()
     try:
         yield ts

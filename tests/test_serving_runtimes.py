@@ -1,0 +1,260 @@
+"""Both runtimes on the same `.mar` files: the real TorchServe and the embedded engine.
+
+One TorchServe (token auth off) serves the module; token authorisation is
+tested once for real on a second instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchserve_fixture import (
+    free_ports,
+    management,
+    model_log,
+    ready_workers,
+    running_torchserve,
+    wait_for_workers,
+)
+
+from serving import open_stylizer, replies
+from serving.api import BadInput, NoFace, Stylizer, UnknownStyle, Unavailable
+from serving.archive import framing, imaging
+from serving.client import TorchServeClient
+from serving.engine import EmbeddedEngine
+from serving.torchserve import LocalTorchServe
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.slow
+FIXTURES = Path(__file__).with_name("fixtures")
+FACE = (FIXTURES / "obama_256.jpg").read_bytes()
+CAT = (FIXTURES / "chelsea_256.jpg").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def torchserve(serving_model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTorchServe]:
+    with running_torchserve(serving_model_store, tmp_path_factory.mktemp("torchserve")) as ts:
+        for style in ("selfie2anime", "anime2selfie", "cat2dog", "dog2cat"):
+            wait_for_workers(ts, style, 1)
+        yield ts
+
+
+@pytest.fixture(params=["embedded", "torchserve"])
+async def stylizer(
+    request: pytest.FixtureRequest, serving_model_store: Path, serving_mar_cache: Path
+) -> AsyncIterator[Stylizer]:
+    if request.param == "embedded":
+        runtime: Stylizer = EmbeddedEngine(serving_model_store, cache_dir=serving_mar_cache)
+    else:
+        runtime = client_for(request.getfixturevalue("torchserve"))
+    yield runtime
+    await runtime.close()
+
+
+def client_for(ts: LocalTorchServe, **options) -> TorchServeClient:
+    keys = ts.keys()
+    return TorchServeClient(
+        ts.inference_url, keys.get("inference"), management_url=ts.management_url,
+        management_token=keys.get("management"), **options,
+    )
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def png_bomb() -> bytes:
+    """An 8000 x 6000 (48 MP) greyscale PNG: a few hundred KB of zeros."""
+    out = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_torchserve_and_embedded_give_the_same_image(
+    torchserve: LocalTorchServe, serving_model_store: Path, serving_mar_cache: Path
+) -> None:
+    engine = EmbeddedEngine(serving_model_store, cache_dir=serving_mar_cache)
+    client = client_for(torchserve)
+    try:
+        for style, image in (("selfie2anime", FACE), ("cat2dog", CAT)):
+            local = await engine.stylize(style, image, fmt="png")
+            served = await client.stylize(style, image, fmt="png")
+            assert served.content_type == local.content_type == "image/png"
+            assert served.version == local.version == "1.0"
+            assert np.abs(pixels(local.image) - pixels(served.image)).max() <= 1
+    finally:
+        await engine.close()
+        await client.close()
+
+
+async def test_styles_and_health_agree(stylizer: Stylizer) -> None:
+    styles = await stylizer.styles()
+    assert [(s.name, s.needs_face, s.version) for s in styles] == [
+        ("anime2selfie", True, "1.0"), ("cat2dog", False, "1.0"),
+        ("dog2cat", False, "1.0"), ("selfie2anime", True, "1.0"),
+    ]
+    assert styles[3].title == "Selfie to anime"
+    assert await stylizer.health()
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "message"),
+    [
+        ("not_an_image", BadInput, imaging.NOT_AN_IMAGE),
+        ("empty", BadInput, imaging.NOT_AN_IMAGE),
+        ("truncated", BadInput, imaging.TRUNCATED),
+        ("too_large", BadInput, imaging.TOO_LARGE),
+        ("too_many_pixels", BadInput, imaging.TOO_MANY_PIXELS),
+        ("too_small", BadInput, imaging.TOO_SMALL),
+        ("no_face", NoFace, framing.NO_FACE),
+    ],
+)
+async def test_rejections(stylizer: Stylizer, case: str, error: type, message: str) -> None:
+    image = {
+        "not_an_image": b"%PDF-1.4 not a picture",
+        "empty": b"",
+        "truncated": (FIXTURES / "edge_cases" / "astronaut_truncated.jpg").read_bytes(),
+        "too_large": b"\xff\xd8" + bytes(imaging.MAX_BYTES),
+        "too_many_pixels": png_bomb(),
+        "too_small": (FIXTURES / "edge_cases" / "astronaut_tiny_31x47.jpg").read_bytes(),
+        "no_face": CAT,
+    }[case]
+    style = "selfie2anime" if case == "no_face" else "cat2dog"
+    with pytest.raises(error) as err:
+        await stylizer.stylize(style, image)
+    assert err.value.message == message
+
+
+async def test_unknown_style(stylizer: Stylizer) -> None:
+    with pytest.raises(UnknownStyle) as err:
+        await stylizer.stylize("dog2horse", FACE)
+    assert err.value.message == replies.UNKNOWN_STYLE.format(style="dog2horse")
+
+
+async def test_torchserve_refuses_uploads_over_20_mb(torchserve: LocalTorchServe) -> None:
+    # The client never sends these; TorchServe's own limit stops anyone else.
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{torchserve.inference_url}/predictions/cat2dog", data=bytes(imaging.MAX_BYTES + 1),
+            headers={"Content-Type": "application/octet-stream"},
+        ) as resp:
+            assert resp.status == 413
+
+
+async def test_handler_rejections_reach_http_as_4xx_json(torchserve: LocalTorchServe) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{torchserve.inference_url}/predictions/selfie2anime", data=CAT,
+            headers={"Content-Type": "image/jpeg"},
+        ) as resp:
+            assert resp.status == 422
+            assert resp.content_type == "application/json"
+            assert await resp.json() == {"error": "no_face", "message": framing.NO_FACE}
+
+
+async def test_a_bad_item_fails_alone_in_a_mixed_batch(stylizer: Stylizer) -> None:
+    truncated = (FIXTURES / "edge_cases" / "astronaut_truncated.jpg").read_bytes()
+    results = await asyncio.gather(
+        stylizer.stylize("selfie2anime", FACE, size=64),
+        stylizer.stylize("selfie2anime", b"not an image", size=64),
+        stylizer.stylize("selfie2anime", CAT, size=64),
+        stylizer.stylize("selfie2anime", truncated, size=64),
+        stylizer.stylize("selfie2anime", FACE, size=64, fmt="webp"),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == ["Stylized", "BadInput", "NoFace", "BadInput", "Stylized"]
+    assert results[4].content_type == "image/webp"
+
+
+async def test_eight_concurrent_requests_form_one_batch_in_torchserve(torchserve: LocalTorchServe) -> None:
+    before = model_log(torchserve).count("batch of 8 (8 to the generator)")
+    client = client_for(torchserve)
+    try:
+        results = await asyncio.gather(*(client.stylize("selfie2anime", FACE, size=32) for _ in range(8)))
+    finally:
+        await client.close()
+    assert all(r.content_type == "image/jpeg" for r in results)
+    deadline = time.monotonic() + 10  # the worker's stdout reaches the log through Java
+    while model_log(torchserve).count("batch of 8 (8 to the generator)") == before:
+        assert time.monotonic() < deadline, "no batch of 8 in model_log.log"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_killed_worker_is_replaced_while_requests_are_answered(torchserve: LocalTorchServe) -> None:
+    status, _ = management(torchserve, "PUT", "/models/dog2cat?min_worker=2&max_worker=2&synchronous=true")
+    assert status == 200
+    before = {w["pid"] for w in wait_for_workers(torchserve, "dog2cat", 2)}
+    client = client_for(torchserve, retries=6, backoff=0.25)
+
+    async def keep_asking(n: int) -> list[bytes]:
+        answers = []
+        for _ in range(n):
+            answers.append((await client.stylize("dog2cat", CAT, size=32)).image)
+        return answers
+
+    try:
+        asking = asyncio.create_task(keep_asking(12))
+        await asyncio.sleep(0.3)
+        os.kill(sorted(before)[0], signal.SIGKILL)
+        answers = await asking
+        assert len(answers) == 12 and all(answers)
+        deadline = time.monotonic() + 90
+        while True:
+            pids = {w["pid"] for w in ready_workers(torchserve, "dog2cat")}
+            if len(pids) == 2 and pids != before:
+                break
+            assert time.monotonic() < deadline, f"worker not replaced: {pids}"
+            await asyncio.sleep(0.5)
+        assert (await client.stylize("dog2cat", CAT, size=32)).image
+    finally:
+        await client.close()
+        management(torchserve, "PUT", "/models/dog2cat?min_worker=1&max_worker=1&synchronous=true")
+
+
+async def test_unreachable_torchserve_is_unavailable() -> None:
+    (port,) = free_ports(1)
+    client = TorchServeClient(f"http://127.0.0.1:{port}", retries=2, backoff=0.01)
+    try:
+        with pytest.raises(Unavailable):
+            await client.stylize("cat2dog", CAT)
+        assert not await client.health()
+    finally:
+        await client.close()
+
+
+async def test_token_authorisation(serving_model_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "cat2dog.mar").symlink_to(serving_model_store / "cat2dog.mar")
+    with running_torchserve(store, tmp_path / "run", token_auth=True) as ts:
+        keys = ts.keys()
+        assert set(keys) == {"inference", "management", "API"}
+        wait_for_workers(ts, "cat2dog", 1)
+        anonymous = TorchServeClient(ts.inference_url, retries=0)
+        wrong = TorchServeClient(ts.inference_url, keys["management"], retries=0)
+        stylizer = open_stylizer(
+            ts.inference_url, store, keys["inference"],
+            management_url=ts.management_url, management_token=keys["management"],
+        )
+        try:
+            for refused in (anonymous, wrong):
+                with pytest.raises(Unavailable):
+                    await refused.stylize("cat2dog", CAT)
+            assert not await anonymous.health()
+            assert await stylizer.health()
+            assert [s.name for s in await stylizer.styles()] == ["cat2dog"]
+            assert (await stylizer.stylize("cat2dog", CAT, size=32)).image
+        finally:
+            for c in (anonymous, wrong, stylizer):
+                await c.close()
