@@ -17,14 +17,14 @@ from pathlib import Path
 
 from serving import open_stylizer
 from serving.api import Stylizer, StylizeError
-from serving.torchserve import LocalTorchServe
+from serving.torchserve import LocalTorchServe, Ports
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 NO_STYLES = "No styles in {store}/: export one with `python -m training export CKPT --out {store}`."
 
 
 def _local(args: argparse.Namespace) -> LocalTorchServe:
-    return LocalTorchServe(args.run_dir, args.model_store)
+    return LocalTorchServe(args.run_dir, args.model_store, Ports.from_base(args.port))
 
 
 def start(args: argparse.Namespace) -> int:
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-store", type=Path, default=Path(os.environ.get("MODEL_STORE", "model_store")))
     parser.add_argument("--run-dir", type=Path, default=Path(".cache/torchserve"),
                         help="local TorchServe's config, keys and logs (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="local TorchServe's inference port; management, metrics and gRPC follow (default %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("start", help="start a local TorchServe").set_defaults(func=start)
     sub.add_parser("stop", help="stop it").set_defaults(func=stop)

@@ -29,8 +29,13 @@ class Ports:
     inference: int = 8080
     management: int = 8081
     metrics: int = 8082
-    grpc_inference: int = 7070
-    grpc_management: int = 7071
+    grpc_inference: int = 8083
+    grpc_management: int = 8084
+
+    @classmethod
+    def from_base(cls, port: int) -> Ports:
+        """Five consecutive ports from the inference port (the client expects management at +1)."""
+        return cls(*range(port, port + 5))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import socket
 import time
 import urllib.error
@@ -39,6 +40,20 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def free_port_block(count: int) -> int:
+    """A first port such that `count` consecutive ports are free now (for `--port` flags)."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count)
+        try:
+            socks = [socket.create_server(("127.0.0.1", p)) for p in range(base, base + count)]
+        except OSError:
+            continue
+        for s in socks:
+            s.close()
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 def tiny_checkpoint(path: Path, name: str, seed: int = 0) -> Path:

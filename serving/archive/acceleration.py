@@ -59,7 +59,12 @@ def can_compile() -> bool:
 
 
 def _image_only(model: nn.Module) -> Run:
-    return lambda x: model(x)[0]
+    def run(x: torch.Tensor) -> torch.Tensor:
+        # Frozen graphs hold inference tensors: every path runs in inference mode.
+        with torch.inference_mode():
+            return model(x)[0]
+
+    return run
 
 
 def _one_at_a_time(run: Run) -> Run:
@@ -84,8 +89,7 @@ def _compiled(model: nn.Module) -> Run:
 
     # Freezing folds the weights into the graph as constants (inference only).
     inductor_config.freezing = True
-    compiled = torch.compile(model, dynamic=False)
-    return lambda x: compiled(x)[0]
+    return _image_only(torch.compile(model, dynamic=False))
 
 
 def candidates(model: nn.Module, device: torch.device) -> list[tuple[str, Callable[[], Run]]]:

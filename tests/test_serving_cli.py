@@ -1,0 +1,78 @@
+"""`python -m serving`: stylize with either runtime, list styles, start/status/stop TorchServe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from torchserve_fixture import free_port_block, wait_for_workers
+
+from serving.archive import framing
+from serving.cli import NO_STYLES
+from serving.torchserve import LocalTorchServe, Ports
+
+FIXTURES = Path(__file__).with_name("fixtures")
+FACE, CAT = FIXTURES / "obama_256.jpg", FIXTURES / "chelsea_256.jpg"
+
+
+def serving_cli(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHSERVE_", "MODEL_STORE"))}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "serving", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_stylize_with_the_embedded_engine(serving_model_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = serving_cli("--model-store", serving_model_store, "stylize", FACE, CAT,
+                         "--style", "selfie2anime", "-o", out, "--size", "64", "--format", "png")
+    assert result.returncode == 1  # the cat has no face; the portrait still comes out
+    assert f"{CAT}: {framing.NO_FACE}" in result.stderr
+    assert Image.open(out / "obama_256.selfie2anime.png").size == (64, 64)
+    assert not (out / "chelsea_256.selfie2anime.png").exists()
+
+
+def test_stylize_one_file_to_a_named_output(serving_model_store: Path, tmp_path: Path) -> None:
+    target = tmp_path / "dog.jpg"
+    result = serving_cli("--model-store", serving_model_store, "stylize", CAT, "--style", "cat2dog", "-o", target)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(target).size == (512, 512)
+
+
+def test_styles_lists_the_store_and_explains_an_empty_one(serving_model_store: Path, tmp_path: Path) -> None:
+    listed = serving_cli("--model-store", serving_model_store, "styles")
+    assert listed.returncode == 0
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["anime2selfie", "cat2dog", "dog2cat", "selfie2anime"]
+    (tmp_path / "empty").mkdir()
+    empty = serving_cli("--model-store", tmp_path / "empty", "styles")
+    assert empty.returncode == 1
+    assert NO_STYLES.format(store=tmp_path / "empty") in empty.stderr
+
+
+@pytest.mark.slow
+def test_start_stylize_through_torchserve_status_stop(serving_model_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "dog2cat.mar").symlink_to(serving_model_store / "dog2cat.mar")
+    port = free_port_block(5)
+    local = ["--model-store", store, "--run-dir", tmp_path / "run", "--port", str(port)]
+    assert serving_cli(*local, "start").returncode == 0
+    try:
+        ts = LocalTorchServe(tmp_path / "run", store, Ports.from_base(port))
+        assert set(ts.keys()) == {"inference", "management", "API"}  # token authorisation is on
+        wait_for_workers(ts, "dog2cat", 1)
+        assert serving_cli(*local, "status").returncode == 0
+        styles = serving_cli(*local, "styles", "--torchserve", ts.inference_url)
+        assert styles.returncode == 0 and styles.stdout.startswith("dog2cat"), styles.stderr
+        result = serving_cli(*local, "stylize", CAT, "--style", "dog2cat", "--torchserve", ts.inference_url,
+                             "-o", tmp_path / "cat.webp", "--format", "webp", "--size", "40")
+        assert result.returncode == 0, result.stderr
+        assert Image.open(tmp_path / "cat.webp").size == (40, 40)
+    finally:
+        assert serving_cli(*local, "stop").returncode == 0
+    assert serving_cli(*local, "status").returncode == 1
