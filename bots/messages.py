@@ -18,6 +18,12 @@ HELP = (
     "/style NAME - switch to a style\n"
     "A photo with the caption /style NAME uses that style just once."
 )
+DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
+    "/style with a photo - I send it back restyled (pick a style there to use it just once)\n"
+    "/styles - see the styles\n"
+    "/mystyle NAME - switch to a style\n"
+    "You can also send me a photo in a DM, or mention me with one in a channel."
+)
 STYLES_HEADER = "Styles (yours now: {style}):"
 STYLE_LINE = "{name} - {description}"
 STYLE_SET = "Done: your style is now {title}. Send a photo!"

@@ -1,4 +1,4 @@
-"""Run the front ends in one process: `python -m bots [web|telegram]` (no name: every configured one)."""
+"""Run the front ends in one process: `python -m bots [web|telegram|discord]` (no name: every configured one)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bots import telegram, web
+from bots import discord, telegram, web
 from bots.resources import SharedCore
 from bots.settings import Settings, get_settings
 from db.engine import default_url, migrate
@@ -30,6 +30,7 @@ class FrontEnd:
 FRONT_ENDS: dict[str, FrontEnd] = {
     "web": FrontEnd(web.serve, lambda s: True, ""),
     "telegram": FrontEnd(telegram.serve, lambda s: s.telegram_token is not None, "TELEGRAM_TOKEN"),
+    "discord": FrontEnd(discord.serve, lambda s: s.discord_token is not None, "DISCORD_TOKEN"),
 }
 
 

@@ -1,0 +1,503 @@
+"""A fake Discord (REST API, gateway and attachment CDN) on 127.0.0.1, for driving the real discord.py.
+
+It speaks what a bot with slash commands uses of https://discord.com/developers/docs:
+the REST calls (`/users/@me`, `/oauth2/applications/@me`, command sync,
+interaction callbacks, follow-up webhooks, channel messages, typing) and the
+gateway's HELLO / heartbeat / IDENTIFY / READY / GUILD_CREATE handshake. The
+test plays the users (`slash_command`, `autocomplete`, `send_message` push
+INTERACTION_CREATE and MESSAGE_CREATE events) and reads back every call the bot
+made (`calls`, `wait_for`). A route the fake does not know is answered 404 and
+listed in `unknown`, so a test can insist the bot used nothing else.
+
+    async with FakeDiscord() as fake:
+        discord.http.Route.BASE = fake.api_url
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from fakes.telegram import Upload  # a file in a multipart request, as on any platform
+
+JSON = dict[str, Any]
+API = "/api/v10"
+EPHEMERAL = 1 << 6  # message flag: only the user who invoked the command sees it
+
+# Gateway op codes and the interaction types, as the Discord docs number them.
+DISPATCH, HEARTBEAT, IDENTIFY, HELLO, HEARTBEAT_ACK = 0, 1, 2, 10, 11
+APPLICATION_COMMAND, AUTOCOMPLETE = 2, 4
+# Interaction callback types.
+CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 4, 5, 8
+# Application command option types.
+STRING, ATTACHMENT = 3, 11
+
+
+@dataclass(frozen=True)
+class Call:
+    """One REST request the bot made: the route's name, its URL parameters, JSON body and files."""
+
+    route: str  # e.g. "interaction_callback", "followup", "channel_message"
+    params: dict[str, str]  # from the URL, e.g. {"token": ..., "channel_id": ...}
+    json: Any = None
+    files: list[Upload] = field(default_factory=list)
+
+
+# A REST route: the request and its recorded call in, the JSON answer out (None: 204).
+Handler = Callable[[web.Request, Call], Any]
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """An interaction the test sent, to find the bot's answers to it."""
+
+    id: str
+    token: str
+
+
+class FakeDiscord:
+    """One application, one guild with one text channel, and users played by the test."""
+
+    def __init__(self, token: str = "fake-discord-bot-token") -> None:
+        self.token = token
+        self._ids = itertools.count(1_000_000_000_000_000_000)
+        self.app_id = self._id()
+        self.bot_user = _user(self.app_id, "toonbot", bot=True)
+        self.guild_id = self._id()
+        self.channel_id = self._id()
+        self.calls: list[Call] = []
+        self.unknown: list[str] = []  # "METHOD /path" of routes the fake does not implement
+        self.identify: JSON | None = None  # the bot's IDENTIFY payload
+        self.downloads: list[str] = []  # attachment ids the bot fetched
+        self._attachments: dict[str, bytes] = {}
+        self._sockets: list[web.WebSocketResponse] = []
+        self._sequence = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._ready = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # Server ---------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        """What `DISCORD_API_URL` should say."""
+        return f"{self.url}{API}"
+
+    @property
+    def gateway_url(self) -> str:
+        """What `DISCORD_GATEWAY_URL` should say."""
+        return f"{self.url.replace('http', 'ws', 1)}/gateway"
+
+    async def __aenter__(self) -> FakeDiscord:
+        app = web.Application(client_max_size=64 * 2**20, middlewares=[self._unknown_routes])
+        # (method, path, name, handler, whether Discord wants the bot token): webhook-style
+        # routes (interaction callbacks and follow-ups) carry their own token in the URL instead.
+        routes: list[tuple[str, str, str, Handler, bool]] = [
+            ("GET", "/users/@me", "me", lambda r, c: self.bot_user, True),
+            ("GET", "/oauth2/applications/@me", "application", self._application, True),
+            ("PUT", "/applications/{app_id}/commands", "sync", self._sync, True),
+            ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", "sync", self._sync, True),
+            ("POST", "/interactions/{id}/{token}/callback", "interaction_callback", self._callback, False),
+            ("POST", "/webhooks/{app_id}/{token}", "followup", self._followup, False),
+            ("DELETE", "/webhooks/{app_id}/{token}/messages/@original", "delete_original", _no_content, False),
+            ("POST", "/channels/{channel_id}/messages", "channel_message", self._channel_message, True),
+            ("POST", "/channels/{channel_id}/typing", "typing", _no_content, True),
+        ]
+        for method, path, name, handler, authorised in routes:
+            app.router.add_route(method, API + path, self._recording(name, handler, authorised))
+        app.router.add_get("/attachments/{attachment_id}/{filename}", self._on_attachment)
+        app.router.add_get("/gateway", self._on_gateway)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._runner is not None
+        for socket in self._sockets:
+            await socket.close()
+        await self._runner.cleanup()
+
+    @web.middleware
+    async def _unknown_routes(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+            if request.path.startswith(API):
+                self.unknown.append(f"{request.method} {request.path}")
+            return _json({"message": "404: Not Found", "code": 0}, status=404)
+
+    def _recording(
+        self, name: str, handler: Handler, authorised: bool
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """Check the token, record the call (JSON, or multipart `payload_json` + `files[n]`), answer it."""
+
+        async def record(request: web.Request) -> web.Response:
+            if authorised and request.headers.get("Authorization") != f"Bot {self.token}":
+                return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+            body, files = await _read_body(request)
+            call = Call(name, dict(request.match_info), body, files)
+            result = handler(request, call)
+            async with self._changed:
+                self.calls.append(call)
+                self._changed.notify_all()
+            return web.Response(status=204) if result is None else _json(result)
+
+        return record
+
+    # REST routes --------------------------------------------------------------
+
+    def _application(self, request: web.Request, call: Call) -> JSON:
+        return {
+            "id": str(self.app_id),
+            "name": "toonbot",
+            "description": "",
+            "icon": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": _user(self._id(), "owner"),
+            "verify_key": "0" * 64,
+            "flags": 0,
+        }
+
+    def _sync(self, request: web.Request, call: Call) -> list[JSON]:
+        """Bulk overwrite: Discord answers with the commands, ids added."""
+        guild = request.match_info.get("guild_id")
+        extra = {"guild_id": guild} if guild else {}
+        return [
+            {**command, "id": str(self._id()), "application_id": str(self.app_id), "version": "1", **extra}
+            for command in call.json
+        ]
+
+    def _callback(self, request: web.Request, call: Call) -> JSON:
+        """The first answer to an interaction (`?with_response=1`: Discord describes what it made)."""
+        kind, data = call.json["type"], call.json.get("data") or {}
+        interaction: JSON = {"id": request.match_info["id"], "type": APPLICATION_COMMAND}
+        resource: JSON = {"type": kind}
+        if kind == DEFERRED_CHANNEL_MESSAGE:
+            interaction["response_message_loading"] = True
+            interaction["response_message_ephemeral"] = bool(data.get("flags", 0) & EPHEMERAL)
+        elif kind == CHANNEL_MESSAGE:
+            resource["message"] = self._bot_message(str(self.channel_id), data, call.files)
+            interaction["response_message_id"] = resource["message"]["id"]
+        return {"interaction": interaction, "resource": resource}
+
+    def _followup(self, request: web.Request, call: Call) -> JSON:
+        return self._bot_message(str(self.channel_id), call.json, call.files, webhook=True)
+
+    def _channel_message(self, request: web.Request, call: Call) -> JSON:
+        return self._bot_message(request.match_info["channel_id"], call.json, call.files)
+
+    async def _on_attachment(self, request: web.Request) -> web.Response:
+        """The CDN: what users uploaded, fetched by the bot with a plain GET."""
+        attachment_id = request.match_info["attachment_id"]
+        if attachment_id not in self._attachments:
+            return web.Response(status=404)
+        self.downloads.append(attachment_id)
+        return web.Response(body=self._attachments[attachment_id], content_type="application/octet-stream")
+
+    def _bot_message(
+        self, channel_id: str, body: JSON, files: list[Upload], *, webhook: bool = False
+    ) -> JSON:
+        attachments = [
+            {
+                "id": str(self._id()),
+                "filename": f.filename,
+                "size": len(f.data),
+                "url": f"{self.url}/bot-uploads/{f.filename}",
+                "proxy_url": f"{self.url}/bot-uploads/{f.filename}",
+                "content_type": f.content_type,
+            }
+            for f in files
+        ]
+        message = _message(self._id(), channel_id, self.bot_user, body.get("content") or "", attachments)
+        message["flags"] = body.get("flags", 0)
+        if webhook:
+            message["webhook_id"] = str(self.app_id)
+            message["application_id"] = str(self.app_id)
+        return message
+
+    # Gateway -----------------------------------------------------------------
+
+    async def _on_gateway(self, request: web.Request) -> web.WebSocketResponse:
+        """HELLO; answer heartbeats; IDENTIFY gets READY and the guild; then events as the test sends."""
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self._sockets.append(socket)
+        await socket.send_json({"op": HELLO, "d": {"heartbeat_interval": 41_250}})
+        async for frame in socket:
+            if frame.type != WSMsgType.TEXT:
+                break
+            payload = json.loads(frame.data)
+            if payload["op"] == HEARTBEAT:
+                await socket.send_json({"op": HEARTBEAT_ACK})
+            elif payload["op"] == IDENTIFY:
+                if payload["d"]["token"] != self.token:
+                    await socket.close(code=4004, message=b"Authentication failed.")
+                    break
+                self.identify = payload["d"]
+                await self._send(socket, "READY", self._ready_event())
+                await self._send(socket, "GUILD_CREATE", self._guild())
+                self._ready.set()
+        self._sockets.remove(socket)
+        return socket
+
+    async def _send(self, socket: web.WebSocketResponse, event: str, data: JSON) -> None:
+        await socket.send_json({"op": DISPATCH, "s": next(self._sequence), "t": event, "d": data})
+
+    def _ready_event(self) -> JSON:
+        return {
+            "v": 10,
+            "user": self.bot_user,
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "session_id": "fake-session",
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.app_id), "flags": 0},
+        }
+
+    def _guild(self) -> JSON:
+        now = _now()
+        return {
+            "id": str(self.guild_id),
+            "name": "toonbot test server",
+            "icon": None,
+            "owner_id": str(self.app_id),
+            "features": [],
+            "member_count": 2,
+            "large": False,
+            "joined_at": now,
+            "roles": [
+                {
+                    "id": str(self.guild_id),  # @everyone shares the guild's id
+                    "name": "@everyone",
+                    "permissions": str((1 << 11) | (1 << 15) | (1 << 16) | (1 << 10)),
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
+            ],
+            "channels": [
+                {
+                    "id": str(self.channel_id),
+                    "type": 0,
+                    "name": "general",
+                    "position": 0,
+                    "permission_overwrites": [],
+                    "nsfw": False,
+                    "parent_id": None,
+                }
+            ],
+            "members": [{**_member(self.app_id), "user": self.bot_user}],
+            "emojis": [],
+            "stickers": [],
+            "threads": [],
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+        }
+
+    async def ready(self, timeout: float = 60.0) -> None:
+        """Wait until a bot has identified and been told about the guild."""
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    async def _dispatch(self, event: str, data: JSON) -> None:
+        await self.ready()
+        for socket in self._sockets:
+            await self._send(socket, event, data)
+
+    # The users' side ---------------------------------------------------------
+
+    def attachment(
+        self, data: bytes, filename: str, content_type: str | None, *, size: int | None = None
+    ) -> JSON:
+        """Upload a file as a user would (`size`: declare another size, e.g. a huge one);
+        the payload names where the bot can fetch it."""
+        attachment_id = str(self._id())
+        self._attachments[attachment_id] = data
+        url = f"{self.url}/attachments/{attachment_id}/{filename}"
+        payload: JSON = {
+            "id": attachment_id,
+            "filename": filename,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+        }
+        if content_type is not None:  # Discord omits it when it cannot tell
+            payload["content_type"] = content_type
+        return payload
+
+    def forget_attachments(self) -> None:
+        """Make every upload so far unavailable, as an expired CDN link is."""
+        self._attachments.clear()
+
+    async def slash_command(
+        self, user_id: int, name: str, /, *, attachment: JSON | None = None, dm: bool = False, **options: str
+    ) -> Interaction:
+        """The user runs `/name` with string `options` and maybe one attachment option (`image`)."""
+        values: list[JSON] = [{"name": k, "type": STRING, "value": v} for k, v in options.items()]
+        resolved: JSON = {}
+        if attachment is not None:
+            values.insert(0, {"name": "image", "type": ATTACHMENT, "value": attachment["id"]})
+            resolved = {"attachments": {attachment["id"]: attachment}}
+        data = {"id": str(self._id()), "name": name, "type": 1, "options": values, "resolved": resolved}
+        return await self._interaction(user_id, APPLICATION_COMMAND, data, dm=dm)
+
+    async def autocomplete(self, user_id: int, name: str, option: str, typed: str) -> Interaction:
+        """The user is typing `typed` into `option` of `/name`."""
+        value = {"name": option, "type": STRING, "value": typed, "focused": True}
+        data = {"id": str(self._id()), "name": name, "type": 1, "options": [value]}
+        return await self._interaction(user_id, AUTOCOMPLETE, data)
+
+    async def _interaction(self, user_id: int, kind: int, data: JSON, *, dm: bool = False) -> Interaction:
+        interaction = Interaction(str(self._id()), f"interaction-token-{self._id()}")
+        payload: JSON = {
+            "id": interaction.id,
+            "application_id": str(self.app_id),
+            "type": kind,
+            "data": data,
+            "token": interaction.token,
+            "version": 1,
+            "locale": "en-US",
+            "app_permissions": "0",
+            "entitlements": [],
+            "attachment_size_limit": 10 * 2**20,
+        }
+        if dm:
+            recipient = _user(user_id, f"user{user_id}")
+            payload["channel"] = {"id": str(user_id), "type": 1, "recipients": [recipient]}
+            payload["channel_id"] = str(user_id)
+            payload["user"] = _user(user_id, f"user{user_id}")
+            payload["context"] = 1
+        else:
+            payload["guild_id"] = str(self.guild_id)
+            payload["channel"] = {"id": str(self.channel_id), "type": 0, "guild_id": str(self.guild_id)}
+            payload["channel_id"] = str(self.channel_id)
+            payload["member"] = {**_member(user_id), "permissions": "0"}
+            payload["context"] = 0
+        await self._dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def send_message(
+        self, user_id: int, content: str = "", *, attachments: list[JSON] | None = None, dm: bool = True,
+        mention_bot: bool = False,
+    ) -> JSON:
+        """The user writes in a DM (their id is the channel's) or in the guild's channel."""
+        author = _user(user_id, f"user{user_id}")
+        channel_id = str(user_id) if dm else str(self.channel_id)
+        if mention_bot:
+            content = f"<@{self.app_id}> {content}".strip()
+        message = _message(self._id(), channel_id, author, content, attachments or [])
+        if mention_bot:
+            message["mentions"] = [self.bot_user]
+        if not dm:
+            message["guild_id"] = str(self.guild_id)
+            message["member"] = {k: v for k, v in _member(user_id).items() if k != "user"}
+        await self._dispatch("MESSAGE_CREATE", message)
+        return message
+
+    def _id(self) -> int:
+        return next(self._ids)
+
+    # Observing the bot -------------------------------------------------------
+
+    def calls_to(self, route: str, **params: str) -> list[Call]:
+        """The calls of `route` so far whose URL parameters include `params`."""
+        return [
+            c for c in self.calls if c.route == route and all(c.params.get(k) == v for k, v in params.items())
+        ]
+
+    async def wait_for(self, route: str, count: int = 1, timeout: float = 60.0, **params: str) -> list[Call]:
+        """Wait until the bot has made `count` calls of `route` (matching `params`); return them."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.calls_to(route, **params)) >= count)
+        return self.calls_to(route, **params)
+
+
+async def _read_body(request: web.Request) -> tuple[Any, list[Upload]]:
+    """JSON as sent, or discord.py's multipart: `payload_json` plus `files[n]` parts."""
+    if request.content_type == "application/json":
+        return await request.json(), []
+    if request.content_type != "multipart/form-data":
+        return None, []
+    body: Any = None
+    files: list[Upload] = []
+    for name, value in (await request.post()).items():
+        if isinstance(value, web.FileField):
+            files.append(Upload(value.filename, value.content_type, value.file.read()))
+        elif name == "payload_json":
+            body = json.loads(value if isinstance(value, str) else bytes(value))
+    return body, files
+
+
+def _no_content(request: web.Request, call: Call) -> None:
+    return None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    """discord.py parses JSON only when the Content-Type is exactly `application/json` (no charset)."""
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _user(user_id: int, name: str, *, bot: bool = False) -> JSON:
+    return {
+        "id": str(user_id),
+        "username": name,
+        "global_name": name,
+        "discriminator": "0",
+        "avatar": None,
+        "bot": bot,
+    }
+
+
+def _member(user_id: int) -> JSON:
+    return {
+        "user": _user(user_id, f"user{user_id}"),
+        "roles": [],
+        "joined_at": _now(),
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+    }
+
+
+def _message(message_id: int, channel_id: str, author: JSON, content: str, attachments: list[JSON]) -> JSON:
+    return {
+        "id": str(message_id),
+        "channel_id": channel_id,
+        "author": author,
+        "content": content,
+        "timestamp": _now(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": attachments,
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+    }

@@ -1,0 +1,293 @@
+"""End to end: the real discord.py client, the real embedded engine, a real database,
+and a fake Discord (REST API, gateway, attachment CDN) on 127.0.0.1 standing in for Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord as discord_py
+import pytest
+import torch
+from PIL import Image
+
+from bots import discord, messages
+from bots.resources import SharedCore
+from bots.settings import Settings
+from fakes.discord import (
+    AUTOCOMPLETE_RESULT,
+    CHANNEL_MESSAGE,
+    DEFERRED_CHANNEL_MESSAGE,
+    EPHEMERAL,
+    Call,
+    FakeDiscord,
+    Interaction,
+)
+from fakes.telegram import FakeTelegram
+from serving.archive.framing import NO_FACE
+
+if TYPE_CHECKING:
+    from conftest import ReadUsage
+
+FIXTURES = Path(__file__).with_name("fixtures")
+PDF = b"%PDF-1.4\n%%EOF\n"
+# Gateway intents (Discord's bit numbers): what the bot asks for, and the privileged one it needs not.
+GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES, MESSAGE_CONTENT = 1 << 0, 1 << 9, 1 << 12, 1 << 15
+
+torch.set_num_threads(1)
+
+
+def jpeg_size(call: Call) -> tuple[int, int]:
+    """The size of the one file the bot uploaded; fails unless it is a JPEG."""
+    [upload] = call.files
+    with Image.open(io.BytesIO(upload.data)) as image:
+        assert image.format == "JPEG"
+        return image.size
+
+
+def is_ephemeral(call: Call) -> bool:
+    body = call.json.get("data", call.json)  # a callback wraps the message in "data"
+    return bool(body.get("flags", 0) & EPHEMERAL)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as fake:
+        yield fake
+    assert fake.unknown == [], f"the bot called routes the fake lacks: {fake.unknown}"
+
+
+@asynccontextmanager
+async def running_bot(
+    fake: FakeDiscord, model_store: Path, database_url: str, **extra: Any
+) -> AsyncIterator[None]:
+    """The bot as `python -m bots discord` runs it, pointed at the fake by DISCORD_API_URL/GATEWAY_URL."""
+    settings = Settings(
+        _env_file=None,
+        discord_token=fake.token,
+        discord_api_url=fake.api_url,
+        discord_gateway_url=fake.gateway_url,
+        model_store=model_store,
+        database_url=database_url,
+        output_size=64,
+        **extra,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(discord.serve(settings, SharedCore(settings), stop))
+    ready = asyncio.create_task(fake.ready())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():  # it failed to start: show why
+        ready.cancel()
+        await task
+    try:
+        yield
+    finally:
+        stop.set()
+        await task  # leaves the gateway, flushes the usage log, closes the engine
+    assert discord_py.http.Route.BASE == "https://discord.com/api/v10"  # put back after the run
+
+
+async def answers(
+    fake: FakeDiscord, interaction: Interaction, route: str = "interaction_callback"
+) -> list[Call]:
+    """What the bot has sent in answer to `interaction` by `route`, once it has sent something."""
+    return await fake.wait_for(route, token=interaction.token)
+
+
+def jpeg(fake: FakeDiscord, data: bytes) -> dict[str, Any]:
+    """A photo the user uploads."""
+    return fake.attachment(data, "me.jpg", "image/jpeg")
+
+
+async def test_slash_style_defers_then_sends_the_picture(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    async with running_bot(
+        fake, bots_model_store, sqlite_db_url, discord_dev_guild=fake.guild_id, max_upload_bytes=2**20
+    ):
+        typing = await fake.autocomplete(11, "style", "style", "to anime")
+        everything = await fake.autocomplete(11, "mystyle", "name", "")
+        face = await fake.slash_command(11, "style", attachment=jpeg(fake, face_jpeg))
+        pdf_file = fake.attachment(PDF, "cv.pdf", "application/pdf")
+        pdf = await fake.slash_command(12, "style", attachment=pdf_file)
+        huge_file = fake.attachment(face_jpeg, "huge.png", "image/png", size=5 * 2**20)
+        huge = await fake.slash_command(13, "style", attachment=huge_file)
+        unknown = await fake.slash_command(14, "style", attachment=jpeg(fake, face_jpeg), style="van_gogh")
+        [typed_choices] = await answers(fake, typing)
+        [all_choices] = await answers(fake, everything)
+        [deferral] = await answers(fake, face)
+        [picture] = await answers(fake, face, "followup")
+        [pdf_refusal] = await answers(fake, pdf)
+        [huge_refusal] = await answers(fake, huge)
+        [unknown_refusal] = await answers(fake, unknown)
+
+    [sync] = fake.calls_to("sync", guild_id=str(fake.guild_id))  # development: one server, at once
+    commands = {c["name"]: c for c in sync.json}
+    assert sorted(commands) == ["help", "mystyle", "style", "styles"]
+    image, style = commands["style"]["options"]
+    assert (image["name"], image["type"], image["required"]) == ("image", 11, True)
+    assert (style["name"], style["type"], style["required"]) == ("style", 3, False)
+    assert style["autocomplete"]
+    assert fake.identify is not None and fake.identify["token"] == fake.token
+    intents = fake.identify["intents"]
+    assert intents & (GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES) and not intents & MESSAGE_CONTENT
+
+    assert typed_choices.json["type"] == AUTOCOMPLETE_RESULT
+    assert typed_choices.json["data"]["choices"] == [{"name": "Selfie to anime", "value": "selfie2anime"}]
+    assert [c["value"] for c in all_choices.json["data"]["choices"]] == ["anime2selfie", "selfie2anime"]
+
+    assert deferral.json["type"] == DEFERRED_CHANNEL_MESSAGE and not is_ephemeral(deferral)
+    assert jpeg_size(picture) == (64, 64)
+    assert picture.files[0].filename == "toonbot.jpg"
+    assert picture.json["content"] == "Selfie to anime" and not is_ephemeral(picture)
+
+    for refusal, words in [
+        (pdf_refusal, messages.NOT_AN_IMAGE),
+        (huge_refusal, messages.TOO_BIG.format(limit_mb=1)),
+        (unknown_refusal, messages.UNKNOWN_STYLE.format(name="van_gogh")),
+    ]:
+        assert refusal.json["type"] == CHANNEL_MESSAGE and is_ephemeral(refusal)
+        assert refusal.json["data"]["content"].startswith(words)
+    assert pdf_file["id"] not in fake.downloads and huge_file["id"] not in fake.downloads  # refused unseen
+    assert fake.calls_to("followup", token=pdf.token) == []  # never deferred
+
+    rows = await read_usage(sqlite_db_url)
+    assert sorted((r.platform_user_id, r.status) for r in rows) == [
+        ("11", "ok"), ("12", "bad_input"), ("13", "bad_input"), ("14", "bad_input")
+    ]
+    assert {(r.platform, r.chat_id) for r in rows} == {("discord", str(fake.channel_id))}
+
+
+async def test_errors_after_deferring_are_private_and_survived(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cat_jpeg = (FIXTURES / "chelsea_256.jpg").read_bytes()  # public domain; no face to find
+    async with running_bot(fake, bots_model_store, sqlite_db_url):
+        cat = await fake.slash_command(21, "style", attachment=jpeg(fake, cat_jpeg))
+        [no_face] = await answers(fake, cat, "followup")
+        gone_file = jpeg(fake, face_jpeg)
+        fake.forget_attachments()  # the download will 404, as an expired CDN link does
+        gone = await fake.slash_command(22, "style", attachment=gone_file)
+        [apology] = await answers(fake, gone, "followup")
+        again = await fake.slash_command(22, "style", attachment=jpeg(fake, face_jpeg))
+        [picture] = await answers(fake, again, "followup")  # still serving
+
+    for interaction, followup, words in [(cat, no_face, NO_FACE), (gone, apology, messages.ERROR)]:
+        [deferral] = fake.calls_to("interaction_callback", token=interaction.token)
+        assert deferral.json["type"] == DEFERRED_CHANNEL_MESSAGE
+        # The public "thinking..." is removed, then the words go to the user alone.
+        assert fake.calls_to("delete_original", token=interaction.token)
+        assert followup.json["content"] == words and is_ephemeral(followup) and followup.files == []
+    assert jpeg_size(picture) == (64, 64)
+    assert any(r.exc_info and r.name == "bots.discord" for r in caplog.records)
+    assert [r.status for r in await read_usage(sqlite_db_url)] == ["no_face", "error", "ok"]
+
+
+async def test_dms_and_mentions_with_an_image(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, db_url: str, face_jpeg: bytes
+) -> None:
+    async with running_bot(fake, bots_model_store, db_url):
+        chatter = await fake.send_message(
+            31, "nice pic", attachments=[fake.attachment(face_jpeg, "a.jpg", "image/jpeg")], dm=False
+        )
+        dm = await fake.send_message(
+            31, attachments=[fake.attachment(face_jpeg, "selfie.jpg", "image/jpeg")]
+        )
+        [dm_reply] = await fake.wait_for("channel_message", channel_id="31")
+        mention = await fake.send_message(
+            32, "/style anime2selfie", dm=False, mention_bot=True,
+            attachments=[fake.attachment(PDF, "notes.txt", "text/plain"),  # the image is picked
+                         fake.attachment(face_jpeg, "selfie.jpg", "image/jpeg")],
+        )
+        [mention_reply] = await fake.wait_for("channel_message", channel_id=str(fake.channel_id))
+        await fake.send_message(33, "hello")
+        pdf_file = fake.attachment(PDF, "cv.pdf", None)  # Discord could not tell the type
+        await fake.send_message(34, attachments=[pdf_file])
+        [text_reply] = await fake.wait_for("channel_message", channel_id="33")
+        [pdf_reply] = await fake.wait_for("channel_message", channel_id="34")
+
+    [sync] = fake.calls_to("sync")
+    assert "guild_id" not in sync.params  # no DISCORD_DEV_GUILD: global commands
+    assert jpeg_size(dm_reply) == (64, 64)
+    assert dm_reply.json["content"] == "Selfie to anime"
+    assert dm_reply.json["message_reference"]["message_id"] == int(dm["id"])
+    assert fake.calls_to("typing", channel_id="31")  # "toonbot is typing..." while it draws
+    assert jpeg_size(mention_reply) == (64, 64)
+    assert mention_reply.json["content"] == "Anime to selfie"  # the mention's text picked the style
+    assert mention_reply.json["message_reference"]["message_id"] == int(mention["id"])
+    replied_to = {c.json["message_reference"]["message_id"] for c in fake.calls_to("channel_message")}
+    assert int(chatter["id"]) not in replied_to  # a guild message without a mention is not for us
+    assert text_reply.json["content"] == messages.NOT_A_COMMAND
+    assert pdf_reply.json["content"] == messages.NOT_AN_IMAGE  # the decoder judged the bytes
+    rows = await read_usage(db_url)
+    assert sorted((r.platform, r.platform_user_id, r.style, r.status) for r in rows) == [
+        ("discord", "31", "selfie2anime", "ok"),
+        ("discord", "32", "anime2selfie", "ok"),
+        ("discord", "34", "selfie2anime", "bad_input"),
+    ]
+
+
+async def test_mystyle_styles_and_help(
+    fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    async with running_bot(fake, bots_model_store, sqlite_db_url):
+        [chosen] = await answers(fake, await fake.slash_command(41, "mystyle", name="anime2selfie"))
+        [listing] = await answers(fake, await fake.slash_command(41, "styles"))
+        [help_text] = await answers(fake, await fake.slash_command(41, "help", dm=True))
+        face = await fake.slash_command(41, "style", dm=True, attachment=jpeg(fake, face_jpeg))
+        [picture] = await answers(fake, face, "followup")
+
+    assert all(is_ephemeral(c) for c in (chosen, listing, help_text))
+    assert chosen.json["data"]["content"] == messages.STYLE_SET.format(title="Anime to selfie")
+    assert listing.json["data"]["content"].startswith(messages.STYLES_HEADER.format(style="anime2selfie"))
+    assert help_text.json["data"]["content"] == messages.DISCORD_HELP
+    assert picture.json["content"] == "Anime to selfie" and jpeg_size(picture) == (64, 64)
+
+
+async def test_make_run_serves_both_bots_when_both_tokens_are_set(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, tmp_path: Path, face_jpeg: bytes
+) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}"  # the runner migrates it
+    async with FakeTelegram() as telegram:
+        env = {
+            **os.environ,
+            "DISCORD_TOKEN": fake.token,
+            "DISCORD_API_URL": fake.api_url,
+            "DISCORD_GATEWAY_URL": fake.gateway_url,
+            "TELEGRAM_TOKEN": telegram.token,
+            "TELEGRAM_API_URL": telegram.url,
+            "MODEL_STORE": str(bots_model_store),
+            "DATABASE_URL": database_url,
+            "WEB_PORT": "0",
+            "OMP_NUM_THREADS": "1",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bots", cwd=tmp_path, env=env,  # tmp_path: no .env to read
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            await fake.ready(timeout=120)
+            await fake.send_message(51, attachments=[jpeg(fake, face_jpeg)])
+            telegram.send_photo(52, face_jpeg)
+            await fake.wait_for("channel_message", channel_id="51", timeout=120)
+            await telegram.wait_for("sendPhoto", chat_id=52, timeout=120)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(process.communicate(), 60)
+    log = output.decode()
+    assert process.returncode == 0, log
+    assert "Discord bot @toonbot: 4 slash commands synced globally" in log
+    assert "Telegram bot @toonbot_test_bot" in log
+    assert fake.token not in log and telegram.token not in log  # secrets never reach the log
+    rows = await read_usage(database_url)
+    assert sorted((r.platform, r.platform_user_id, r.status) for r in rows) == [
+        ("discord", "51", "ok"), ("telegram", "52", "ok")
+    ]
