@@ -188,7 +188,10 @@ class ToonBot(commands.Bot):
         """Log an event handler's failure with its traceback; a message gets a short apology."""
         logger.exception("%s failed", event_method)
         if args and isinstance(args[0], discord.Message):
-            await args[0].reply(messages.ERROR)
+            try:
+                await args[0].reply(messages.ERROR)
+            except discord.HTTPException as reply_error:  # e.g. not allowed to write there
+                logger.warning("could not tell the user %s failed: %s", event_method, reply_error)
 
     async def close(self) -> None:
         """Leave the gateway, then release the core (flushing the usage log if we were last)."""
@@ -221,6 +224,6 @@ async def serve(settings: Settings, shared: SharedCore, stop: asyncio.Event) -> 
     with _endpoints(settings):
         bot = ToonBot(settings, shared)
         async with bot, asyncio.TaskGroup() as tasks:
-            tasks.create_task(bot.start(settings.discord_token.get_secret_value()))
+            running = tasks.create_task(bot.start(settings.discord_token.get_secret_value()))
             await stop.wait()
-            await bot.close()  # ends `start`
+            running.cancel()  # at whatever step it is; leaving `async with bot` then closes it all

@@ -177,6 +177,8 @@ async def test_errors_after_deferring_are_private_and_survived(
         fake.forget_attachments()  # the download will 404, as an expired CDN link does
         gone = await fake.slash_command(22, "style", attachment=gone_file)
         [apology] = await answers(fake, gone, "followup")
+        await fake.send_message(23, attachments=[gone_file])
+        [dm_apology] = await fake.wait_for("channel_message", channel_id="23")
         again = await fake.slash_command(22, "style", attachment=jpeg(fake, face_jpeg))
         [picture] = await answers(fake, again, "followup")  # still serving
 
@@ -186,9 +188,11 @@ async def test_errors_after_deferring_are_private_and_survived(
         # The public "thinking..." is removed, then the words go to the user alone.
         assert fake.calls_to("delete_original", token=interaction.token)
         assert followup.json["content"] == words and is_ephemeral(followup) and followup.files == []
+    assert dm_apology.json["content"] == messages.ERROR
     assert jpeg_size(picture) == (64, 64)
-    assert any(r.exc_info and r.name == "bots.discord" for r in caplog.records)
-    assert [r.status for r in await read_usage(sqlite_db_url)] == ["no_face", "error", "ok"]
+    failures = [r.getMessage() for r in caplog.records if r.exc_info and r.name == "bots.discord"]
+    assert failures == ["/style failed", "on_message failed"]
+    assert [r.status for r in await read_usage(sqlite_db_url)] == ["no_face", "error", "error", "ok"]
 
 
 async def test_dms_and_mentions_with_an_image(
