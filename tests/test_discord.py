@@ -25,7 +25,6 @@ from fakes.discord import (
     AUTOCOMPLETE_RESULT,
     CHANNEL_MESSAGE,
     DEFERRED_CHANNEL_MESSAGE,
-    EPHEMERAL,
     Call,
     FakeDiscord,
     Interaction,
@@ -52,16 +51,12 @@ def jpeg_size(call: Call) -> tuple[int, int]:
         return image.size
 
 
-def is_ephemeral(call: Call) -> bool:
-    body = call.json.get("data", call.json)  # a callback wraps the message in "data"
-    return bool(body.get("flags", 0) & EPHEMERAL)
-
-
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as fake:
         yield fake
     assert fake.unknown == [], f"the bot called routes the fake lacks: {fake.unknown}"
+    assert fake.refused == [], f"Discord would have refused: {fake.refused}"
 
 
 @asynccontextmanager
@@ -143,17 +138,17 @@ async def test_slash_style_defers_then_sends_the_picture(
     assert typed_choices.json["data"]["choices"] == [{"name": "Selfie to anime", "value": "selfie2anime"}]
     assert [c["value"] for c in all_choices.json["data"]["choices"]] == ["anime2selfie", "selfie2anime"]
 
-    assert deferral.json["type"] == DEFERRED_CHANNEL_MESSAGE and not is_ephemeral(deferral)
+    assert deferral.json["type"] == DEFERRED_CHANNEL_MESSAGE and not deferral.ephemeral
     assert jpeg_size(picture) == (64, 64)
     assert picture.files[0].filename == "toonbot.jpg"
-    assert picture.json["content"] == "Selfie to anime" and not is_ephemeral(picture)
+    assert picture.json["content"] == "Selfie to anime" and not picture.ephemeral
 
     for refusal, words in [
         (pdf_refusal, messages.NOT_AN_IMAGE),
         (huge_refusal, messages.TOO_BIG.format(limit_mb=1)),
         (unknown_refusal, messages.UNKNOWN_STYLE.format(name="van_gogh")),
     ]:
-        assert refusal.json["type"] == CHANNEL_MESSAGE and is_ephemeral(refusal)
+        assert refusal.json["type"] == CHANNEL_MESSAGE and refusal.ephemeral
         assert refusal.json["data"]["content"].startswith(words)
     assert pdf_file["id"] not in fake.downloads and huge_file["id"] not in fake.downloads  # refused unseen
     assert fake.calls_to("followup", token=pdf.token) == []  # never deferred
@@ -184,10 +179,11 @@ async def test_errors_after_deferring_are_private_and_survived(
 
     for interaction, followup, words in [(cat, no_face, NO_FACE), (gone, apology, messages.ERROR)]:
         [deferral] = fake.calls_to("interaction_callback", token=interaction.token)
-        assert deferral.json["type"] == DEFERRED_CHANNEL_MESSAGE
-        # The public "thinking..." is removed, then the words go to the user alone.
+        assert deferral.json["type"] == DEFERRED_CHANNEL_MESSAGE and not deferral.ephemeral
+        # Only the user sees the words: the fake applies Discord's rule that the first follow-up
+        # takes the place (and visibility) of a pending public "thinking...", so the bot removes that first.
+        assert followup.json["content"] == words and followup.ephemeral and followup.files == []
         assert fake.calls_to("delete_original", token=interaction.token)
-        assert followup.json["content"] == words and is_ephemeral(followup) and followup.files == []
     assert dm_apology.json["content"] == messages.ERROR
     assert jpeg_size(picture) == (64, 64)
     failures = [r.getMessage() for r in caplog.records if r.exc_info and r.name == "bots.discord"]
@@ -249,7 +245,7 @@ async def test_mystyle_styles_and_help(
         face = await fake.slash_command(41, "style", dm=True, attachment=jpeg(fake, face_jpeg))
         [picture] = await answers(fake, face, "followup")
 
-    assert all(is_ephemeral(c) for c in (chosen, listing, help_text))
+    assert all(c.ephemeral for c in (chosen, listing, help_text))
     assert chosen.json["data"]["content"] == messages.STYLE_SET.format(title="Anime to selfie")
     assert listing.json["data"]["content"].startswith(messages.STYLES_HEADER.format(style="anime2selfie"))
     assert help_text.json["data"]["content"] == messages.DISCORD_HELP

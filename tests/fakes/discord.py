@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +49,31 @@ class Call:
     params: dict[str, str]  # from the URL, e.g. {"token": ..., "channel_id": ...}
     json: Any = None
     files: list[Upload] = field(default_factory=list)
+    result: Any = None  # what the fake answered: the message as Discord shows it, or an ApiError
+
+    @property
+    def ephemeral(self) -> bool:
+        """Whether the message this call made or edited is shown to the user alone."""
+        if "interaction" in self.result:  # an initial response, described by Discord
+            return bool(self.result["interaction"].get("response_message_ephemeral"))
+        return bool(self.result.get("flags", 0) & EPHEMERAL)
+
+
+class ApiError(Exception):
+    """A Discord error answer (`{"code": ..., "message": ...}`), for a call Discord would refuse."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class _InteractionState:
+    """Where an interaction's answers stand, for Discord's rules on responses and follow-ups."""
+
+    acknowledged: bool = False
+    original: JSON | None = None  # the initial response's message, while it exists
+    loading: bool = False  # deferred: the original is "thinking..." until a follow-up replaces it
 
 
 # A REST route: the request and its recorded call in, the JSON answer out (None: 204).
@@ -77,6 +102,8 @@ class FakeDiscord:
         self.unknown: list[str] = []  # "METHOD /path" of routes the fake does not implement
         self.identify: JSON | None = None  # the bot's IDENTIFY payload
         self.downloads: list[str] = []  # attachment ids the bot fetched
+        self.refused: list[Call] = []  # calls Discord would have refused (answered with an error)
+        self._interactions: dict[str, _InteractionState] = {}  # by token
         self._attachments: dict[str, bytes] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._sequence = itertools.count(1)
@@ -99,21 +126,22 @@ class FakeDiscord:
 
     async def __aenter__(self) -> FakeDiscord:
         app = web.Application(client_max_size=64 * 2**20, middlewares=[self._unknown_routes])
-        # (method, path, name, handler, whether Discord wants the bot token): webhook-style
-        # routes (interaction callbacks and follow-ups) carry their own token in the URL instead.
-        routes: list[tuple[str, str, str, Handler, bool]] = [
-            ("GET", "/users/@me", "me", lambda r, c: self.bot_user, True),
-            ("GET", "/oauth2/applications/@me", "application", self._application, True),
-            ("PUT", "/applications/{app_id}/commands", "sync", self._sync, True),
-            ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", "sync", self._sync, True),
-            ("POST", "/interactions/{id}/{token}/callback", "interaction_callback", self._callback, False),
-            ("POST", "/webhooks/{app_id}/{token}", "followup", self._followup, False),
-            ("DELETE", "/webhooks/{app_id}/{token}/messages/@original", "delete_original", _no_content, False),
-            ("POST", "/channels/{channel_id}/messages", "channel_message", self._channel_message, True),
-            ("POST", "/channels/{channel_id}/typing", "typing", _no_content, True),
+        bot_routes: list[tuple[str, str, str, Handler]] = [  # with `Authorization: Bot <token>`
+            ("GET", "/users/@me", "me", lambda r, c: self.bot_user),
+            ("GET", "/oauth2/applications/@me", "application", self._application),
+            ("PUT", "/applications/{app_id}/commands", "sync", self._sync),
+            ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", "sync", self._sync),
+            ("POST", "/channels/{channel_id}/messages", "channel_message", self._channel_message),
+            ("POST", "/channels/{channel_id}/typing", "typing", _no_content),
         ]
-        for method, path, name, handler, authorised in routes:
-            app.router.add_route(method, API + path, self._recording(name, handler, authorised))
+        interaction_routes: list[tuple[str, str, str, Handler]] = [  # the interaction's token in the URL
+            ("POST", "/interactions/{id}/{token}/callback", "interaction_callback", self._callback),
+            ("POST", "/webhooks/{app_id}/{token}", "followup", self._followup),
+            ("DELETE", "/webhooks/{app_id}/{token}/messages/@original", "delete_original", self._delete_original),
+        ]
+        for routes, authorised in ((bot_routes, True), (interaction_routes, False)):
+            for method, path, name, handler in routes:
+                app.router.add_route(method, API + path, self._recording(name, handler, authorised))
         app.router.add_get("/attachments/{attachment_id}/{filename}", self._on_attachment)
         app.router.add_get("/gateway", self._on_gateway)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
@@ -149,9 +177,13 @@ class FakeDiscord:
                 return _json({"message": "401: Unauthorized", "code": 0}, status=401)
             body, files = await _read_body(request)
             call = Call(name, dict(request.match_info), body, files)
-            result = handler(request, call)
+            try:
+                result = handler(request, call)
+            except ApiError as error:
+                self.refused.append(replace(call, result=error))
+                return _json({"code": error.code, "message": error.message}, status=error.status)
             async with self._changed:
-                self.calls.append(call)
+                self.calls.append(replace(call, result=result))
                 self._changed.notify_all()
             return web.Response(status=204) if result is None else _json(result)
 
@@ -182,20 +214,44 @@ class FakeDiscord:
         ]
 
     def _callback(self, request: web.Request, call: Call) -> JSON:
-        """The first answer to an interaction (`?with_response=1`: Discord describes what it made)."""
+        """The one initial answer an interaction may get (`?with_response=1`: Discord describes it)."""
+        state = self._interactions.get(request.match_info["token"])
+        if state is None:
+            raise ApiError(404, 10062, "Unknown interaction")
+        if state.acknowledged:
+            raise ApiError(400, 40060, "Interaction has already been acknowledged.")
+        state.acknowledged = True
         kind, data = call.json["type"], call.json.get("data") or {}
         interaction: JSON = {"id": request.match_info["id"], "type": APPLICATION_COMMAND}
         resource: JSON = {"type": kind}
-        if kind == DEFERRED_CHANNEL_MESSAGE:
-            interaction["response_message_loading"] = True
-            interaction["response_message_ephemeral"] = bool(data.get("flags", 0) & EPHEMERAL)
-        elif kind == CHANNEL_MESSAGE:
-            resource["message"] = self._bot_message(str(self.channel_id), data, call.files)
-            interaction["response_message_id"] = resource["message"]["id"]
+        if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
+            state.original = self._bot_message(str(self.channel_id), data, call.files, webhook=True)
+            state.loading = kind == DEFERRED_CHANNEL_MESSAGE
+            interaction["response_message_id"] = state.original["id"]
+            interaction["response_message_loading"] = state.loading
+            interaction["response_message_ephemeral"] = bool(state.original["flags"] & EPHEMERAL)
+            if kind == CHANNEL_MESSAGE:
+                resource["message"] = state.original
         return {"interaction": interaction, "resource": resource}
 
     def _followup(self, request: web.Request, call: Call) -> JSON:
-        return self._bot_message(str(self.channel_id), call.json, call.files, webhook=True)
+        """A new message; but the first one after a deferral replaces the "thinking..." message,
+        keeping its visibility whatever the flags say (as Discord documents, for compatibility)."""
+        state = self._interactions.get(request.match_info["token"])
+        if state is None or not state.acknowledged:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        message = self._bot_message(str(self.channel_id), call.json, call.files, webhook=True)
+        if state.loading and state.original is not None:
+            state.loading = False
+            message["id"], message["flags"] = state.original["id"], state.original["flags"]
+            state.original = message
+        return message
+
+    def _delete_original(self, request: web.Request, call: Call) -> None:
+        state = self._interactions.get(request.match_info["token"])
+        if state is None or state.original is None:
+            raise ApiError(404, 10008, "Unknown Message")
+        state.original, state.loading = None, False
 
     def _channel_message(self, request: web.Request, call: Call) -> JSON:
         return self._bot_message(request.match_info["channel_id"], call.json, call.files)
@@ -368,6 +424,7 @@ class FakeDiscord:
 
     async def _interaction(self, user_id: int, kind: int, data: JSON, *, dm: bool = False) -> Interaction:
         interaction = Interaction(str(self._id()), f"interaction-token-{self._id()}")
+        self._interactions[interaction.token] = _InteractionState()
         payload: JSON = {
             "id": interaction.id,
             "application_id": str(self.app_id),
