@@ -252,6 +252,23 @@ async def test_mystyle_styles_and_help(
     assert picture.json["content"] == "Anime to selfie" and jpeg_size(picture) == (64, 64)
 
 
+async def test_a_burst_of_users_all_get_their_pictures(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, db_url: str, face_jpeg: bytes
+) -> None:
+    users = range(60, 72)
+    faces = [face_jpeg, (FIXTURES / "obama_256.jpg").read_bytes()]  # both public domain
+    async with running_bot(fake, bots_model_store, db_url, max_in_flight=2):
+        interactions = [
+            await fake.slash_command(user, "style", attachment=jpeg(fake, faces[user % 2])) for user in users
+        ]
+        pictures = [(await answers(fake, i, "followup"))[0] for i in interactions]
+    # Each was deferred in time (the fake refuses a late first answer), then waited its turn.
+    assert all(jpeg_size(p) == (64, 64) and not p.ephemeral for p in pictures)
+    rows = await read_usage(db_url)
+    assert sorted(int(r.platform_user_id) for r in rows) == list(users)
+    assert {(r.platform, r.status) for r in rows} == {("discord", "ok")}
+
+
 async def test_make_run_serves_both_bots_when_both_tokens_are_set(
     read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, tmp_path: Path, face_jpeg: bytes
 ) -> None:

@@ -9,6 +9,12 @@ INTERACTION_CREATE and MESSAGE_CREATE events) and reads back every call the bot
 made (`calls`, `wait_for`). A route the fake does not know is answered 404 and
 listed in `unknown`, so a test can insist the bot used nothing else.
 
+It holds the bot to Discord's rules for interactions: one initial answer, within
+3 s (a deferral will do); follow-ups only after it; and the first follow-up after
+a deferral replaces the "thinking..." message and keeps its visibility, whatever
+its own flags say. A call Discord would refuse gets Discord's error and is listed
+in `refused`; `Call.ephemeral` says whether a message is for the user's eyes only.
+
     async with FakeDiscord() as fake:
         discord.http.Route.BASE = fake.api_url
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,6 +38,7 @@ from fakes.telegram import Upload  # a file in a multipart request, as on any pl
 JSON = dict[str, Any]
 API = "/api/v10"
 EPHEMERAL = 1 << 6  # message flag: only the user who invoked the command sees it
+ANSWER_WITHIN_S = 3.0  # Discord's deadline for an interaction's first answer (a deferral will do)
 
 # Gateway op codes and the interaction types, as the Discord docs number them.
 DISPATCH, HEARTBEAT, IDENTIFY, HELLO, HEARTBEAT_ACK = 0, 1, 2, 10, 11
@@ -71,6 +79,7 @@ class ApiError(Exception):
 class _InteractionState:
     """Where an interaction's answers stand, for Discord's rules on responses and follow-ups."""
 
+    created: float = field(default_factory=time.monotonic)
     acknowledged: bool = False
     original: JSON | None = None  # the initial response's message, while it exists
     loading: bool = False  # deferred: the original is "thinking..." until a follow-up replaces it
@@ -220,6 +229,8 @@ class FakeDiscord:
             raise ApiError(404, 10062, "Unknown interaction")
         if state.acknowledged:
             raise ApiError(400, 40060, "Interaction has already been acknowledged.")
+        if time.monotonic() - state.created > ANSWER_WITHIN_S:
+            raise ApiError(404, 10062, "Unknown interaction")  # the token has lapsed
         state.acknowledged = True
         kind, data = call.json["type"], call.json.get("data") or {}
         interaction: JSON = {"id": request.match_info["id"], "type": APPLICATION_COMMAND}
