@@ -78,9 +78,10 @@ async def running_bot(
     task = asyncio.create_task(discord.serve(settings, SharedCore(settings), stop))
     ready = asyncio.create_task(fake.ready())
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():  # it failed to start: show why
+    if task.done():  # it stopped before identifying: show why
         ready.cancel()
         await task
+    await ready  # raises if the bot never identified
     try:
         yield
     finally:
@@ -279,6 +280,7 @@ async def test_make_run_serves_both_bots_when_both_tokens_are_set(
             "DISCORD_TOKEN": fake.token,
             "DISCORD_API_URL": fake.api_url,
             "DISCORD_GATEWAY_URL": fake.gateway_url,
+            "DISCORD_DEV_GUILD": "",  # empty counts as unset: sync globally
             "TELEGRAM_TOKEN": telegram.token,
             "TELEGRAM_API_URL": telegram.url,
             "MODEL_STORE": str(bots_model_store),
