@@ -60,6 +60,14 @@ def _deferring_read(
     return read
 
 
+async def forward(
+    core: Core, interaction: discord.Interaction, text: str, attachment: Attachment | None = None
+) -> None:
+    """Ask the core what the command amounts to as typed text (`/styles`, `/style NAME`), and
+    answer in kind; commands in other cogs (admin ones, say) can answer the same way."""
+    await _answer(interaction, await core.handle(_request(interaction, text, attachment)))
+
+
 async def _answer(interaction: discord.Interaction, reply: Reply) -> None:
     """The picture in the follow-up for all to see; words for the asker alone."""
     if reply.image is not None:  # drawn, so `read` has deferred
@@ -73,7 +81,8 @@ async def _answer(interaction: discord.Interaction, reply: Reply) -> None:
 
 
 class StyleCog(commands.Cog):
-    """What every user can do; more commands (admin ones) can join as another cog over the same core."""
+    """What every user can do. More commands join as another cog over the same core, added in
+    `ToonBot.setup_hook`, each answering through `forward`."""
 
     def __init__(self, bot: commands.Bot, core: Core) -> None:
         self._bot = bot
@@ -99,20 +108,19 @@ class StyleCog(commands.Cog):
     ) -> None:
         """Draw the attached image in the chosen style, or the user's own."""
         attachment = Attachment(image.content_type or "", image.size, _deferring_read(interaction, image))
-        text = f"/style {style}" if style else ""
-        await _answer(interaction, await self._core.handle(_request(interaction, text, attachment)))
+        await forward(self._core, interaction, f"/style {style}" if style else "", attachment)
 
     @app_commands.command(name="styles", description="List the styles")
     async def styles(self, interaction: discord.Interaction) -> None:
         """The deployed styles, the user's marked."""
-        await _answer(interaction, await self._core.handle(_request(interaction, "/styles")))
+        await forward(self._core, interaction, "/styles")
 
     @app_commands.command(name="mystyle", description="Choose your style for every photo")
     @app_commands.describe(name="The style to use from now on")
     @app_commands.autocomplete(name=style_choices)
     async def mystyle(self, interaction: discord.Interaction, name: str) -> None:
         """Switch the user's style for good (Telegram's /style NAME)."""
-        await _answer(interaction, await self._core.handle(_request(interaction, f"/style {name}")))
+        await forward(self._core, interaction, f"/style {name}")
 
     @app_commands.command(name="help", description="What this bot does")
     async def help(self, interaction: discord.Interaction) -> None:
