@@ -20,7 +20,7 @@ import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ts
 import yaml
@@ -30,6 +30,9 @@ from ts.service import Service
 from ts.utils.util import list_classes_from_module
 
 from serving.api import StyleInfo
+
+if TYPE_CHECKING:
+    from ts.torch_handler.base_handler import BaseHandler
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 METRICS_CONFIG = Path(ts.__file__).parent / "configs" / "metrics.yaml"
@@ -116,8 +119,8 @@ def unpack(archive: Archive, cache: Path) -> Path:
     return target
 
 
-def load_service(archive: Archive, model_dir: Path) -> Service:
-    """Import the packaged handler and initialise it in a TorchServe `Service`.
+def load_service(archive: Archive, model_dir: Path) -> tuple[BaseHandler, Service]:
+    """Import the packaged handler and initialise it with a TorchServe `Service`'s context.
 
     The archive's modules (handler.py, networks.py, ...) are imported with its
     folder first on `sys.path`, as in a TorchServe worker, then taken out of
@@ -147,4 +150,4 @@ def load_service(archive: Archive, model_dir: Path) -> Service:
         int(archive.config.get("batchSize", 1)), True, metrics,
     )
     handler.initialize(service.context)
-    return service
+    return handler, service

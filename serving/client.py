@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -78,8 +79,8 @@ class TorchServeClient:
 
     async def _request(
         self, method: str, url: str, token: str | None, *, headers: dict[str, str] | None = None, **kwargs
-    ) -> tuple[int, dict[str, str], bytes]:
-        """Send with retries on 503 and refused connections; (status, headers, body)."""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send, retrying RETRY_STATUSES and refused connections; (status, headers, body)."""
         headers = {**self._auth(token), **(headers or {})}
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
@@ -87,7 +88,7 @@ class TorchServeClient:
                 async with self._http().request(method, url, headers=headers, **kwargs) as resp:
                     body = await resp.read()
                     if resp.status not in RETRY_STATUSES or last:
-                        return resp.status, dict(resp.headers), body
+                        return resp.status, resp.headers.copy(), body  # case-insensitive
             except aiohttp.ClientConnectionError as err:
                 if last:
                     logger.warning("TorchServe unreachable at %s: %s", url, err)

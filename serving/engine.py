@@ -13,11 +13,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ts.service import Service
 
 from serving import archives, replies
 from serving.api import ImageFormat, Overloaded, StyleInfo, Stylized, StylizeError
+
+if TYPE_CHECKING:
+    from ts.torch_handler.base_handler import BaseHandler
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,8 @@ DEFAULT_CACHE = Path.home() / ".cache" / "toonbot" / "mar"
 
 @dataclass
 class _Request:
+    """One queued request and the future its caller awaits."""
+
     image: bytes
     size: int
     fmt: str
@@ -35,8 +41,9 @@ class _Request:
 class _Worker:
     """One loaded archive: a queue, a batching loop and a thread that runs the handler."""
 
-    def __init__(self, archive: archives.Archive, service: Service, queue_size: int) -> None:
+    def __init__(self, archive: archives.Archive, handler: BaseHandler, service: Service, queue_size: int) -> None:
         self.archive = archive
+        self.handler = handler
         self.service = service
         self.batch_size = max(1, int(archive.config.get("batchSize", 1)))
         self.max_delay = int(archive.config.get("maxBatchDelay", 0)) / 1000
@@ -92,7 +99,7 @@ class _Worker:
         context = self.service.context
         context.request_ids, context.request_processor = ids, headers
         context.metrics.request_ids = ids
-        outputs = self.service._entry_point(rows, context)
+        outputs = self.handler.handle(rows, context)
         return [
             (context.get_response_status(i)[0], context.get_response_content_type(i), bytes(out))
             for i, out in enumerate(outputs)
@@ -144,8 +151,8 @@ class EmbeddedEngine:
             if current is not None and current.archive == archive:
                 return current
             model_dir = await asyncio.to_thread(archives.unpack, archive, self.cache_dir)
-            service = await asyncio.to_thread(archives.load_service, archive, model_dir)
-            self._workers[style] = _Worker(archive, service, self.queue_size)
+            handler, service = await asyncio.to_thread(archives.load_service, archive, model_dir)
+            self._workers[style] = _Worker(archive, handler, service, self.queue_size)
             logger.info("loaded %s %s from %s", style, archive.version, archive.path)
         if current is not None:  # a new version was deployed; requests already queued finish
             await current.close()
