@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import signal
 import time
@@ -163,7 +164,10 @@ async def test_handler_rejections_reach_http_as_4xx_json(torchserve: LocalTorchS
             assert await resp.json() == {"error": "no_face", "message": framing.NO_FACE}
 
 
-async def test_a_bad_item_fails_alone_in_a_mixed_batch(stylizer: Stylizer) -> None:
+async def test_a_bad_item_fails_alone_in_a_mixed_batch(
+    stylizer: Stylizer, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     truncated = (FIXTURES / "edge_cases" / "astronaut_truncated.jpg").read_bytes()
     results = await asyncio.gather(
         stylizer.stylize("selfie2anime", FACE, size=64),
@@ -175,6 +179,19 @@ async def test_a_bad_item_fails_alone_in_a_mixed_batch(stylizer: Stylizer) -> No
     )
     assert [type(r).__name__ for r in results] == ["Stylized", "BadInput", "NoFace", "BadInput", "Stylized"]
     assert results[4].content_type == "image/webp"
+    one_batch = "batch of 5 (2 to the generator)"  # all five met in one handler call
+    if isinstance(stylizer, EmbeddedEngine):
+        assert one_batch in caplog.text
+    else:
+        await until_logged(request.getfixturevalue("torchserve"), one_batch, before=0)
+
+
+async def until_logged(ts: LocalTorchServe, line: str, before: int) -> None:
+    """Wait for the handler's log line to reach model_log.log (through Java) more than `before` times."""
+    deadline = time.monotonic() + 10
+    while model_log(ts).count(line) <= before:
+        assert time.monotonic() < deadline, f"{line!r} not in model_log.log"
+        await asyncio.sleep(0.2)
 
 
 async def test_eight_concurrent_requests_form_one_batch_in_torchserve(torchserve: LocalTorchServe) -> None:
@@ -185,10 +202,7 @@ async def test_eight_concurrent_requests_form_one_batch_in_torchserve(torchserve
     finally:
         await client.close()
     assert all(r.content_type == "image/jpeg" for r in results)
-    deadline = time.monotonic() + 10  # the worker's stdout reaches the log through Java
-    while model_log(torchserve).count("batch of 8 (8 to the generator)") == before:
-        assert time.monotonic() < deadline, "no batch of 8 in model_log.log"
-        await asyncio.sleep(0.2)
+    await until_logged(torchserve, "batch of 8 (8 to the generator)", before)
 
 
 async def test_a_killed_worker_is_replaced_while_requests_are_answered(torchserve: LocalTorchServe) -> None:
