@@ -127,3 +127,23 @@ def test_torchrun_two_cpu_processes_train_in_sync(tiny_dataset, tmp_path) -> Non
     state = load_checkpoint(tmp_path / "ddp/checkpoints/latest.pt")
     assert state["step"] == 3
     assert len(read_losses(tmp_path / "ddp")) == 3
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tiny_dataset, tmp_path) -> None:
+    """`docker stop` sends SIGTERM: the run must save where it is, like Ctrl-C."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "training", "fit", "--data", str(tiny_dataset), "--name", "term",
+           "--out-dir", str(tmp_path), *TINY_FLAGS, "--iters", "100000", "--log-every", "1",
+           "--sample-every", "100000", "--save-every", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    losses = tmp_path / "term" / "losses.csv"
+    deadline = time.monotonic() + 120
+    while not (losses.exists() and len(losses.read_text().splitlines()) > 2):
+        assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert load_checkpoint(tmp_path / "term/checkpoints/latest.pt")["step"] >= 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,9 +43,23 @@ def resolve_options(args: argparse.Namespace) -> tuple[TrainOptions, Path | None
     return replace(saved, threads=opts.threads, num_workers=opts.num_workers), path
 
 
+def interrupt_on_signals() -> None:
+    """SIGTERM (docker stop, a job's cancel) and SIGINT save a checkpoint like Ctrl-C does.
+
+    A process started in the background inherits SIGINT ignored; install it anyway.
+    """
+
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGINT, raise_interrupt)
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the trainer, restore if asked, and train."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    interrupt_on_signals()
     opts, start_from = resolve_options(args)
     rt = distributed.setup(opts.threads)
     try:
