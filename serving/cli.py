@@ -101,6 +101,9 @@ async def _stylize(args: argparse.Namespace) -> int:
     if args.out is not None and many:
         args.out.mkdir(parents=True, exist_ok=True)
     try:
+        if not await stylizer.styles():
+            print(NO_STYLES.format(store=args.model_store), file=sys.stderr)
+            return 1
         for source in args.inputs:
             try:
                 result = await stylizer.stylize(args.style, source.read_bytes(), size=args.size, fmt=args.format)

@@ -49,9 +49,10 @@ def test_styles_lists_the_store_and_explains_an_empty_one(serving_model_store: P
     assert listed.returncode == 0
     assert [line.split()[0] for line in listed.stdout.splitlines()] == ["anime2selfie", "cat2dog", "dog2cat", "selfie2anime"]
     (tmp_path / "empty").mkdir()
-    empty = serving_cli("--model-store", tmp_path / "empty", "styles")
-    assert empty.returncode == 1
-    assert NO_STYLES.format(store=tmp_path / "empty") in empty.stderr
+    for command in (["styles"], ["stylize", CAT, "--style", "cat2dog"]):
+        empty = serving_cli("--model-store", tmp_path / "empty", *command)
+        assert empty.returncode == 1
+        assert NO_STYLES.format(store=tmp_path / "empty") in empty.stderr
 
 
 @pytest.mark.slow
