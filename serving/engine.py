@@ -121,12 +121,18 @@ class EmbeddedEngine:
         self.cache_dir = Path(cache_dir)
         self.queue_size = queue_size
         self._workers: dict[str, _Worker] = {}
+        self._pinned: dict[str, archives.Archive] = {}  # style -> the version it serves
         self._loading = asyncio.Lock()
 
     async def styles(self) -> list[StyleInfo]:
-        """The newest version of every style in the model store, sorted by name."""
+        """The version served of every style in the model store, sorted by name."""
         found = await asyncio.to_thread(archives.scan, self.model_store)
-        return [found[name].info() for name in sorted(found)]
+        return [self._pin(found[name]).info() for name in sorted(found)]
+
+    def _pin(self, newest: archives.Archive) -> archives.Archive:
+        """A style's version is fixed when the engine first sees it (the newest then); later
+        archives in the store wait for `make_default` (an admin's deploy), as on TorchServe."""
+        return self._pinned.setdefault(newest.name, newest)
 
     async def stylize(
         self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg"
@@ -141,22 +147,44 @@ class EmbeddedEngine:
         raise StylizeError(replies.FAILED)
 
     async def _worker(self, style: str) -> _Worker:
-        """The loaded worker for the style's newest archive; loads or reloads it on first use."""
+        """The loaded worker for the style's pinned archive; loads or reloads it on first use."""
         async with self._loading:
             found = await asyncio.to_thread(archives.scan, self.model_store)
-            archive = found.get(style)
+            archive = self._pin(found[style]) if style in found else self._pinned.get(style)
             if archive is None:
                 raise replies.unknown_style(style)
             current = self._workers.get(style)
             if current is not None and current.archive == archive:
                 return current
-            model_dir = await asyncio.to_thread(archives.unpack, archive, self.cache_dir)
-            handler, service = await asyncio.to_thread(archives.load_service, archive, model_dir)
-            self._workers[style] = _Worker(archive, handler, service, self.queue_size)
-            logger.info("loaded %s %s from %s", style, archive.version, archive.path)
+            self._workers[style] = await self._load(archive)
         if current is not None:  # a new version was deployed; requests already queued finish
             await current.close()
         return self._workers[style]
+
+    async def _load(self, archive: archives.Archive) -> _Worker:
+        """Unpack the archive and start a worker on its initialised handler."""
+        model_dir = await asyncio.to_thread(archives.unpack, archive, self.cache_dir)
+        handler, service = await asyncio.to_thread(archives.load_service, archive, model_dir)
+        logger.info("loaded %s %s from %s", archive.name, archive.version, archive.path)
+        return _Worker(archive, handler, service, self.queue_size)
+
+    async def make_default(self, archive: archives.Archive, sample: bytes, *, size: int = 64) -> None:
+        """Load `archive` beside the version serving now, check it draws `sample`, and only then
+        serve its style with it.
+
+        Raises, changing nothing, when it fails to load (any exception of its handler) or
+        to answer; the old version finishes what it has queued.
+        """
+        async with self._loading:
+            worker = await self._load(archive)
+            status, _, body = await worker.submit(sample, size, "png")
+            if status != 200:
+                await worker.close()
+                raise StylizeError(f"it answered the sample image with {status}: {body[:200]!r}")
+            previous = self._workers.get(archive.name)
+            self._workers[archive.name], self._pinned[archive.name] = worker, archive
+        if previous is not None:
+            await previous.close()
 
     async def health(self) -> bool:
         """True when the model store holds at least one style."""

@@ -1,0 +1,141 @@
+"""Deploy, roll back and list style versions; every attempt is a row in `deployments`.
+
+The runtime (`serving.management`) does the switching; this module adds the
+audit trail, works out what a rollback returns to, and, at start-up, puts the
+logged defaults back in place (the embedded engine forgets them on restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db import deployments
+from db.models import DeployAction
+from serving.management import DeployError, Management, find_archive
+
+logger = logging.getLogger(__name__)
+
+BASELINE_BY = "toonbot"  # who "deployed" the version serving before the first logged deploy
+BASELINE_NOTE = "the default before the first recorded deployment"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came of a deploy or rollback; `message` is for the admin."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version of a style and its latest successful deployment, if any."""
+
+    version: str
+    deployed_at: datetime | None
+    deployed_by: str | None
+
+
+@dataclass(frozen=True)
+class StyleReport:
+    """A style's versions and its default, for `/models`."""
+
+    style: str
+    default: str
+    versions: tuple[VersionInfo, ...]
+
+
+class Deployer:
+    """Deploys through one runtime, one change at a time, and logs each attempt."""
+
+    def __init__(
+        self, management: Management, sessions: async_sessionmaker[AsyncSession], model_store: Path,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.management = management
+        self._sessions = sessions
+        self._store = Path(model_store)
+        self._on_change = on_change  # e.g. the bots' style list refreshes at once
+        self._lock = asyncio.Lock()
+
+    async def deploy(self, style: str, version: str, *, by: str, action: DeployAction = "deploy") -> Outcome:
+        """Make `version` the style's default once it loaded and drew the sample; else keep the old one."""
+        async with self._lock:
+            try:
+                current = {s.style: s.default for s in await self.management.versions()}
+                archive = await asyncio.to_thread(find_archive, self._store, style, version)
+                if style in current:
+                    await self._log_baseline(style, current[style])
+                await self.management.make_default(archive)
+            except DeployError as error:
+                logger.warning("%s of %s %s by %s failed: %s", action, style, version, by, error.message)
+                await self._record(style, version, action, by, ok=False, message=error.message)
+                return Outcome(False, error.message)
+            before = current.get(style)
+            message = f"{style} {version} is the default now" + (f" (was {before})." if before else ".")
+            await self._record(style, version, action, by, ok=True, message=message)
+        logger.info("%s by %s: %s", action, by, message)
+        self._on_change()
+        return Outcome(True, message)
+
+    async def rollback(self, style: str, *, by: str) -> Outcome:
+        """Make the version deployed before the current one the default again."""
+        async with self._sessions() as session:
+            previous = await deployments.previous_version(session, style=style)
+        if previous is None:
+            return Outcome(False, f"{style} has no earlier deployed version to go back to.")
+        return await self.deploy(style, previous, by=by, action="rollback")
+
+    async def models(self) -> list[StyleReport]:
+        """Each style's versions with who deployed them when, and the default."""
+        reports = []
+        for found in await self.management.versions():
+            async with self._sessions() as session:
+                log = await deployments.list_deployments(session, style=found.style, limit=100)
+            latest = {}
+            for row in log:  # latest first: keep each version's most recent success
+                if row.ok:
+                    latest.setdefault(row.version, row)
+            reports.append(StyleReport(found.style, found.default, tuple(
+                VersionInfo(v, getattr(latest.get(v), "created_at", None), getattr(latest.get(v), "deployed_by", None))
+                for v in found.versions
+            )))
+        return reports
+
+    async def restore(self) -> None:
+        """Serve each style's last logged default again (after a restart of the runtime or the bots)."""
+        async with self._lock:
+            for found in await self.management.versions():
+                async with self._sessions() as session:
+                    log = await deployments.list_deployments(session, style=found.style, limit=100)
+                wanted = next((row.version for row in log if row.ok), None)
+                if wanted is None or wanted == found.default:
+                    continue
+                try:
+                    archive = await asyncio.to_thread(find_archive, self._store, found.style, wanted)
+                    await self.management.make_default(archive)
+                    logger.info("restored %s %s as the default", found.style, wanted)
+                except DeployError as error:
+                    logger.warning("could not restore %s %s: %s", found.style, wanted, error.message)
+        self._on_change()
+
+    async def _log_baseline(self, style: str, default: str) -> None:
+        """Log the version serving before the first deploy, so the first rollback can return to it."""
+        async with self._sessions() as session:
+            if any(row.ok for row in await deployments.list_deployments(session, style=style, limit=100)):
+                return
+        await self._record(style, default, "deploy", BASELINE_BY, ok=True, message=BASELINE_NOTE)
+
+    async def _record(self, style: str, version: str, action: DeployAction, by: str, *, ok: bool, message: str) -> None:
+        async with self._sessions() as session:
+            await deployments.record_deployment(
+                session, style=style, version=version, action=action, deployed_by=by,
+                runtime=self.management.runtime, ok=ok, message=message,
+            )

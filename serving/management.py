@@ -1,0 +1,222 @@
+"""Switching a style's default version, on TorchServe or the embedded engine.
+
+Both runtimes take the same steps: load the new version beside the one
+serving now, stylize a sample image with it, and only then make it the
+default. Any failure raises `DeployError` with a reason for the admin, and
+the old default keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+import yaml
+
+from packaging.version import InvalidVersion, Version
+
+from db.models import Runtime
+from serving import archives
+from serving.engine import EmbeddedEngine
+
+# A public-domain portrait (Grace Hopper, US Navy): face styles need a face to draw.
+SAMPLE = Path(__file__).with_name("samples") / "face.jpg"
+SAMPLE_SIZE = 64  # small: the check is that the version answers, not how well
+
+
+class DeployError(Exception):
+    """Why a version could not become the default; `message` is for the admin."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class StyleVersions:
+    """A style's versions the runtime can serve, and the one it serves by default."""
+
+    style: str
+    versions: tuple[str, ...]
+    default: str
+
+
+class Management(Protocol):
+    """What deploy and rollback need from a runtime."""
+
+    runtime: Runtime
+
+    async def versions(self) -> list[StyleVersions]:
+        """Every style's versions, sorted by style name."""
+        ...
+
+    async def make_default(self, archive: archives.Archive) -> None:
+        """Load, check on the sample, then switch; raises `DeployError`, changing nothing."""
+        ...
+
+    async def close(self) -> None:
+        """Release sessions."""
+        ...
+
+
+def version_order(version: str) -> tuple[int, Version | str]:
+    """Sort key: release numbers in numeric order (2.0 < 10.0), odd names first."""
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def store_versions(store: Path) -> dict[str, dict[str, archives.Archive]]:
+    """Every toonbot archive in the model store, by style and version."""
+    found: dict[str, dict[str, archives.Archive]] = {}
+    for path in sorted(store.glob("*.mar")):
+        try:
+            archive = archives.read_archive(path)
+            archive.info()
+        except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, yaml.YAMLError):
+            continue
+        found.setdefault(archive.name, {})[archive.version] = archive
+    return found
+
+
+def find_archive(store: Path, style: str, version: str) -> archives.Archive:
+    """The `.mar` of that style and version in the model store."""
+    archive = store_versions(store).get(style, {}).get(version)
+    if archive is None:
+        raise DeployError(f"There is no {style} {version} in the model store.")
+    return archive
+
+
+class EmbeddedManagement:
+    """The in-process engine: the model store's archives, one default pinned per style."""
+
+    runtime: Runtime = "embedded"
+
+    def __init__(self, engine: EmbeddedEngine) -> None:
+        self.engine = engine
+
+    async def versions(self) -> list[StyleVersions]:
+        """The store's versions; the default is what the engine serves."""
+        found = await asyncio.to_thread(store_versions, self.engine.model_store)
+        defaults = {s.name: s.version for s in await self.engine.styles()}
+        return [
+            StyleVersions(style, tuple(sorted(found[style], key=version_order)), defaults[style])
+            for style in sorted(found)
+            if style in defaults
+        ]
+
+    async def make_default(self, archive: archives.Archive) -> None:
+        """The engine loads it on its own worker, tries it, then swaps it in."""
+        try:
+            await self.engine.make_default(archive, SAMPLE.read_bytes(), size=SAMPLE_SIZE)
+        except Exception as error:  # whatever the packaged handler raises: the admin must hear why
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise DeployError(f"{archive.name} {archive.version} did not work: {first_line}") from error
+
+    async def close(self) -> None:
+        """The engine belongs to whoever opened it."""
+
+
+class TorchServeManagement:
+    """TorchServe's management API (register, scale, set-default) and inference API (the check)."""
+
+    runtime: Runtime = "torchserve"
+
+    def __init__(
+        self, inference_url: str, management_url: str, *, token: str | None = None,
+        management_token: str | None = None, timeout: float = 300.0,
+    ) -> None:
+        self.inference_url = inference_url.rstrip("/")
+        self.management_url = management_url.rstrip("/")
+        self.token = token
+        self.management_token = management_token or token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _call(
+        self, method: str, url: str, token: str | None, *, headers: dict[str, str] | None = None, **kwargs: object
+    ) -> tuple[int, bytes]:
+        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+        if self._session is None:  # opened inside the running loop
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.request(method, url, headers=headers, **kwargs) as resp:  # type: ignore[arg-type]
+                return resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise DeployError(f"TorchServe did not answer: {error or type(error).__name__}") from error
+
+    async def _manage(self, method: str, path: str, **kwargs: object) -> tuple[int, bytes]:
+        return await self._call(method, f"{self.management_url}{path}", self.management_token, **kwargs)
+
+    async def versions(self) -> list[StyleVersions]:
+        """Registered models and versions; the default is what `GET /models/NAME` describes."""
+        status, body = await self._manage("GET", "/models", params={"limit": "1000"})
+        if status != 200:
+            raise DeployError(f"TorchServe's model list failed ({status}): {_reason(body)}")
+        result = []
+        for name in sorted(m["modelName"] for m in json.loads(body).get("models", [])):
+            _, every = await self._manage("GET", f"/models/{name}/all")
+            _, default = await self._manage("GET", f"/models/{name}")
+            result.append(StyleVersions(
+                name,
+                tuple(sorted({m["modelVersion"] for m in json.loads(every)}, key=version_order)),
+                json.loads(default)[0]["modelVersion"],
+            ))
+        return result
+
+    async def make_default(self, archive: archives.Archive) -> None:
+        """Register the version (workers up), predict the sample with it, then set it as default."""
+        style, version = archive.name, archive.version
+        registered = await self._registered(style)
+        if version in registered:  # e.g. a rollback: make sure it still has a worker
+            status, body = await self._manage(
+                "PUT", f"/models/{style}/{version}", params={"min_worker": "1", "synchronous": "true"}
+            )
+        else:
+            status, body = await self._manage("POST", "/models", params={
+                "url": archive.path.name, "initial_workers": "1", "synchronous": "true",
+            })
+        try:
+            if status != 200:
+                raise DeployError(f"TorchServe could not start {style} {version} ({status}): {_reason(body)}")
+            await self._check(style, version)
+        except DeployError:
+            if version not in registered:  # leave nothing half-deployed behind
+                await self._manage("DELETE", f"/models/{style}/{version}")
+            raise
+        status, body = await self._manage("PUT", f"/models/{style}/{version}/set-default")
+        if status != 200:
+            raise DeployError(f"TorchServe would not make {style} {version} the default: {_reason(body)}")
+
+    async def _registered(self, style: str) -> set[str]:
+        status, body = await self._manage("GET", f"/models/{style}/all")
+        return {m["modelVersion"] for m in json.loads(body)} if status == 200 else set()
+
+    async def _check(self, style: str, version: str) -> None:
+        """The new version must draw the sample image through the inference API."""
+        status, body = await self._call(
+            "POST", f"{self.inference_url}/predictions/{style}/{version}", self.token,
+            data=SAMPLE.read_bytes(),
+            headers={"Content-Type": "application/octet-stream", "X-Size": str(SAMPLE_SIZE), "X-Format": "png"},
+        )
+        if status != 200 or not body.startswith(b"\x89PNG"):
+            raise DeployError(f"{style} {version} failed on the sample image ({status}): {_reason(body)}")
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+
+
+def _reason(body: bytes) -> str:
+    """TorchServe's error message, or the start of the body."""
+    try:
+        return str(json.loads(body).get("message", ""))[:300]
+    except (ValueError, AttributeError):
+        return body[:300].decode(errors="replace")
