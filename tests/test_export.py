@@ -87,7 +87,7 @@ def test_later_versions_sit_beside_the_first(tmp_path: Path) -> None:
     export_tiny_styles(store, "cat2dog", "--version", "2.0", seed=1)
     assert (store / "cat2dog.mar").exists() and (store / "cat2dog-2.0.mar").exists()
     assert read_archive(store / "cat2dog-2.0.mar").version == "2.0"
-    assert scan(store)["cat2dog"].version == "2.0"  # the engine serves the newest
+    assert scan(store)["cat2dog"].version == "2.0"  # the newest: what a fresh engine starts with
 
 
 def test_unknown_pairs_get_generic_catalogue_entries() -> None:

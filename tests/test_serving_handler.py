@@ -14,8 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from torchserve_fixture import export_tiny_styles
-
 from serving import archives, replies
 from serving.api import BadInput, NoFace, Overloaded, Stylized
 from serving.archive import framing, imaging
@@ -175,19 +173,6 @@ def test_pixels_of_identical_requests_are_identical(serving_model_store: Path) -
 
     images = [np.asarray(decoded(i), dtype=int) for i in asyncio.run(run())]
     assert all(np.abs(images[0] - other).max() <= 1 for other in images[1:])
-
-
-async def test_a_new_version_is_served_once_exported(serving_model_store: Path, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    store.mkdir()
-    (store / "cat2dog.mar").symlink_to(serving_model_store / "cat2dog.mar")
-    engine = EmbeddedEngine(store, cache_dir=tmp_path / "cache")
-    try:
-        assert (await engine.stylize("cat2dog", FACE.read_bytes(), size=32)).version == "1.0"
-        export_tiny_styles(store, "cat2dog", "--version", "2.0", seed=5)
-        assert (await engine.stylize("cat2dog", FACE.read_bytes(), size=32)).version == "2.0"
-    finally:
-        await engine.close()
 
 
 async def test_a_full_queue_answers_overloaded(serving_model_store: Path, serving_mar_cache: Path) -> None:
