@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training import export, fit, official, summary
+from training import export, fit, jobs, official, summary, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_parser(sub)
     official.add_parser(sub)
     export.add_parser(sub)
+    worker.add_parser(sub)
+    jobs.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,176 @@
+"""The training worker: a job trained, exported and reported; racing workers; cancel; a killed worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from torchserve_fixture import export_tiny_styles
+
+from db import jobs
+from db.engine import create_engine, session_factory
+from db.models import TrainingJob
+from serving.management import store_versions
+from training.worker import TrainingWorker, WorkerConfig
+
+torch.set_num_threads(1)
+Sessions = async_sessionmaker[AsyncSession]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """selfie2anime/anime2selfie 1.0: tiny generators (img_size 32), the arch a job retrains."""
+    store = tmp_path / "model_store"
+    export_tiny_styles(store, "selfie2anime")
+    return store
+
+
+@pytest.fixture
+def datasets(tiny_dataset: Path, tmp_path: Path) -> Path:
+    """A dataset root with the tiny dataset as the selfie2anime pair."""
+    root = tmp_path / "datasets"
+    root.mkdir()
+    (root / "selfie2anime").symlink_to(tiny_dataset)
+    return root
+
+
+@pytest.fixture
+async def make_sessions(db_url: str) -> AsyncIterator[Callable[[], Sessions]]:
+    """Sessions on a new engine per call, as separate worker processes would have."""
+    engines = []
+
+    def make() -> Sessions:
+        engines.append(create_engine(db_url))
+        return session_factory(engines[-1])
+
+    yield make
+    for engine in engines:
+        await engine.dispose()
+
+
+def config(store: Path, datasets: Path, tmp_path: Path, worker_id: str, **more: object) -> WorkerConfig:
+    return WorkerConfig(datasets=datasets, model_store=store, runs_dir=tmp_path / "runs",
+                        heartbeat_every=2, threads=1, worker_id=worker_id, **more)  # type: ignore[arg-type]
+
+
+async def add_job(sessions: Sessions, iterations: int, from_version: str | None = None) -> TrainingJob:
+    async with sessions() as session:
+        return await jobs.enqueue(
+            session, pair="selfie2anime", iterations=iterations, from_version=from_version,
+            requested_by="telegram:1", notify_platform="telegram", notify_chat_id="1",
+        )
+
+
+async def job_now(sessions: Sessions, job_id: int) -> TrainingJob:
+    async with sessions() as session:
+        job = await jobs.get_job(session, job_id=job_id)
+    assert job is not None
+    return job
+
+
+async def wait_until(sessions: Sessions, job_id: int, ok: Callable[[TrainingJob], bool], timeout: float = 120) -> TrainingJob:
+    deadline = time.monotonic() + timeout
+    while not ok(job := await job_now(sessions, job_id)):
+        assert time.monotonic() < deadline, f"job stuck: {job.status} {job.progress}"
+        await asyncio.sleep(0.1)
+    return job
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_job_trains_exports_the_next_version_and_reports(
+    make_sessions: Callable[[], Sessions], store: Path, datasets: Path, tmp_path: Path
+) -> None:
+    sessions = make_sessions()
+    worker = TrainingWorker(sessions, config(store, datasets, tmp_path, "w1"))
+    first = await add_job(sessions, iterations=3)
+    second = await add_job(sessions, iterations=2, from_version="1.0")
+    missing = await add_job(sessions, iterations=2, from_version="7.0")
+    assert [await worker.run_once() for _ in range(4)] == [first.id, second.id, missing.id, None]
+
+    done = await job_now(sessions, first.id)
+    assert (done.status, done.progress) == ("done", 3)
+    assert done.result is not None and done.result["versions"] == {"selfie2anime": "2.0", "anime2selfie": "2.0"}
+    assert Path(done.result["samples"]).is_file()
+    again = await job_now(sessions, second.id)
+    assert again.status == "done" and again.result["versions"]["selfie2anime"] == "3.0"
+    found = store_versions(store)
+    assert sorted(found["selfie2anime"]) == sorted(found["anime2selfie"]) == ["1.0", "2.0", "3.0"]
+    new = found["selfie2anime"]["2.0"].config
+    assert new["handler"]["arch"] == found["selfie2anime"]["1.0"].config["handler"]["arch"]
+    assert new["handler"]["title"] == "Selfie to anime"
+    failed = await job_now(sessions, missing.id)
+    assert failed.status == "failed" and "no selfie2anime 7.0" in (failed.error or "")
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_two_workers_race_for_one_job(
+    make_sessions: Callable[[], Sessions], store: Path, datasets: Path, tmp_path: Path
+) -> None:
+    job = await add_job(make_sessions(), iterations=2)
+    workers = [TrainingWorker(make_sessions(), config(store, datasets, tmp_path, f"w{i}")) for i in range(2)]
+    ran = await asyncio.gather(*(w.run_once() for w in workers))
+    assert sorted(ran, key=str) == [job.id, None]
+    assert (await job_now(make_sessions(), job.id)).status == "done"
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_cancelled_job_stops_and_says_why(
+    make_sessions: Callable[[], Sessions], store: Path, datasets: Path, tmp_path: Path
+) -> None:
+    sessions = make_sessions()
+    job = await add_job(sessions, iterations=10_000)
+    worker = TrainingWorker(make_sessions(), config(store, datasets, tmp_path, "w1"))
+    running = asyncio.create_task(worker.run_once())
+    await wait_until(sessions, job.id, lambda j: j.progress > 0)
+    async with sessions() as session:
+        await jobs.cancel(session, job_id=job.id, reason="cancelled by telegram:1")
+    assert await asyncio.wait_for(running, 60) == job.id
+    stopped = await job_now(sessions, job.id)
+    assert (stopped.status, stopped.error) == ("cancelled", "cancelled by telegram:1")
+    assert stopped.progress < 10_000 and stopped.result is None
+    assert sorted(store_versions(store)["selfie2anime"]) == ["1.0"]  # nothing exported
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_killed_worker_leaves_its_job_to_another(
+    make_sessions: Callable[[], Sessions], db_url: str, store: Path, datasets: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sessions = make_sessions()
+    job = await add_job(sessions, iterations=12)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "training", "worker", "--database-url", db_url, "--datasets", str(datasets),
+         "--model-store", str(store), "--runs-dir", str(tmp_path / "runs"), "--heartbeat-every", "2",
+         "--threads", "1", "--exit-when-idle", "--worker-id", "doomed"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        progressed = await wait_until(sessions, job.id, lambda j: j.progress >= 2 or worker.poll() is not None)
+        assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert (progressed.status, progressed.worker_id) == ("running", "doomed")
+
+    survivor = TrainingWorker(make_sessions(), config(store, datasets, tmp_path, "survivor", stale_after_s=0.0))
+    with caplog.at_level("INFO", logger="training.worker"):
+        assert await survivor.run_once() == job.id  # requeues the dead worker's job, then claims it
+    assert "resuming" in caplog.text  # from the dead worker's last checkpoint, not from scratch
+    finished = await job_now(sessions, job.id)
+    assert (finished.status, finished.progress, finished.worker_id) == ("done", 12, "survivor")
+    assert finished.result is not None and finished.result["versions"]["selfie2anime"] == "2.0"
+    async with sessions() as session:
+        assert await jobs.reclaim_stale(session, older_than=timedelta(0)) == []

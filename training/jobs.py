@@ -1,0 +1,80 @@
+"""`python -m training enqueue | jobs | cancel`: the training queue for admins without chat access."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import jobs
+from db.engine import create_engine, default_url, session_factory
+from db.models import TrainingJob
+from training.worker import add_database_argument
+
+
+def describe(job: TrainingJob) -> str:
+    """One line per job, the same in chat (/jobs) and on the command line."""
+    line = f"#{job.id} {job.pair} {job.status} {job.progress}/{job.iterations}"
+    if job.from_version:
+        line += f" from {job.from_version}"
+    if job.result and job.result.get("versions"):
+        line += " -> " + ", ".join(f"{s} {v}" for s, v in job.result["versions"].items())
+    if job.error:
+        line += f" ({job.error})"
+    return line
+
+
+async def _with_session(args: argparse.Namespace, work: Callable[[AsyncSession], Awaitable[int]]) -> int:
+    engine = create_engine(args.database_url or default_url())
+    try:
+        async with session_factory(engine)() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+async def _enqueue(args: argparse.Namespace, session: AsyncSession) -> int:
+    job = await jobs.enqueue(
+        session, pair=args.pair, iterations=args.iterations, from_version=args.from_version,
+        requested_by=f"cli:{getpass.getuser()}", notify_platform="web", notify_chat_id="cli",
+        deploy_when_done=False,
+    )
+    print(f"queued {describe(job)}")
+    return 0
+
+
+async def _list(args: argparse.Namespace, session: AsyncSession) -> int:
+    for job in await jobs.list_jobs(session, status=args.status, limit=args.limit):
+        print(describe(job))
+    return 0
+
+
+async def _cancel(args: argparse.Namespace, session: AsyncSession) -> int:
+    job = await jobs.cancel(session, job_id=args.job, reason=f"cancelled by cli:{getpass.getuser()}")
+    if job is None:
+        print(f"no job #{args.job}")
+        return 1
+    print(describe(job) + (" (stops at its next heartbeat)" if job.status == "running" else ""))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `enqueue`, `jobs` and `cancel`."""
+    def command(name: str, help_text: str, action: Callable[[argparse.Namespace, AsyncSession], Awaitable[int]]):
+        p = sub.add_parser(name, help=help_text)
+        add_database_argument(p)
+        p.set_defaults(func=lambda args: asyncio.run(_with_session(args, lambda s: action(args, s))))
+        return p
+
+    p = command("enqueue", "queue a retraining job for `python -m training worker`", _enqueue)
+    p.add_argument("pair", help="dataset and run name, e.g. selfie2anime")
+    p.add_argument("--iterations", type=int, default=10_000)
+    p.add_argument("--from", dest="from_version", metavar="VERSION", help="start from this version's generators")
+    p = command("jobs", "list training jobs, latest first", _list)
+    p.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
+    p.add_argument("--limit", type=int, default=20)
+    p = command("cancel", "cancel a queued or running job", _cancel)
+    p.add_argument("job", type=int)

@@ -1,0 +1,120 @@
+"""What a retraining job trains and what it exports, decided from the model store.
+
+A job names a pair ("selfie2anime"); its two styles' archives in the model
+store say the network to train (arch, img_size), so a new version can stand
+in for the old one. `from VERSION` starts the generators from that version's
+weights (the discriminators start fresh: archives carry generators only).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from packaging.version import Version
+
+from serving import catalog
+from serving.archives import Archive
+from serving.management import store_versions, version_order
+from training import export
+from training.networks import min_image_size
+from training.options import TrainOptions
+from training.trainer import Trainer
+
+# With no archive of the pair yet: the light model at the paper's 256 px.
+DEFAULT_ARCH: dict[str, Any] = {"ngf": 64, "n_blocks": 4, "img_size": 256, "light": True}
+DEFAULT_SERVING: dict[str, Any] = {"minWorkers": 1, "batchSize": 1, "maxBatchDelay": 50, "responseTimeout": 120}
+
+
+class JobError(Exception):
+    """A job that cannot run as asked; the message goes to the admin."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The styles a job trains, the options, and the archives it starts from or replaces."""
+
+    styles: tuple[str, str]
+    options: TrainOptions
+    templates: tuple[Archive | None, Archive | None]  # latest (or `from`) archives: config to keep
+    init: bool  # start the generators from the templates' weights
+
+
+def discriminator_layers(img_size: int, wanted: int) -> int:
+    """The deepest discriminator, up to `wanted` layers, that fits the image size."""
+    layers = wanted
+    while layers > 2 and min_image_size(layers) > img_size:
+        layers -= 1
+    return layers
+
+
+def plan(
+    *, pair: str, iterations: int, from_version: str | None, datasets: Path, model_store: Path,
+    runs_dir: Path, run_name: str, chunk: int,
+) -> Plan:
+    """Options for the job, from the pair's archives (or light defaults); raises `JobError`."""
+    try:
+        styles = catalog.split_pair(pair)
+    except ValueError as error:
+        raise JobError(str(error)) from error
+    data = datasets / pair
+    if not (data / "trainA").is_dir() or not (data / "trainB").is_dir():
+        raise JobError(f"no dataset for {pair}: expected {data}/trainA and {data}/trainB")
+    found = store_versions(model_store)
+    templates = tuple(_template(found.get(style, {}), style, from_version) for style in styles)
+    arch = templates[0].config["handler"]["arch"] if templates[0] else DEFAULT_ARCH
+    img_size = int(templates[0].config["handler"]["img_size"]) if templates[0] else DEFAULT_ARCH["img_size"]
+    defaults = TrainOptions("", "")
+    options = TrainOptions(
+        name=run_name, data=str(data), out_dir=str(runs_dir), img_size=img_size,
+        ch=int(arch["ngf"]), n_res=int(arch["n_blocks"]), light=bool(arch["light"]),
+        n_dis_global=discriminator_layers(img_size, defaults.n_dis_global),
+        n_dis_local=discriminator_layers(img_size, defaults.n_dis_local),
+        iters=iterations, sample_every=chunk, save_every=chunk, log_every=chunk,
+    )
+    return Plan(styles, options, templates, init=from_version is not None)  # type: ignore[arg-type]
+
+
+def _template(versions: dict[str, Archive], style: str, from_version: str | None) -> Archive | None:
+    if from_version is None:
+        return versions[max(versions, key=version_order)] if versions else None
+    if from_version not in versions:
+        raise JobError(f"there is no {style} {from_version} in the model store to start from")
+    return versions[from_version]
+
+
+def start_from_archives(trainer: Trainer, plan: Plan) -> None:
+    """Load the generators' (fp16) weights from the `from` version's archives."""
+    for key, archive in zip(("genA2B", "genB2A"), plan.templates):
+        assert archive is not None
+        with zipfile.ZipFile(archive.path) as z:
+            state = torch.load(io.BytesIO(z.read(export.WEIGHTS)), map_location="cpu", weights_only=True)
+        trainer.nets[key].load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def next_version(model_store: Path, styles: tuple[str, str]) -> str:
+    """One major version above the highest either style has in the store ("1.0" for the first)."""
+    found = store_versions(model_store)
+    majors = [Version(v).major for s in styles for v in found.get(s, {}) if version_order(v)[0]]
+    return f"{max(majors) + 1}.0" if majors else export.DEFAULT_VERSION
+
+
+def export_versions(trainer: Trainer, plan: Plan, model_store: Path) -> dict[str, str]:
+    """Write both directions as the next version into the model store; {style: version}."""
+    version = next_version(model_store, plan.styles)
+    arch = trainer.nets["genA2B"].arch()
+    for style, key, template in zip(plan.styles, ("genA2B", "genB2A"), plan.templates):
+        serving = {**DEFAULT_SERVING, **(template.config if template else {})}
+        info = catalog.Entry(**{k: template.config["handler"][k] for k in ("title", "description", "needs_face")}) \
+            if template else catalog.entry(style)
+        config = export.model_config(
+            arch, plan.options.img_size, info, workers=int(serving["minWorkers"]),
+            batch_size=int(serving["batchSize"]), max_batch_delay=int(serving["maxBatchDelay"]),
+            response_timeout=int(serving["responseTimeout"]),
+        )
+        export.write_archive(model_store, style, version, trainer.nets[key].state_dict(), config)
+    return {style: version for style in plan.styles}
