@@ -194,6 +194,10 @@ class Core:
             )
         return Reply(messages.STYLE_SET.format(title=style.title))
 
+    def refresh_styles(self) -> None:
+        """Forget the cached style list (a deploy just changed it): the next request asks the runtime."""
+        self._catalogue_expires = 0.0
+
     # Photos -----------------------------------------------------------------
 
     async def _photo(self, request: Request, attachment: Attachment) -> Reply:

@@ -37,3 +37,39 @@ TOO_BIG = "That file is too big. Please send an image under {limit_mb} MB."
 BUSY_USER = "I'm still working on your last photo. One at a time, please!"
 SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."
 ERROR = "Sorry, something went wrong on my side. Please try again."
+
+# Everyone: privacy.
+PRIVACY = (
+    "What I keep: your platform user id, the style you chose, and one line per photo request "
+    "(when, which style, whether it worked, how long it took, the file's size). "
+    "Your photos are never stored: they are restyled in memory and forgotten. "
+    "/forget deletes everything I keep about you."
+)
+FORGOTTEN = "Done: I deleted everything I kept about you ({count} records)."
+
+# Admins only (everyone else gets the answer to an unknown command).
+ADMIN_USAGE = {
+    "stats": "Usage: /stats [days], e.g. /stats 7",
+    "deploy": "Usage: /deploy STYLE VERSION, e.g. /deploy selfie2anime 2.0",
+    "rollback": "Usage: /rollback STYLE",
+    "retrain": "Usage: /retrain PAIR [iterations] [from VERSION] [deploy], e.g. /retrain selfie2anime 20000 from 1.0",
+    "cancel": "Usage: /cancel JOB, e.g. /cancel 12",
+}
+STATS_EMPTY = "No requests in the last {days} days."
+STATS_TOTAL = "Last {days} days: {requests} requests, {rate:.0%} ok."
+STATS_STYLE = "{style}: {requests} requests, {rate:.0%} ok, p50 {p50}, p95 {p95}"
+STATS_ERRORS = "Top errors: {errors}"
+MODELS_EMPTY = "No styles are deployed."
+MODELS_STYLE = "{style} (default {default})"
+MODELS_VERSION = "  {version}{mark} - {deployed}"
+DEPLOYED = "Deployed: {message}"
+DEPLOY_FAILED = "Not deployed, the old default keeps serving: {message}"
+ROLLED_BACK = "Rolled back: {message}"
+ROLLBACK_FAILED = "No rollback: {message}"
+JOB_QUEUED = "Queued job #{id}: {pair}, {iterations} iterations{start}. /jobs shows its progress; I'll message you here when it ends."
+JOBS_EMPTY = "No training jobs yet."
+NO_SUCH_JOB = "There is no job #{id}."
+JOB_CANCELLED = "Cancelling: {job}"
+JOB_DONE = "Job #{id} ({pair}) is done: {versions}. Deploy with /deploy STYLE VERSION."
+JOB_DONE_DEPLOYED = "Job #{id} ({pair}) is done: {versions}.\n{deployments}"
+JOB_FAILED = "Job #{id} ({pair}) {status}: {error}"

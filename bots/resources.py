@@ -15,12 +15,16 @@ from contextlib import AsyncExitStack
 
 from pydantic import SecretStr
 
+from bots.admin import Admin, open_admin
 from bots.core import Core
 from bots.settings import Settings
 from db.engine import create_engine, default_url, session_factory
 from db.usage import UsageRecorder
 from serving import open_stylizer
 from serving.api import Stylizer
+from serving.client import default_management_url
+from serving.engine import EmbeddedEngine
+from serving.management import EmbeddedManagement, Management, TorchServeManagement
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,19 @@ def open_configured_stylizer(settings: Settings) -> Stylizer:
         settings.model_store,
         _secret(settings.torchserve_token),
         management_url=settings.torchserve_management_url,
+        management_token=_secret(settings.torchserve_management_token),
+    )
+
+
+def open_configured_management(settings: Settings, stylizer: Stylizer) -> Management:
+    """Deploys through the same runtime the stylizer draws with."""
+    if isinstance(stylizer, EmbeddedEngine):
+        return EmbeddedManagement(stylizer)
+    assert settings.torchserve_url is not None
+    return TorchServeManagement(
+        settings.torchserve_url,
+        settings.torchserve_management_url or default_management_url(settings.torchserve_url),
+        token=_secret(settings.torchserve_token),
         management_token=_secret(settings.torchserve_management_token),
     )
 
@@ -48,6 +65,7 @@ class SharedCore:
         self._lock = asyncio.Lock()
         self._holders = 0
         self._core: Core | None = None
+        self.admin: Admin | None = None  # built with the core; front ends announce finished jobs with it
         self._stack = AsyncExitStack()
 
     async def open(self) -> Core:
@@ -80,7 +98,7 @@ class SharedCore:
             )
         recorder = UsageRecorder(sessions)
         self._stack.push_async_callback(recorder.close)  # flushed before the engine goes
-        return Core(
+        core = Core(
             stylizer=stylizer,
             sessions=sessions,
             recorder=recorder,
@@ -90,3 +108,6 @@ class SharedCore:
             max_upload_bytes=settings.max_upload_bytes,
             output_size=settings.output_size,
         )
+        self.admin = await open_admin(settings, open_configured_management(settings, stylizer), sessions, core)
+        self._stack.push_async_callback(self.admin.close)
+        return core

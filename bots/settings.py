@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=4, ge=1)  # all users together; more wait in line
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)  # Telegram's bot download limit
     output_size: int = Field(default=512, ge=32, le=2048)  # what the handler accepts
+    jobs_poll_s: float = Field(default=5.0, gt=0)  # how often finished training jobs are looked for
 
     @field_validator("admin_ids", mode="before")
     @classmethod

@@ -7,8 +7,9 @@ import logging
 import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
-from telegram import Chat, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import Bot, Chat, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -20,6 +21,7 @@ from telegram.ext import (
 )
 
 from bots import messages
+from bots.announce import JobAnnouncer
 from bots.core import Attachment, Core, Reply, Request
 from bots.resources import SharedCore
 from bots.settings import Settings
@@ -135,14 +137,28 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         await update.effective_message.reply_text(messages.ERROR)
 
 
+async def notify(bot: Bot, chat_id: str, reply: Reply) -> None:
+    """A message nobody asked for just now (a training job ended): a picture with a caption, or text."""
+    if reply.image is not None:
+        await bot.send_photo(int(chat_id), reply.image, caption=reply.text)
+    else:
+        await bot.send_message(int(chat_id), reply.text)
+
+
 def build_application(settings: Settings, shared: SharedCore) -> Application:
     """The bot: polling, concurrent updates (the core does the queueing), shared core via hooks."""
     assert settings.telegram_token is not None
 
     async def post_init(app: Application) -> None:
         app.bot_data["core"] = await shared.open()
+        if shared.admin is not None:
+            announcer = JobAnnouncer(shared.admin, PLATFORM, partial(notify, app.bot), poll_s=settings.jobs_poll_s)
+            app.bot_data["announcer"] = asyncio.create_task(announcer.run())
 
     async def post_shutdown(app: Application) -> None:
+        if (announcer := app.bot_data.pop("announcer", None)) is not None:
+            announcer.cancel()
+            await asyncio.gather(announcer, return_exceptions=True)
         if app.bot_data.pop("core", None) is not None:
             await shared.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import jobs
 from db.engine import create_engine, default_url, session_factory
 from db.models import TrainingJob
-from training.worker import add_database_argument
+
+
+def add_database_argument(parser: argparse.ArgumentParser) -> None:
+    """--database-url, defaulting to DATABASE_URL (else the SQLite file the bots use)."""
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                        help="default: $DATABASE_URL, else the bots' SQLite file")
 
 
 def describe(job: TrainingJob) -> str:

@@ -25,6 +25,7 @@ from db import jobs
 from db.engine import create_engine, default_url, session_factory
 from db.models import TrainingJob
 from training import distributed, retrain
+from training.jobs import add_database_argument
 from training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -146,12 +147,6 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_serve(args))
     except KeyboardInterrupt:  # a running job stays "running" until reclaim_stale requeues it
         return 130
-
-
-def add_database_argument(parser: argparse.ArgumentParser) -> None:
-    """--database-url, defaulting to DATABASE_URL (else the SQLite file the bots use)."""
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="default: $DATABASE_URL, else the bots' SQLite file")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,214 @@
+"""Admin commands (/stats, /models, /deploy, /rollback, /retrain, /jobs, /cancel) and everyone's
+/privacy and /forget, registered into the core so every front end gets them.
+
+Admins are the platform user ids in `ADMIN_IDS`. Anyone else asking for an
+admin command gets exactly the answer to an unknown command (so the commands
+stay unadvertised), and the attempt is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bots import charts, messages
+from bots.core import Command, Core, Reply, Request
+from bots.settings import Settings
+from db import jobs, stats, users
+from db.models import Platform
+from db.types import now_utc
+from serving import catalog
+from serving.deploy import Deployer
+from serving.management import DeployError, Management
+from training.jobs import describe
+
+logger = logging.getLogger(__name__)
+
+ADMIN_PLATFORMS: tuple[Platform, ...] = ("telegram", "discord")  # the web page has no accounts
+MAX_STATS_DAYS = 366
+DEFAULT_ITERATIONS = 10_000
+
+
+async def open_admin(
+    settings: Settings, management: Management, sessions: async_sessionmaker[AsyncSession], core: Core
+) -> Admin:
+    """The admin commands over the runtime the core draws with, installed into the core.
+
+    The last logged defaults are put back first: the embedded engine forgets
+    them when the process restarts, TorchServe when it does.
+    """
+    deployer = Deployer(management, sessions, settings.model_store, on_change=core.refresh_styles)
+    try:
+        await deployer.restore()
+    except DeployError as error:  # TorchServe down: the bots still start, and say so when asked
+        logger.warning("could not restore the deployed versions: %s", error.message)
+    admin = Admin(deployer=deployer, sessions=sessions, admin_ids=settings.admin_ids)
+    admin.install(core)
+    return admin
+
+
+def requester(request: Request) -> str:
+    """"platform:user id", as the deployments and training_jobs tables record people."""
+    return f"{request.platform}:{request.user_id}"
+
+
+class Admin:
+    """The admin side of the bots: deployments through `deployer`, records in the database."""
+
+    def __init__(
+        self, *, deployer: Deployer, sessions: async_sessionmaker[AsyncSession], admin_ids: Collection[int]
+    ) -> None:
+        self.deployer = deployer
+        self.sessions = sessions
+        self._admin_ids = frozenset(admin_ids)
+
+    async def close(self) -> None:
+        """Close the runtime's management session."""
+        await self.deployer.management.close()
+
+    def install(self, core: Core) -> None:
+        """Add the commands to the core (admin ones behind the ADMIN_IDS check)."""
+        core.commands["privacy"] = self._privacy
+        core.commands["forget"] = self._forget
+        admin_only = {
+            "stats": self._stats, "models": self._models, "deploy": self._deploy, "rollback": self._rollback,
+            "retrain": self._retrain, "jobs": self._jobs, "cancel": self._cancel,
+        }
+        for name, command in admin_only.items():
+            core.commands[name] = self._guard(name, command, core.commands["help"])
+
+    def is_admin(self, request: Request) -> bool:
+        """True for a Telegram or Discord user listed in ADMIN_IDS."""
+        return (
+            request.platform in ADMIN_PLATFORMS
+            and request.user_id.isdigit()
+            and int(request.user_id) in self._admin_ids
+        )
+
+    def _guard(self, name: str, command: Command, unknown: Command) -> Command:
+        async def guarded(request: Request, arg: str) -> Reply:
+            if self.is_admin(request):
+                return await command(request, arg)
+            logger.warning("refused /%s from %s (not in ADMIN_IDS)", name, requester(request))
+            return await unknown(request, arg)
+
+        return guarded
+
+    # Everyone ----------------------------------------------------------------
+
+    async def _privacy(self, request: Request, arg: str) -> Reply:
+        """What is stored, and that photos never are."""
+        return Reply(messages.PRIVACY)
+
+    async def _forget(self, request: Request, arg: str) -> Reply:
+        """Delete the user's row and usage records."""
+        async with self.sessions() as session:
+            gone = await users.forget_user(session, platform=request.platform, platform_user_id=request.user_id)
+        logger.info("forgot %s (%d usage records)", requester(request), gone.usage)
+        return Reply(messages.FORGOTTEN.format(count=gone.users + gone.usage))
+
+    # Usage -------------------------------------------------------------------
+
+    async def _stats(self, request: Request, arg: str) -> Reply:
+        """The chart of requests per style per day, with success rates, latencies and top errors."""
+        if arg and (not arg.isdigit() or not 1 <= int(arg) <= MAX_STATS_DAYS):
+            return Reply(messages.ADMIN_USAGE["stats"])
+        days = int(arg or 7)
+        async with self.sessions() as session:
+            daily = await stats.requests_per_day(session, days=days)
+            summary = await stats.style_summary(session, days=days)
+            errors = await stats.top_errors(session, days=days)
+        if not summary:
+            return Reply(messages.STATS_EMPTY.format(days=days))
+        total, ok = sum(s.requests for s in summary), sum(s.ok for s in summary)
+        lines = [messages.STATS_TOTAL.format(days=days, requests=total, rate=ok / total)]
+        lines += [
+            messages.STATS_STYLE.format(
+                style=s.style, requests=s.requests, rate=s.success_rate, p50=_ms(s.p50_ms), p95=_ms(s.p95_ms)
+            )
+            for s in summary
+        ]
+        if errors:
+            lines.append(messages.STATS_ERRORS.format(errors=", ".join(f"{kind} {n}" for kind, n in errors)))
+        chart = await asyncio.to_thread(charts.requests_chart, daily, days=days, today=now_utc().date())
+        return Reply("\n".join(lines), image=chart, content_type="image/png")
+
+    # Deployments -------------------------------------------------------------
+
+    async def _models(self, request: Request, arg: str) -> Reply:
+        """Each style's versions, the default marked, with who deployed them when."""
+        reports = await self.deployer.models()
+        if not reports:
+            return Reply(messages.MODELS_EMPTY)
+        lines = []
+        for report in reports:
+            lines.append(messages.MODELS_STYLE.format(style=report.style, default=report.default))
+            for v in report.versions:
+                deployed = f"{v.deployed_at:%Y-%m-%d %H:%M} UTC by {v.deployed_by}" if v.deployed_at else "never deployed"
+                mark = " *" if v.version == report.default else ""
+                lines.append(messages.MODELS_VERSION.format(version=v.version, mark=mark, deployed=deployed))
+        return Reply("\n".join(lines))
+
+    async def _deploy(self, request: Request, arg: str) -> Reply:
+        """Load, check on a sample image, then make default; the old one stays on any failure."""
+        parts = arg.split()
+        if len(parts) != 2:
+            return Reply(messages.ADMIN_USAGE["deploy"])
+        outcome = await self.deployer.deploy(parts[0], parts[1], by=requester(request))
+        return Reply((messages.DEPLOYED if outcome.ok else messages.DEPLOY_FAILED).format(message=outcome.message))
+
+    async def _rollback(self, request: Request, arg: str) -> Reply:
+        """Back to the version deployed before the current one."""
+        if len(arg.split()) != 1:
+            return Reply(messages.ADMIN_USAGE["rollback"])
+        outcome = await self.deployer.rollback(arg, by=requester(request))
+        return Reply((messages.ROLLED_BACK if outcome.ok else messages.ROLLBACK_FAILED).format(message=outcome.message))
+
+    # Training ----------------------------------------------------------------
+
+    async def _retrain(self, request: Request, arg: str) -> Reply:
+        """Queue a job for the training worker: PAIR [iterations] [from VERSION] [deploy]."""
+        parts = arg.split()
+        deploy = bool(parts) and parts[-1] == "deploy"
+        parts = parts[:-1] if deploy else parts
+        from_version = None
+        if len(parts) >= 2 and parts[-2] == "from":
+            from_version, parts = parts[-1], parts[:-2]
+        if len(parts) not in (1, 2) or (len(parts) == 2 and not (parts[1].isdigit() and int(parts[1]) > 0)):
+            return Reply(messages.ADMIN_USAGE["retrain"])
+        try:
+            catalog.split_pair(parts[0])
+        except ValueError as error:
+            return Reply(f"{error}\n{messages.ADMIN_USAGE['retrain']}")
+        iterations = int(parts[1]) if len(parts) == 2 else DEFAULT_ITERATIONS
+        async with self.sessions() as session:
+            job = await jobs.enqueue(
+                session, pair=parts[0], iterations=iterations, from_version=from_version,
+                requested_by=requester(request), notify_platform=request.platform,
+                notify_chat_id=request.chat_id, deploy_when_done=deploy,
+            )
+        start = f", from {from_version}" if from_version else ""
+        return Reply(messages.JOB_QUEUED.format(id=job.id, pair=job.pair, iterations=iterations, start=start))
+
+    async def _jobs(self, request: Request, arg: str) -> Reply:
+        """The latest jobs with their progress."""
+        async with self.sessions() as session:
+            found = await jobs.list_jobs(session, limit=10)
+        return Reply("\n".join(describe(j) for j in found) if found else messages.JOBS_EMPTY)
+
+    async def _cancel(self, request: Request, arg: str) -> Reply:
+        """Cancel a queued job at once, a running one at its next heartbeat."""
+        if not arg.isdigit():
+            return Reply(messages.ADMIN_USAGE["cancel"])
+        async with self.sessions() as session:
+            job = await jobs.cancel(session, job_id=int(arg), reason=f"cancelled by {requester(request)}")
+        if job is None:
+            return Reply(messages.NO_SUCH_JOB.format(id=arg))
+        return Reply(messages.JOB_CANCELLED.format(job=describe(job)))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"

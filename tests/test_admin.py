@@ -1,0 +1,153 @@
+"""Admin commands end to end: the real python-telegram-bot stack against the fake Bot API, the
+embedded engine over real `.mar` files, a real database and, for /retrain, the real training worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import torch
+from fakes.telegram import FakeTelegram
+from torchserve_fixture import export_tiny_styles
+
+from bots import messages, telegram
+from bots.resources import SharedCore
+from bots.settings import Settings
+from db.engine import create_engine, session_factory
+from training.worker import TrainingWorker, WorkerConfig
+
+if TYPE_CHECKING:
+    from conftest import ReadUsage
+
+torch.set_num_threads(1)
+ADMIN, USER = 1, 5
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """selfie2anime/anime2selfie 1.0 (tiny), this test's own: deploys change it."""
+    store = tmp_path / "model_store"
+    export_tiny_styles(store, "selfie2anime")
+    return store
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as fake:
+        yield fake
+    assert not fake.unknown, f"the bot called methods the fake lacks: {fake.unknown}"
+
+
+@asynccontextmanager
+async def running_bot(api: FakeTelegram, store: Path, database_url: str) -> AsyncIterator[None]:
+    """`python -m bots telegram` with user 1 as the only admin."""
+    settings = Settings(
+        _env_file=None, telegram_token=api.token, telegram_api_url=api.url, model_store=store,
+        database_url=database_url, output_size=64, admin_ids=[ADMIN], jobs_poll_s=0.2,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(telegram.serve(settings, SharedCore(settings), stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def ask(api: FakeTelegram, chat: int, text: str, method: str = "sendMessage") -> dict[str, str]:
+    """Send a command and return the fields of the bot's next answer of that kind."""
+    before = len(api.calls_to(method, chat))
+    api.send_text(chat, text)
+    calls = await api.wait_for(method, chat_id=chat, count=before + 1, timeout=120)
+    return calls[before].fields
+
+
+async def test_stats_refusal_privacy_and_forget(
+    api: FakeTelegram, store: Path, db_url: str, face_jpeg: bytes, read_usage: ReadUsage,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_bot(api, store, db_url):
+        await ask(api, USER, "/style selfie2anime")  # the user's row
+        api.send_photo(USER, face_jpeg)
+        await api.wait_for("sendPhoto", chat_id=USER)
+        api.send_document(USER, b"%PDF-1.4\n", "cv.pdf", "application/pdf")  # after: one at a time
+        await api.wait_for("sendMessage", chat_id=USER, count=2)  # after /style's answer
+        for _ in range(100):  # the usage log is written in the background
+            if len(await read_usage(db_url)) == 2:
+                break
+            await asyncio.sleep(0.1)
+
+        before = len(api.calls_to("sendPhoto", ADMIN))
+        api.send_text(ADMIN, "/stats 7")
+        [chart] = (await api.wait_for("sendPhoto", chat_id=ADMIN, count=before + 1))[before:]
+        assert chart.files["photo"].data.startswith(PNG)
+        caption = chart.fields["caption"]
+        assert messages.STATS_TOTAL.format(days=7, requests=2, rate=0.5) in caption
+        assert "selfie2anime: 2 requests, 50% ok, p50" in caption and "Top errors: bad_input 1" in caption
+        assert (await ask(api, ADMIN, "/stats soon"))["text"] == messages.ADMIN_USAGE["stats"]
+
+        with caplog.at_level(logging.WARNING, logger="bots.admin"):
+            refused = await ask(api, USER, "/deploy selfie2anime 1.0")
+            unknown = await ask(api, USER, "/frobnicate")
+        assert refused["text"] == unknown["text"] == messages.HELP
+        assert "refused /deploy from telegram:5" in caplog.text
+
+        assert (await ask(api, USER, "/privacy"))["text"] == messages.PRIVACY
+        forgotten = await ask(api, USER, "/forget")
+        assert forgotten["text"] == messages.FORGOTTEN.format(count=3)  # the user's row and two requests
+    assert [r for r in await read_usage(db_url) if r.platform_user_id == str(USER)] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_models_deploy_rollback_and_a_retrain_announced(
+    api: FakeTelegram, store: Path, db_url: str, face_jpeg: bytes, tiny_dataset: Path, tmp_path: Path,
+    read_usage: ReadUsage,
+) -> None:
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / "selfie2anime").symlink_to(tiny_dataset)
+    async with running_bot(api, store, db_url):
+        models = (await ask(api, ADMIN, "/models"))["text"]
+        assert "selfie2anime (default 1.0)" in models and "1.0 * - never deployed" in models
+
+        export_tiny_styles(store, "selfie2anime", "--version", "2.0", seed=1)
+        deployed = (await ask(api, ADMIN, "/deploy selfie2anime 2.0"))["text"]
+        assert deployed == messages.DEPLOYED.format(message="selfie2anime 2.0 is the default now (was 1.0).")
+        missing = (await ask(api, ADMIN, "/deploy selfie2anime 8.0"))["text"]
+        assert missing.startswith("Not deployed, the old default keeps serving: There is no selfie2anime 8.0")
+        models = (await ask(api, ADMIN, "/models"))["text"]
+        assert "selfie2anime (default 2.0)" in models and "2.0 * - " in models and "by telegram:1" in models
+        assert (await ask(api, ADMIN, "/rollback selfie2anime"))["text"].startswith("Rolled back: selfie2anime 1.0")
+
+        queued = (await ask(api, ADMIN, "/retrain selfie2anime 2 from 1.0 deploy"))["text"]
+        assert queued.startswith("Queued job #1: selfie2anime, 2 iterations, from 1.0.")
+        assert (await ask(api, ADMIN, "/retrain selfie 2"))["text"].startswith("cannot split 'selfie'")
+        assert (await ask(api, ADMIN, "/jobs"))["text"] == "#1 selfie2anime queued 0/2 from 1.0"
+
+        engine = create_engine(db_url)
+        try:
+            config = WorkerConfig(datasets=datasets, model_store=store, runs_dir=tmp_path / "runs",
+                                  heartbeat_every=1, threads=1, worker_id="test-worker")
+            assert await TrainingWorker(session_factory(engine), config).run_once() == 1
+        finally:
+            await engine.dispose()
+        before = len(api.calls_to("sendPhoto", ADMIN))
+        [announced] = (await api.wait_for("sendPhoto", chat_id=ADMIN, count=before + 1))[before:]
+        assert announced.files["photo"].data.startswith(PNG)  # the final sample grid
+        assert announced.fields["caption"].startswith("Job #1 (selfie2anime) is done: selfie2anime 3.0, anime2selfie 3.0.")
+        assert "Deployed: selfie2anime 3.0 is the default now (was 1.0)." in announced.fields["caption"]
+
+        api.send_photo(USER, face_jpeg)
+        await api.wait_for("sendPhoto", chat_id=USER)
+        assert (await ask(api, ADMIN, "/cancel 1"))["text"].startswith(messages.JOB_CANCELLED.format(job="#1 selfie2anime done"))
+        await asyncio.sleep(0.5)  # another poll round: the job is not announced twice
+        assert len(api.calls_to("sendPhoto", ADMIN)) == before + 1
+    [served] = [r for r in await read_usage(db_url) if r.platform_user_id == str(USER)]
+    assert served.model_version == "3.0"
