@@ -21,6 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bots import messages
+from bots.announce import JobAnnouncer
 from bots.core import Attachment, Core, Reply, Request
 from bots.resources import SharedCore
 from bots.settings import Settings
@@ -178,12 +179,21 @@ class ToonBot(commands.Bot):
         )
         self._shared = shared
         self._dev_guild = settings.discord_dev_guild
+        self._jobs_poll_s = settings.jobs_poll_s
         self._core: Core | None = None
+        self._announcer: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         """Open the core, add the commands and sync them (to the dev guild at once, else globally)."""
+        from bots.discord_admin import AdminCog, PrivacyCog  # they answer through this module's `forward`
+
         self._core = await self._shared.open()
         await self.add_cog(StyleCog(self, self._core))
+        await self.add_cog(PrivacyCog(self._core))
+        await self.add_cog(AdminCog(self._core))
+        if self._shared.admin is not None:
+            announcer = JobAnnouncer(self._shared.admin, PLATFORM, self.notify, poll_s=self._jobs_poll_s)
+            self._announcer = asyncio.create_task(announcer.run())
         guild = discord.Object(self._dev_guild) if self._dev_guild else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
@@ -191,6 +201,11 @@ class ToonBot(commands.Bot):
         where = f"to server {self._dev_guild}" if guild else "globally (new ones may take a while to show)"
         assert self.user is not None  # logged in before this hook runs
         logger.info("Discord bot @%s: %d slash commands synced %s", self.user.name, len(synced), where)
+
+    async def notify(self, channel_id: str, reply: Reply) -> None:
+        """A message nobody asked for just now (a training job ended), in the channel of the request."""
+        channel = self.get_partial_messageable(int(channel_id))
+        await channel.send(reply.text, file=_file(reply) if reply.image is not None else None)
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         """Log an event handler's failure with its traceback; a message gets a short apology."""
@@ -203,6 +218,9 @@ class ToonBot(commands.Bot):
 
     async def close(self) -> None:
         """Leave the gateway, then release the core (flushing the usage log if we were last)."""
+        if self._announcer is not None:
+            self._announcer.cancel()
+            await asyncio.gather(self._announcer, return_exceptions=True)
         try:
             await super().close()
         finally:

@@ -1,0 +1,109 @@
+"""Admin and privacy slash commands on the real discord.py stack against the fake Discord,
+and a finished training job announced in the channel it was asked from."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import torch
+from fakes.discord import FakeDiscord
+from PIL import Image
+
+from bots import discord, messages
+from bots.resources import SharedCore
+from bots.settings import Settings
+from db import jobs
+from db.engine import create_engine, session_factory
+
+if TYPE_CHECKING:
+    from conftest import ReadUsage
+
+torch.set_num_threads(1)
+ADMIN, USER = 7, 8
+PNG = b"\x89PNG\r\n\x1a\n"
+ADMINISTRATOR = 1 << 3  # Discord's permission bit
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as fake:
+        yield fake
+    assert fake.unknown == [], f"the bot called routes the fake lacks: {fake.unknown}"
+    assert fake.refused == [], f"Discord would have refused: {fake.refused}"
+
+
+@asynccontextmanager
+async def running_bot(fake: FakeDiscord, store: Path, database_url: str) -> AsyncIterator[None]:
+    """`python -m bots discord` with user 7 as the only admin."""
+    settings = Settings(
+        _env_file=None, discord_token=fake.token, discord_api_url=fake.api_url,
+        discord_gateway_url=fake.gateway_url, model_store=store, database_url=database_url,
+        output_size=64, admin_ids=[ADMIN], jobs_poll_s=0.2,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(discord.serve(settings, SharedCore(settings), stop))
+    await fake.ready()
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def test_admin_commands_refusals_and_an_announcement(
+    fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, tmp_path: Path, face_jpeg: bytes,
+    read_usage: ReadUsage, caplog: pytest.LogCaptureFixture,
+) -> None:
+    grid = tmp_path / "grid.png"  # what a training job leaves as its final sample grid
+    Image.new("RGB", (8, 8)).save(grid)
+    async with running_bot(fake, bots_model_store, sqlite_db_url):
+        photo = await fake.slash_command(USER, "style", attachment=fake.attachment(face_jpeg, "me.jpg", "image/jpeg"))
+        await fake.wait_for("followup", token=photo.token)
+        for _ in range(100):  # the usage log is written in the background
+            if await read_usage(sqlite_db_url):
+                break
+            await asyncio.sleep(0.1)
+
+        stats = await fake.slash_command(ADMIN, "stats", days="7")
+        [chart] = await fake.wait_for("followup", token=stats.token)
+        assert chart.ephemeral and chart.files[0].data.startswith(PNG)
+        assert "selfie2anime: 1 requests, 100% ok" in chart.json["content"]
+
+        with caplog.at_level(logging.WARNING, logger="bots.admin"):
+            refused = await fake.slash_command(USER, "deploy", style="selfie2anime", version="1.0")
+            [answer] = await fake.wait_for("followup", token=refused.token)
+        assert answer.ephemeral and answer.json["content"] == messages.HELP
+        assert f"refused /deploy from discord:{USER}" in caplog.text
+
+        privacy = await fake.slash_command(USER, "privacy")
+        [told] = await fake.wait_for("interaction_callback", token=privacy.token)
+        assert told.ephemeral and told.json["data"]["content"] == messages.PRIVACY
+
+        engine = create_engine(sqlite_db_url)
+        try:
+            async with session_factory(engine)() as session:
+                job = await jobs.enqueue(
+                    session, pair="selfie2anime", iterations=2, requested_by=f"discord:{ADMIN}",
+                    notify_platform="discord", notify_chat_id=str(fake.channel_id),
+                )
+                await jobs.claim(session, worker_id="w")
+                await jobs.finish(session, job_id=job.id, worker_id="w", result={
+                    "versions": {"selfie2anime": "2.0", "anime2selfie": "2.0"}, "samples": str(grid),
+                })
+        finally:
+            await engine.dispose()
+        [post] = await fake.wait_for("channel_message", channel_id=str(fake.channel_id))
+    assert post.json["content"] == messages.JOB_DONE.format(
+        id=job.id, pair="selfie2anime", versions="selfie2anime 2.0, anime2selfie 2.0"
+    )
+    assert post.files[0].data == grid.read_bytes()
+    [sync] = fake.calls_to("sync")
+    hidden = {c["name"]: c.get("default_member_permissions") for c in sync.json}
+    assert hidden["stats"] == hidden["deploy"] == hidden["cancel"] == ADMINISTRATOR  # only admins see them
+    assert hidden["privacy"] is None and hidden["style"] is None
