@@ -180,6 +180,7 @@ class ToonBot(commands.Bot):
         self._shared = shared
         self._dev_guild = settings.discord_dev_guild
         self._jobs_poll_s = settings.jobs_poll_s
+        self._has_admins = bool(settings.admin_ids)
         self._core: Core | None = None
         self._announcer: asyncio.Task[None] | None = None
 
@@ -190,7 +191,8 @@ class ToonBot(commands.Bot):
         self._core = await self._shared.open()
         await self.add_cog(StyleCog(self, self._core))
         await self.add_cog(PrivacyCog(self._core))
-        await self.add_cog(AdminCog(self._core))
+        if self._has_admins:  # no ADMIN_IDS: nobody could use them, so don't list them
+            await self.add_cog(AdminCog(self._core))
         if self._shared.admin is not None:
             announcer = JobAnnouncer(self._shared.admin, PLATFORM, self.notify, poll_s=self._jobs_poll_s)
             self._announcer = asyncio.create_task(announcer.run())
