@@ -21,7 +21,7 @@ from db import jobs, stats, users
 from db.models import Platform
 from db.types import now_utc
 from serving import catalog
-from serving.deploy import Deployer
+from serving.deploy import Deployer, describe_models
 from serving.management import DeployError, Management
 from training.jobs import describe
 
@@ -141,16 +141,7 @@ class Admin:
     async def _models(self, request: Request, arg: str) -> Reply:
         """Each style's versions, the default marked, with who deployed them when."""
         reports = await self.deployer.models()
-        if not reports:
-            return Reply(messages.MODELS_EMPTY)
-        lines = []
-        for report in reports:
-            lines.append(messages.MODELS_STYLE.format(style=report.style, default=report.default))
-            for v in report.versions:
-                deployed = f"{v.deployed_at:%Y-%m-%d %H:%M} UTC by {v.deployed_by}" if v.deployed_at else "never deployed"
-                mark = " *" if v.version == report.default else ""
-                lines.append(messages.MODELS_VERSION.format(version=v.version, mark=mark, deployed=deployed))
-        return Reply("\n".join(lines))
+        return Reply("\n".join(describe_models(reports)) if reports else messages.MODELS_EMPTY)
 
     async def _deploy(self, request: Request, arg: str) -> Reply:
         """Load, check on a sample image, then make default; the old one stays on any failure."""

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving import open_stylizer
+from serving import admin_cli, open_stylizer
 from serving.api import Stylizer, StylizeError
 from serving.torchserve import LocalTorchServe, Ports
 
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("start", help="start a local TorchServe").set_defaults(func=start)
     sub.add_parser("stop", help="stop it").set_defaults(func=stop)
     sub.add_parser("status", help="is it running?").set_defaults(func=status)
+    admin_cli.add_parsers(sub)
     for name, func, help_text in (("styles", _styles, "list the styles"), ("stylize", _stylize, "stylize pictures")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--torchserve", metavar="URL", help="TorchServe inference URL (default: $TORCHSERVE_URL, else embedded)")

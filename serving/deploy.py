@@ -52,6 +52,17 @@ class StyleReport:
     versions: tuple[VersionInfo, ...]
 
 
+def describe_models(reports: list[StyleReport]) -> list[str]:
+    """/models and `python -m serving models`: a style per line, its versions indented, the default starred."""
+    lines = []
+    for report in reports:
+        lines.append(f"{report.style} (default {report.default})")
+        for v in report.versions:
+            when = f"{v.deployed_at:%Y-%m-%d %H:%M} UTC by {v.deployed_by}" if v.deployed_at else "never deployed"
+            lines.append(f"  {v.version}{' *' if v.version == report.default else ''} - {when}")
+    return lines
+
+
 class Deployer:
     """Deploys through one runtime, one change at a time, and logs each attempt."""
 
