@@ -188,3 +188,16 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
             Image.fromarray(pixels).save(root / folder / f"{j}.png")
     (root / "trainA" / "empty.jpg").write_bytes(b"")
     return root
+
+
+# --- admin: a model store that deploys and retraining may change -------------------
+
+
+@pytest.fixture
+def tiny_store(tmp_path: Path) -> Path:
+    """selfie2anime/anime2selfie 1.0 (tiny generators, img_size 32) in this test's own model store."""
+    from torchserve_fixture import export_tiny_styles
+
+    store = tmp_path / "model_store"
+    export_tiny_styles(store, "selfie2anime")
+    return store

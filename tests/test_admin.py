@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 from fakes.telegram import FakeTelegram
+from test_telegram import api, bot_settings, running_bot  # noqa: F401  (api: the fake Bot API fixture)
 from torchserve_fixture import export_tiny_styles
 
-from bots import messages, telegram
-from bots.resources import SharedCore
-from bots.settings import Settings
+from bots import messages
 from db.engine import create_engine, session_factory
 from training.worker import TrainingWorker, WorkerConfig
 
@@ -29,35 +28,11 @@ ADMIN, USER = 1, 5
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    """selfie2anime/anime2selfie 1.0 (tiny), this test's own: deploys change it."""
-    store = tmp_path / "model_store"
-    export_tiny_styles(store, "selfie2anime")
-    return store
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-    assert not fake.unknown, f"the bot called methods the fake lacks: {fake.unknown}"
-
-
 @asynccontextmanager
-async def running_bot(api: FakeTelegram, store: Path, database_url: str) -> AsyncIterator[None]:
+async def admin_bot(api: FakeTelegram, store: Path, database_url: str) -> AsyncIterator[None]:
     """`python -m bots telegram` with user 1 as the only admin."""
-    settings = Settings(
-        _env_file=None, telegram_token=api.token, telegram_api_url=api.url, model_store=store,
-        database_url=database_url, output_size=64, admin_ids=[ADMIN], jobs_poll_s=0.2,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(telegram.serve(settings, SharedCore(settings), stop))
-    try:
+    async with running_bot(api, bot_settings(api, store, database_url, admin_ids=[ADMIN], jobs_poll_s=0.2)):
         yield
-    finally:
-        stop.set()
-        await task
 
 
 async def ask(api: FakeTelegram, chat: int, text: str, method: str = "sendMessage") -> dict[str, str]:
@@ -69,10 +44,10 @@ async def ask(api: FakeTelegram, chat: int, text: str, method: str = "sendMessag
 
 
 async def test_stats_refusal_privacy_and_forget(
-    api: FakeTelegram, store: Path, db_url: str, face_jpeg: bytes, read_usage: ReadUsage,
+    api: FakeTelegram, tiny_store: Path, db_url: str, face_jpeg: bytes, read_usage: ReadUsage,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with running_bot(api, store, db_url):
+    async with admin_bot(api, tiny_store, db_url):
         await ask(api, USER, "/style selfie2anime")  # the user's row
         api.send_photo(USER, face_jpeg)
         await api.wait_for("sendPhoto", chat_id=USER)
@@ -107,17 +82,17 @@ async def test_stats_refusal_privacy_and_forget(
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_models_deploy_rollback_and_a_retrain_announced(
-    api: FakeTelegram, store: Path, db_url: str, face_jpeg: bytes, tiny_dataset: Path, tmp_path: Path,
+    api: FakeTelegram, tiny_store: Path, db_url: str, face_jpeg: bytes, tiny_dataset: Path, tmp_path: Path,
     read_usage: ReadUsage,
 ) -> None:
     datasets = tmp_path / "datasets"
     datasets.mkdir()
     (datasets / "selfie2anime").symlink_to(tiny_dataset)
-    async with running_bot(api, store, db_url):
+    async with admin_bot(api, tiny_store, db_url):
         models = (await ask(api, ADMIN, "/models"))["text"]
         assert "selfie2anime (default 1.0)" in models and "1.0 * - never deployed" in models
 
-        export_tiny_styles(store, "selfie2anime", "--version", "2.0", seed=1)
+        export_tiny_styles(tiny_store, "selfie2anime", "--version", "2.0", seed=1)
         deployed = (await ask(api, ADMIN, "/deploy selfie2anime 2.0"))["text"]
         assert deployed == messages.DEPLOYED.format(message="selfie2anime 2.0 is the default now (was 1.0).")
         missing = (await ask(api, ADMIN, "/deploy selfie2anime 8.0"))["text"]
@@ -133,7 +108,7 @@ async def test_models_deploy_rollback_and_a_retrain_announced(
 
         engine = create_engine(db_url)
         try:
-            config = WorkerConfig(datasets=datasets, model_store=store, runs_dir=tmp_path / "runs",
+            config = WorkerConfig(datasets=datasets, model_store=tiny_store, runs_dir=tmp_path / "runs",
                                   heartbeat_every=1, threads=1, worker_id="test-worker")
             assert await TrainingWorker(session_factory(engine), config).run_once() == 1
         finally:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,10 +12,9 @@ import pytest
 import torch
 from fakes.discord import FakeDiscord
 from PIL import Image
+from test_discord import fake, running_bot  # noqa: F401  (fake: the fake Discord fixture)
 
-from bots import discord, messages
-from bots.resources import SharedCore
-from bots.settings import Settings
+from bots import messages
 from db import jobs
 from db.engine import create_engine, session_factory
 
@@ -30,39 +27,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 ADMINISTRATOR = 1 << 3  # Discord's permission bit
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as fake:
-        yield fake
-    assert fake.unknown == [], f"the bot called routes the fake lacks: {fake.unknown}"
-    assert fake.refused == [], f"Discord would have refused: {fake.refused}"
-
-
-@asynccontextmanager
-async def running_bot(fake: FakeDiscord, store: Path, database_url: str) -> AsyncIterator[None]:
-    """`python -m bots discord` with user 7 as the only admin."""
-    settings = Settings(
-        _env_file=None, discord_token=fake.token, discord_api_url=fake.api_url,
-        discord_gateway_url=fake.gateway_url, model_store=store, database_url=database_url,
-        output_size=64, admin_ids=[ADMIN], jobs_poll_s=0.2,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(discord.serve(settings, SharedCore(settings), stop))
-    await fake.ready()
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
-
-
 async def test_admin_commands_refusals_and_an_announcement(
     fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, tmp_path: Path, face_jpeg: bytes,
     read_usage: ReadUsage, caplog: pytest.LogCaptureFixture,
 ) -> None:
     grid = tmp_path / "grid.png"  # what a training job leaves as its final sample grid
     Image.new("RGB", (8, 8)).save(grid)
-    async with running_bot(fake, bots_model_store, sqlite_db_url):
+    async with running_bot(fake, bots_model_store, sqlite_db_url, admin_ids=[ADMIN], jobs_poll_s=0.2):
         photo = await fake.slash_command(USER, "style", attachment=fake.attachment(face_jpeg, "me.jpg", "image/jpeg"))
         await fake.wait_for("followup", token=photo.token)
         for _ in range(100):  # the usage log is written in the background

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from torchserve_fixture import export_tiny_styles
 
 from db import jobs
 from db.engine import create_engine, session_factory
@@ -26,14 +25,6 @@ from training.worker import TrainingWorker, WorkerConfig
 torch.set_num_threads(1)
 Sessions = async_sessionmaker[AsyncSession]
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    """selfie2anime/anime2selfie 1.0: tiny generators (img_size 32), the arch a job retrains."""
-    store = tmp_path / "model_store"
-    export_tiny_styles(store, "selfie2anime")
-    return store
 
 
 @pytest.fixture
@@ -89,10 +80,10 @@ async def wait_until(sessions: Sessions, job_id: int, ok: Callable[[TrainingJob]
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_a_job_trains_exports_the_next_version_and_reports(
-    make_sessions: Callable[[], Sessions], store: Path, datasets: Path, tmp_path: Path
+    make_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
 ) -> None:
     sessions = make_sessions()
-    worker = TrainingWorker(sessions, config(store, datasets, tmp_path, "w1"))
+    worker = TrainingWorker(sessions, config(tiny_store, datasets, tmp_path, "w1"))
     first = await add_job(sessions, iterations=3)
     second = await add_job(sessions, iterations=2, from_version="1.0")
     missing = await add_job(sessions, iterations=2, from_version="7.0")
@@ -104,7 +95,7 @@ async def test_a_job_trains_exports_the_next_version_and_reports(
     assert Path(done.result["samples"]).is_file()
     again = await job_now(sessions, second.id)
     assert again.status == "done" and again.result["versions"]["selfie2anime"] == "3.0"
-    found = store_versions(store)
+    found = store_versions(tiny_store)
     assert sorted(found["selfie2anime"]) == sorted(found["anime2selfie"]) == ["1.0", "2.0", "3.0"]
     new = found["selfie2anime"]["2.0"].config
     assert new["handler"]["arch"] == found["selfie2anime"]["1.0"].config["handler"]["arch"]
@@ -115,10 +106,10 @@ async def test_a_job_trains_exports_the_next_version_and_reports(
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_two_workers_race_for_one_job(
-    make_sessions: Callable[[], Sessions], store: Path, datasets: Path, tmp_path: Path
+    make_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
 ) -> None:
     job = await add_job(make_sessions(), iterations=2)
-    workers = [TrainingWorker(make_sessions(), config(store, datasets, tmp_path, f"w{i}")) for i in range(2)]
+    workers = [TrainingWorker(make_sessions(), config(tiny_store, datasets, tmp_path, f"w{i}")) for i in range(2)]
     ran = await asyncio.gather(*(w.run_once() for w in workers))
     assert sorted(ran, key=str) == [job.id, None]
     assert (await job_now(make_sessions(), job.id)).status == "done"
@@ -126,11 +117,11 @@ async def test_two_workers_race_for_one_job(
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_a_cancelled_job_stops_and_says_why(
-    make_sessions: Callable[[], Sessions], store: Path, datasets: Path, tmp_path: Path
+    make_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
 ) -> None:
     sessions = make_sessions()
     job = await add_job(sessions, iterations=10_000)
-    worker = TrainingWorker(make_sessions(), config(store, datasets, tmp_path, "w1"))
+    worker = TrainingWorker(make_sessions(), config(tiny_store, datasets, tmp_path, "w1"))
     running = asyncio.create_task(worker.run_once())
     await wait_until(sessions, job.id, lambda j: j.progress > 0)
     async with sessions() as session:
@@ -139,20 +130,20 @@ async def test_a_cancelled_job_stops_and_says_why(
     stopped = await job_now(sessions, job.id)
     assert (stopped.status, stopped.error) == ("cancelled", "cancelled by telegram:1")
     assert stopped.progress < 10_000 and stopped.result is None
-    assert sorted(store_versions(store)["selfie2anime"]) == ["1.0"]  # nothing exported
+    assert sorted(store_versions(tiny_store)["selfie2anime"]) == ["1.0"]  # nothing exported
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_a_killed_worker_leaves_its_job_to_another(
-    make_sessions: Callable[[], Sessions], db_url: str, store: Path, datasets: Path, tmp_path: Path,
+    make_sessions: Callable[[], Sessions], db_url: str, tiny_store: Path, datasets: Path, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sessions = make_sessions()
     job = await add_job(sessions, iterations=12)
     worker = subprocess.Popen(
         [sys.executable, "-m", "training", "worker", "--database-url", db_url, "--datasets", str(datasets),
-         "--model-store", str(store), "--runs-dir", str(tmp_path / "runs"), "--heartbeat-every", "2",
+         "--model-store", str(tiny_store), "--runs-dir", str(tmp_path / "runs"), "--heartbeat-every", "2",
          "--threads", "1", "--exit-when-idle", "--worker-id", "doomed"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -165,7 +156,7 @@ async def test_a_killed_worker_leaves_its_job_to_another(
         worker.wait()
     assert (progressed.status, progressed.worker_id) == ("running", "doomed")
 
-    survivor = TrainingWorker(make_sessions(), config(store, datasets, tmp_path, "survivor", stale_after_s=0.0))
+    survivor = TrainingWorker(make_sessions(), config(tiny_store, datasets, tmp_path, "survivor", stale_after_s=0.0))
     with caplog.at_level("INFO", logger="training.worker"):
         assert await survivor.run_once() == job.id  # requeues the dead worker's job, then claims it
     assert "resuming" in caplog.text  # from the dead worker's last checkpoint, not from scratch
