@@ -8,16 +8,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
+from test_db_jobs import worker_sessions  # noqa: F401  (a new engine per call, as separate processes have)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import jobs
-from db.engine import create_engine, session_factory
 from db.models import TrainingJob
 from serving.management import store_versions
 from training.worker import TrainingWorker, WorkerConfig
@@ -34,20 +34,6 @@ def datasets(tiny_dataset: Path, tmp_path: Path) -> Path:
     root.mkdir()
     (root / "selfie2anime").symlink_to(tiny_dataset)
     return root
-
-
-@pytest.fixture
-async def make_sessions(db_url: str) -> AsyncIterator[Callable[[], Sessions]]:
-    """Sessions on a new engine per call, as separate worker processes would have."""
-    engines = []
-
-    def make() -> Sessions:
-        engines.append(create_engine(db_url))
-        return session_factory(engines[-1])
-
-    yield make
-    for engine in engines:
-        await engine.dispose()
 
 
 def config(store: Path, datasets: Path, tmp_path: Path, worker_id: str, **more: object) -> WorkerConfig:
@@ -80,9 +66,9 @@ async def wait_until(sessions: Sessions, job_id: int, ok: Callable[[TrainingJob]
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_a_job_trains_exports_the_next_version_and_reports(
-    make_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
+    worker_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
 ) -> None:
-    sessions = make_sessions()
+    sessions = worker_sessions()
     worker = TrainingWorker(sessions, config(tiny_store, datasets, tmp_path, "w1"))
     first = await add_job(sessions, iterations=3)
     second = await add_job(sessions, iterations=2, from_version="1.0")
@@ -106,22 +92,22 @@ async def test_a_job_trains_exports_the_next_version_and_reports(
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_two_workers_race_for_one_job(
-    make_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
+    worker_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
 ) -> None:
-    job = await add_job(make_sessions(), iterations=2)
-    workers = [TrainingWorker(make_sessions(), config(tiny_store, datasets, tmp_path, f"w{i}")) for i in range(2)]
+    job = await add_job(worker_sessions(), iterations=2)
+    workers = [TrainingWorker(worker_sessions(), config(tiny_store, datasets, tmp_path, f"w{i}")) for i in range(2)]
     ran = await asyncio.gather(*(w.run_once() for w in workers))
     assert sorted(ran, key=str) == [job.id, None]
-    assert (await job_now(make_sessions(), job.id)).status == "done"
+    assert (await job_now(worker_sessions(), job.id)).status == "done"
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_a_cancelled_job_stops_and_says_why(
-    make_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
+    worker_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
 ) -> None:
-    sessions = make_sessions()
+    sessions = worker_sessions()
     job = await add_job(sessions, iterations=10_000)
-    worker = TrainingWorker(make_sessions(), config(tiny_store, datasets, tmp_path, "w1"))
+    worker = TrainingWorker(worker_sessions(), config(tiny_store, datasets, tmp_path, "w1"))
     running = asyncio.create_task(worker.run_once())
     await wait_until(sessions, job.id, lambda j: j.progress > 0)
     async with sessions() as session:
@@ -136,10 +122,10 @@ async def test_a_cancelled_job_stops_and_says_why(
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_a_killed_worker_leaves_its_job_to_another(
-    make_sessions: Callable[[], Sessions], db_url: str, tiny_store: Path, datasets: Path, tmp_path: Path,
+    worker_sessions: Callable[[], Sessions], db_url: str, tiny_store: Path, datasets: Path, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sessions = make_sessions()
+    sessions = worker_sessions()
     job = await add_job(sessions, iterations=12)
     worker = subprocess.Popen(
         [sys.executable, "-m", "training", "worker", "--database-url", db_url, "--datasets", str(datasets),
@@ -156,7 +142,7 @@ async def test_a_killed_worker_leaves_its_job_to_another(
         worker.wait()
     assert (progressed.status, progressed.worker_id) == ("running", "doomed")
 
-    survivor = TrainingWorker(make_sessions(), config(tiny_store, datasets, tmp_path, "survivor", stale_after_s=0.0))
+    survivor = TrainingWorker(worker_sessions(), config(tiny_store, datasets, tmp_path, "survivor", stale_after_s=0.0))
     with caplog.at_level("INFO", logger="training.worker"):
         assert await survivor.run_once() == job.id  # requeues the dead worker's job, then claims it
     assert "resuming" in caplog.text  # from the dead worker's last checkpoint, not from scratch
