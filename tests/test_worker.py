@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db import jobs
 from db.models import TrainingJob
 from serving.management import store_versions
+from training import cli
 from training.worker import TrainingWorker, WorkerConfig
 
 torch.set_num_threads(1)
@@ -151,3 +153,17 @@ async def test_a_killed_worker_leaves_its_job_to_another(
     assert finished.result is not None and finished.result["versions"]["selfie2anime"] == "2.0"
     async with sessions() as session:
         assert await jobs.reclaim_stale(session, older_than=timedelta(0)) == []
+
+
+def test_enqueue_list_and_cancel_from_the_command_line(sqlite_db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    def training(*args: str) -> tuple[int, str]:
+        code = cli.main([*args, "--database-url", sqlite_db_url])
+        return code, capsys.readouterr().out
+
+    assert training("enqueue", "selfie2anime", "--iterations", "50", "--from", "1.0") == (
+        0, "queued #1 selfie2anime queued 0/50 from 1.0\n"
+    )
+    assert training("enqueue", "cat2dog") == (0, "queued #2 cat2dog queued 0/10000\n")
+    assert training("cancel", "2") == (0, "#2 cat2dog cancelled 0/10000 (cancelled by cli:" + getpass.getuser() + ")\n")
+    assert training("jobs", "--status", "queued") == (0, "#1 selfie2anime queued 0/50 from 1.0\n")
+    assert training("cancel", "9") == (1, "no job #9\n")
