@@ -16,13 +16,15 @@ HELP = (
     "Send a photo (or an image file) and I'll send it back restyled.\n"
     "/styles - see the styles and pick one\n"
     "/style NAME - switch to a style\n"
-    "A photo with the caption /style NAME uses that style just once."
+    "A photo with the caption /style NAME uses that style just once.\n"
+    "/privacy - what I keep about you (never your photos); /forget - delete it"
 )
 DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
     "/style with a photo - I send it back restyled (pick a style there to use it just once)\n"
     "/styles - see the styles\n"
     "/mystyle NAME - switch to a style\n"
-    "You can also send me a photo in a DM, or mention me with one in a channel."
+    "You can also send me a photo in a DM, or mention me with one in a channel.\n"
+    "/privacy - what I keep about you (never your photos); /forget - delete it"
 )
 STYLES_HEADER = "Styles (yours now: {style}):"
 STYLE_LINE = "{name} - {description}"

@@ -161,8 +161,10 @@ class TorchServeManagement:
             raise DeployError(f"TorchServe's model list failed ({status}): {_reason(body)}")
         result = []
         for name in sorted(m["modelName"] for m in json.loads(body).get("models", [])):
-            _, every = await self._manage("GET", f"/models/{name}/all")
-            _, default = await self._manage("GET", f"/models/{name}")
+            every_status, every = await self._manage("GET", f"/models/{name}/all")
+            default_status, default = await self._manage("GET", f"/models/{name}")
+            if every_status != 200 or default_status != 200:  # unregistered meanwhile
+                continue
             result.append(StyleVersions(
                 name,
                 tuple(sorted({m["modelVersion"] for m in json.loads(every)}, key=version_order)),
