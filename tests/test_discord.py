@@ -126,7 +126,7 @@ async def test_slash_style_defers_then_sends_the_picture(
 
     [sync] = fake.calls_to("sync", guild_id=str(fake.guild_id))  # development: one server, at once
     commands = {c["name"]: c for c in sync.json}
-    assert sorted(commands) == ["help", "mystyle", "style", "styles"]
+    assert sorted(commands) == ["forget", "help", "mystyle", "privacy", "style", "styles"]
     image, style = commands["style"]["options"]
     assert (image["name"], image["type"], image["required"]) == ("image", 11, True)
     assert (style["name"], style["type"], style["required"]) == ("style", 3, False)
@@ -303,7 +303,7 @@ async def test_make_run_serves_both_bots_when_both_tokens_are_set(
             output, _ = await asyncio.wait_for(process.communicate(), 60)
     log = output.decode()
     assert process.returncode == 0, log
-    assert "Discord bot @toonbot: 4 slash commands synced globally" in log
+    assert "Discord bot @toonbot: 6 slash commands synced globally" in log
     assert "Telegram bot @toonbot_test_bot" in log
     assert fake.token not in log and telegram.token not in log  # secrets never reach the log
     rows = await read_usage(database_url)
