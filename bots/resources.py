@@ -96,6 +96,9 @@ class SharedCore:
                 "no styles deployed%s: export a checkpoint into the model store (README, Serving)",
                 f" in {settings.model_store}" if settings.torchserve_url is None else "",
             )
+        if isinstance(stylizer, EmbeddedEngine):
+            warm_up = asyncio.create_task(stylizer.warm_up(first=settings.default_style))
+            self._stack.callback(warm_up.cancel)
         recorder = UsageRecorder(sessions)
         self._stack.push_async_callback(recorder.close)  # flushed before the engine goes
         core = Core(

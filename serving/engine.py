@@ -146,6 +146,16 @@ class EmbeddedEngine:
             raise replies.rejection(body)
         raise StylizeError(replies.FAILED)
 
+    async def warm_up(self, first: str | None = None) -> None:
+        """Load every style now (`first` first): choosing and compiling its inference path
+        takes seconds, which no user request should wait for."""
+        names = sorted((s.name for s in await self.styles()), key=lambda n: (n != first, n))
+        for name in names:
+            try:
+                await self._worker(name)
+            except Exception:  # one broken archive must not keep the others cold
+                logger.exception("could not load style %s", name)
+
     async def _worker(self, style: str) -> _Worker:
         """The loaded worker for the style's pinned archive; loads or reloads it on first use."""
         async with self._loading:

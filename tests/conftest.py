@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,6 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.engine import create_engine, migrate, session_factory
 from db.models import Usage
+
+# Handlers load with the plain eager generator in tests: choosing a faster path
+# compiles each archive (tens of seconds). tests/test_acceleration.py runs the
+# real choice, in-process and through the handler.
+os.environ.setdefault("TOONBOT_INFERENCE", "eager")
 
 # --- db: migrated SQLite and PostgreSQL databases -------------------------------
 # `db_url` runs a test on both backends; `sqlite_db_url` / `postgres_db_url`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
@@ -74,3 +75,38 @@ def test_chosen_path_is_warm_and_never_recompiles(generator, caplog) -> None:
 
 def test_eager_preference_skips_the_search(generator) -> None:
     assert acceleration.choose(generator, SIZE, torch.device("cpu"), prefer="eager").name == "eager-fp32"
+
+
+async def test_the_handler_serves_through_the_chosen_path(
+    serving_model_store, serving_mar_cache, monkeypatch, caplog
+) -> None:
+    """The archives' default (`inference: auto`) in the embedded engine: same picture as eager."""
+    from serving.engine import EmbeddedEngine
+
+    face = (FIXTURES / "obama_256.jpg").read_bytes()
+    outputs = {}
+    for mode in ("eager", "auto"):
+        monkeypatch.setenv("TOONBOT_INFERENCE", mode)
+        caplog.clear()
+        caplog.set_level("INFO")
+        engine = EmbeddedEngine(serving_model_store, cache_dir=serving_mar_cache)
+        try:
+            outputs[mode] = np.asarray(Image.open(io.BytesIO(
+                (await engine.stylize("cat2dog", face, size=64, fmt="png")).image)), dtype=np.float32)
+        finally:
+            await engine.close()
+        if mode == "auto":
+            assert "inference path:" in caplog.text
+    mse = np.mean((outputs["auto"] - outputs["eager"]) ** 2)
+    assert mse == 0 or 10 * np.log10(255**2 / mse) >= acceleration.PSNR_FLOOR_DB
+
+
+async def test_engine_warm_up_loads_every_style_before_any_request(serving_model_store, serving_mar_cache) -> None:
+    from serving.engine import EmbeddedEngine
+
+    engine = EmbeddedEngine(serving_model_store, cache_dir=serving_mar_cache)
+    try:
+        await engine.warm_up(first="cat2dog")
+        assert sorted(engine._workers) == sorted(s.name for s in await engine.styles())
+    finally:
+        await engine.close()

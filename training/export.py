@@ -36,7 +36,7 @@ def archive_name(style: str, version: str) -> str:
 
 def model_config(
     arch: dict[str, Any], img_size: int, info: catalog.Entry, *, workers: int, batch_size: int,
-    max_batch_delay: int, response_timeout: int,
+    max_batch_delay: int, response_timeout: int, inference: str = "auto",
 ) -> dict[str, Any]:
     """model-config.yaml: TorchServe's settings at the top, the handler's under `handler`."""
     return {
@@ -51,6 +51,7 @@ def model_config(
             "title": info.title,
             "description": info.description,
             "needs_face": info.needs_face,
+            "inference": inference,  # serving/archive/acceleration.py; TOONBOT_INFERENCE overrides
         },
     }
 
@@ -99,7 +100,7 @@ def export(args: argparse.Namespace) -> int:
         config = model_config(
             state["generator_arch"], int(options["img_size"]), info, workers=args.workers,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
-            response_timeout=args.response_timeout,
+            response_timeout=args.response_timeout, inference=args.inference,
         )
         path = write_archive(Path(args.out), style, args.version, state["networks"][key], config)
         print(f"{style} {args.version}: {path}")
@@ -123,4 +124,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--max-batch-delay", type=int, default=50, help="ms to wait to fill a batch")
     p.add_argument("--response-timeout", type=int, default=120, help="seconds")
+    p.add_argument("--inference", default="auto",
+                   help="generator path: auto (fastest that passes the PSNR check), eager, or a path name")
     p.set_defaults(func=export)

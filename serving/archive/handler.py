@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from ts.torch_handler.base_handler import BaseHandler
 
+import acceleration
 import framing
 import imaging
 from imaging import Options, Rejected
@@ -46,6 +47,9 @@ class StyleHandler(BaseHandler):
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
         self.model.to(self.device).eval()
         self.img_size = int(self.config["img_size"])
+        # Choose (and compile, warm up, check) the fastest path before any request.
+        prefer = os.environ.get("TOONBOT_INFERENCE") or self.config.get("inference", "auto")
+        self.path = acceleration.choose(self.model, self.img_size, self.device, prefer)
         self.framer = framing.FaceFramer() if self.config["needs_face"] else None
         self.initialized = True
 
@@ -96,7 +100,7 @@ class StyleHandler(BaseHandler):
 
     def generate(self, real: torch.Tensor) -> torch.Tensor:
         """The generator alone: (N, 3, S, S) in [-1, 1] -> same shape, float32 on the CPU."""
-        return self.model(real)[0].float().cpu()
+        return self.path.run(real).float().cpu()
 
     def postprocess(self, data: list[Item]) -> list[bytes]:
         """Encode each image at the requested size; errors get their 4xx status and JSON."""
