@@ -56,7 +56,9 @@ def test_archive_holds_fp16_weights_code_handler_and_config(tmp_path: Path) -> N
     assert handler["arch"] == {"input_nc": 3, "output_nc": 3, "ngf": 8, "n_blocks": 1, "img_size": 32, "light": True}
     assert handler["img_size"] == 32
     assert handler["title"] == catalog.KNOWN["anime2selfie"].title
-    assert handler["needs_face"] is True
+    assert handler["needs_face"] is False  # anime faces are centre-cropped
+    assert handler["inference"] == "auto"
+    assert "acceleration.py" in names
 
 
 def test_b2a_archive_holds_the_b2a_generator(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ async def test_torchserve_and_embedded_give_the_same_image(
 async def test_styles_and_health_agree(stylizer: Stylizer) -> None:
     styles = await stylizer.styles()
     assert [(s.name, s.needs_face, s.version) for s in styles] == [
-        ("anime2selfie", True, "1.0"), ("cat2dog", False, "1.0"),
+        ("anime2selfie", False, "1.0"), ("cat2dog", False, "1.0"),
         ("dog2cat", False, "1.0"), ("selfie2anime", True, "1.0"),
     ]
     assert styles[3].title == "Selfie to anime"
