@@ -2,7 +2,8 @@
 
 No Docker engine runs here, so the stack is checked where it meets the
 repository: the schema, each service's command parsed by the program it
-runs, each file the images copy, the ports and keys TorchServe exposes.
+runs, each file the images copy, the ports and keys TorchServe exposes,
+and a real TorchServe started on the container's config.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.error
+import urllib.request
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,8 @@ from ts.arg_parser import ArgParser
 
 from bots.run import FRONT_ENDS
 from bots.settings import REPO_ROOT
+from serving import torchserve
+from torchserve_fixture import running_torchserve
 from training.cli import build_parser
 
 DOCKER = REPO_ROOT / "docker"
@@ -100,7 +106,8 @@ def test_each_build_names_an_existing_dockerfile_stage(compose: dict[str, Any], 
 
 
 def test_every_file_the_images_copy_exists_and_reaches_the_build(stages: dict) -> None:
-    ignore = [line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    ignore = [line for line in lines if line and not line.startswith("#")]
     assert ignore[0] == "*"  # everything is left out but what is named
     included = {line[1:] for line in ignore if line.startswith("!")}
     assert not any(".env" in pattern for pattern in included)  # tokens never enter an image
@@ -126,8 +133,6 @@ def test_every_command_is_one_the_program_accepts(compose: dict[str, Any], stage
         if "build" not in service:
             continue
         match command_of(service, stages):
-            case ["python", "-m", "bots", front_end]:
-                assert front_end in FRONT_ENDS, name
             case ["python", "start_bot.py", front_end]:
                 assert front_end in FRONT_ENDS and "docker/start_bot.py" in app_files, name
             case ["python", "-m", "training", *args]:
@@ -147,14 +152,19 @@ def mounts(service: dict[str, Any]) -> set[str]:
     return {interpolate(volume).split(":", 1)[1] for volume in service["volumes"]}
 
 
+def container_config() -> str:
+    """The TorchServe container's config as docker/Dockerfile writes it: `cat` of the two files."""
+    return "".join(path.read_text() for path in (REPO_ROOT / "serving" / "config.properties",
+                                                 DOCKER / "torchserve.properties"))
+
+
 def torchserve_properties() -> dict[str, str]:
-    """The container's TorchServe config as Java reads it: the package's file, then docker's; last wins."""
+    """That config as Java reads it: a later key wins."""
     settings: dict[str, str] = {}
-    for path in (REPO_ROOT / "serving" / "config.properties", DOCKER / "torchserve.properties"):
-        for line in path.read_text().splitlines():
-            if line.strip() and not line.startswith("#"):
-                key, _, value = line.partition("=")
-                settings[key.strip()] = value.strip()
+    for line in container_config().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.strip()
     return settings
 
 
@@ -243,6 +253,39 @@ def test_start_bot_reads_torchserve_keys_unless_set_by_hand(tmp_path: Path, monk
     load_start_bot().load_keys(tmp_path)
     assert os.environ["TORCHSERVE_TOKEN"] == "inference-key"
     assert os.environ["TORCHSERVE_MANAGEMENT_TOKEN"] == "by-hand"
+
+
+@pytest.mark.slow
+def test_torchserve_runs_on_the_container_config_and_bots_read_its_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "container.properties"
+    config.write_text(container_config())
+    # Only the addresses and the model store are this test's (free loopback ports, a temp store).
+    monkeypatch.setattr(torchserve, "CONFIG_TEMPLATE", config)
+    (store := tmp_path / "model_store").mkdir()
+    start_bot = load_start_bot()
+    for variable in start_bot.KEY_VARIABLES.values():
+        monkeypatch.delenv(variable, raising=False)
+    with running_torchserve(store, tmp_path / "run", token_auth=True) as ts:
+        start_bot.load_keys(ts.run_dir)  # key_file.json as TorchServe wrote it
+        for token, expected in ((os.environ["TORCHSERVE_MANAGEMENT_TOKEN"], 200), ("wrong", 400)):
+            request = urllib.request.Request(f"{ts.management_url}/models", headers={"Authorization": f"Bearer {token}"})
+            try:
+                status = urllib.request.urlopen(request, timeout=30).status
+            except urllib.error.HTTPError as error:
+                status = error.code
+            assert status == expected
+        expiry = json.loads((ts.run_dir / "key_file.json").read_text())["inference"]["expiration time"]
+        assert date.fromisoformat(expiry[:10]) > date.today() + timedelta(days=300)  # the container's year
+
+
+def test_torchserve_healthcheck_runs_in_the_image_environment(compose: dict[str, Any]) -> None:
+    test = compose["services"]["torchserve"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python"]  # the image's venv python, here this one
+    # Here no TorchServe of ours answers on 8080 (unhealthy: 1); what matters is no traceback.
+    result = subprocess.run([sys.executable, *test[2:]], capture_output=True, text=True, timeout=60)
+    assert result.returncode in (0, 1) and result.stderr == "", result.stderr
 
 
 def test_a_bot_without_its_token_exits_cleanly(tmp_path: Path) -> None:
