@@ -1,32 +1,50 @@
-"""Latency per 256 px image: the generator alone, the handler in-process, through TorchServe.
+"""Latency per 256 px image: each inference path, then each serving runtime.
 
-    .venv/bin/python bench/latency.py [--style cat2dog] [--runs 30]
+    .venv/bin/python bench/latency.py [--threads 2] [--quick] [--only paths|runtimes]
 
-Prints median and p95 per path, side by side, and the handler's overhead
-(decode, framing, resize, encode, batching hop) as a share of the
-generator's time. Uses the style's `.mar` from the model store; without one it
-exports random weights of the paper's light generator (ngf 64, 4 blocks,
-256 px), which run exactly as fast as trained ones. TorchServe is started on
-free local ports (token auth on) and stopped afterwards, unless --torchserve
-points at a running one.
+Inference paths: eager float32 (the baseline) beside every faster path that
+`acceleration.candidates` offers on this CPU (exactly what serving can
+choose), on random weights of the paper's light generator (ngf 64, 4 blocks,
+256 px), which run exactly as fast as trained ones. Per path: PSNR against
+float32 on the public-domain test photos, per-image median and p95 at batch 1
+and 4, peak memory, and GFLOP/s achieved as a share of this CPU's peak, which
+the bench measures itself with a large convolution.
+
+Runtimes: median and p95 of the generator alone, the handler in-process and
+through TorchServe, and the handler's overhead (decode, framing, resize,
+encode, batching hop) as a share of the generator's time. Uses the style's
+`.mar` from the model store, else random weights of the light generator.
+TorchServe is started on free local ports (token auth on) and stopped
+afterwards, unless --torchserve points at a running one.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
+import ctypes
+import math
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a fresh clone
+sys.path.insert(0, str(ROOT / "serving" / "archive"))  # acceleration ships flat inside each .mar
+
+import acceleration  # noqa: E402
 
 from serving import archives, catalog  # noqa: E402
 from serving.api import StylizeError  # noqa: E402
@@ -35,16 +53,170 @@ from serving.engine import EmbeddedEngine  # noqa: E402
 from serving.torchserve import LocalTorchServe, Ports  # noqa: E402
 from training.export import model_config, write_archive  # noqa: E402
 from training.networks import ResnetGenerator  # noqa: E402
+from training.summary import gflops_per_image  # noqa: E402
 
 IMAGES = {True: ROOT / "tests" / "fixtures" / "obama_256.jpg", False: ROOT / "tests" / "fixtures" / "chelsea_256.jpg"}
 SIZE = 256
 PAUSE = 0.3  # seconds between calls
+PHOTOS = ("grace_hopper_256.jpg", "obama_256.jpg", "chelsea_256.jpg")
+BATCHES = (1, 4)
+PEAK_CONV = (256, 64, 4)  # channels, side, batch: a convolution big enough to run near the CPU's peak
+TARGET = (0.12, 3.0, 2)  # issue 9: seconds per image, speed-up over eager float32, on this many threads
+CPU = torch.device("cpu")
+
+
+def light_generator(img_size: int = SIZE) -> ResnetGenerator:
+    """The paper's light generator (ngf 64, 4 blocks) with seeded random weights."""
+    torch.manual_seed(0)
+    return ResnetGenerator(ngf=64, n_blocks=4, img_size=img_size, light=True).eval()
 
 
 def summary(seconds: list[float]) -> tuple[float, float]:
     """(median, p95) in milliseconds."""
     ms = sorted(s * 1000 for s in seconds)
     return statistics.median(ms), ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+
+
+# --- inference paths: eager float32 beside each path serving can choose -------
+
+
+@dataclass(frozen=True)
+class PathRow:
+    """One inference path: quality against float32, per-image times, memory and compute rate."""
+
+    name: str
+    psnr_db: float  # worst over the test photos
+    ms: dict[int, tuple[float, float]]  # batch size -> (median, p95) per image
+    peak_mib: float  # RSS high-water mark above the resting process while built and warmed up
+    gflops: float  # achieved at batch 1 (median)
+    share: float  # of the measured peak of the path's compute dtype; nan where not measured
+
+
+def cpu_model() -> str:
+    """The CPU's name, family and model, as /proc/cpuinfo has them (the README quotes numbers with it)."""
+    info = dict(re.findall(r"^(model name|cpu family|model)\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M))
+    return f"{info['model name']} (family {info['cpu family']}, model {info['model']})"
+
+
+def _status_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    assert match, field  # Linux always reports VmRSS and VmHWM
+    return int(match.group(1))
+
+
+def reset_peak_rss() -> int:
+    """Hand freed heap back to the OS and restart the RSS high-water mark; the resting RSS in KiB.
+
+    Torch allocates CPU tensors with malloc, so RSS, not tracemalloc, sees them.
+    """
+    ctypes.CDLL(None).malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kib("VmRSS")
+
+
+def _seconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def peak_gflops(dtype: torch.dtype, reps: int) -> float:
+    """Best GFLOP/s of a large 3x3 convolution in `dtype`, channels-last as the paths run: this CPU's practical peak."""
+    c, side, n = PEAK_CONV
+    conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(dtype=dtype, memory_format=torch.channels_last)
+    x = torch.randn(n, c, side, side, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    conv(x)  # oneDNN picks and caches its kernel on the first call
+    return 2 * c * c * 9 * side * side * n / min(_seconds(lambda: conv(x)) for _ in range(reps)) / 1e9
+
+
+def measure_peaks(reps: int) -> dict[str, float]:
+    """Peak GFLOP/s per compute dtype this CPU has instructions for."""
+    peaks = {"fp32": peak_gflops(torch.float32, reps)}
+    if acceleration.cpu_has_bf16():
+        peaks["bf16"] = peak_gflops(torch.bfloat16, reps)
+    return peaks
+
+
+def photo_batch(img_size: int) -> torch.Tensor:
+    """The public-domain test photos at the generator's size, (N, 3, S, S) in [-1, 1]."""
+    images = []
+    for name in PHOTOS:
+        im = Image.open(ROOT / "tests" / "fixtures" / name).convert("RGB").resize((img_size, img_size), Image.LANCZOS)
+        images.append(torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1)
+    return torch.stack(images)
+
+
+@torch.inference_mode()
+def paths_table(generator: nn.Module, img_size: int, peaks: dict[str, float], runs: int) -> list[PathRow]:
+    """Eager float32 first, then each path `acceleration.candidates` offers here, timed turn by turn.
+
+    Each path is built and warmed up (compiled) on its own first, with the RSS
+    high-water mark reset, to measure its memory; the timed runs then take
+    turns so that a busy machine's drifting load falls on all paths alike.
+    """
+    baseline = copy.deepcopy(generator).eval()  # candidates() turns its model channels-last in place
+    builders = [("eager-fp32", lambda: acceleration.choose(baseline, img_size, CPU, prefer="eager").run)]
+    builders += acceleration.candidates(copy.deepcopy(baseline), CPU)
+    photos = photo_batch(img_size)
+    reference = baseline(photos)[0]
+    inputs = {b: torch.rand(b, 3, img_size, img_size) * 2 - 1 for b in BATCHES}
+    paths: dict[str, acceleration.Run] = {}
+    quality: dict[str, float] = {}
+    memory: dict[str, float] = {}
+    for name, build in builders:
+        resting = reset_peak_rss()
+        run = paths[name] = build()
+        out = run(photos)
+        quality[name] = min(acceleration.psnr(out[i], reference[i]) for i in range(len(PHOTOS)))
+        for b in BATCHES:
+            run(inputs[b])
+        memory[name] = (_status_kib("VmHWM") - resting) / 1024
+    times: dict[tuple[str, int], list[float]] = {(name, b): [] for name in paths for b in BATCHES}
+    for _ in range(runs):
+        for name, run in paths.items():
+            for b in BATCHES:
+                times[name, b].append(_seconds(lambda: run(inputs[b])) / b)  # noqa: B023 (called at once)
+    gflop = gflops_per_image(baseline, img_size)
+    rows = []
+    for name in paths:
+        ms = {b: summary(times[name, b]) for b in BATCHES}
+        gflops = gflop / (ms[1][0] / 1000)
+        peak = peaks.get("bf16" if "bf16" in name else "fp32", math.nan)
+        rows.append(PathRow(name, quality[name], ms, memory[name], gflops, gflops / peak))
+    return rows
+
+
+def print_paths(rows: list[PathRow], peaks: dict[str, float]) -> None:
+    """The side-by-side table, then how the fastest path compares with issue 9's target."""
+    print("peak " + ", ".join(f"{dtype} {value:.0f} GFLOP/s" for dtype, value in peaks.items())
+          + f" (3x3 convolution {PEAK_CONV[0]}->{PEAK_CONV[0]} channels on {PEAK_CONV[1]} px, batch {PEAK_CONV[2]})")
+    batch_heads = "".join(f" {f'b{b} median':>10} {f'b{b} p95':>8}" for b in BATCHES)
+    print(f"\n{'path':24} {'PSNR dB':>7}{batch_heads} {'peak MiB':>8} {'GFLOP/s':>7} {'of peak':>7} {'speed-up':>8}")
+    base = rows[0].ms[1][0]
+    for r in rows:
+        times = "".join(f" {r.ms[b][0]:10.1f} {r.ms[b][1]:8.1f}" for b in BATCHES)
+        print(f"{r.name:24} {r.psnr_db:7.1f}{times} {r.peak_mib:8.0f} {r.gflops:7.1f} {r.share:7.0%} "
+              f"{base / r.ms[1][0]:7.2f}x")
+    print("(ms per image; batch 4 runs the paths' own way, the candidates one image at a time)")
+    best = min(rows, key=lambda r: r.ms[1][0])
+    seconds, speedup = best.ms[1][0] / 1000, base / best.ms[1][0]
+    target_s, target_speedup, target_threads = TARGET
+    met = (seconds <= target_s and speedup >= target_speedup and best.psnr_db >= acceleration.PSNR_FLOOR_DB
+           and torch.get_num_threads() == target_threads)
+    print(f"fastest: {best.name}, {seconds:.3f} s per image, {speedup:.2f}x eager float32, PSNR {best.psnr_db:.1f} dB; "
+          f"target (<= {target_s} s, >= {target_speedup:.0f}x, >= {acceleration.PSNR_FLOOR_DB:.0f} dB "
+          f"on {target_threads} threads): {'met' if met else 'not met'}")
+
+
+def bench_paths(runs: int, peak_reps: int) -> None:
+    """Measure this CPU's peak, then the paths table of the light 256 px generator."""
+    peaks = measure_peaks(peak_reps)
+    rows = paths_table(light_generator(), SIZE, peaks, runs)
+    print_paths(rows, peaks)
+
+
+# --- runtimes: the generator alone, the handler in-process, through TorchServe --
 
 
 async def interleaved(calls: dict[str, Callable[[], Awaitable[object]]], runs: int, warmup: int) -> dict[str, list[float]]:
@@ -65,7 +237,7 @@ async def interleaved(calls: dict[str, Callable[[], Awaitable[object]]], runs: i
 
 def random_store(folder: Path, style: str) -> Path:
     """A model store with one random-weight light generator at 256 px, for timing only."""
-    generator = ResnetGenerator(ngf=64, n_blocks=4, img_size=SIZE, light=True)
+    generator = light_generator()
     info = catalog.entry(style)
     config = model_config(generator.arch(), SIZE, info, workers=1, batch_size=1, max_batch_delay=0, response_timeout=120)
     write_archive(folder, style, "1.0", generator.state_dict(), config)
@@ -117,17 +289,8 @@ async def measure(archive: archives.Archive, store: Path, cache: Path, url: str,
         await client.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-store", type=Path, default=ROOT / "model_store")
-    parser.add_argument("--style", default="cat2dog")
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--torchserve", metavar="URL", help="a running TorchServe serving the style")
-    parser.add_argument("--token", default=os.environ.get("TORCHSERVE_TOKEN"))
-    parser.add_argument("--port", type=int, default=28180, help="first of five free ports for the local TorchServe")
-    args = parser.parse_args()
-
+def bench_runtimes(args: argparse.Namespace) -> None:
+    """The three runtimes on the style's archive (or random weights), interleaved."""
     with tempfile.TemporaryDirectory(prefix="toonbot-bench-") as tmp_name:
         tmp = Path(tmp_name)
         store = args.model_store
@@ -138,7 +301,7 @@ def main() -> int:
             found = archives.scan(store)
         archive = found[args.style]
         print(f"{args.style} {archive.version}: arch {archive.config['handler']['arch']}, "
-              f"torch threads {torch.get_num_threads()}, {args.runs} runs after {args.warmup} warm-up")
+              f"{args.runs} runs after {args.warmup} warm-up")
         local = None
         url, token = args.torchserve, args.token
         if url is None:
@@ -151,7 +314,7 @@ def main() -> int:
             if local is not None:
                 local.stop()
 
-    print(f"\n{'path':22} {'median ms':>10} {'p95 ms':>10}")
+    print(f"\n{'runtime':22} {'median ms':>10} {'p95 ms':>10}")
     for name, times in rows.items():
         median, p95 = summary(times)
         print(f"{name:22} {median:10.1f} {p95:10.1f}")
@@ -160,6 +323,35 @@ def main() -> int:
     served = summary(rows["through TorchServe"])[0]
     print(f"\nhandler overhead: {handler - gen:.1f} ms = {(handler - gen) / gen:.0%} of the generator's time")
     print(f"TorchServe on top of the handler: {served - handler:.1f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("paths", "runtimes"), help="run one part (default: both)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads in this process")
+    parser.add_argument("--quick", action="store_true", help="3 runs, 1 warm-up: checks the bench, not the machine")
+    parser.add_argument("--path-runs", type=int, default=10, help="timed runs per inference path and batch size")
+    parser.add_argument("--peak-reps", type=int, default=10, help="repetitions of the peak-measuring convolution")
+    parser.add_argument("--model-store", type=Path, default=ROOT / "model_store")
+    parser.add_argument("--style", default="cat2dog")
+    parser.add_argument("--runs", type=int, default=30, help="timed calls per runtime")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--torchserve", metavar="URL", help="a running TorchServe serving the style")
+    parser.add_argument("--token", default=os.environ.get("TORCHSERVE_TOKEN"))
+    parser.add_argument("--port", type=int, default=28180, help="first of five free ports for the local TorchServe")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs = args.path_runs = args.peak_reps = 3
+        args.warmup = 1
+    torch.set_num_threads(args.threads)
+    print(f"CPU {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, bf16 instructions "
+          f"{'yes' if acceleration.cpu_has_bf16() else 'no'}, {torch.get_num_threads()} threads")
+    if args.only != "runtimes":
+        bench_paths(args.path_runs, args.peak_reps)
+    if args.only != "paths":
+        print()
+        bench_runtimes(args)
     return 0
 
 
