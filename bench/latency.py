@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +66,10 @@ TARGET = (0.12, 3.0, 2)  # issue 9: seconds per image, speed-up over eager float
 CPU = torch.device("cpu")
 
 
-def light_generator(img_size: int = SIZE) -> ResnetGenerator:
-    """The paper's light generator (ngf 64, 4 blocks) with seeded random weights."""
+def light_generator() -> ResnetGenerator:
+    """The paper's light generator (ngf 64, 4 blocks, 256 px) with seeded random weights."""
     torch.manual_seed(0)
-    return ResnetGenerator(ngf=64, n_blocks=4, img_size=img_size, light=True).eval()
+    return ResnetGenerator(ngf=64, n_blocks=4, img_size=SIZE, light=True).eval()
 
 
 def summary(seconds: list[float]) -> tuple[float, float]:
@@ -127,7 +128,7 @@ def peak_gflops(dtype: torch.dtype, reps: int) -> float:
     conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(dtype=dtype, memory_format=torch.channels_last)
     x = torch.randn(n, c, side, side, dtype=dtype).contiguous(memory_format=torch.channels_last)
     conv(x)  # oneDNN picks and caches its kernel on the first call
-    return 2 * c * c * 9 * side * side * n / min(_seconds(lambda: conv(x)) for _ in range(reps)) / 1e9
+    return 2 * c * c * 9 * side * side * n / min(_seconds(partial(conv, x)) for _ in range(reps)) / 1e9
 
 
 def measure_peaks(reps: int) -> dict[str, float]:
@@ -176,7 +177,7 @@ def paths_table(generator: nn.Module, img_size: int, peaks: dict[str, float], ru
     for _ in range(runs):
         for name, run in paths.items():
             for b in BATCHES:
-                times[name, b].append(_seconds(lambda: run(inputs[b])) / b)  # noqa: B023 (called at once)
+                times[name, b].append(_seconds(partial(run, inputs[b])) / b)
     gflop = gflops_per_image(baseline, img_size)
     rows = []
     for name in paths:
@@ -188,7 +189,7 @@ def paths_table(generator: nn.Module, img_size: int, peaks: dict[str, float], ru
 
 
 def print_paths(rows: list[PathRow], peaks: dict[str, float]) -> None:
-    """The side-by-side table, then how the fastest path compares with issue 9's target."""
+    """The side-by-side table, then how the fastest path within the PSNR floor compares with issue 9's target."""
     print("peak " + ", ".join(f"{dtype} {value:.0f} GFLOP/s" for dtype, value in peaks.items())
           + f" (3x3 convolution {PEAK_CONV[0]}->{PEAK_CONV[0]} channels on {PEAK_CONV[1]} px, batch {PEAK_CONV[2]})")
     batch_heads = "".join(f" {f'b{b} median':>10} {f'b{b} p95':>8}" for b in BATCHES)
@@ -198,12 +199,11 @@ def print_paths(rows: list[PathRow], peaks: dict[str, float]) -> None:
         times = "".join(f" {r.ms[b][0]:10.1f} {r.ms[b][1]:8.1f}" for b in BATCHES)
         print(f"{r.name:24} {r.psnr_db:7.1f}{times} {r.peak_mib:8.0f} {r.gflops:7.1f} {r.share:7.0%} "
               f"{base / r.ms[1][0]:7.2f}x")
-    print("(ms per image; batch 4 runs the paths' own way, the candidates one image at a time)")
-    best = min(rows, key=lambda r: r.ms[1][0])
+    print("(ms per image; GFLOP/s and speed-up at batch 1; at batch 4 the candidates run one image at a time)")
+    best = min((r for r in rows if r.psnr_db >= acceleration.PSNR_FLOOR_DB), key=lambda r: r.ms[1][0])
     seconds, speedup = best.ms[1][0] / 1000, base / best.ms[1][0]
     target_s, target_speedup, target_threads = TARGET
-    met = (seconds <= target_s and speedup >= target_speedup and best.psnr_db >= acceleration.PSNR_FLOOR_DB
-           and torch.get_num_threads() == target_threads)
+    met = seconds <= target_s and speedup >= target_speedup and torch.get_num_threads() == target_threads
     print(f"fastest: {best.name}, {seconds:.3f} s per image, {speedup:.2f}x eager float32, PSNR {best.psnr_db:.1f} dB; "
           f"target (<= {target_s} s, >= {target_speedup:.0f}x, >= {acceleration.PSNR_FLOOR_DB:.0f} dB "
           f"on {target_threads} threads): {'met' if met else 'not met'}")
