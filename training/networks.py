@@ -87,6 +87,21 @@ def clip_rho(module: nn.Module) -> None:
                 m.rho.clamp_(0.0, 1.0)
 
 
+def class_activation(
+    x: torch.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The auxiliary classifier eta and the attention map a = w * E.
+
+    Logits of the average- and max-pooled features (N, 2), and the feature map
+    re-weighted by each classifier's weights, concatenated along channels (N, 2C, H, W).
+    """
+    n = x.shape[0]
+    gap_logit = gap_fc(F.adaptive_avg_pool2d(x, 1).view(n, -1))
+    gmp_logit = gmp_fc(F.adaptive_max_pool2d(x, 1).view(n, -1))
+    attention = torch.cat([x * gap_fc.weight[:, :, None, None], x * gmp_fc.weight[:, :, None, None]], 1)
+    return torch.cat([gap_logit, gmp_logit], 1), attention
+
+
 class ResnetBlock(nn.Module):
     """Encoder residual block: (pad, 3x3 conv, IN, ReLU) x 2 with a skip."""
 
@@ -224,14 +239,7 @@ class ResnetGenerator(nn.Module):
         """x: (N, 3, S, S) in [-1, 1] -> (image (N, 3, S, S), cam_logit (N, 2), heatmap (N, 1, S/4, S/4))."""
         x = self.DownBlock(x)
         n = x.shape[0]
-
-        gap_logit = self.gap_fc(F.adaptive_avg_pool2d(x, 1).view(n, -1))
-        gmp_logit = self.gmp_fc(F.adaptive_max_pool2d(x, 1).view(n, -1))
-        cam_logit = torch.cat([gap_logit, gmp_logit], 1)
-        # a_s = w_s * E_s for both pooled classifiers, concatenated along channels.
-        x = torch.cat(
-            [x * self.gap_fc.weight[:, :, None, None], x * self.gmp_fc.weight[:, :, None, None]], 1
-        )
+        cam_logit, x = class_activation(x, self.gap_fc, self.gmp_fc)
         x = self.relu(self.conv1x1(x))
         heatmap = torch.sum(x, dim=1, keepdim=True)
 
@@ -304,16 +312,9 @@ class Discriminator(nn.Module):
                 f"a {self.n_layers}-layer discriminator needs images of at least "
                 f"{min_image_size(self.n_layers)} px, got {tuple(x.shape[-2:])}"
             )
-        x = self.model(x)
-        n = x.shape[0]
-        gap_logit = self.gap_fc(F.adaptive_avg_pool2d(x, 1).view(n, -1))
-        gmp_logit = self.gmp_fc(F.adaptive_max_pool2d(x, 1).view(n, -1))
-        cam_logit = torch.cat([gap_logit, gmp_logit], 1)
-        # The spectrally normalised weights re-weight the map (the authors used the
-        # raw `weight_orig` here, which lets its scale drift).
-        x = torch.cat(
-            [x * self.gap_fc.weight[:, :, None, None], x * self.gmp_fc.weight[:, :, None, None]], 1
-        )
+        # In the discriminator the spectrally normalised weights re-weight the map (the
+        # authors used the raw `weight_orig`, which lets its scale drift).
+        cam_logit, x = class_activation(self.model(x), self.gap_fc, self.gmp_fc)
         x = self.leaky_relu(self.conv1x1(x))
         heatmap = torch.sum(x, dim=1, keepdim=True)
         return self.conv(self.pad(x)), cam_logit, heatmap
