@@ -157,19 +157,22 @@ class EmbeddedEngine:
                 logger.exception("could not load style %s", name)
 
     async def _worker(self, style: str) -> _Worker:
-        """The loaded worker for the style's pinned archive; loads or reloads it on first use."""
+        """The style's loaded worker; its first request loads the pinned archive.
+
+        A loaded worker changes only through `make_default`, so requests that find
+        one skip the model-store scan and the loading lock.
+        """
+        if (worker := self._workers.get(style)) is not None:
+            return worker
         async with self._loading:
+            if (worker := self._workers.get(style)) is not None:  # loaded while we waited
+                return worker
             found = await asyncio.to_thread(archives.scan, self.model_store)
             archive = self._pin(found[style]) if style in found else self._pinned.get(style)
             if archive is None:
                 raise replies.unknown_style(style)
-            current = self._workers.get(style)
-            if current is not None and current.archive == archive:
-                return current
-            self._workers[style] = await self._load(archive)
-        if current is not None:  # a new version was deployed; requests already queued finish
-            await current.close()
-        return self._workers[style]
+            self._workers[style] = worker = await self._load(archive)
+            return worker
 
     async def _load(self, archive: archives.Archive) -> _Worker:
         """Unpack the archive and start a worker on its initialised handler."""
