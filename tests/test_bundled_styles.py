@@ -16,8 +16,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 BUNDLED = sorted(p.name.removesuffix(".mar") for p in MODEL_STORE.glob("*.mar") if "-" not in p.name)
 
 
-def test_the_repository_ships_bundled_styles() -> None:
-    assert {"selfie2anime", "anime2selfie"} <= set(BUNDLED)
+EIGHT = {
+    "selfie2anime", "anime2selfie", "cat2dog", "dog2cat",
+    "horse2zebra", "zebra2horse", "photo2vangogh", "vangogh2photo",
+}
+
+
+def test_the_repository_ships_the_eight_styles_in_small_archives() -> None:
+    assert EIGHT <= set(BUNDLED)
+    for style in EIGHT:
+        assert (MODEL_STORE / f"{style}.mar").stat().st_size < 15 * 2**20
 
 
 @pytest.mark.parametrize("style", BUNDLED)
