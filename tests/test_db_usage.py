@@ -207,3 +207,56 @@ async def test_close_gives_up_after_timeout_and_says_how_many(
 def test_bad_records_are_refused_at_the_caller(fields: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         usage("u", **fields)
+
+
+POISON = {
+    "style": "x" * 2**20,  # an unknown style name of 1 MB
+    "platform_user_id": "c" * 100,  # a visitor cookie the client chose
+    "chat_id": "a\x00b\x1b[31m\u0085",  # NUL, an escape sequence, a C1 control
+    "model_version": "1.0\ud800" + "9" * 40,  # a lone surrogate no driver can encode
+    "latency_ms": 2**40,
+    "input_bytes": 2**33,
+}
+
+
+async def test_poisoned_fields_are_cleaned_and_later_records_still_land(
+    db_sessions: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="db.usage")
+    recorder = UsageRecorder(db_sessions, **FAST_RETRY)
+    for name, value in POISON.items():
+        recorder.record(usage(f"poison-{name}", **{name: value}))
+    for i in range(5):
+        recorder.record(usage(f"normal{i}"))
+    await asyncio.wait_for(recorder.flush(), 10)
+    assert (recorder.pending, recorder.set_aside) == (0, 0)
+    assert "usage write failed" not in caplog.text
+    async with db_sessions() as session:
+        rows = {row.platform_user_id: row for row in await session.scalars(select(Usage))}
+    assert len(rows) == len(POISON) + 5
+    assert rows["poison-style"].style == "x" * 64
+    assert "c" * 64 in rows
+    assert rows["poison-chat_id"].chat_id == "ab[31m"
+    assert rows["poison-model_version"].model_version == "1.0" + "9" * 29
+    assert rows["poison-latency_ms"].latency_ms == 2**31 - 1
+    assert rows["poison-input_bytes"].input_bytes == 2**31 - 1
+    await recorder.close()
+
+
+async def test_a_row_the_database_refuses_is_set_aside_alone(
+    db_sessions: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = UsageRecorder(db_sessions, batch_size=10, **FAST_RETRY)
+    bad = usage("bad")
+    object.__setattr__(bad, "status", "fine")  # past the checks, as a bug might slip one through
+    records = [usage("first"), bad, usage("last")]
+    for rec in records:
+        recorder.record(rec)
+    await asyncio.wait_for(recorder.flush(), 10)
+    for i in range(3):
+        recorder.record(usage(f"later{i}"))
+    await asyncio.wait_for(recorder.flush(), 10)
+    assert (recorder.pending, recorder.set_aside) == (0, 1)
+    assert await stored_users(db_sessions) == ["first", "last", "later0", "later1", "later2"]
+    assert "usage record set aside (1 so far)" in caplog.text
+    await recorder.close()
