@@ -171,7 +171,7 @@ class Admin:
         if len(parts) not in (1, 2) or (len(parts) == 2 and not (parts[1].isdigit() and int(parts[1]) > 0)):
             return Reply(messages.ADMIN_USAGE["retrain"])
         try:
-            catalog.split_pair(parts[0])
+            catalog.check_job(parts[0], from_version)
         except ValueError as error:
             return Reply(f"{error}\n{messages.ADMIN_USAGE['retrain']}")
         iterations = int(parts[1]) if len(parts) == 2 else DEFAULT_ITERATIONS

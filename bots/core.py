@@ -22,6 +22,7 @@ from bots.limits import Refusal, UserLimits
 from db import users
 from db.models import Platform, UsageStatus
 from db.usage import UsageRecord, UsageRecorder
+from serving import catalog
 from serving.api import StyleInfo, Stylizer, StylizeError
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Core:
         requests_per_minute: int,
         max_in_flight: int,
         max_upload_bytes: int,
-        output_size: int,
+        output_size: int | None,
     ) -> None:
         self._stylizer = stylizer
         self._sessions = sessions
@@ -186,7 +187,7 @@ class Core:
         """Switch the user's style for good; an unknown name gets the list."""
         style = (await self._catalogue()).get(arg)
         if style is None:
-            header = messages.UNKNOWN_STYLE.format(name=arg) if arg else ""
+            header = messages.UNKNOWN_STYLE.format(name=catalog.shown(arg)) if arg else ""
             return await self._styles(request, "", header=header)
         async with self._sessions() as session:
             await users.set_style(
@@ -213,7 +214,7 @@ class Core:
                 outcome.reply = Reply(messages.NO_STYLES)
             elif style is None:
                 outcome.status = "bad_input"
-                header = messages.UNKNOWN_STYLE.format(name=once)
+                header = messages.UNKNOWN_STYLE.format(name=catalog.shown(once or ""))
                 outcome.reply = await self._styles(request, "", header=header)
             else:
                 outcome.style, outcome.version = style.name, style.version

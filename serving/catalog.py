@@ -6,7 +6,17 @@ on the archive, not this table, is what the bots read.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
+
+# Names reach file names (<style>-<version>.mar, datasets/<pair>/), URLs and
+# database columns: one short word, never a path. TorchServe model names allow
+# the same characters.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+VERSION = re.compile(r"[A-Za-z0-9]+(?:[._+-][A-Za-z0-9]+){0,7}")
+MAX_VERSION = 32
+SHOWN_MAX = 40  # how much of a name a reply repeats
 
 
 @dataclass(frozen=True)
@@ -32,8 +42,36 @@ KNOWN: dict[str, Entry] = {
 }
 
 
+def shown(text: str) -> str:
+    """`text` as safe to repeat back to a user: no control characters, at most `SHOWN_MAX` long."""
+    kept = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs"))
+    return kept if len(kept) <= SHOWN_MAX else kept[: SHOWN_MAX - 1] + "…"
+
+
+def check_name(name: str, what: str = "style") -> str:
+    """`name` if it is a valid style or pair name (letters, digits, _ and -, up to 64); else ValueError."""
+    if not NAME.fullmatch(name):
+        raise ValueError(f"{shown(name)!r} is not a {what} name: use up to 64 letters, digits, '_' or '-'")
+    return name
+
+
+def check_version(version: str) -> str:
+    """`version` if it is a valid version such as 1.0 or 2.1-rc1 (up to 32 characters); else ValueError."""
+    if len(version) > MAX_VERSION or not VERSION.fullmatch(version):
+        raise ValueError(f"{shown(version)!r} is not a version: use numbers and letters such as 1.0 or 2.1")
+    return version
+
+
+def check_job(pair: str, from_version: str | None) -> tuple[str, str]:
+    """A retraining request's names, checked once for the bots, the CLI and the worker: its two styles."""
+    if from_version is not None:
+        check_version(from_version)
+    return split_pair(pair)
+
+
 def split_pair(name: str) -> tuple[str, str]:
-    """A training run's "a2b" name -> its two style names ("a2b", "b2a")."""
+    """A training run's "a2b" name -> its two style names ("a2b", "b2a"); ValueError for a bad name."""
+    check_name(name, "pair")
     parts = name.split("2")
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"cannot split {name!r} into two domains at a single '2'; name the styles explicitly")

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import deployments
 from db.models import DeployAction
+from serving import catalog
 from serving.management import DeployError, Management, find_archive
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ class Deployer:
 
     async def deploy(self, style: str, version: str, *, by: str, action: DeployAction = "deploy") -> Outcome:
         """Make `version` the style's default once it loaded and drew the sample; else keep the old one."""
+        try:  # checked before anything is looked up or logged under these names
+            catalog.check_name(style)
+            catalog.check_version(version)
+        except ValueError as error:
+            return Outcome(False, str(error))
         async with self._lock:
             try:
                 current = {s.style: s.default for s in await self.management.versions()}
@@ -98,6 +104,10 @@ class Deployer:
 
     async def rollback(self, style: str, *, by: str) -> Outcome:
         """Make the version deployed before the current one the default again."""
+        try:
+            catalog.check_name(style)
+        except ValueError as error:
+            return Outcome(False, str(error))
         async with self._sessions() as session:
             previous = await deployments.previous_version(session, style=style)
         if previous is None:

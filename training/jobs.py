@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import sys
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import jobs
 from db.engine import create_engine, default_url, session_factory
 from db.models import TrainingJob
+from serving import catalog
 
 
 def add_database_argument(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +45,11 @@ async def _with_session(args: argparse.Namespace, work: Callable[[AsyncSession],
 
 
 async def _enqueue(args: argparse.Namespace, session: AsyncSession) -> int:
+    try:
+        catalog.check_job(args.pair, args.from_version)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     job = await jobs.enqueue(
         session, pair=args.pair, iterations=args.iterations, from_version=args.from_version,
         requested_by=f"cli:{getpass.getuser()}", notify_platform="web", notify_chat_id="cli",

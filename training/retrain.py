@@ -58,7 +58,7 @@ def plan(
 ) -> Plan:
     """Options for the job, from the pair's archives (or light defaults); raises `JobError`."""
     try:
-        styles = catalog.split_pair(pair)
+        styles = catalog.check_job(pair, from_version)
     except ValueError as error:
         raise JobError(str(error)) from error
     data = datasets / pair
