@@ -53,6 +53,7 @@ from serving.client import TorchServeClient  # noqa: E402
 from serving.engine import EmbeddedEngine  # noqa: E402
 from serving.torchserve import LocalTorchServe, Ports  # noqa: E402
 from training.export import model_config, write_archive  # noqa: E402
+from training.hardware import cpu_name  # noqa: E402
 from training.networks import ResnetGenerator  # noqa: E402
 from training.summary import gflops_per_image  # noqa: E402
 
@@ -91,12 +92,6 @@ class PathRow:
     peak_mib: float  # RSS high-water mark above the resting process while built and warmed up
     gflops: float  # achieved at batch 1 (median)
     share: float  # of the measured peak of the path's compute dtype; nan where not measured
-
-
-def cpu_model() -> str:
-    """The CPU's name, family and model, as /proc/cpuinfo has them (the README quotes numbers with it)."""
-    info = dict(re.findall(r"^(model name|cpu family|model)\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M))
-    return f"{info['model name']} (family {info['cpu family']}, model {info['model']})"
 
 
 def _status_kib(field: str) -> int:
@@ -344,7 +339,7 @@ def main() -> int:
         args.runs = args.path_runs = args.peak_reps = 3
         args.warmup = 1
     torch.set_num_threads(args.threads)
-    print(f"CPU {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, capability "
+    print(f"CPU {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, capability "
           f"{torch.backends.cpu.get_cpu_capability()}, bf16 instructions "
           f"{'yes' if acceleration.cpu_has_bf16() else 'no'}, {torch.get_num_threads()} threads")
     if args.only != "runtimes":

@@ -77,7 +77,7 @@ class Stylizer(Protocol):
     """The one interface the bots use, whichever runtime answers."""
 
     async def stylize(
-        self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg"
+        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
     ) -> Stylized:
         """Translate one image; raises a `StylizeError` subclass the user can be told about."""
         ...

@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("inputs", nargs="+", type=Path, metavar="IN")
             p.add_argument("--style", required=True)
             p.add_argument("-o", "--out", type=Path, help="output file (one input) or folder")
-            p.add_argument("--size", type=int, default=512, help="output side in pixels (default %(default)s)")
+            p.add_argument("--size", type=int, default=None,
+                           help="output side in pixels (default: the size the style draws at)")
             p.add_argument("--format", choices=sorted(EXTENSIONS), default="jpeg")
     return parser
 

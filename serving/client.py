@@ -99,12 +99,14 @@ class TorchServeClient:
         raise AssertionError("unreachable")
 
     async def stylize(
-        self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg"
+        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
     ) -> Stylized:
         """POST the image to /predictions/STYLE; options travel as X-Size / X-Format headers."""
         if len(image) > imaging.MAX_BYTES:  # TorchServe would refuse it after the whole upload
             raise BadInput(imaging.TOO_LARGE)
-        headers = {"Content-Type": "application/octet-stream", "X-Size": str(size), "X-Format": fmt}
+        headers = {"Content-Type": "application/octet-stream", "X-Format": fmt}
+        if size is not None:
+            headers["X-Size"] = str(size)
         status, resp_headers, body = await self._request(
             "POST", f"{self.url}/predictions/{style}", self.token, data=image, headers=headers
         )

@@ -33,7 +33,7 @@ class _Request:
     """One queued request and the future its caller awaits."""
 
     image: bytes
-    size: int
+    size: int | None
     fmt: str
     done: asyncio.Future[tuple[int, str | None, bytes]]
 
@@ -51,7 +51,7 @@ class _Worker:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"style-{archive.name}")
         self.task = asyncio.create_task(self._serve())
 
-    async def submit(self, image: bytes, size: int, fmt: str) -> tuple[int, str | None, bytes]:
+    async def submit(self, image: bytes, size: int | None, fmt: str) -> tuple[int, str | None, bytes]:
         """Queue one request; (status, content type, body) as TorchServe would answer it."""
         done = asyncio.get_running_loop().create_future()
         try:
@@ -89,8 +89,8 @@ class _Worker:
                     {"name": "body", "contentType": "application/octet-stream", "value": r.image}
                 ],
                 "headers": [
-                    {"name": b"X-Size", "value": str(r.size).encode()},
                     {"name": b"X-Format", "value": r.fmt.encode()},
+                    *([{"name": b"X-Size", "value": str(r.size).encode()}] if r.size else []),
                 ],
             }
             for r in batch
@@ -135,7 +135,7 @@ class EmbeddedEngine:
         return self._pinned.setdefault(newest.name, newest)
 
     async def stylize(
-        self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg"
+        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
     ) -> Stylized:
         """Translate one image with the style's packaged handler."""
         worker = await self._worker(style)

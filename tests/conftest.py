@@ -161,12 +161,13 @@ def read_usage() -> ReadUsage:
 @pytest.fixture(scope="session")
 def serving_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """selfie2anime/anime2selfie (face styles; batches of up to 8 within 300 ms) and
-    cat2dog/dog2cat (no face; one request at a time), tiny random-weight generators."""
+    cat2dog/dog2cat (no face; one request at a time; drawn at twice the training size),
+    tiny random-weight generators."""
     from torchserve_fixture import export_tiny_styles
 
     store = tmp_path_factory.mktemp("serving") / "model_store"
     export_tiny_styles(store, "selfie2anime", "--batch-size", "8", "--max-batch-delay", "300")
-    export_tiny_styles(store, "cat2dog", seed=1)
+    export_tiny_styles(store, "cat2dog", "--draw-size-factor", "2", seed=1)
     return store
 
 

@@ -55,5 +55,5 @@ def test_paths_table_has_eager_float32_then_a_row_per_candidate(peaks, capsys) -
     assert all(name in printed for name in expected) and "fastest:" in printed and "GFLOP/s" in printed
 
 
-def test_cpu_model_names_the_processor() -> None:
-    assert "family" in latency.cpu_model() and "model" in latency.cpu_model()
+def test_cpu_name_names_the_processor() -> None:
+    assert "family" in latency.cpu_name() and "model" in latency.cpu_name()

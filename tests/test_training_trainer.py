@@ -21,8 +21,10 @@ from training.trainer import LOSS_KEYS, Trainer, linear_decay
 
 CPU = Runtime(device=torch.device("cpu"))
 TINY = dict(img_size=32, ch=4, n_res=1, light=True, n_dis_global=5, n_dis_local=4, batch_size=1)
+# Settings pinned: `auto` would time candidates, and two runs could choose differently.
 TINY_FLAGS = ["--img-size", "32", "--ch", "4", "--n-res", "1", "--light",
-              "--n-dis-global", "5", "--n-dis-local", "4", "--threads", "1"]
+              "--n-dis-global", "5", "--n-dis-local", "4", "--threads", "1",
+              "--precision", "fp32", "--memory-format", "contiguous"]
 
 
 def tiny_options(data: Path, out: Path, **overrides) -> TrainOptions:

@@ -20,7 +20,7 @@ import yaml
 from model_archiver import ModelArchiver, ModelArchiverConfig
 
 from serving import catalog
-from training import networks
+from training import networks, warm_start
 from training.checkpoint import load_checkpoint
 
 ARCHIVE_DIR = Path(__file__).resolve().parent.parent / "serving" / "archive"
@@ -37,22 +37,33 @@ def archive_name(style: str, version: str) -> str:
 def model_config(
     arch: dict[str, Any], img_size: int, info: catalog.Entry, *, workers: int, batch_size: int,
     max_batch_delay: int, response_timeout: int, inference: str = "auto",
+    training: dict[str, Any] | None = None, draw_size: int | None = None,
 ) -> dict[str, Any]:
-    """model-config.yaml: TorchServe's settings at the top, the handler's under `handler`."""
+    """model-config.yaml: TorchServe's settings at the top, the handler's under `handler`.
+
+    `training` is the run's record (iterations, hours, stretches with their
+    resolution and machine): what the README quotes, and where
+    `fit --init-from` continues the count.
+    """
+    handler: dict[str, Any] = {
+        "arch": dict(arch),
+        "img_size": img_size,
+        "title": info.title,
+        "description": info.description,
+        "needs_face": info.needs_face,
+        "inference": inference,  # serving/archive/acceleration.py; TOONBOT_INFERENCE overrides
+    }
+    if draw_size and draw_size != img_size:
+        handler["draw_size"] = draw_size  # the handler's default output size follows it
+    if training:
+        handler["training"] = training
     return {
         "minWorkers": workers,
         "maxWorkers": workers,
         "batchSize": batch_size,
         "maxBatchDelay": max_batch_delay,
         "responseTimeout": response_timeout,
-        "handler": {
-            "arch": dict(arch),
-            "img_size": img_size,
-            "title": info.title,
-            "description": info.description,
-            "needs_face": info.needs_face,
-            "inference": inference,  # serving/archive/acceleration.py; TOONBOT_INFERENCE overrides
-        },
+        "handler": handler,
     }
 
 
@@ -100,10 +111,14 @@ def export(args: argparse.Namespace) -> int:
         config = model_config(
             state["generator_arch"], int(options["img_size"]), info, workers=args.workers,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
-            response_timeout=args.response_timeout, inference=args.inference,
+            response_timeout=args.response_timeout, inference=args.inference, training=state.get("history"),
+            draw_size=args.draw_size_factor * int(options["img_size"]),
         )
         path = write_archive(Path(args.out), style, args.version, state["networks"][key], config)
         print(f"{style} {args.version}: {path}")
+    if args.warm_start:
+        path = warm_start.save_discriminators(state["networks"], options["name"], int(state["step"]))
+        print(f"discriminators for the next stretch: {path}")
     return 0
 
 
@@ -126,4 +141,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--response-timeout", type=int, default=120, help="seconds")
     p.add_argument("--inference", default="auto",
                    help="generator path: auto (fastest that passes the PSNR check), eager, or a path name")
+    p.add_argument("--draw-size-factor", type=int, default=1, choices=(1, 2),
+                   help="run the (fully convolutional) generator at this multiple of its training size; "
+                        "replies default to that size (bench/output_size.py compares)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="also write the discriminators (fp16) to training/warm_start/NAME.pt for `fit --init-from`")
     p.set_defaults(func=export)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 
-from training import distributed
+from training import distributed, speed, warm_start
 from training.checkpoint import load_checkpoint
 from training.options import TrainOptions, add_arguments, from_args
 from training.trainer import Trainer
@@ -24,8 +25,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="continue OUT_DIR/NAME/checkpoints/latest.pt with its saved options")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this checkpoint's weights (e.g. an imported official one)")
+    p.add_argument("--init-from", type=Path, default=None, metavar="ARCHIVE",
+                   help="continue a run from the repository: generators from this .mar and its pair's, "
+                        "discriminators from training/warm_start/NAME.pt where it exists")
     p.add_argument("--stop-after", type=int, default=None,
                    help="train this many iterations now, save, and exit (resume later)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="save and exit after this many minutes (end a stretch before its machine goes)")
     p.set_defaults(func=run)
 
 
@@ -61,15 +67,23 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     interrupt_on_signals()
     opts, start_from = resolve_options(args)
+    if args.init_from is not None and (args.resume or args.init is not None):
+        raise SystemExit("--init-from starts a run from archives; it cannot be combined with --resume or --init")
     rt = distributed.setup(opts.threads)
     try:
+        if args.time_limit is not None and rt.distributed:
+            raise SystemExit("--time-limit would stop ranks at different steps; use --stop-after under torchrun")
+        opts = speed.settle_auto(opts, rt)
         trainer = Trainer(opts, rt)
-        if start_from is not None:
+        if args.init_from is not None:
+            trainer.load(warm_start.initial_state(args.init_from, opts.name))
+        elif start_from is not None:
             trainer.load(start_from)
             if not args.resume:
                 trainer.step = 0
+        deadline = None if args.time_limit is None else time.monotonic() + 60 * args.time_limit
         try:
-            trainer.fit(stop_after=args.stop_after)
+            trainer.fit(stop_after=args.stop_after, deadline=deadline)
         except KeyboardInterrupt:
             return 130
     finally:

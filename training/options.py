@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+MemoryFormat = Literal["auto", "contiguous", "channels_last"]
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TrainOptions:
     # run
     seed: int = 0
     precision: Precision = "auto"
+    memory_format: MemoryFormat = "auto"
+    compile: bool = False
     threads: int = 0
     num_workers: int = -1
     log_every: int = 10
@@ -86,7 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cam-weight", type=float, default=d.cam_weight)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=d.precision,
-                        help="auto: fp16/bf16 autocast on CUDA, fp32 on CPU")
+                        help="auto: fp16/bf16 autocast on CUDA; on a CPU, whichever of fp32 and "
+                             "bf16 (where the CPU has bf16 instructions) trains faster, measured at start")
+    parser.add_argument("--memory-format", choices=["auto", "contiguous", "channels_last"],
+                        default=d.memory_format,
+                        help="auto: channels-last on CUDA; on a CPU, the faster layout, measured at start")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the six networks (pays off only on long runs; see bench/train_speed.py)")
     parser.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: every core)")
     parser.add_argument("--num-workers", type=int, default=d.num_workers,
                         help="data loader processes (-1: 0 on CPU, 4 on CUDA)")

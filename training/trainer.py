@@ -35,6 +35,7 @@ from training.data import UnpairedBatches, fixed_images
 from training.distributed import Runtime
 from training.networks import Discriminator, ResnetGenerator, clip_rho, min_image_size
 from training.options import TrainOptions
+from training.hardware import cpu_name
 from training.visualize import direction_grid, heatmap_overlay, plot_losses, stack_vertically
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,11 @@ def linear_decay(iters: int, decay: bool) -> Callable[[int], float]:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for float32."""
+    """The autocast dtype, or None for float32.
+
+    On a CPU `auto` is settled before the trainer is built (`training.speed`
+    measures fp32 against bf16); one still `auto` here means float32.
+    """
     if precision == "auto":
         if device.type != "cuda":
             return None
@@ -79,6 +84,20 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("--precision fp16 needs a CUDA device; use bf16 or fp32 on a CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def resolve_memory_format(memory_format: str, device: torch.device) -> torch.memory_format:
+    """channels-last for `auto` on CUDA (tensor cores want it); on a CPU `auto` is settled by measurement first."""
+    if memory_format == "channels_last" or (memory_format == "auto" and device.type == "cuda"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def machine_name(device: torch.device) -> str:
+    """The GPU's or CPU's name (with the thread count), for the record of who trained what."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
 
 
 class Trainer:
@@ -94,6 +113,8 @@ class Trainer:
         self.opts, self.rt = opts, runtime
         self.run_dir = Path(opts.out_dir) / opts.name
         self.step = 0
+        self.history: list[dict[str, Any]] = []  # earlier stretches of this run
+        self._stretch_start = (0, time.time())
         self._samples: dict[Path, torch.Tensor] = {}
         torch.manual_seed(opts.seed)
         dev = runtime.device
@@ -123,6 +144,13 @@ class Trainer:
         self.D_sched = torch.optim.lr_scheduler.LambdaLR(self.D_optim, factor)
         self.amp_dtype = resolve_precision(opts.precision, dev)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp_dtype == torch.float16)
+        self.memory_format = resolve_memory_format(opts.memory_format, dev)
+        for m in self.nets.values():
+            m.to(memory_format=self.memory_format)
+        # What the steps call: the DDP wrappers (for gradients) or bare networks
+        # (for frozen discriminators in the generator step), compiled if asked.
+        self.fwd = {k: torch.compile(m) if opts.compile else m for k, m in self.ddp.items()}
+        self.fwd_frozen = {k: torch.compile(m) if opts.compile else m for k, m in self.nets.items()}
 
     # ----------------------------------------------------------------- steps
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -142,8 +170,9 @@ class Trainer:
 
     def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, float]:
         """One generator update, then one discriminator update; returns the losses."""
-        o, nets, ddp = self.opts, self.nets, self.ddp
-        real_A, real_B = real_A.to(self.rt.device), real_B.to(self.rt.device)
+        o, nets, ddp = self.opts, self.fwd_frozen, self.fwd
+        real_A = real_A.to(self.rt.device, memory_format=self.memory_format)
+        real_B = real_B.to(self.rt.device, memory_format=self.memory_format)
         n = real_A.shape[0]
 
         # ---- generators: translation and identity share one batched call each
@@ -175,8 +204,8 @@ class Trainer:
             )
         self.scaler.scale(G_loss).backward()
         self.scaler.step(self.G_optim)
-        clip_rho(nets["genA2B"])
-        clip_rho(nets["genB2A"])
+        clip_rho(self.nets["genA2B"])
+        clip_rho(self.nets["genB2A"])
 
         # ---- discriminators: real and (detached) fake in one batch per network
         self._set_discriminators_trainable(True)
@@ -201,7 +230,7 @@ class Trainer:
         """LSGAN on the patch and CAM outputs of both discriminators of a domain."""
         n = real.shape[0]
         loss = real.new_zeros((), dtype=torch.float32)
-        for t in self._discriminate(self.ddp, domain, torch.cat([real, fake.to(real.dtype)])):
+        for t in self._discriminate(self.fwd, domain, torch.cat([real, fake.to(real.dtype)])):
             loss = loss + lsgan(t[:n], 1.0) + lsgan(t[n:], 0.0)
         return loss
 
@@ -217,8 +246,9 @@ class Trainer:
                             pin_memory=self.rt.device.type == "cuda")
         yield from loader
 
-    def fit(self, stop_after: int | None = None) -> None:
-        """Train to `opts.iters` (or `stop_after` more steps), saving on Ctrl-C and at the end."""
+    def fit(self, stop_after: int | None = None, deadline: float | None = None) -> None:
+        """Train to `opts.iters` (or `stop_after` more steps, or until `time.monotonic()`
+        passes `deadline`), saving on Ctrl-C and at the end."""
         o = self.opts
         stop = o.iters if stop_after is None else min(o.iters, self.step + stop_after)
         if self.rt.is_main:
@@ -242,6 +272,10 @@ class Trainer:
                     self.write_samples()
                 if self.step % o.save_every == 0:
                     self.save()
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.info("time limit reached at step %d", self.step)
+                    self._log_losses(window)
+                    break
         except KeyboardInterrupt:
             log.warning("interrupted at step %d: saving a checkpoint before exiting", self.step)
             self.save()
@@ -278,7 +312,7 @@ class Trainer:
                 folder = Path(o.data) / f"{split}{src}"
                 if not folder.is_dir():
                     continue
-                real = self._sample_inputs(folder).to(dev)
+                real = self._sample_inputs(folder).to(dev, memory_format=self.memory_format)
                 with self.autocast():
                     fake, _, heatmap = g(real)
                     cycle, _, _ = back(fake)
@@ -326,7 +360,25 @@ class Trainer:
                 "numpy": np.random.get_state(),
                 "python": random.getstate(),
             },
+            "history": self.history_record(),
             "saved_at": time.time(),
+        }
+
+    def history_record(self) -> dict[str, Any]:
+        """Iterations, hours and machines so far: earlier stretches plus this one (see `training.warm_start`)."""
+        start_step, start_time = self._stretch_start
+        stretches = list(self.history)
+        if self.step > start_step:
+            o = self.opts
+            stretches.append({
+                "iterations": [start_step, self.step], "img_size": o.img_size, "batch_size": o.batch_size,
+                "precision": o.precision, "machine": machine_name(self.rt.device),
+                "hours": round((time.time() - start_time) / 3600, 3),
+            })
+        return {
+            "iterations": self.step,
+            "hours": round(sum(s["hours"] for s in stretches), 2),
+            "stretches": stretches,
         }
 
     def check_replicas_in_sync(self) -> None:
@@ -347,12 +399,16 @@ class Trainer:
             save_checkpoint(self.checkpoint_path, self.state())
             log.info("saved %s at step %d", self.checkpoint_path, self.step)
 
-    def load(self, path: Path) -> None:
-        """Restore networks, and optimisers and RNG states where the file has them."""
-        state = load_checkpoint(path)
+    def load(self, source: Path | dict[str, Any]) -> None:
+        """Restore from a checkpoint file or a state dict: the networks it has, and
+        optimisers and RNG states where it has them (a warm start has neither)."""
+        state = load_checkpoint(source) if isinstance(source, Path) else source
         for k in NETWORKS:
-            self.nets[k].load_state_dict(state["networks"][k])
+            if k in state["networks"]:
+                self.nets[k].load_state_dict(state["networks"][k])
         self.step = int(state.get("step", 0))
+        self.history = list(state.get("history", {}).get("stretches", []))
+        self._stretch_start = (self.step, time.time())
         if "optimizers" in state:
             self.G_optim.load_state_dict(state["optimizers"]["G"])
             self.D_optim.load_state_dict(state["optimizers"]["D"])

@@ -47,9 +47,13 @@ class StyleHandler(BaseHandler):
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
         self.model.to(self.device).eval()
         self.img_size = int(self.config["img_size"])
+        # The generator is fully convolutional: it may draw at a larger size than
+        # it trained at (export's --draw-size, chosen in bench/output_size.py).
+        self.draw_size = int(self.config.get("draw_size", self.img_size))
+        self.output_size = int(self.config.get("output_size", self.draw_size))
         # Choose (and compile, warm up, check) the fastest path before any request.
         prefer = os.environ.get("TOONBOT_INFERENCE") or self.config.get("inference", "auto")
-        self.path = acceleration.choose(self.model, self.img_size, self.device, prefer)
+        self.path = acceleration.choose(self.model, self.draw_size, self.device, prefer)
         self.framer = framing.FaceFramer() if self.config["needs_face"] else None
         self.initialized = True
 
@@ -79,7 +83,7 @@ class StyleHandler(BaseHandler):
         box = self.framer.frame(img) if self.framer else framing.centre_square(img)
         if box is None:
             raise Rejected("no_face", framing.NO_FACE, 422)
-        size = (self.img_size, self.img_size)
+        size = (self.draw_size, self.draw_size)
         crop = img.resize(size, Image.LANCZOS, box=box, reducing_gap=3.0)
         pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32))
         return pixels.permute(2, 0, 1) / 127.5 - 1.0
@@ -114,8 +118,9 @@ class StyleHandler(BaseHandler):
             fake, options = item
             pixels = ((fake.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             img = Image.fromarray(pixels.permute(1, 2, 0).numpy())
-            if options.size != self.img_size:
-                img = img.resize((options.size, options.size), Image.LANCZOS)
+            side = options.size or self.output_size
+            if side != self.draw_size:
+                img = img.resize((side, side), Image.LANCZOS)
             self.context.set_response_content_type(idx, options.content_type)
             self.context.set_response_header(idx, "X-Model-Version", self.manifest["model"]["modelVersion"])
             out.append(imaging.encode(img, options.fmt))
@@ -124,4 +129,4 @@ class StyleHandler(BaseHandler):
     def describe_handle(self) -> str:
         """The style's catalogue entry, for TorchServe's `GET /models/NAME?customized=true`."""
         keys = ("title", "description", "needs_face", "img_size")
-        return json.dumps({k: self.config[k] for k in keys})
+        return json.dumps({**{k: self.config[k] for k in keys}, "output_size": self.output_size})

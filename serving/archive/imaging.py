@@ -20,7 +20,6 @@ MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 32
 SIZES = range(32, 2049)
-DEFAULT_SIZE = 512
 FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 DEFAULT_FORMAT = "jpeg"
 JPEG_QUALITY = 92
@@ -51,9 +50,9 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Options:
-    """What the caller asked for: output side in pixels and encoding."""
+    """What the caller asked for: output side in pixels (None: the model's own) and encoding."""
 
-    size: int = DEFAULT_SIZE
+    size: int | None = None
     fmt: str = DEFAULT_FORMAT
 
     @property
@@ -67,17 +66,18 @@ def _text(value: Any) -> str:
 
 
 def parse_options(size: Any = None, fmt: Any = None) -> Options:
-    """Validate the requested output side and format; None means the default.
+    """Validate the requested output side and format; None means the default
+    (for the side: what the model draws, see the handler's `output_size`).
 
     TorchServe does not pass query strings to handlers: callers send the
     `X-Size` / `X-Format` headers, or `size` / `format` fields of a multipart form.
     """
     try:
-        side = DEFAULT_SIZE if size is None else int(_text(size))
+        side = None if size is None or not _text(size).strip() else int(_text(size))
     except ValueError:
         raise Rejected("bad_option", BAD_OPTION) from None
     name = DEFAULT_FORMAT if fmt is None else _text(fmt).lower().replace("jpg", "jpeg")
-    if side not in SIZES or name not in FORMATS:
+    if (side is not None and side not in SIZES) or name not in FORMATS:
         raise Rejected("bad_option", BAD_OPTION)
     return Options(side, name)
 

@@ -1,0 +1,112 @@
+"""Training in stretches across machines: a run continues from its archives, ends on time,
+records what trained it, and picks its CPU settings by measuring them."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from training import speed, warm_start
+from training.checkpoint import load_checkpoint
+from training.cli import main as training_main
+from training.distributed import Runtime
+from training.options import TrainOptions
+
+TINY = ["--img-size", "32", "--ch", "4", "--n-res", "1", "--light", "--n-dis-global", "5",
+        "--n-dis-local", "4", "--threads", "1", "--precision", "fp32", "--memory-format", "contiguous",
+        "--sample-every", "1000", "--save-every", "1000", "--log-every", "1"]
+CPU = Runtime(device=torch.device("cpu"))
+
+
+def fit(data: Path, out: Path, *extra: str) -> None:
+    assert training_main(["fit", "--data", str(data), "--name", "a2b", "--out-dir", str(out), *TINY, *extra]) == 0
+
+
+def export(ckpt: Path, store: Path, warm: Path | None = None, *extra: str) -> None:
+    args = ["export", str(ckpt), "--out", str(store), *extra]
+    assert training_main(args) == 0
+    if warm is not None:  # what `--warm-start` writes, but into a test folder
+        state = load_checkpoint(ckpt)
+        warm_start.save_discriminators(state["networks"], "a2b", int(state["step"]), folder=warm)
+
+
+def handler_config(archive: Path) -> dict:
+    with zipfile.ZipFile(archive) as z:
+        return yaml.safe_load(z.read("model-config.yaml"))["handler"]
+
+
+@pytest.fixture
+def first_stretch(tiny_dataset: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Three iterations, exported with the discriminators: (model store, warm-start folder)."""
+    fit(tiny_dataset, tmp_path / "runs", "--iters", "10", "--stop-after", "3")
+    store, warm = tmp_path / "model_store", tmp_path / "warm"
+    export(tmp_path / "runs/a2b/checkpoints/latest.pt", store, warm)
+    return store, warm
+
+
+def test_archive_records_iterations_resolution_machine_and_hours(first_stretch) -> None:
+    store, _ = first_stretch
+    record = handler_config(store / "a2b.mar")["training"]
+    assert record["iterations"] == 3 and record["hours"] >= 0
+    (stretch,) = record["stretches"]
+    assert stretch["iterations"] == [0, 3] and stretch["img_size"] == 32
+    assert "1 threads" in stretch["machine"]
+
+
+def test_next_stretch_continues_from_the_archives_and_warm_start(first_stretch, tiny_dataset, tmp_path) -> None:
+    store, warm = first_stretch
+    initial = warm_start.initial_state(store / "b2a.mar", "a2b", warm / "a2b.pt")
+    trained = load_checkpoint(tmp_path / "runs/a2b/checkpoints/latest.pt")["networks"]
+    assert initial["step"] == 3
+    for key in ("genA2B", "genB2A", "disGA", "disLB"):  # generators from the right archive, fp16-exact
+        for name, tensor in trained[key].items():
+            assert torch.allclose(initial["networks"][key][name], tensor.half().float()), (key, name)
+
+    fit(tiny_dataset, tmp_path / "next", "--iters", "10", "--stop-after", "2", "--init-from", str(store / "a2b.mar"))
+    state = load_checkpoint(tmp_path / "next/a2b/checkpoints/latest.pt")
+    assert state["step"] == 5
+    assert [s["iterations"] for s in state["history"]["stretches"]] == [[0, 3], [3, 5]]
+
+
+def test_init_from_says_what_is_missing(tiny_dataset, tmp_path, first_stretch) -> None:
+    store, _ = first_stretch
+    (store / "b2a.mar").unlink()
+    with pytest.raises(SystemExit, match="b2a.mar"):
+        fit(tiny_dataset, tmp_path / "next", "--iters", "10", "--init-from", str(store / "a2b.mar"))
+    with pytest.raises(SystemExit, match="not an archive of"):
+        fit(tiny_dataset, tmp_path / "next", "--iters", "10", "--init-from", str(store / "x2y.mar"))
+
+
+def test_time_limit_ends_the_stretch_with_a_checkpoint(tiny_dataset, tmp_path) -> None:
+    fit(tiny_dataset, tmp_path, "--iters", "100000", "--time-limit", "0")
+    assert load_checkpoint(tmp_path / "a2b/checkpoints/latest.pt")["step"] == 1
+
+
+def test_auto_settings_on_a_cpu_are_the_fastest_measured(monkeypatch) -> None:
+    """Only the CPU's own bf16 instructions make bf16 a candidate; the quickest candidate wins."""
+    opts = TrainOptions(name="a2b", data="", img_size=32, ch=4, n_res=1, light=True,
+                        n_dis_global=5, n_dis_local=4)
+    monkeypatch.setattr(speed, "cpu_has_bf16", lambda: False)
+    assert {(c.precision, c.memory_format) for c in speed.cpu_candidates(opts)} == {
+        ("fp32", "contiguous"), ("fp32", "channels_last")}
+    monkeypatch.setattr(speed, "cpu_has_bf16", lambda: True)
+    assert len(speed.cpu_candidates(opts)) == 4
+    assert speed.cpu_candidates(replace(opts, precision="fp32", memory_format="contiguous")) == [
+        replace(opts, precision="fp32", memory_format="contiguous")]
+
+    rates = {("bf16", "channels_last"): 3.0, ("fp32", "contiguous"): 2.0}
+    monkeypatch.setattr(speed, "images_per_second",
+                        lambda o, rt, steps: rates.get((o.precision, o.memory_format), 1.0))
+    chosen = speed.settle_auto(opts, CPU)
+    assert (chosen.precision, chosen.memory_format) == ("bf16", "channels_last")
+
+
+def test_images_per_second_times_real_training_steps() -> None:
+    opts = TrainOptions(name="a2b", data="", img_size=32, ch=4, n_res=1, light=True, n_dis_global=5,
+                        n_dis_local=4, batch_size=2, precision="fp32", memory_format="channels_last")
+    assert speed.images_per_second(opts, CPU, steps=1) > 0

@@ -1,0 +1,110 @@
+"""Continue a long run on a fresh machine from what the repository holds.
+
+A training machine is held for a few hours at most and the next one may start
+from a clean clone, so full checkpoints (optimiser state, float32, ~100 MB)
+cannot be what carries a run over. What is committed instead:
+
+- the pair's two `.mar` archives: each generator in fp16, and under
+  `training` in model-config.yaml the iterations, resolution, hours and
+  machines that made it;
+- `training/warm_start/<pair>.pt`: the four discriminators in fp16 (no
+  optimiser state), so the next stretch does not start against untrained
+  critics.
+
+`fit --init-from model_store/selfie2anime.mar` reads both and continues the
+iteration count; Adam's moments restart from zero, which costs a few hundred
+iterations of settling.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from serving import catalog
+from training.checkpoint import NETWORKS
+
+log = logging.getLogger(__name__)
+
+WARM_START_DIR = Path(__file__).resolve().parent / "warm_start"
+DISCRIMINATORS = tuple(k for k in NETWORKS if k.startswith("dis"))
+FORMAT = "toonbot-discriminators/1"
+
+
+def read_archive(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(float32 generator weights, the handler section of model-config.yaml) of one `.mar`."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            weights = torch.load(io.BytesIO(z.read("generator.pt")), map_location="cpu", weights_only=True)
+            config = yaml.safe_load(z.read("model-config.yaml"))["handler"]
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise SystemExit(f"cannot read {path} as a toonbot archive: {exc}") from exc
+    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, config
+
+
+def pair_archives(path: Path, run_name: str) -> dict[str, Path]:
+    """{genA2B, genB2A} -> archive paths: `path` is either archive of the run's pair; the other sits beside it."""
+    a2b, b2a = catalog.split_pair(run_name)
+    suffix = path.name.removeprefix(a2b).removeprefix(b2a)  # ".mar" or "-<version>.mar"
+    found = {"genA2B": path.with_name(a2b + suffix), "genB2A": path.with_name(b2a + suffix)}
+    if path not in found.values():
+        raise SystemExit(f"{path.name} is not an archive of {a2b} or {b2a}; name the run after the pair")
+    missing = [str(p) for p in found.values() if not p.is_file()]
+    if missing:
+        raise SystemExit(f"--init-from needs both directions of the pair; missing {', '.join(missing)}")
+    return found
+
+
+def warm_start_path(run_name: str) -> Path:
+    return WARM_START_DIR / f"{run_name}.pt"
+
+
+def save_discriminators(networks: dict[str, dict[str, torch.Tensor]], run_name: str, step: int,
+                        folder: Path = WARM_START_DIR) -> Path:
+    """The four discriminators' state dicts in fp16 (spectral-norm vectors included), written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_name}.pt"
+    half = {
+        k: {n: t.half() if t.is_floating_point() else t for n, t in networks[k].items()}
+        for k in DISCRIMINATORS
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, "step": step, "networks": half}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_discriminators(path: Path) -> dict[str, dict[str, torch.Tensor]] | None:
+    """The saved discriminators in float32, or None when there is no such file."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != FORMAT:
+        raise SystemExit(f"{path} is not a discriminator warm-start file")
+    return {k: {n: t.float() if t.is_floating_point() else t for n, t in sd.items()}
+            for k, sd in state["networks"].items()}
+
+
+def initial_state(archive: Path, run_name: str, discriminators: Path | None = None) -> dict[str, Any]:
+    """What `Trainer.load` takes, from the pair's archives (and the warm-start file where there is one).
+
+    `step` and `history` continue the archive's record, so the run's count
+    and the learning-rate schedule pick up where the archive left off.
+    """
+    networks: dict[str, dict[str, torch.Tensor]] = {}
+    history: dict[str, Any] = {}
+    for key, path in pair_archives(archive, run_name).items():
+        networks[key], config = read_archive(path)
+        history = dict(config.get("training") or {})
+    discs = load_discriminators(discriminators or warm_start_path(run_name))
+    if discs is None:
+        log.info("no discriminator warm-start file: discriminators start from scratch")
+    else:
+        networks.update(discs)
+    return {"networks": networks, "step": int(history.get("iterations", 0)), "history": history}
