@@ -85,6 +85,32 @@ def test_iln_matches_the_authors_formula() -> None:
     torch.testing.assert_close(norm(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_lin_stays_exact_when_the_mean_dwarfs_the_spread() -> None:
+    """Mean 100, std 0.1, against the authors' formula in float64.
+
+    E[x^2] - E[x]^2 would fail this: both terms are near 1e4, where float32
+    numbers lie ~1e-3 apart, while the true variance is 1e-2, so the layer
+    variance keeps about one significant digit and outputs drift by ~0.1-0.45.
+    The two-pass algebra (instance variances plus the spread of instance means)
+    and centring x before the multiply-add leave only float32 rounding of the
+    mean (~4e-6, i.e. ~4e-5 after dividing by std 0.1).
+    """
+    torch.manual_seed(0)
+    x = torch.randn(2, 256, 24, 24) * 0.1 + 100
+    ada, iln = AdaILN(256), ILN(256)
+    for norm in (ada, iln):
+        norm.rho.data.uniform_(0, 1)
+    iln.gamma.data.uniform_(0.5, 1.5)
+    iln.beta.data.normal_()
+    gamma, beta = torch.rand(2, 256) + 0.5, torch.randn(2, 256)
+    x64, g64, b64 = x.double(), gamma.double()[:, :, None, None], beta.double()[:, :, None, None]
+    expected_ada = reference_lin(x64, ada.rho.double()) * g64 + b64
+    expected_iln = reference_lin(x64, iln.rho.double()) * iln.gamma.double() + iln.beta.double()
+    with torch.no_grad():
+        assert (ada(x, gamma, beta).double() - expected_ada).abs().max() < 2e-4
+        assert (iln(x).double() - expected_iln).abs().max() < 2e-4
+
+
 def test_rho_starts_as_in_the_paper_and_is_clipped_to_unit_interval() -> None:
     g = ResnetGenerator(ngf=8, n_blocks=2, img_size=32, light=True)
     ada = [m for m in g.modules() if isinstance(m, AdaILN)]

@@ -20,31 +20,30 @@ from torch import nn
 N_DOWNSAMPLING = 2
 
 
-def _instance_layer_affine(
-    x: torch.Tensor, rho: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold rho * IN(x) + (1 - rho) * LN(x) into one per-(sample, channel) affine.
+def _layer_instance_norm(
+    x: torch.Tensor, rho: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """gamma * (rho * IN(x) + (1 - rho) * LN(x)) + beta; gamma, beta broadcast as (N|1, C, 1, 1).
 
-    Both normalisations are affine in x, so the blend is `x * scale + shift`
-    with small (N, C, 1, 1) tensors: one statistics pass (instance mean and
-    variance; the layer statistics follow from them) and one fused
-    multiply-add over the feature map. Statistics are computed in float32 so
-    reduced-precision inference and training keep them exact. Variances are
-    unbiased, as in the authors' `torch.var` calls, so imported weights give
-    the same outputs.
+    One statistics pass in float32 (so reduced precision keeps them exact),
+    then one multiply-add on x centred on its instance mean. Both steps avoid
+    cancellation when the mean dwarfs the spread: the layer variance is the
+    mean instance variance plus the spread of the instance means (two-pass
+    algebra, not E[x^2] - E[x]^2), and no term of size |mean| * scale is left
+    to cancel in the multiply-add. Variances are unbiased, as in the authors'
+    `torch.var` calls, so imported weights give the same outputs.
     """
-    x32 = x.float()
     n_hw = x.shape[2] * x.shape[3]
     n_chw = n_hw * x.shape[1]
-    in_var_b, in_mean = torch.var_mean(x32, dim=(2, 3), keepdim=True, correction=0)
+    in_var_b, in_mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
     ln_mean = in_mean.mean(dim=1, keepdim=True)
-    ln_var_b = (in_var_b + in_mean.square()).mean(dim=1, keepdim=True) - ln_mean.square()
+    ln_var_b = (in_var_b + (in_mean - ln_mean).square()).mean(dim=1, keepdim=True)
     in_inv = torch.rsqrt(in_var_b * (n_hw / (n_hw - 1)) + eps)
-    ln_inv = torch.rsqrt(ln_var_b.clamp_min(0) * (n_chw / (n_chw - 1)) + eps)
-    rho = rho.float()
+    ln_inv = torch.rsqrt(ln_var_b * (n_chw / (n_chw - 1)) + eps)
+    rho, gamma = rho.float(), gamma.float()
     scale = rho * in_inv + (1 - rho) * ln_inv
-    shift = -(rho * in_mean * in_inv + (1 - rho) * ln_mean * ln_inv)
-    return scale, shift
+    shift = (1 - rho) * (in_mean - ln_mean) * ln_inv  # LN's offset relative to the instance mean
+    return torch.addcmul(shift * gamma + beta.float(), x - in_mean, scale * gamma).to(x.dtype)
 
 
 class AdaILN(nn.Module):
@@ -57,10 +56,7 @@ class AdaILN(nn.Module):
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W); gamma, beta: (N, C)."""
-        scale, shift = _instance_layer_affine(x, self.rho, self.eps)
-        gamma = gamma.float()[:, :, None, None]
-        beta = beta.float()[:, :, None, None]
-        return torch.addcmul(shift * gamma + beta, x, scale * gamma).to(x.dtype)
+        return _layer_instance_norm(x, self.rho, gamma[:, :, None, None], beta[:, :, None, None], self.eps)
 
 
 class ILN(nn.Module):
@@ -74,9 +70,7 @@ class ILN(nn.Module):
         self.beta = nn.Parameter(torch.full((1, num_features, 1, 1), 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale, shift = _instance_layer_affine(x, self.rho, self.eps)
-        gamma, beta = self.gamma.float(), self.beta.float()
-        return torch.addcmul(shift * gamma + beta, x, scale * gamma).to(x.dtype)
+        return _layer_instance_norm(x, self.rho, self.gamma, self.beta, self.eps)
 
 
 def clip_rho(module: nn.Module) -> None:
