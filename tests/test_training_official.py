@@ -1,6 +1,10 @@
-"""Importing the authors' PyTorch checkpoints (current and pre-ReLU-MLP layouts)."""
+"""Importing the authors' PyTorch checkpoints; refusing what we cannot reproduce, in one line."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +12,9 @@ import torch
 from training.checkpoint import load_checkpoint
 from training.cli import main as training_main
 from training.networks import Discriminator, ResnetGenerator
+from training.official import REPRODUCES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ARCH = dict(ngf=8, n_blocks=2, img_size=32)
 
@@ -31,12 +38,13 @@ def translate(state: dict[str, torch.Tensor], arch: dict) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("light", [False, True])
-def test_import_official_gives_the_same_translations(tmp_path, light: bool) -> None:
+def test_import_official_gives_the_same_translations(tmp_path, capsys, light: bool) -> None:
     raw = official_file(light)
     torch.save(raw, tmp_path / "100000_params.pt")
     rc = training_main(["import-official", str(tmp_path / "100000_params.pt"), "--out",
                         str(tmp_path / "ours.pt"), "--name", "selfie2anime", "--img-size", "32"])
     assert rc == 0
+    assert REPRODUCES in capsys.readouterr().out  # says which of the authors' code versions it matches
     ours = load_checkpoint(tmp_path / "ours.pt")
     assert ours["generator_arch"] == {"input_nc": 3, "output_nc": 3, **ARCH, "light": light}
     assert ours["options"]["n_dis_global"] == 5 and ours["options"]["n_dis_local"] == 4
@@ -45,20 +53,32 @@ def test_import_official_gives_the_same_translations(tmp_path, light: bool) -> N
         torch.testing.assert_close(translate(ours["networks"][k], arch), translate(raw[k], arch))
 
 
-def test_import_old_layout_renames_fc1_to_fc2(tmp_path) -> None:
+def test_import_refuses_the_pre_relu_mlp_code(tmp_path) -> None:
+    """Before 7 August 2019 the MLP had no ReLUs (its second layer is FC.1): it would translate differently."""
     raw = official_file(light=False)
     for k in ("genA2B", "genB2A"):
         raw[k] = {key.replace("FC.2.", "FC.1."): v for key, v in raw[k].items()}
     torch.save(raw, tmp_path / "old.pt")
-    assert training_main(["import-official", str(tmp_path / "old.pt"), "--out", str(tmp_path / "o.pt")]) == 0
-    ours = load_checkpoint(tmp_path / "o.pt")
-    assert "FC.2.weight" in ours["networks"]["genA2B"] and "FC.1.weight" not in ours["networks"]["genA2B"]
-    assert ours["generator_arch"]["img_size"] == 32  # read off the full MLP's input size
+    with pytest.raises(SystemExit, match="before 7 August 2019.*not imported"):
+        training_main(["import-official", str(tmp_path / "old.pt"), "--out", str(tmp_path / "o.pt")])
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_light_file_without_img_size_ends_in_one_clear_line(tmp_path) -> None:
+    torch.save(official_file(light=True), tmp_path / "light.pt")
+    cmd = [sys.executable, "-m", "training", "import-official", str(tmp_path / "light.pt"),
+           "--out", str(tmp_path / "o.pt")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "pass --img-size" in done.stderr
+    assert not (tmp_path / "o.pt").exists()
 
 
 def test_import_rejects_other_files(tmp_path) -> None:
     torch.save({"genA2B": {}}, tmp_path / "x.pt")
-    with pytest.raises(ValueError, match="not a U-GAT-IT checkpoint"):
+    with pytest.raises(SystemExit, match="not a U-GAT-IT checkpoint"):
         training_main(["import-official", str(tmp_path / "x.pt"), "--out", str(tmp_path / "y.pt")])
 
 

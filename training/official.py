@@ -3,15 +3,21 @@
 The authors save `{'genA2B': state_dict, 'genB2A': ..., 'disGA': ..., 'disGB': ...,
 'disLA': ..., 'disLB': ...}`. Our networks keep their module names, so the
 weights load key for key; only the architecture must be read off the tensors.
-Their earlier release had no ReLUs in the gamma/beta MLP, so its second MLP
-layer is `FC.1` where ours is `FC.2`.
+
+Their `networks.py` changed twice in August 2019 in ways that change what the
+same weights translate to: on 7 August the gamma/beta MLP gained its ReLUs
+(their issue #11), and late in August (answered on the 27th, issues #29 and
+#30) the AdaILN blocks gained their residual skip and AdaILN/ILN their per-axis
+variance. We reproduce the code from late August on. Files from before 7 August
+are told apart by their keys (the MLP's second layer is `FC.1`, not `FC.2`) and
+refused; files from 7 August to late August have today's keys and shapes, so
+nothing in them shows which code trained them.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +27,27 @@ from training.checkpoint import NETWORKS, save_checkpoint
 from training.networks import N_DOWNSAMPLING, Discriminator, ResnetGenerator
 from training.options import TrainOptions
 
+REPRODUCES = (
+    "note: our networks reproduce the authors' networks.py from late August 2019 on (AdaILN "
+    "residual skip, per-axis variance); a file trained by their code of 7 to late August 2019 "
+    "has the same keys, cannot be told apart, and would translate differently"
+)
+PRE_RELU_MLP = (
+    "{gen} was saved by the authors' code of before 7 August 2019 (no ReLUs in the gamma/beta "
+    "MLP, so its second layer is FC.1), which also lacked the AdaILN residual skip and computed "
+    "another AdaILN variance: our networks would translate it differently, so it is not imported"
+)
+NO_IMG_SIZE = (
+    "a light generator does not record its image size: pass --img-size with the size it was "
+    "trained at (the authors' default is 256)"
+)
 
-def upgrade_generator_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename the pre-ReLU MLP's `FC.1.*` to `FC.2.*` (a no-op on current files)."""
-    if "FC.1.weight" in state and "FC.2.weight" not in state:
-        return {re.sub(r"^FC\.1\.", "FC.2.", k): v for k, v in state.items()}
-    return state
+
+def check_code_version(nets: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Refuse generators whose keys show the pre-7-August code (see the module docstring)."""
+    for gen in ("genA2B", "genB2A"):
+        if "FC.1.weight" in nets[gen]:
+            raise ValueError(PRE_RELU_MLP.format(gen=gen))
 
 
 def generator_arch(state: dict[str, torch.Tensor], img_size: int | None) -> dict[str, Any]:
@@ -40,7 +61,7 @@ def generator_arch(state: dict[str, torch.Tensor], img_size: int | None) -> dict
         side = math.isqrt(fc_in // bottleneck)
         img_size = side * 2**N_DOWNSAMPLING
     elif img_size is None:
-        raise ValueError("a light checkpoint does not record its image size: pass --img-size")
+        raise ValueError(NO_IMG_SIZE)
     out_conv = state[f"UpBlock2.{5 * N_DOWNSAMPLING + 1}.weight"]  # after the up-sampling blocks
     return {"input_nc": state["DownBlock.1.weight"].shape[1], "output_nc": out_conv.shape[0],
             "ngf": ngf, "n_blocks": n_blocks, "img_size": img_size, "light": light}
@@ -57,7 +78,8 @@ def import_official(path: Path, out: Path, name: str, img_size: int | None = Non
     missing = [k for k in NETWORKS if k not in raw]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: not a U-GAT-IT checkpoint")
-    nets = {k: upgrade_generator_keys(raw[k]) if k.startswith("gen") else raw[k] for k in NETWORKS}
+    nets = {k: raw[k] for k in NETWORKS}
+    check_code_version(nets)
     arch = generator_arch(nets["genA2B"], img_size)
     n_global, n_local = discriminator_layers(nets["disGA"]), discriminator_layers(nets["disLA"])
     ndf = nets["disGA"]["model.1.weight_orig"].shape[0]
@@ -76,11 +98,15 @@ def import_official(path: Path, out: Path, name: str, img_size: int | None = Non
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert, then say what was found."""
-    state = import_official(args.file, args.out, args.name or args.file.stem, args.img_size)
+    """Convert, then say what was found; a file we cannot convert ends in one line, not a traceback."""
+    try:
+        state = import_official(args.file, args.out, args.name or args.file.stem, args.img_size)
+    except ValueError as e:
+        raise SystemExit(f"import-official: {e}") from None
     a = state["generator_arch"]
     print(f"imported {args.file} -> {args.out}: {'light' if a['light'] else 'full'} generator, "
           f"img_size {a['img_size']}, ch {a['ngf']}, n_res {a['n_blocks']}")
+    print(REPRODUCES)
     return 0
 
 
@@ -90,5 +116,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", default=None, help="pair name, e.g. selfie2anime (default: file name)")
-    p.add_argument("--img-size", type=int, default=None, help="needed for light checkpoints")
+    p.add_argument("--img-size", type=int, default=None, help="training size; needed for light generators")
     p.set_defaults(func=run)
