@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,8 +28,15 @@ from serving.api import StyleInfo, Stylizer, StylizeError
 
 logger = logging.getLogger(__name__)
 
+# Why a photo was not drawn, for front ends that show the kind (the web page's HTTP status).
+Problem = Literal[
+    "not_a_form", "not_an_image", "too_big", "unknown_style", "bad_input", "no_face",
+    "busy", "too_many", "overloaded", "unavailable", "no_styles", "error",
+]
 # Serving's error kinds -> the usage log's statuses (anything else is an "error").
 _STATUS: dict[str, UsageStatus] = {"bad_input": "bad_input", "no_face": "no_face", "overloaded": "overloaded"}
+_PROBLEMS = frozenset(Problem.__args__)  # type: ignore[attr-defined]
+RETRY_OVERLOADED_S = 30  # what "try again in a minute" means to a program
 CATALOGUE_TTL_S = 10.0  # a new deployment shows within this long
 # Declared types that say nothing either way: let the decoder judge the bytes.
 _UNDECLARED = ("", "application/octet-stream")
@@ -52,6 +60,7 @@ class Request:
     chat_id: str
     text: str = ""
     attachment: Attachment | None = None
+    network: str | None = None  # where it came from (the web page: the IP); limited per minute too
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class Reply:
     image: bytes | None = None
     content_type: str | None = None
     buttons: tuple[StyleButton, ...] = ()
+    problem: Problem | None = None  # why no picture came back, when one was sent
+    retry_after_s: int | None = None  # when it may work again (rate limits, overload)
 
 
 Command = Callable[[Request, str], Awaitable[Reply]]
@@ -105,6 +116,11 @@ class _Outcome:
     input_pixels: int | None = None
     version: str | None = None
 
+    def refuse(self, status: UsageStatus, problem: Problem, text: str, retry_after_s: int | None = None) -> None:
+        """The request ends without a picture: `text` for the user, `status` for the log."""
+        self.status = status
+        self.reply = Reply(text, problem=problem, retry_after_s=retry_after_s)
+
 
 class Core:
     """Answers requests from every front end; holds the per-user limits and the model's queue."""
@@ -117,6 +133,7 @@ class Core:
         recorder: UsageRecorder,
         default_style: str,
         requests_per_minute: int,
+        network_requests_per_minute: int | None = None,
         max_in_flight: int,
         max_upload_bytes: int,
         output_size: int | None,
@@ -125,8 +142,8 @@ class Core:
         self._sessions = sessions
         self._recorder = recorder
         self._default_style = default_style
-        self._per_minute = requests_per_minute
         self._limits = UserLimits(requests_per_minute)
+        self._network_limits = UserLimits(network_requests_per_minute or requests_per_minute, one_at_a_time=False)
         self._model_slots = asyncio.Semaphore(max_in_flight)
         self._max_upload_bytes = max_upload_bytes
         self._output_size = output_size
@@ -211,48 +228,69 @@ class Core:
             catalogue = await self._catalogue()
             style = catalogue.get(once) if once else await self._current_style(request, catalogue)
             if not catalogue:  # nothing deployed: our fault, not the user's
-                outcome.reply = Reply(messages.NO_STYLES)
+                outcome.refuse("error", "no_styles", messages.NO_STYLES, RETRY_OVERLOADED_S)
             elif style is None:
-                outcome.status = "bad_input"
                 header = messages.UNKNOWN_STYLE.format(name=catalog.shown(once or ""))
-                outcome.reply = await self._styles(request, "", header=header)
+                listing = await self._styles(request, "", header=header)
+                outcome.status = "bad_input"
+                outcome.reply = Reply(listing.text, buttons=listing.buttons, problem="unknown_style")
             else:
                 outcome.style, outcome.version = style.name, style.version
                 await self._within_limits(request, style, attachment, outcome)
         except StylizeError as error:
             logger.info("stylize %s refused: %s (%s)", outcome.style, error.kind, error)
-            outcome.status = _STATUS.get(error.kind, "error")
-            outcome.reply = Reply(error.message or messages.ERROR)  # serving words it for users
+            retry = RETRY_OVERLOADED_S if error.kind in ("overloaded", "unavailable") else None
+            problem: Problem = error.kind if error.kind in _PROBLEMS else "error"  # type: ignore[assignment]
+            # Serving words it for users.
+            outcome.refuse(_STATUS.get(error.kind, "error"), problem, error.message or messages.ERROR, retry)
         finally:  # written even when the adapter's download blows up
-            self._recorder.record(
-                UsageRecord(
-                    platform=request.platform,
-                    platform_user_id=request.user_id,
-                    chat_id=request.chat_id,
-                    style=outcome.style,
-                    model_version=outcome.version,
-                    status=outcome.status,
-                    latency_ms=round((time.perf_counter() - started) * 1000),
-                    input_bytes=outcome.input_bytes,
-                    input_pixels=outcome.input_pixels,
-                )
-            )
+            self._record(request, outcome, started)
         return outcome.reply
+
+    def refuse(self, request: Request, problem: Problem, text: str, *, input_bytes: int | None = None) -> Reply:
+        """A photo request its adapter refused before there was a picture (a body that is not a form):
+        logged like any other, answered with `text`."""
+        outcome = _Outcome(style=self._default_style, input_bytes=input_bytes)
+        outcome.refuse("bad_input", problem, text)
+        self._record(request, outcome, time.perf_counter())
+        return outcome.reply
+
+    def _record(self, request: Request, outcome: _Outcome, started: float) -> None:
+        self._recorder.record(
+            UsageRecord(
+                platform=request.platform,
+                platform_user_id=request.user_id,
+                chat_id=request.chat_id,
+                style=outcome.style,
+                model_version=outcome.version,
+                status=outcome.status,
+                latency_ms=round((time.perf_counter() - started) * 1000),
+                input_bytes=outcome.input_bytes,
+                input_pixels=outcome.input_pixels,
+            )
+        )
 
     async def _within_limits(
         self, request: Request, style: StyleInfo, attachment: Attachment, outcome: _Outcome
     ) -> None:
-        """Refuse politely when the user is over their allowance, else draw."""
+        """Refuse politely when the user's network or the user is over their allowance, else draw.
+
+        The network is asked first: a request it admits counts for it even if
+        the user is then refused, so rotating identities gains nothing.
+        """
         user = (request.platform, request.user_id)
-        refusal = self._limits.try_acquire(user)
-        if refusal is not None:
-            outcome.status = "rate_limited"
-            outcome.reply = Reply(
-                messages.BUSY_USER
-                if refusal is Refusal.BUSY
-                else messages.SLOW_DOWN.format(limit=self._per_minute)
-            )
-            return
+        checks = [(self._limits, user)]
+        if request.network is not None:
+            checks.insert(0, (self._network_limits, (request.platform, "network", request.network)))
+        for limits, key in checks:
+            refusal = limits.try_acquire(key)
+            if refusal is Refusal.BUSY:
+                outcome.refuse("rate_limited", "busy", messages.BUSY_USER, limits.retry_after(key))
+                return
+            if refusal is Refusal.TOO_MANY:
+                text = messages.SLOW_DOWN.format(limit=limits.per_minute)
+                outcome.refuse("rate_limited", "too_many", text, limits.retry_after(key))
+                return
         try:
             await self._draw(style, attachment, outcome)
         finally:
@@ -262,16 +300,16 @@ class Core:
         """Check the file, fetch it, wait for a model slot, and translate it."""
         declared = attachment.content_type.lower()
         if declared not in _UNDECLARED and not declared.startswith("image/"):
-            outcome.status, outcome.reply = "bad_input", Reply(messages.NOT_AN_IMAGE)
+            outcome.refuse("bad_input", "not_an_image", messages.NOT_AN_IMAGE)
             return
-        too_big = Reply(messages.TOO_BIG.format(limit_mb=self._max_upload_bytes // 2**20))
+        too_big = messages.TOO_BIG.format(limit_mb=self._max_upload_bytes // 2**20)
         if (attachment.size or 0) > self._max_upload_bytes:
-            outcome.status, outcome.reply = "bad_input", too_big
+            outcome.refuse("bad_input", "too_big", too_big)
             return
         data = await attachment.read()
         outcome.input_bytes, outcome.input_pixels = len(data), image_pixels(data)
         if len(data) > self._max_upload_bytes:
-            outcome.status, outcome.reply = "bad_input", too_big
+            outcome.refuse("bad_input", "too_big", too_big)
             return
         async with self._model_slots:
             result = await self._stylizer.stylize(style.name, data, size=self._output_size, fmt="jpeg")

@@ -39,6 +39,9 @@ TOO_BIG = "That file is too big. Please send an image under {limit_mb} MB."
 BUSY_USER = "I'm still working on your last photo. One at a time, please!"
 SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."
 ERROR = "Sorry, something went wrong on my side. Please try again."
+NOT_A_FORM = "Send the picture as a file upload: a multipart form with an \"image\" field (and optionally \"style\")."
+WRONG_HOST = "This page is not served under that name. Open it at the address toonbot printed when it started."
+CROSS_SITE = "Requests from other web sites are not accepted. Open the page itself to upload a picture."
 
 # Everyone: privacy.
 PRIVACY = (

@@ -107,6 +107,7 @@ class SharedCore:
             recorder=recorder,
             default_style=settings.default_style,
             requests_per_minute=settings.requests_per_minute,
+            network_requests_per_minute=settings.web_requests_per_minute_per_ip,
             max_in_flight=settings.max_in_flight,
             max_upload_bytes=settings.max_upload_bytes,
             output_size=settings.output_size,

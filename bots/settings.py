@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = None
     web_host: str = "127.0.0.1"
     web_port: int = 8000
+    # Host names the page answers to (name or name:port); unset: WEB_HOST's, or the loopback names
+    # when WEB_HOST is local or 0.0.0.0. Anything else gets 421, so DNS rebinding cannot reach it.
+    web_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    web_secret: SecretStr | None = None  # signs visitor cookies; unset: a random key per process
+    web_requests_per_minute_per_ip: int | None = Field(default=None, ge=1)  # unset: REQUESTS_PER_MINUTE
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
     # Data and models.
@@ -44,13 +49,13 @@ class Settings(BaseSettings):
     requests_per_minute: int = Field(default=10, ge=1)  # per user
     max_in_flight: int = Field(default=4, ge=1)  # all users together; more wait in line
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)  # Telegram's bot download limit
-    output_size: int = Field(default=512, ge=32, le=2048)  # what the handler accepts
+    output_size: int | None = Field(default=None, ge=32, le=2048)  # None: the size each style draws at
     jobs_poll_s: float = Field(default=5.0, gt=0)  # how often finished training jobs are looked for
 
-    @field_validator("admin_ids", mode="before")
+    @field_validator("admin_ids", "web_allowed_hosts", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
-        """Accept `ADMIN_IDS=1,2,3` as people write it, not only JSON."""
+        """Accept `ADMIN_IDS=1,2,3` (or `WEB_ALLOWED_HOSTS=a,b`) as people write it, not only JSON."""
         if isinstance(value, str):
             return [part for part in value.replace(" ", "").split(",") if part]
         return value

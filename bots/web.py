@@ -2,21 +2,33 @@
 
 One page (`static/index.html`) and two JSON-or-image endpoints over the core:
 `GET /api/styles` and `POST /api/stylize` (multipart: `image`, `style`).
-A visitor is known by a random cookie, so the per-user limits apply per browser.
+
+A visitor is known by a cookie the server signs, so a client cannot mint its
+own identities; the core also limits each IP address per minute, so fresh
+cookies gain nothing. Only the Host names derived from WEB_HOST/WEB_PORT (or
+listed in WEB_ALLOWED_HOSTS) are served, and a cross-site Origin is refused:
+a page bound to 127.0.0.1 cannot be driven from another web site by DNS
+rebinding.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
 import logging
+import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bots import messages
-from bots.core import Attachment, Core, Request
+from bots.core import Attachment, Core, Problem, Reply, Request
 from bots.resources import SharedCore
 from bots.settings import Settings
 
@@ -28,24 +40,110 @@ VISITOR_COOKIE = "toonbot_visitor"
 CORE = web.AppKey("core", Core)
 MAX_UPLOAD = web.AppKey("max_upload", int)
 READ_CHUNK = 2**16
+MAX_STYLE_FIELD = 256  # bytes of the `style` field read; a name is at most 64
+MAX_PARTS = 8  # form fields looked at; the page sends two
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+# The core's reason for no picture -> the HTTP status the page (or a script) gets.
+HTTP_STATUS: dict[Problem, int] = {
+    "not_a_form": 415, "not_an_image": 415, "too_big": 413, "unknown_style": 400, "bad_input": 400,
+    "no_face": 422, "busy": 429, "too_many": 429, "overloaded": 503, "unavailable": 503,
+    "no_styles": 503, "error": 500,
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _request(request: web.Request, text: str, attachment: Attachment | None = None) -> Request:
-    visitor = request.cookies.get(VISITOR_COOKIE) or f"ip-{request.remote}"
-    return Request(
-        platform=PLATFORM, user_id=visitor, chat_id=visitor, text=text, attachment=attachment
+class Visitors:
+    """Visitor ids signed with a server key: a cookie the server did not issue counts as none."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def issue(self) -> str:
+        """A new cookie value: a random id and its signature."""
+        visitor = secrets.token_urlsafe(16)
+        return f"{visitor}.{self._sign(visitor)}"
+
+    def verify(self, cookie: str | None) -> str | None:
+        """The visitor id in `cookie` if the signature holds, else None."""
+        visitor, _, signature = (cookie or "").partition(".")
+        if not visitor or not hmac.compare_digest(signature, self._sign(visitor)):
+            return None
+        return visitor
+
+    def _sign(self, visitor: str) -> str:
+        digest = hmac.new(self._key, visitor.encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+VISITORS = web.AppKey("visitors", Visitors)
+
+
+def allowed_hosts(settings: Settings) -> frozenset[str]:
+    """Host header values served: WEB_ALLOWED_HOSTS, else WEB_HOST (loopback names when local or wildcard).
+
+    A name without a port gets WEB_PORT; on port 80 the bare name, as browsers send it, also passes.
+    """
+    names = list(settings.web_allowed_hosts)
+    if not names:
+        host = settings.web_host.strip("[]")
+        local = host in WILDCARD_HOSTS or host == "localhost" or _is_loopback(host)
+        names = [*LOOPBACK_NAMES] if local else [f"[{host}]" if ":" in host else host]
+    hosts = set()
+    for name in (n.lower() for n in names):
+        with_port = name if re.search(r":\d+$", name) else f"{name}:{settings.web_port}"
+        hosts.add(with_port)
+        if with_port.endswith(":80"):
+            hosts.add(with_port[: -len(":80")])
+    return frozenset(hosts)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def content_security_policy(page: str) -> str:
+    """Only the page's own inline script and style (by hash), same-origin fetches, blob: images."""
+
+    def hashes(tag: str) -> str:
+        found = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.S)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in found)
+
+    return (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        "img-src 'self' blob:; connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
     )
 
 
+def _request(request: web.Request, text: str, attachment: Attachment | None = None) -> Request:
+    visitor = request.app[VISITORS].verify(request.cookies.get(VISITOR_COOKIE))
+    user = f"v-{visitor}" if visitor else f"ip-{request.remote}"
+    return Request(
+        platform=PLATFORM, user_id=user, chat_id=user, text=text, attachment=attachment,
+        network=request.remote or "unknown",
+    )
+
+
+def _answer(reply: Reply) -> web.Response:
+    """The picture, or `{"message": ...}` with the status that says why not (and when to retry)."""
+    if reply.image is not None:
+        return web.Response(body=reply.image, content_type=reply.content_type)
+    status = HTTP_STATUS.get(reply.problem or "error", 500)
+    headers = {"Retry-After": str(reply.retry_after_s)} if reply.retry_after_s else None
+    return web.json_response({"message": reply.text}, status=status, headers=headers)
+
+
 async def index(request: web.Request) -> web.StreamResponse:
-    """The page; a first visit gets its visitor cookie."""
+    """The page; a visitor without a valid cookie gets one."""
     response = web.FileResponse(PAGE)
-    if VISITOR_COOKIE not in request.cookies:
-        response.set_cookie(
-            VISITOR_COOKIE, secrets.token_urlsafe(16), httponly=True, samesite="Strict"
-        )
+    visitors = request.app[VISITORS]
+    if visitors.verify(request.cookies.get(VISITOR_COOKIE)) is None:
+        response.set_cookie(VISITOR_COOKIE, visitors.issue(), httponly=True, samesite="Strict")
     return response
 
 
@@ -58,27 +156,42 @@ async def styles(request: web.Request) -> web.Response:
 
 async def stylize(request: web.Request) -> web.Response:
     """One upload: the image comes back as is, or `{"message": ...}` in the core's words."""
-    style, content_type, data = "", "", b""
-    reader = await request.multipart()
-    async for part in reader:
-        if not isinstance(part, BodyPartReader):
-            continue
-        if part.name == "style":
-            style = (await part.text()).strip()
-        elif part.name == "image":
-            content_type = part.headers.get("Content-Type", "")
-            data = await _read_capped(part, request.app[MAX_UPLOAD])
+    core = request.app[CORE]
+    if request.content_type != "multipart/form-data":  # JSON, a raw image, a form, nothing
+        problem: Problem = "not_a_form" if request.body_exists else "bad_input"
+        return _answer(core.refuse(_request(request, ""), problem, messages.NOT_A_FORM,
+                                   input_bytes=request.content_length))
+    try:
+        style, content_type, data = await _read_form(request, request.app[MAX_UPLOAD])
+    except (ValueError, HttpProcessingError) as error:  # a broken multipart body (no boundary, bad headers)
+        logger.info("unreadable upload from %s: %s", request.remote, error)
+        return _answer(core.refuse(_request(request, ""), "bad_input", messages.NOT_A_FORM))
 
     async def read() -> bytes:
         return data
 
     text = f"/style {style}" if style else ""
-    reply = await request.app[CORE].handle(
-        _request(request, text, Attachment(content_type, len(data), read))
-    )
-    if reply.image is None:
-        return web.json_response({"message": reply.text}, status=422)
-    return web.Response(body=reply.image, content_type=reply.content_type)
+    return _answer(await core.handle(_request(request, text, Attachment(content_type, len(data), read))))
+
+
+async def _read_form(request: web.Request, limit: int) -> tuple[str, str, bytes]:
+    """(style, the image's declared type, the image's bytes), each read only up to its cap."""
+    style, content_type, data = "", "", b""
+    reader = await request.multipart()
+    for _ in range(MAX_PARTS):
+        part = await reader.next()
+        if part is None:
+            break
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "style":
+            style = (await _read_capped(part, MAX_STYLE_FIELD)).decode("utf-8", "replace").strip()
+        elif part.name == "image":
+            content_type = part.headers.get("Content-Type", "")
+            data = await _read_capped(part, limit)
+            if len(data) > limit:
+                break  # the core says "too big"; the rest is never read
+    return style, content_type, data
 
 
 async def _read_capped(part: BodyPartReader, limit: int) -> bytes:
@@ -89,6 +202,26 @@ async def _read_capped(part: BodyPartReader, limit: int) -> bytes:
         if len(data) > limit:
             break
     return bytes(data)
+
+
+def guard(hosts: Collection[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Serve only our own Host names, and refuse requests another site's page makes."""
+    origins = {f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")}
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.host.lower() not in hosts:
+            logger.warning("refused Host %r from %s (not in the allowed hosts)", request.host[:100], request.remote)
+            return web.json_response({"message": messages.WRONG_HOST}, status=421)
+        origin = request.headers.get("Origin")
+        if (origin is not None and origin.lower() not in origins) or request.headers.get(
+            "Sec-Fetch-Site"
+        ) == "cross-site":
+            logger.warning("refused a cross-site %s %s from %s", request.method, request.path, request.remote)
+            return web.json_response({"message": messages.CROSS_SITE}, status=403)
+        return await handler(request)
+
+    return check
 
 
 @web.middleware
@@ -105,6 +238,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def build_app(settings: Settings, shared: SharedCore) -> web.Application:
     """The aiohttp application; the core is opened on startup and released on cleanup."""
+    security_headers = {
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": content_security_policy(PAGE.read_text(encoding="utf-8")),
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+        "Cross-Origin-Resource-Policy": "same-origin",
+    }
 
     async def open_core(app: web.Application) -> None:
         app[CORE] = await shared.open()
@@ -112,10 +252,16 @@ def build_app(settings: Settings, shared: SharedCore) -> web.Application:
     async def close_core(app: web.Application) -> None:
         await shared.close()
 
-    app = web.Application(middlewares=[errors])
+    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(security_headers)
+
+    app = web.Application(middlewares=[guard(allowed_hosts(settings)), errors])
     app[MAX_UPLOAD] = settings.max_upload_bytes
+    secret = settings.web_secret.get_secret_value().encode() if settings.web_secret else secrets.token_bytes(32)
+    app[VISITORS] = Visitors(secret)
     app.on_startup.append(open_core)
     app.on_cleanup.append(close_core)
+    app.on_response_prepare.append(add_headers)
     app.router.add_get("/", index)
     app.router.add_get("/api/styles", styles)
     app.router.add_post("/api/stylize", stylize)

@@ -55,3 +55,25 @@ def test_quiet_users_are_forgotten() -> None:
     clock.now += 2 * WINDOW_S
     limits.try_acquire("ann")
     assert len(limits._recent) == 1
+
+
+def test_retry_after_says_when_the_oldest_request_leaves_the_window() -> None:
+    clock = Clock()
+    limits = UserLimits(per_minute=2, clock=clock)
+    assert limits.try_acquire("ann") is None
+    assert limits.retry_after("ann") == 5  # busy: one photo's time
+    limits.release("ann")
+    clock.now += 10
+    assert limits.try_acquire("ann") is None
+    limits.release("ann")
+    clock.now += 0.5
+    assert limits.try_acquire("ann") is Refusal.TOO_MANY
+    assert limits.retry_after("ann") == 50  # 60 s after the first, rounded up
+    assert limits.retry_after("bob") == 0
+
+
+def test_a_network_counts_requests_but_is_never_busy() -> None:
+    limits = UserLimits(per_minute=2, clock=Clock(), one_at_a_time=False)
+    assert limits.try_acquire("10.0.0.1") is None
+    assert limits.try_acquire("10.0.0.1") is None  # a second tab while the first draws
+    assert limits.try_acquire("10.0.0.1") is Refusal.TOO_MANY

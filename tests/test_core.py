@@ -178,11 +178,12 @@ async def test_bad_input_gets_plain_words(
     unknown = await core.handle(request(text="/style mona_lisa", attachment=photo(face_jpeg)))
     await shared.close()
 
-    assert pdf == Reply(messages.NOT_AN_IMAGE)
-    assert huge == Reply(messages.TOO_BIG.format(limit_mb=20))
-    assert garbage == Reply(messages.NOT_AN_IMAGE)  # the handler's words and the core's agree
-    assert cat.image is None and "face" in cat.text
+    assert pdf == Reply(messages.NOT_AN_IMAGE, problem="not_an_image")
+    assert huge == Reply(messages.TOO_BIG.format(limit_mb=20), problem="too_big")
+    assert garbage == Reply(messages.NOT_AN_IMAGE, problem="bad_input")  # the handler's words and the core's agree
+    assert cat.image is None and "face" in cat.text and cat.problem == "no_face"
     assert unknown.text.startswith(messages.UNKNOWN_STYLE.format(name="mona_lisa"))
+    assert unknown.problem == "unknown_style"
     assert [r.status for r in await read_usage(sqlite_db_url)] == [
         "bad_input", "bad_input", "bad_input", "no_face", "bad_input",
     ]
@@ -208,7 +209,7 @@ async def test_one_photo_at_a_time_per_user(
     assert (await first).image is not None
     await shared.close()
 
-    assert second == Reply(messages.BUSY_USER)
+    assert second == Reply(messages.BUSY_USER, problem="busy", retry_after_s=5)
     assert other_user.image is not None
     statuses = {(r.platform_user_id, r.status) for r in await read_usage(sqlite_db_url)}
     assert statuses == {("1", "rate_limited"), ("1", "ok"), ("2", "ok")}
@@ -222,7 +223,7 @@ async def test_per_minute_limit(settings: Settings, face_jpeg: bytes) -> None:
     finally:
         await shared.close()
     assert [r.image is not None for r in replies] == [True, True, False]
-    assert replies[2] == Reply(messages.SLOW_DOWN.format(limit=2))
+    assert replies[2] == Reply(messages.SLOW_DOWN.format(limit=2), problem="too_many", retry_after_s=60)
 
 
 async def test_database_down_photos_still_answered(

@@ -34,7 +34,7 @@ CHROMIUM_FLAGS = [
 
 
 @asynccontextmanager
-async def running_page(model_store: Path, database_url: str) -> AsyncIterator[str]:
+async def running_page(model_store: Path, database_url: str, **more: object) -> AsyncIterator[str]:
     """The page as `python -m bots web` serves it, on a free port; stopped (and flushed) after."""
     settings = Settings(
         _env_file=None,
@@ -43,6 +43,7 @@ async def running_page(model_store: Path, database_url: str) -> AsyncIterator[st
         web_port=free_ports(1)[0],
         output_size=64,
         max_upload_bytes=2**20,
+        **more,  # type: ignore[arg-type]
     )
     stop = asyncio.Event()
     task = asyncio.create_task(web.serve(settings, SharedCore(settings), stop))
@@ -81,7 +82,8 @@ async def test_http_api(
             assert page.status == 200
             html = await page.text()
             assert "TELEGRAM_TOKEN" in html and "DISCORD_TOKEN" in html
-        visitor = {cookie.key: cookie.value for cookie in jar}[web.VISITOR_COOKIE]
+        cookie = {cookie.key: cookie.value for cookie in jar}[web.VISITOR_COOKIE]
+        visitor = "v-" + cookie.partition(".")[0]  # the id the cookie signs
         async with client.get(f"{url}/api/styles") as response:
             body = await response.json()
         assert [(s["name"], s["title"], s["selected"]) for s in body["styles"]] == [
@@ -92,12 +94,12 @@ async def test_http_api(
         async with client.post(f"{url}/api/stylize", data=form) as response:
             assert response.content_type == "image/jpeg"
             assert Image.open(io.BytesIO(await response.read())).size == (64, 64)
-        for form, words in [
-            (upload("notes.txt", b"hello", "text/plain"), messages.NOT_AN_IMAGE),
-            (upload("big.png", b"\0" * (2**20 + 5), "image/png"), messages.TOO_BIG.format(limit_mb=1)),
+        for form, status, words in [
+            (upload("notes.txt", b"hello", "text/plain"), 415, messages.NOT_AN_IMAGE),
+            (upload("big.png", b"\0" * (2**20 + 5), "image/png"), 413, messages.TOO_BIG.format(limit_mb=1)),
         ]:
             async with client.post(f"{url}/api/stylize", data=form) as response:
-                assert response.status == 422
+                assert response.status == status
                 assert (await response.json()) == {"message": words}
 
     rows = await read_usage(sqlite_db_url)
@@ -165,3 +167,125 @@ async def test_an_empty_model_store_is_explained(page: Page, sqlite_db_url: str,
         await page.goto(url)
         await expect(page.locator("#error")).to_have_text(messages.NO_STYLES)
         await expect(page.locator("#no-styles-help")).to_be_visible()
+
+
+# --- bad bodies, rate limits, Host/Origin, headers ------------------------------------
+
+NOT_FORMS = [  # (headers, body, status): what scripts and clumsy clients send
+    ({"Content-Type": "application/json"}, b'{"image": "aGVsbG8=", "style": "selfie2anime"}', 415),
+    ({"Content-Type": "application/x-www-form-urlencoded"}, b"style=selfie2anime&image=abc", 415),
+    ({"Content-Type": "image/jpeg"}, (FIXTURES / "grace_hopper_256.jpg").read_bytes(), 415),
+    ({}, b"", 400),
+    ({"Content-Type": "multipart/form-data"}, b"no boundary given", 400),
+    ({"Content-Type": "multipart/form-data; boundary=xyz"}, b"--xyz\r\nbroken", 400),
+    ({"Content-Type": "multipart/form-data; boundary=xyz"}, b"", 400),
+]
+
+
+async def test_bodies_that_are_not_forms_are_refused_and_logged(
+    read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_page(bots_model_store, sqlite_db_url) as url, aiohttp.ClientSession() as client:
+        for headers, body, status in NOT_FORMS:
+            async with client.post(f"{url}/api/stylize", data=body, headers=headers) as response:
+                assert response.status == status, (headers, body[:40])
+                assert (await response.json())["message"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # no traceback
+    rows = await read_usage(sqlite_db_url)
+    assert [(r.platform, r.status) for r in rows] == [("web", "bad_input")] * len(NOT_FORMS)
+    assert rows[2].input_bytes == len(NOT_FORMS[2][1])
+
+
+async def test_rotating_cookies_do_not_reset_the_limit(
+    read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    async with (
+        running_page(bots_model_store, sqlite_db_url, requests_per_minute=3) as url,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client,
+    ):
+        statuses, retry_after = [], []
+        for i in range(8):
+            async with client.get(url) as page:  # a fresh, validly signed cookie every time
+                fresh = page.cookies[web.VISITOR_COOKIE].value
+            cookie = fresh if i % 2 else f"forged-{i}.{'A' * 22}"
+            form = upload("me.jpg", face_jpeg, "image/jpeg")
+            async with client.post(f"{url}/api/stylize", data=form, headers={"Cookie": f"{web.VISITOR_COOKIE}={cookie}"}) as response:
+                statuses.append(response.status)
+                retry_after.append(response.headers.get("Retry-After"))
+    assert statuses == [200] * 3 + [429] * 5
+    assert all(value is not None and 50 <= int(value) <= 60 for value in retry_after[3:])
+    rows = await read_usage(sqlite_db_url)
+    assert [r.status for r in rows] == ["ok"] * 3 + ["rate_limited"] * 5
+    assert {r.platform_user_id for r in rows[::2]} == {"ip-127.0.0.1"}  # forged cookies count as none
+
+
+def test_visitor_cookies_are_signed() -> None:
+    visitors = web.Visitors(b"k" * 32)
+    cookie = visitors.issue()
+    visitor = visitors.verify(cookie)
+    assert visitor is not None and cookie.startswith(visitor + ".")
+    assert web.Visitors(b"other key").verify(cookie) is None
+    for forged in (None, "", visitor, f"{visitor}.", f"x{cookie}", "a" * 100 + ".b"):
+        assert visitors.verify(forged) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, {"localhost:8000", "127.0.0.1:8000", "[::1]:8000"}),
+        ({"web_host": "0.0.0.0", "web_port": 80}, {"localhost:80", "localhost", "127.0.0.1:80", "127.0.0.1", "[::1]:80", "[::1]"}),
+        ({"web_host": "192.168.1.5"}, {"192.168.1.5:8000"}),
+        ({"web_host": "fd00::5"}, {"[fd00::5]:8000"}),
+        ({"web_allowed_hosts": "Toon.example.org,toon.lan:8443"}, {"toon.example.org:8000", "toon.lan:8443"}),
+    ],
+)
+def test_allowed_hosts_follow_web_host_and_port(
+    changes: dict[str, object], expected: set[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in changes.items():
+        monkeypatch.setenv(name.upper(), str(value))
+    assert web.allowed_hosts(Settings(_env_file=None)) == expected
+
+
+SECURITY_HEADERS = ("X-Content-Type-Options", "Content-Security-Policy", "Referrer-Policy", "X-Frame-Options")
+
+
+async def test_foreign_hosts_and_origins_are_refused_and_headers_are_set(
+    read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    async with running_page(bots_model_store, sqlite_db_url) as url, aiohttp.ClientSession() as client:
+        port = url.rsplit(":", 1)[1]
+        refused = [
+            ({"Host": "evil.example"}, 421),  # DNS rebinding: evil.example resolving to 127.0.0.1
+            ({"Host": f"evil.example:{port}"}, 421),
+            ({"Origin": "http://evil.example"}, 403),
+            ({"Origin": "null"}, 403),
+            ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ]
+        for headers, status in refused:
+            for method, path in (("GET", "/"), ("GET", "/api/styles"), ("POST", "/api/stylize")):
+                form = upload("me.jpg", face_jpeg, "image/jpeg") if method == "POST" else None
+                async with client.request(method, url + path, headers=headers, data=form) as response:
+                    assert response.status == status, (headers, path)
+                    assert all(name in response.headers for name in SECURITY_HEADERS)
+        allowed = {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}", "Sec-Fetch-Site": "same-origin"}
+        async with client.post(f"{url}/api/stylize", headers=allowed, data=upload("me.jpg", face_jpeg, "image/jpeg")) as response:
+            assert response.status == 200
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.headers["Referrer-Policy"] == "no-referrer"
+        async with client.get(url) as page:
+            policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert policy == web.content_security_policy(web.PAGE.read_text(encoding="utf-8"))
+    assert policy.count("'sha256-") == 2  # the page's one inline script and one inline style
+    assert [r.status for r in await read_usage(sqlite_db_url)] == ["ok"]  # refused ones never reach the core
+
+
+@pytest.mark.parametrize(
+    ("problem", "status", "retry"),
+    [("overloaded", 503, "30"), ("unavailable", 503, "30"), ("no_face", 422, None), ("error", 500, None)],
+)
+def test_each_refusal_has_its_status(problem: str, status: int, retry: str | None) -> None:
+    reply = web.Reply("words", problem=problem, retry_after_s=int(retry) if retry else None)  # type: ignore[arg-type]
+    response = web._answer(reply)
+    assert (response.status, response.headers.get("Retry-After")) == (status, retry)
