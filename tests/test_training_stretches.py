@@ -110,3 +110,14 @@ def test_images_per_second_times_real_training_steps() -> None:
     opts = TrainOptions(name="a2b", data="", img_size=32, ch=4, n_res=1, light=True, n_dis_global=5,
                         n_dis_local=4, batch_size=2, precision="fp32", memory_format="channels_last")
     assert speed.images_per_second(opts, CPU, steps=1) > 0
+
+
+def test_a_running_fit_follows_the_threads_file(tiny_dataset, tmp_path) -> None:
+    """`echo 1 > runs/NAME/threads` gives the machine back to a test suite without stopping the run."""
+    fit(tiny_dataset, tmp_path / "without", "--iters", "2", "--threads", "2")
+    assert torch.get_num_threads() == 2
+    (tmp_path / "with" / "a2b").mkdir(parents=True)
+    (tmp_path / "with" / "a2b" / "threads").write_text("1\n")
+    fit(tiny_dataset, tmp_path / "with", "--iters", "2", "--threads", "2")
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(1)

@@ -265,6 +265,7 @@ class Trainer:
                 window.append(losses)
                 bar.update(1)
                 if self.step % o.log_every == 0 or self.step == stop:
+                    self._follow_threads_file()
                     self._log_losses(window)
                     bar.set_postfix(d=f"{losses['D_loss']:.3f}", g=f"{losses['G_loss']:.3f}")
                     window = []
@@ -286,6 +287,23 @@ class Trainer:
             self.save()
         if self.step % o.sample_every:
             self.write_samples()
+
+    def _follow_threads_file(self) -> None:
+        """Use the CPU thread count written in RUN_DIR/threads, if any.
+
+        A long CPU run shares its machine: `echo 1 > runs/NAME/threads` while a
+        test suite runs (oversubscribed OpenMP threads slow a step several
+        times over), `echo 2 > ...` afterwards; read at every log step.
+        """
+        if self.rt.device.type != "cpu":
+            return
+        try:
+            wanted = int((self.run_dir / "threads").read_text().strip())
+        except (OSError, ValueError):
+            return
+        if wanted > 0 and wanted != torch.get_num_threads():
+            log.info("step %d: %d CPU threads (from %s)", self.step, wanted, self.run_dir / "threads")
+            torch.set_num_threads(wanted)
 
     def _log_losses(self, window: list[dict[str, float]]) -> None:
         """Append the window's mean losses to losses.csv (rank 0 only)."""
