@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps
 
@@ -24,6 +25,8 @@ FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 DEFAULT_FORMAT = "jpeg"
 JPEG_QUALITY = 92
 WEBP_QUALITY = 90
+ALPHA_MODES = ("RGBA", "LA", "PA")  # not LAB: its "A" band is a colour
+WIDE_MODES = ("I", "F")  # 32-bit integer and float greyscale (16-bit modes are "I;16...")
 
 NOT_AN_IMAGE = "That file is not a picture I can read. Please send a JPEG, PNG, WebP or HEIC photo."
 TRUNCATED = "That picture seems cut off (the file is incomplete). Please send it again."
@@ -118,16 +121,49 @@ def decode(data: bytes) -> Image.Image:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any mode -> RGB; transparent pixels become white, as on a chat's light background."""
+    """Any mode -> RGB; transparent pixels become white, as on a chat's light background.
+
+    Transparency is read before 16-bit and float pictures are scaled down to
+    8 bits: a tRNS colour names a 16-bit value, and scaling first would make
+    every pixel miss it (or, converting straight to RGBA, turn them all white).
+    """
     if img.mode == "RGB":
         return img
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if img.mode.startswith("I"):  # 16/32-bit greyscale: scale down to 8 bits first
-        img = img.point(lambda v: v / 256).convert("L")
-    return img.convert("RGB")
+    alpha = _alpha(img)
+    if img.mode in WIDE_MODES or img.mode.startswith("I;16"):
+        img = _grey_8bit(img)
+    rgb = img.convert("RGB")
+    if alpha is None:
+        return rgb
+    return Image.composite(rgb, Image.new("RGB", rgb.size, (255, 255, 255)), alpha)
+
+
+def _alpha(img: Image.Image) -> Image.Image | None:
+    """The picture's opacity as an L mask, or None when it is opaque."""
+    if img.mode in ALPHA_MODES:
+        return img.getchannel("A")
+    if "transparency" not in img.info:
+        return None
+    if img.mode in WIDE_MODES or img.mode.startswith("I;16"):  # one grey value, at full depth
+        key = img.info["transparency"]
+        return Image.fromarray(np.where(np.asarray(img) == key, 0, 255).astype(np.uint8))
+    return img.convert("RGBA").getchannel("A")  # palette, 1, L and RGB keys: Pillow knows them
+
+
+def _grey_8bit(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float greyscale -> 8-bit L, scaled from the range the values were written in.
+
+    I;16 spans 0-65535. I and F come from TIFFs that hold 8-bit, 16-bit or
+    0-1 float data alike, so the largest value says which; anything wider is
+    stretched to fit.
+    """
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        peak = float(values.max(initial=0.0))
+        top = next((t for t in (1.0, 255.0, 65535.0) if peak <= t), peak)
+    return Image.fromarray(np.clip(values * (255.0 / top) + 0.5, 0, 255).astype(np.uint8))
 
 
 def encode(img: Image.Image, fmt: str) -> bytes:
