@@ -4,19 +4,23 @@ start/stop/status run a local TorchServe over the model store; styles and
 stylize use the embedded engine unless `--torchserve URL` (or
 `TORCHSERVE_URL`) points at a running TorchServe (token: `TORCHSERVE_TOKEN`,
 else the local instance's key file).
+
+Every failure ends in one line on stderr and a non-zero exit (`-v` shows the log too).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from serving import admin_cli, open_stylizer
-from serving.api import Stylizer, StylizeError
+from serving.api import Stylizer, StylizeError, Unavailable
+from serving.management import DeployError
 from serving.torchserve import LocalTorchServe, Ports
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
@@ -84,22 +88,37 @@ async def _styles(args: argparse.Namespace) -> int:
     return 0
 
 
-def output_path(source: Path, out: Path | None, style: str, fmt: str, many: bool) -> Path:
-    """Where one result goes: OUT itself for one input, else inside OUT (or beside the input)."""
+def output_path(source: Path, out: str | None, style: str, fmt: str, many: bool) -> Path:
+    """Where one result goes: inside OUT when it is a folder (several inputs, an existing folder,
+    or a name ending in "/"), else OUT itself; beside the input without OUT."""
     name = f"{source.stem}.{style}.{EXTENSIONS[fmt]}"
     if out is None:
         return source.with_name(name)
-    if many or out.is_dir():
-        return out / name
-    return out
+    if many or out.endswith(("/", os.sep)) or Path(out).is_dir():
+        return Path(out) / name
+    return Path(out)
+
+
+def _make_folder(folder: Path) -> str | None:
+    """Create `folder` and its parents; None when done, else why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        return f"cannot write into {folder}: a file is in the way"
+    except OSError as err:
+        return f"cannot write into {folder}: {err.strerror or err}"
+    return None
 
 
 async def _stylize(args: argparse.Namespace) -> int:
+    many = len(args.inputs) > 1
+    if args.out is not None:  # every result goes into one folder: make sure it can be written first
+        problem = _make_folder(output_path(args.inputs[0], args.out, args.style, args.format, many).parent)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
     stylizer = _stylizer(args)
     failed = 0
-    many = len(args.inputs) > 1
-    if args.out is not None and many:
-        args.out.mkdir(parents=True, exist_ok=True)
     try:
         if not await stylizer.styles():
             print(NO_STYLES.format(store=args.model_store), file=sys.stderr)
@@ -107,12 +126,19 @@ async def _stylize(args: argparse.Namespace) -> int:
         for source in args.inputs:
             try:
                 result = await stylizer.stylize(args.style, source.read_bytes(), size=args.size, fmt=args.format)
+            except Unavailable:
+                raise  # the same for every input: said once, by main
             except (OSError, StylizeError) as err:
                 failed += 1
                 print(f"{source}: {getattr(err, 'message', None) or err}", file=sys.stderr)
                 continue
             target = output_path(source, args.out, args.style, args.format, many)
-            target.write_bytes(result.image)
+            try:
+                target.write_bytes(result.image)
+            except OSError as err:
+                failed += 1
+                print(f"{source}: cannot write {target}: {err.strerror or err}", file=sys.stderr)
+                continue
             print(f"{source} -> {target} ({args.style} {result.version})")
     finally:
         await stylizer.close()
@@ -128,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="local TorchServe's config, keys and logs (default %(default)s)")
     parser.add_argument("--port", type=int, default=8080,
                         help="local TorchServe's inference port; management, metrics and gRPC follow (default %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the log as well")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("start", help="start a local TorchServe").set_defaults(func=start)
     sub.add_parser("stop", help="stop it").set_defaults(func=stop)
@@ -140,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "stylize":
             p.add_argument("inputs", nargs="+", type=Path, metavar="IN")
             p.add_argument("--style", required=True)
-            p.add_argument("-o", "--out", type=Path, help="output file (one input) or folder")
+            p.add_argument("-o", "--out", metavar="OUT",
+                           help="output file (one input) or folder (several inputs, or a name ending in /)")
             p.add_argument("--size", type=int, default=None,
                            help="output side in pixels (default: the size the style draws at)")
             p.add_argument("--format", choices=sorted(EXTENSIONS), default="jpeg")
@@ -150,4 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the chosen command."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    # The runtimes log what they retry and why; the user gets the one line below instead.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
+    except (StylizeError, DeployError) as err:
+        print(f"error: {err.message or err}", file=sys.stderr)
+    except OSError as err:
+        print(f"error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+    return 1

@@ -77,3 +77,29 @@ def test_start_stylize_through_torchserve_status_stop(serving_model_store: Path,
     finally:
         assert serving_cli(*local, "stop").returncode == 0
     assert serving_cli(*local, "status").returncode == 1
+
+
+def test_out_ending_in_a_slash_is_a_folder_even_for_one_input(serving_model_store: Path, tmp_path: Path) -> None:
+    result = serving_cli("--model-store", serving_model_store, "stylize", CAT, "--style", "cat2dog",
+                         "-o", f"{tmp_path / 'new' / 'folder'}/", "--size", "32")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "new" / "folder" / "chelsea_256.cat2dog.jpg").size == (32, 32)
+
+
+def test_every_failure_is_one_line_and_a_non_zero_exit(serving_model_store: Path, tmp_path: Path) -> None:
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("not a folder")
+    dead = "http://127.0.0.1:9"  # nothing listens on the discard port
+    store = ["--model-store", serving_model_store]
+    cases = [
+        ([*store, "stylize", CAT, "--style", "cat2dog", "-o", in_the_way / "x.jpg"],
+         f"error: cannot write into {in_the_way}: a file is in the way"),
+        ([*store, "stylize", CAT, FACE, "--style", "cat2dog", "-o", in_the_way / "sub"],
+         f"error: cannot write into {in_the_way / 'sub'}: a file is in the way"),
+        ([*store, "stylize", CAT, "--style", "cat2dog", "--torchserve", dead],
+         "error: The picture service is not reachable right now. Please try again later."),
+        ([*store, "styles", "--torchserve", dead], "The picture service is not reachable right now. Please try again later."),
+    ]
+    for args, line in cases:
+        result = serving_cli(*args)
+        assert (result.returncode, result.stderr) == (1, line + "\n"), args
