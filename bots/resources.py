@@ -20,7 +20,7 @@ from bots.core import Core
 from bots.settings import Settings
 from db.engine import create_engine, default_url, session_factory
 from db.usage import UsageRecorder
-from serving import open_stylizer
+from serving.factory import open_stylizer
 from serving.api import Stylizer
 from serving.client import default_management_url
 from serving.engine import EmbeddedEngine

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 import ts
 import yaml
 from packaging.version import InvalidVersion, Version
@@ -145,8 +146,10 @@ def load_service(archive: Archive, model_dir: Path) -> tuple[BaseHandler, Servic
     handler = classes[0]()
     metrics = MetricsCacheYamlImpl(config_file_path=str(METRICS_CONFIG))
     metrics.initialize_cache()
+    # As a TorchServe worker is given its GPU: the handler runs on it where there is one.
+    gpu = 0 if torch.cuda.is_available() else None
     service = Service(
-        archive.name, str(model_dir), archive.manifest, handler.handle, None,
+        archive.name, str(model_dir), archive.manifest, handler.handle, gpu,
         int(archive.config.get("batchSize", 1)), True, metrics,
     )
     handler.initialize(service.context)

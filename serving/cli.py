@@ -18,7 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving import admin_cli, open_stylizer
+from serving import admin_cli
+from serving.factory import open_stylizer
 from serving.api import Stylizer, StylizeError, Unavailable
 from serving.management import DeployError
 from serving.torchserve import LocalTorchServe, Ports

@@ -29,7 +29,8 @@ from torchserve_fixture import (
     wait_for_workers,
 )
 
-from serving import open_stylizer, replies
+from serving import replies
+from serving.factory import open_stylizer
 from serving.api import BadInput, NoFace, Stylizer, UnknownStyle, Unavailable
 from serving.archive import framing, imaging
 from serving.client import TorchServeClient

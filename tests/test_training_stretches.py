@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from training import speed, warm_start
 from training.checkpoint import load_checkpoint
@@ -121,3 +122,23 @@ def test_a_running_fit_follows_the_threads_file(tiny_dataset, tmp_path) -> None:
     fit(tiny_dataset, tmp_path / "with", "--iters", "2", "--threads", "2")
     assert torch.get_num_threads() == 1
     torch.set_num_threads(1)
+
+
+def test_pack_carries_a_run_off_its_machine_in_fp16(first_stretch, tmp_path) -> None:
+    """What a lent GPU brings back: a generators checkpoint `export` takes, and the discriminators."""
+    assert training_main(["pack", str(tmp_path / "runs/a2b/checkpoints/latest.pt"), "--out", str(tmp_path / "out")]) == 0
+    gens = load_checkpoint(tmp_path / "out" / "a2b.generators.pt")
+    assert set(gens["networks"]) == {"genA2B", "genB2A"} and "optimizers" not in gens
+    assert all(t.dtype == torch.float16 for t in gens["networks"]["genA2B"].values() if t.is_floating_point())
+    assert gens["history"]["iterations"] == 3
+    assert set(warm_start.load_discriminators(tmp_path / "out" / "a2b.pt")) == set(warm_start.DISCRIMINATORS)
+    export(tmp_path / "out" / "a2b.generators.pt", tmp_path / "store")
+    assert handler_config(tmp_path / "store" / "b2a.mar")["training"]["iterations"] == 3
+
+
+def test_pack_data_keeps_training_images_small_and_samples_few(tiny_dataset, tmp_path) -> None:
+    assert training_main(["pack-data", str(tiny_dataset), str(tmp_path / "pack"), "--img-size", "32"]) == 0
+    train = sorted((tmp_path / "pack" / "trainA").iterdir())
+    assert len(train) == 5  # five 40 px pictures; the empty file is skipped
+    assert all(p.suffix == ".webp" and Image.open(p).size == (32, 32) for p in train)
+    assert len(list((tmp_path / "pack" / "testB").iterdir())) == 4

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training import export, fit, jobs, official, summary, worker
+from training import data, export, fit, jobs, official, summary, warm_start, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parser(sub)
     worker.add_parser(sub)
     jobs.add_parser(sub)
+    warm_start.add_parser(sub)
+    data.add_parser(sub)
     return parser
 
 

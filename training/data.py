@@ -8,6 +8,7 @@ an uninterrupted run would, whatever the number of loader workers.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Iterator
 from functools import lru_cache
@@ -108,3 +109,45 @@ def fixed_images(folder: Path, img_size: int, count: int) -> torch.Tensor:
     """The first `count` images of a folder, for sample grids that stay comparable over a run."""
     files = list_images(folder)[:count]
     return torch.stack([test_transform(open_rgb(p), img_size) for p in files])
+
+
+SAMPLE_IMAGES = 4  # the trainer's sample grid shows this many per split
+PACK_QUALITY = 80  # WebP: ~3 KB per 128 px image, indistinguishable at training size
+
+
+def pack_images(source: Path, out: Path, img_size: int) -> int:
+    """trainA/ and trainB/ (and the first test images, the sample grids' inputs) shrunk to at
+    most img_size px and re-encoded as WebP.
+
+    A compact copy of a dataset to carry to a machine that cannot read
+    ../shared (a lent GPU): selfie2anime's 4,000 training images (128 px
+    already) take 12 MB. Research-use data: write it to an ignored folder,
+    never commit it.
+    """
+    count = 0
+    for domain, limit in (("trainA", None), ("trainB", None), ("testA", SAMPLE_IMAGES), ("testB", SAMPLE_IMAGES)):
+        if not (source / domain).is_dir():
+            continue
+        (out / domain).mkdir(parents=True, exist_ok=True)
+        for path in list_images(source / domain)[:limit]:
+            im = open_rgb(path)
+            if max(im.size) > img_size:
+                im.thumbnail((img_size, img_size), Image.Resampling.LANCZOS)
+            im.save(out / domain / f"{path.stem}.webp", "WEBP", quality=PACK_QUALITY)
+            count += 1
+    return count
+
+
+def run_pack_data(args: argparse.Namespace) -> int:
+    n = pack_images(args.source, args.out, args.img_size)
+    print(f"{n} images in {args.out}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `pack-data`."""
+    p = sub.add_parser("pack-data", help="a compact WebP copy of a dataset's train folders")
+    p.add_argument("source", type=Path, help="folder with trainA/ and trainB/")
+    p.add_argument("out", type=Path)
+    p.add_argument("--img-size", type=int, default=128, help="the training size it will be used at")
+    p.set_defaults(func=run_pack_data)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from training.checkpoint import NETWORKS, load_checkpoint, save_checkpoint
-from training.data import UnpairedBatches, fixed_images
+from training.data import SAMPLE_IMAGES, UnpairedBatches, fixed_images
 from training.distributed import Runtime
 from training.networks import Discriminator, ResnetGenerator, clip_rho, min_image_size
 from training.options import TrainOptions
@@ -40,7 +40,6 @@ from training.visualize import direction_grid, heatmap_overlay, plot_losses, sta
 
 log = logging.getLogger(__name__)
 
-SAMPLES_PER_SPLIT = 4
 LOSS_KEYS = (
     "D_loss", "D_loss_A", "D_loss_B",
     "G_loss", "G_adv", "G_cycle", "G_identity", "G_cam",
@@ -342,7 +341,7 @@ class Trainer:
     def _sample_inputs(self, folder: Path) -> torch.Tensor:
         """The same few images at every sample step, read once."""
         if folder not in self._samples:
-            self._samples[folder] = fixed_images(folder, self.opts.img_size, SAMPLES_PER_SPLIT)
+            self._samples[folder] = fixed_images(folder, self.opts.img_size, SAMPLE_IMAGES)
         return self._samples[folder]
 
     def write_samples(self) -> None:

@@ -18,6 +18,7 @@ iterations of settling.
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import zipfile
@@ -27,8 +28,7 @@ from typing import Any
 import torch
 import yaml
 
-from serving import catalog
-from training.checkpoint import NETWORKS
+from training.checkpoint import NETWORKS, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def read_archive(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 def pair_archives(path: Path, run_name: str) -> dict[str, Path]:
     """{genA2B, genB2A} -> archive paths: `path` is either archive of the run's pair; the other sits beside it."""
-    a2b, b2a = catalog.split_pair(run_name)
+    source, _, target = run_name.partition("2")
+    a2b, b2a = run_name, f"{target}2{source}"
     suffix = path.name.removeprefix(a2b).removeprefix(b2a)  # ".mar" or "-<version>.mar"
     found = {"genA2B": path.with_name(a2b + suffix), "genB2A": path.with_name(b2a + suffix)}
     if path not in found.values():
@@ -108,3 +109,36 @@ def initial_state(archive: Path, run_name: str, discriminators: Path | None = No
     else:
         networks.update(discs)
     return {"networks": networks, "step": int(history.get("iterations", 0)), "history": history}
+
+
+def pack(checkpoint: Path, out: Path) -> tuple[Path, Path]:
+    """A training checkpoint -> what a stretch carries off its machine, in fp16 and without optimiser state:
+
+    - NAME.generators.pt: a checkpoint `python -m training export` takes (both
+      generators, options, step, the run's record);
+    - NAME.pt: the discriminators, for training/warm_start/.
+    """
+    state = load_checkpoint(checkpoint)
+    name = state["options"]["name"]
+    generators = {
+        k: {n: t.half() if t.is_floating_point() else t for n, t in state["networks"][k].items()}
+        for k in ("genA2B", "genB2A")
+    }
+    compact = {k: state[k] for k in ("options", "generator_arch", "step", "history") if k in state}
+    gens = save_checkpoint(out / f"{name}.generators.pt", {**compact, "networks": generators})
+    discs = save_discriminators(state["networks"], name, int(state["step"]), folder=out)
+    return gens, discs
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    gens, discs = pack(args.checkpoint, args.out)
+    print(f"generators: {gens}\ndiscriminators: {discs}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `pack`."""
+    p = sub.add_parser("pack", help="fp16 generators and discriminators of a checkpoint, to carry a run off a machine")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="folder for NAME.generators.pt and NAME.pt")
+    p.set_defaults(func=run_pack)
