@@ -142,3 +142,13 @@ def test_pack_data_keeps_training_images_small_and_samples_few(tiny_dataset, tmp
     assert len(train) == 5  # five 40 px pictures; the empty file is skipped
     assert all(p.suffix == ".webp" and Image.open(p).size == (32, 32) for p in train)
     assert len(list((tmp_path / "pack" / "testB").iterdir())) == 4
+
+
+def test_showcase_puts_each_archive_beside_the_inputs_at_its_own_size(first_stretch, tmp_path) -> None:
+    store, _ = first_stretch
+    faces = sorted((Path(__file__).parent / "fixtures").glob("*_256.jpg"))[:2]
+    out = tmp_path / "strip.png"
+    assert training_main(["showcase", "--archives", str(store / "a2b.mar"), str(store / "b2a.mar"),
+                          "--inputs", *map(str, faces), "--out", str(out)]) == 0
+    strip = Image.open(out)
+    assert strip.height > 2 * 192 and strip.width >= 192 + 2 * 130

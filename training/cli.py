@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training import data, export, fit, jobs, official, summary, warm_start, worker
+from training import data, export, fit, jobs, official, showcase, summary, warm_start, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_parser(sub)
     warm_start.add_parser(sub)
     data.add_parser(sub)
+    showcase.add_parser(sub)
     return parser
 
 
