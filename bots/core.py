@@ -42,6 +42,10 @@ CATALOGUE_TTL_S = 10.0  # a new deployment shows within this long
 _UNDECLARED = ("", "application/octet-stream")
 
 
+class TooBig(Exception):
+    """Raised by an adapter's `read` that stopped at `Core.max_upload_bytes`: the core says "too big"."""
+
+
 @dataclass(frozen=True)
 class Attachment:
     """A file the user sent, read only once it passes the checks (a refused PDF is never fetched)."""
@@ -212,6 +216,11 @@ class Core:
             )
         return Reply(messages.STYLE_SET.format(title=style.title))
 
+    @property
+    def max_upload_bytes(self) -> int:
+        """The largest file drawn; an adapter that streams a download stops there (`TooBig`)."""
+        return self._max_upload_bytes
+
     def refresh_styles(self) -> None:
         """Forget the cached style list (a deploy just changed it): the next request asks the runtime."""
         self._catalogue_expires = 0.0
@@ -306,7 +315,11 @@ class Core:
         if (attachment.size or 0) > self._max_upload_bytes:
             outcome.refuse("bad_input", "too_big", too_big)
             return
-        data = await attachment.read()
+        try:
+            data = await attachment.read()
+        except TooBig:
+            outcome.refuse("bad_input", "too_big", too_big)
+            return
         outcome.input_bytes, outcome.input_pixels = len(data), image_pixels(data)
         if len(data) > self._max_upload_bytes:
             outcome.refuse("bad_input", "too_big", too_big)

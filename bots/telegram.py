@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
-from telegram import Bot, Chat, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+import httpx
+from telegram import Bot, Chat, File, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -22,7 +23,7 @@ from telegram.ext import (
 
 from bots import messages
 from bots.announce import JobAnnouncer
-from bots.core import Attachment, Core, Reply, Request
+from bots.core import Attachment, Core, Reply, Request, TooBig
 from bots.resources import SharedCore
 from bots.settings import Settings
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 PLATFORM = "telegram"
 ACTION_REPEAT_S = 4.0  # Telegram shows a chat action for 5 s
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 def _core(context: ContextTypes.DEFAULT_TYPE) -> Core:
@@ -111,14 +113,38 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         source, content_type, as_document = message.document, message.document.mime_type, True
 
     async def read() -> bytes:
-        file = await source.get_file()
-        return bytes(await file.download_as_bytearray())
+        return await download(await source.get_file(), _core(context).max_upload_bytes)
 
     attachment = Attachment(content_type or "", source.file_size, read)
     action = ChatAction.UPLOAD_DOCUMENT if as_document else ChatAction.UPLOAD_PHOTO
     async with _showing(message.chat, action):
         reply = await _core(context).handle(_request(update, message.caption or "", attachment))
     await _send(message, reply, as_document=as_document)
+
+
+async def download(file: File, limit: int) -> bytes:
+    """The file's bytes, streamed and abandoned one chunk past `limit` (`TooBig`).
+
+    Telegram does not always say a file's size, and a self-hosted Bot API
+    server serves files up to 2 GB: the size is known only by reading.
+    """
+    if file.file_size is not None and file.file_size > limit:
+        raise TooBig
+    assert file.file_path is not None
+    data = bytearray()
+    try:
+        async with (
+            httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT_S) as client,
+            client.stream("GET", file.file_path) as response,
+        ):
+            response.raise_for_status()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise TooBig
+    except httpx.HTTPError as error:  # its message holds the file URL, and the URL the bot's token
+        raise TelegramError(f"file download failed: {type(error).__name__}") from None
+    return bytes(data)
 
 
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -131,10 +157,23 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Log the failure with its traceback, then tell the user something short."""
-    logger.error("update failed: %r", update, exc_info=context.error)
+    """Log the failure with its traceback, then tell the user something short.
+
+    The update is named by its ids only: its text, captions and names stay out of the log.
+    """
+    logger.error("%s failed", describe_update(update), exc_info=context.error)
     if isinstance(update, Update) and update.effective_message is not None:
         await update.effective_message.reply_text(messages.ERROR)
+
+
+def describe_update(update: object) -> str:
+    """"update 12 (message, chat 34, user 56)": enough to find it, nothing a user wrote."""
+    if not isinstance(update, Update):
+        return f"a {type(update).__name__} update"
+    kind = next((k for k in Update.ALL_TYPES if getattr(update, k, None) is not None), "unknown")
+    chat = update.effective_chat.id if update.effective_chat else "-"
+    user = update.effective_user.id if update.effective_user else "-"
+    return f"update {update.update_id} ({kind}, chat {chat}, user {user})"
 
 
 async def notify(bot: Bot, chat_id: str, reply: Reply) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -196,3 +197,30 @@ async def test_torchserve_answers_when_its_url_is_set(
     assert jpeg_size(photo, "photo") == (64, 64)
     [row] = await read_usage(sqlite_db_url)
     assert (row.status, row.style, row.model_version) == ("ok", "selfie2anime", "1.0")
+
+
+async def test_a_download_of_unknown_size_stops_at_the_limit(
+    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    settings = bot_settings(api, bots_model_store, sqlite_db_url, max_upload_bytes=2**20)
+    async with running_bot(api, settings):
+        api.send_document(7, None, "endless.png", "image/png")  # no file_size anywhere, no end
+        [refusal] = await asyncio.wait_for(api.wait_for("sendMessage", chat_id=7), 60)
+    assert refusal.fields["text"] == messages.TOO_BIG.format(limit_mb=1)
+    assert api.endless_bytes_sent < 64 * 2**20  # it hung up soon after the limit
+    assert [r.status for r in await read_usage(sqlite_db_url)] == ["bad_input"]
+
+
+async def test_the_error_log_names_the_update_but_not_what_the_user_wrote(
+    api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
+        sent = api.send_photo(9, face_jpeg, caption="my secret caption")
+        api.forget_files()  # the download fails: the error handler logs
+        await api.wait_for("sendMessage", chat_id=9)
+    [failure] = [r for r in caplog.records if r.name == "bots.telegram" and r.exc_info]
+    assert re.fullmatch(r"update \d+ \(message, chat 9, user 9\) failed", failure.getMessage())
+    logged = caplog.text
+    assert "secret caption" not in logged and sent["from"]["first_name"] not in logged
+    assert api.token not in logged

@@ -75,8 +75,9 @@ class FakeTelegram:
         self.bot_id = int(token.split(":", 1)[0])
         self.calls: list[Call] = []
         self.unknown: list[str] = []  # methods the fake does not implement
+        self.endless_bytes_sent = 0  # how much of the endless download went out
         self._updates: list[JSON] = []
-        self._files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, data)
+        self._files: dict[str, tuple[str, bytes | None]] = {}  # file_id -> (file_path, data); None: endless
         self._messages: dict[int, JSON] = {}  # every message, by id, for edits and buttons
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()  # a call was recorded
@@ -143,13 +144,26 @@ class FakeTelegram:
             return _error(result.code, result.description)
         return web.json_response({"ok": True, "result": result})
 
-    async def _on_file(self, request: web.Request) -> web.Response:
+    async def _on_file(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self.token:
             return _error(401, "Unauthorized")
         for path, data in self._files.values():
             if path == request.match_info["path"]:
+                if data is None:
+                    return await self._endless(request)
                 return web.Response(body=data, content_type="application/octet-stream")
         return _error(404, "Not Found")
+
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        """A download that never ends (until the bot hangs up), counting what it sent."""
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        chunk = b"\xff" * 2**16
+        with suppress(ConnectionError, RuntimeError):
+            while True:
+                await response.write(chunk)
+                self.endless_bytes_sent += len(chunk)
+        return response
 
     # Bot API methods ---------------------------------------------------------
 
@@ -181,12 +195,8 @@ class FakeTelegram:
         if file_id not in self._files:
             raise ApiError(400, "Bad Request: invalid file_id")
         path, data = self._files[file_id]
-        return {
-            "file_id": file_id,
-            "file_unique_id": f"u{file_id}",
-            "file_size": len(data),
-            "file_path": path,
-        }
+        sized = {"file_size": len(data)} if data is not None else {}  # the Bot API may leave it out
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_path": path, **sized}
 
     def _send_photo(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
         width, height = _image_size(files["photo"].data)
@@ -223,12 +233,14 @@ class FakeTelegram:
         self._messages[message["message_id"]] = message
         return message
 
-    def _file_entry(self, data: bytes, folder: str, **extra: Any) -> JSON:
-        """Store `data` for getFile and the download, and describe it as the Bot API does."""
+    def _file_entry(self, data: bytes | None, folder: str, **extra: Any) -> JSON:
+        """Store `data` for getFile and the download, and describe it as the Bot API does
+        (None: a download without end, and no size said anywhere)."""
         file_id = f"file{next(self._ids)}"
         suffix = extra.get("file_name", "x.jpg").rsplit(".", 1)[-1]
         self._files[file_id] = (f"{folder}/{file_id}.{suffix}", data)
-        return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": len(data), **extra}
+        sized = {"file_size": len(data)} if data is not None else {}
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}", **sized, **extra}
 
     # The users' side ---------------------------------------------------------
 
@@ -243,9 +255,9 @@ class FakeTelegram:
         return self._user_message(user_id, photo=photo, **_caption(caption))
 
     def send_document(
-        self, user_id: int, data: bytes, file_name: str, mime_type: str, caption: str = ""
+        self, user_id: int, data: bytes | None, file_name: str, mime_type: str, caption: str = ""
     ) -> JSON:
-        """The user sends a file as is ("without compression")."""
+        """The user sends a file as is ("without compression"); None: one of unknown size that never ends."""
         document = self._file_entry(data, "documents", file_name=file_name, mime_type=mime_type)
         return self._user_message(user_id, document=document, **_caption(caption))
 
