@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Hashable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -64,6 +64,7 @@ class Admin:
         self.deployer = deployer
         self.sessions = sessions
         self._admin_ids = frozenset(admin_ids)
+        self._forget_style: Callable[[Hashable], None] = lambda user: None  # the core's, once installed
 
     async def close(self) -> None:
         """Close the runtime's management session."""
@@ -71,6 +72,7 @@ class Admin:
 
     def install(self, core: Core) -> None:
         """Add the commands to the core (admin ones behind the ADMIN_IDS check)."""
+        self._forget_style = core.saved_styles.forget
         core.commands["privacy"] = self._privacy
         core.commands["forget"] = self._forget
         admin_only = {
@@ -107,6 +109,7 @@ class Admin:
         """Delete the user's row and usage records."""
         async with self.sessions() as session:
             gone = await users.forget_user(session, platform=request.platform, platform_user_id=request.user_id)
+        self._forget_style((request.platform, request.user_id))
         logger.info("forgot %s (%d usage records)", requester(request), gone.usage)
         return Reply(messages.FORGOTTEN.format(count=gone.users + gone.usage))
 

@@ -10,7 +10,8 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,9 @@ _STATUS: dict[str, UsageStatus] = {"bad_input": "bad_input", "no_face": "no_face
 _PROBLEMS = frozenset(Problem.__args__)  # type: ignore[attr-defined]
 RETRY_OVERLOADED_S = 30  # what "try again in a minute" means to a program
 CATALOGUE_TTL_S = 10.0  # a new deployment shows within this long
+DB_DEADLINE_S = 0.5  # the longest a reply waits for the database; then it goes on without it
+SAVED_STYLE_TTL_S = 300.0  # another process's /style shows here within this long
+SAVED_STYLE_USERS = 100_000  # users whose style is remembered in memory
 # Declared types that say nothing either way: let the decoder judge the bytes.
 _UNDECLARED = ("", "application/octet-stream")
 
@@ -109,6 +113,35 @@ def image_pixels(data: bytes) -> int | None:
         return None
 
 
+class SavedStyles:
+    """Users' chosen styles, remembered in memory so most replies need no database round trip.
+
+    Entries expire after `ttl_s`, so processes sharing one database see each
+    other's changes; the least recently stored go first beyond `max_users`.
+    """
+
+    def __init__(self, ttl_s: float = SAVED_STYLE_TTL_S, max_users: int = SAVED_STYLE_USERS) -> None:
+        self._ttl_s = ttl_s
+        self._max_users = max_users
+        self._entries: OrderedDict[Hashable, tuple[str | None, float]] = OrderedDict()
+
+    def get(self, user: Hashable) -> tuple[bool, str | None]:
+        """(known, style): known is False when the database must be asked."""
+        style, expires = self._entries.get(user, (None, 0.0))
+        return time.monotonic() < expires, style
+
+    def put(self, user: Hashable, style: str | None) -> None:
+        """Remember `style` (None: the user never chose one)."""
+        self._entries.pop(user, None)
+        self._entries[user] = (style, time.monotonic() + self._ttl_s)
+        while len(self._entries) > self._max_users:
+            self._entries.popitem(last=False)
+
+    def forget(self, user: Hashable) -> None:
+        """Drop what is remembered about `user` (/forget)."""
+        self._entries.pop(user, None)
+
+
 @dataclass
 class _Outcome:
     """What one photo request came to, for the reply and the usage log."""
@@ -154,6 +187,9 @@ class Core:
         self._catalogue_lock = asyncio.Lock()
         self._catalogue_cache: dict[str, StyleInfo] = {}
         self._catalogue_expires = 0.0
+        self.saved_styles = SavedStyles()
+        # Database work that outlived its reply's deadline: it finishes (or fails) on its own.
+        self._pending: dict[Hashable, asyncio.Task[None]] = {}
         # Later front-end features (admin commands) register here: name -> handler.
         self.commands: dict[str, Command] = {
             "start": self._start,
@@ -210,11 +246,53 @@ class Core:
         if style is None:
             header = messages.UNKNOWN_STYLE.format(name=catalog.shown(arg)) if arg else ""
             return await self._styles(request, "", header=header)
-        async with self._sessions() as session:
-            await users.set_style(
-                session, platform=request.platform, platform_user_id=request.user_id, style=arg
-            )
+        self.saved_styles.put((request.platform, request.user_id), arg)
+        # This process knows the style at once; a slow database gets the save when it can.
+        await self._within_deadline(("save", request.platform, request.user_id), self._save_style(request, arg))
         return Reply(messages.STYLE_SET.format(title=style.title))
+
+    async def _within_deadline(self, key: Hashable, work: Coroutine[None, None, None]) -> None:
+        """Run `work` for at most `DB_DEADLINE_S` here, then leave it running in the background.
+
+        Not cancelled: cancelling a query on a hung connection waits on that
+        connection too. One piece of work per key at a time; a repeat waits for it.
+        """
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.create_task(work)
+            self._pending[key] = task
+            task.add_done_callback(lambda _: self._pending.pop(key, None))
+        else:
+            work.close()
+        await asyncio.wait({task}, timeout=DB_DEADLINE_S)
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for database work still running in the background (at shutdown)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending.values()), timeout=timeout_s)
+
+    async def _read_style(self, request: Request) -> None:
+        """Ask the database for the user's style and remember it."""
+        try:
+            async with self._sessions() as session:
+                saved = await users.get_style(
+                    session, platform=request.platform, platform_user_id=request.user_id
+                )
+        except (SQLAlchemyError, OSError) as error:
+            logger.warning("style of %s:%s not read: %s", request.platform, request.user_id, error)
+            return
+        user = (request.platform, request.user_id)
+        if not self.saved_styles.get(user)[0]:  # a /style meanwhile is newer than what was read
+            self.saved_styles.put(user, saved)
+
+    async def _save_style(self, request: Request, style: str) -> None:
+        try:
+            async with self._sessions() as session:
+                await users.set_style(
+                    session, platform=request.platform, platform_user_id=request.user_id, style=style
+                )
+        except (SQLAlchemyError, OSError) as error:
+            logger.warning("style of %s:%s not saved: %s", request.platform, request.user_id, error)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -351,15 +429,18 @@ class Core:
     async def _current_style(
         self, request: Request, catalogue: dict[str, StyleInfo]
     ) -> StyleInfo | None:
-        """The user's saved style if still deployed, else the default, else the first deployed."""
-        try:
-            async with self._sessions() as session:
-                saved = await users.get_style(
-                    session, platform=request.platform, platform_user_id=request.user_id
-                )
-        except (SQLAlchemyError, OSError) as error:  # the database is down: keep drawing anyway
-            logger.warning("style of %s:%s unknown: %s", request.platform, request.user_id, error)
-            saved = None
+        """The user's saved style if still deployed, else the default, else the first deployed.
+
+        Remembered from earlier requests when possible; else the database is
+        asked for at most `DB_DEADLINE_S`, and a down or hung one means the default.
+        """
+        user = (request.platform, request.user_id)
+        known, saved = self.saved_styles.get(user)
+        if not known:
+            await self._within_deadline(("read", *user), self._read_style(request))
+            known, saved = self.saved_styles.get(user)
+        if not known:
+            logger.warning("style of %s:%s unknown (database slow or down): the default", *user)
         for name in (saved, self._default_style):
             if name in catalogue:
                 return catalogue[name]

@@ -112,6 +112,7 @@ class SharedCore:
             max_upload_bytes=settings.max_upload_bytes,
             output_size=settings.output_size,
         )
+        self._stack.push_async_callback(core.settle, 5.0)  # style saves still in flight, before the engine goes
         self.admin = await open_admin(settings, open_configured_management(settings, stylizer), sessions, core)
         self._stack.push_async_callback(self.admin.close)
         return core

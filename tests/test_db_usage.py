@@ -57,14 +57,23 @@ class SqliteLock:
 
 
 class PostgresProxy:
-    """A TCP proxy in front of PostgreSQL that can be cut and restored."""
+    """A TCP proxy in front of PostgreSQL that can be cut and restored, or frozen: connections
+    stay open and new ones are accepted, but nothing goes through (a hung server)."""
 
     def __init__(self, url: str) -> None:
         self._target = make_url(url)
         self._server: asyncio.Server | None = None
         self._transports: list[asyncio.WriteTransport] = []
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
         self.url = ""
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -82,14 +91,16 @@ class PostgresProxy:
         await self.start()  # the same port again
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self._transports.append(client_w.transport)
+        await self._flowing.wait()
         server_r, server_w = await asyncio.open_connection(self._target.host, self._target.port)
-        self._transports += [client_w.transport, server_w.transport]
+        self._transports.append(server_w.transport)
         await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except OSError:
