@@ -6,10 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test venv clean
 
-$(STAMP): pyproject.toml
+# facenet-pytorch ships the MTCNN face detector's weights (serving/archive/mtcnn_detector.py
+# reads only its data files); its metadata pins an old torch, so it goes in without dependencies.
+FACENET := facenet-pytorch==2.6.0
+
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps $(FACENET)
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -71,6 +71,7 @@ class Stylized:
     style: str
     version: str  # the model version that answered
     content_type: str  # e.g. "image/jpeg"
+    faces: int | None = None  # faces drawn by a face style; None where the runtime did not say
 
 
 class Stylizer(Protocol):

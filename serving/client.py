@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # all are retried.
 RETRY_STATUSES = {500, 503, 507}
 VERSION_HEADER = "X-Model-Version"
+FACES_HEADER = "X-Faces"  # how many faces the handler drew
 
 
 def default_management_url(inference_url: str) -> str:
@@ -111,7 +112,9 @@ class TorchServeClient:
             "POST", f"{self.url}/predictions/{style}", self.token, data=image, headers=headers
         )
         if status == 200:
-            return Stylized(body, style, resp_headers.get(VERSION_HEADER, ""), resp_headers.get("Content-Type", ""))
+            faces = resp_headers.get(FACES_HEADER)
+            return Stylized(body, style, resp_headers.get(VERSION_HEADER, ""), resp_headers.get("Content-Type", ""),
+                            int(faces) if faces and faces.isdigit() else None)
         raise self._error(status, body, style)
 
     @staticmethod

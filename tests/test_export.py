@@ -40,7 +40,7 @@ def test_archive_holds_fp16_weights_code_handler_and_config(tmp_path: Path) -> N
     path = store / "anime2selfie.mar"
     with zipfile.ZipFile(path) as z:
         names = set(z.namelist())
-        assert {"handler.py", "imaging.py", "framing.py", "networks.py", "generator.pt",
+        assert {"handler.py", "imaging.py", "framing.py", "mtcnn_detector.py", "jobs.py", "networks.py", "generator.pt",
                 "model-config.yaml", "MAR-INF/MANIFEST.json"} <= names
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]
         config = yaml.safe_load(z.read("model-config.yaml"))
@@ -89,7 +89,7 @@ def test_later_versions_sit_beside_the_first(tmp_path: Path) -> None:
     export_tiny_styles(store, "cat2dog", "--version", "2.0", seed=1)
     assert (store / "cat2dog.mar").exists() and (store / "cat2dog-2.0.mar").exists()
     assert read_archive(store / "cat2dog-2.0.mar").version == "2.0"
-    assert scan(store)["cat2dog"].version == "2.0"  # the newest: what a fresh engine starts with
+    assert scan(store)["cat2dog"].version == "1.0"  # the first: what serves until 2.0 is deployed
 
 
 def test_unknown_pairs_get_generic_catalogue_entries() -> None:

@@ -114,24 +114,64 @@ async def test_unsupported_output_options_are_rejected(engine: EmbeddedEngine) -
     assert err.value.message == imaging.BAD_OPTION
 
 
-def test_face_frame_matches_the_training_framing() -> None:
-    img = Image.open(FACE).convert("RGB")
-    face = framing.FaceFramer().largest_face(img)
-    assert face is not None
-    left, upper, right, lower = framing.FaceFramer().frame(img)
-    assert right - left == lower - upper  # square
-    side = right - left
-    assert abs((face[2] - face[0]) / side - framing.FACE_FRACTION) < 0.05 or side == min(img.size)
+def group_photo(count: int, width: int) -> bytes:
+    """`count` public-domain portraits, `width` px wide, side by side on a green ground, as PNG."""
+    portraits = sorted(FIXTURES.joinpath("faces").glob("[A-Z]*.jpg"))
+    height, gap = round(width * 1.25), 20
+    photo = Image.new("RGB", (count * (width + gap) + gap, height + 2 * gap), (40, 120, 60))
+    for i in range(count):
+        face = Image.open(portraits[i % len(portraits)]).convert("RGB").resize((width, height), Image.LANCZOS)
+        photo.paste(face, (gap + i * (width + gap), gap))
+    return encoded(photo, "PNG")
 
 
-def test_no_face_in_a_cat() -> None:
-    assert framing.FaceFramer().largest_face(Image.open(FIXTURES / "chelsea_256.jpg")) is None
+async def test_a_group_photo_comes_back_whole_with_every_face_restyled(engine: EmbeddedEngine) -> None:
+    data = group_photo(3, 200)
+    photo = np.asarray(decoded(data).convert("RGB"), dtype=np.int16)
+    result = await engine.stylize("selfie2anime", data, fmt="png")
+    assert result.faces == 3
+    out = np.asarray(decoded(result.image).convert("RGB"), dtype=np.int16)
+    assert out.shape == photo.shape  # the photo itself, not a square
+    changed = np.abs(out - photo).max(axis=2) > 8
+    assert not changed[:, :12].any() and not changed[-12:, :].any()  # the ground is intact
+    for i in range(3):  # each portrait's face was drawn over
+        x = 20 + i * 220 + 100
+        assert changed[90:190, x - 40 : x + 40].mean() > 0.5
 
 
-def test_squares_are_shrunk_and_shifted_into_the_picture() -> None:
-    assert framing.square_within((300, 180), 150, 90, 500) == (60, 0, 240, 180)
-    assert framing.square_within((300, 180), 10, 10, 100) == (0, 0, 100, 100)
-    assert framing.centre_square(Image.new("RGB", (300, 180))) == (60, 0, 240, 180)
+async def test_one_face_still_comes_back_as_a_square_portrait(engine: EmbeddedEngine) -> None:
+    result = await engine.stylize("selfie2anime", FACE.read_bytes(), size=64)
+    assert result.faces == 1
+    assert decoded(result.image).size == (64, 64)
+
+
+async def test_a_group_reply_follows_the_requested_size_on_its_long_side(engine: EmbeddedEngine) -> None:
+    result = await engine.stylize("selfie2anime", group_photo(2, 200), size=300)
+    assert decoded(result.image).size == (300, 189)  # 460 x 290 scaled down
+
+
+async def test_styles_without_faces_report_none_drawn(engine: EmbeddedEngine) -> None:
+    assert (await engine.stylize("dog2cat", FACE.read_bytes())).faces == 0
+
+
+async def test_no_face_says_what_to_try(engine: EmbeddedEngine) -> None:
+    with pytest.raises(NoFace) as err:
+        await engine.stylize("selfie2anime", FIXTURES.joinpath("chelsea_256.jpg").read_bytes())
+    assert err.value.message == framing.NO_FACE and "/styles" in err.value.message
+
+
+async def test_twenty_tiny_faces_are_refused_in_bounded_time(engine: EmbeddedEngine) -> None:
+    start = asyncio.get_running_loop().time()
+    with pytest.raises(NoFace) as err:
+        await engine.stylize("selfie2anime", group_photo(20, 40))
+    assert err.value.message == framing.FACES_TOO_SMALL
+    assert asyncio.get_running_loop().time() - start < 30
+
+
+async def test_a_huge_crowd_photo_gets_at_most_eight_faces_drawn(engine: EmbeddedEngine) -> None:
+    result = await engine.stylize("selfie2anime", group_photo(12, 200), size=512)
+    assert result.faces == framing.MAX_FACES
+    assert max(decoded(result.image).size) == 512
 
 
 async def test_archives_unpack_once_into_a_cache_keyed_by_hash(serving_model_store: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """TorchServe handler for one U-GAT-IT direction: photo bytes in, stylized image bytes out.
 
-Ships inside every `.mar` with `imaging.py`, `framing.py` and the model code
+Ships inside every `.mar` with `imaging.py`, `framing.py`, `mtcnn_detector.py`, `jobs.py` and the model code
 `networks.py`; TorchServe puts the archive's folder on `sys.path`, hence the
 flat imports. The embedded engine (`serving/engine.py`) loads it the same way.
 TorchServe wants exactly one class in this module: the handler.
@@ -22,11 +22,17 @@ import acceleration
 import framing
 import imaging
 from imaging import Options, Rejected
+from jobs import Job
 from networks import ResnetGenerator
 
 logger = logging.getLogger(__name__)
 
-Item = Rejected | tuple[torch.Tensor, Options]
+GROUP_SIDE = 2048  # face styles work on a copy at most this large: it bounds a group photo's memory
+CHUNK = 4  # faces per generator call: a group photo's eight faces never make one big batch
+FACES_HEADER = "X-Faces"  # how many faces were drawn, for the reply and the usage log
+
+
+Item = Rejected | Job
 
 
 class StyleHandler(BaseHandler):
@@ -54,7 +60,8 @@ class StyleHandler(BaseHandler):
         # Choose (and compile, warm up, check) the fastest path before any request.
         prefer = os.environ.get("TOONBOT_INFERENCE") or self.config.get("inference", "auto")
         self.path = acceleration.choose(self.model, self.draw_size, self.device, prefer)
-        self.framer = framing.FaceFramer() if self.config["needs_face"] else None
+        self.framer = framing.framer_for(self.manifest["model"]["modelName"], bool(self.config["needs_face"]))
+        self.needs_face = bool(self.config["needs_face"])
         self.initialized = True
 
     def preprocess(self, data: list[dict[str, Any]]) -> list[Item]:
@@ -63,7 +70,7 @@ class StyleHandler(BaseHandler):
         for idx, row in enumerate(data):
             try:
                 options = self._options(idx, row)
-                items.append((self._to_tensor(imaging.request_body(row)), options))
+                items.append(self._job(imaging.decode(imaging.request_body(row)), options))
             except Rejected as err:
                 items.append(err)
         return items
@@ -77,30 +84,39 @@ class StyleHandler(BaseHandler):
             row.get("size", headers.get("x-size")), row.get("format", headers.get("x-format"))
         )
 
-    def _to_tensor(self, data: bytes) -> torch.Tensor:
-        """Bytes -> (3, S, S) in [-1, 1], framed like the training data."""
-        img = imaging.decode(data)
-        box = self.framer.frame(img) if self.framer else framing.centre_square(img)
-        if box is None:
+    def _job(self, img: Image.Image, options: Options) -> Job:
+        """Frame the picture like the training data: one square, or one per face of a group photo."""
+        if self.framer is None:
+            return Job(self._crops(img, [framing.centre_square(img)]), options, faces=0)
+        img = _shrunk(img, GROUP_SIDE)
+        try:
+            frames = self.framer.frames(img)
+        except ValueError as err:  # faces, but all too small to draw
+            raise Rejected("no_face", str(err), 422) from None
+        if not frames and self.needs_face:
             raise Rejected("no_face", framing.NO_FACE, 422)
-        size = (self.draw_size, self.draw_size)
-        crop = img.resize(size, Image.LANCZOS, box=box, reducing_gap=3.0)
-        pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32))
-        return pixels.permute(2, 0, 1) / 127.5 - 1.0
+        if not frames:  # e.g. no cat face found: frame it as the training data was, centred
+            return Job(self._crops(img, [framing.centre_square(img)]), options, faces=0)
+        photo = img if len(frames) > 1 else None
+        return Job(self._crops(img, frames), options, faces=len(frames), photo=photo, frames=frames)
+
+    def _crops(self, img: Image.Image, frames: list[framing.Frame]) -> torch.Tensor:
+        """(k, 3, S, S) in [-1, 1]: each frame cut out at the generator's size."""
+        crops = [np.asarray(framing.crop(img, f, self.draw_size), dtype=np.float32) for f in frames]
+        return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
     def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> list[Item]:
-        """Run the good items through the generator as one batch."""
-        good = [i for i, item in enumerate(data) if not isinstance(item, Rejected)]
-        logger.info("batch of %d (%d to the generator)", len(data), len(good))
-        if not good:
+        """Run every crop of the good items through the generator, CHUNK at a time."""
+        jobs = [item for item in data if isinstance(item, Job)]
+        logger.info("batch of %d (%d to the generator)", len(data), len(jobs))
+        if not jobs:
             return data
-        batch = torch.stack([data[i][0] for i in good]).to(self.device)
+        crops = torch.cat([job.crops for job in jobs])
         with torch.inference_mode():
-            fake = self.generate(batch)
-        out = list(data)
-        for j, i in enumerate(good):
-            out[i] = (fake[j], data[i][1])
-        return out
+            fake = torch.cat([self.generate(chunk.to(self.device)) for chunk in crops.split(CHUNK)])
+        for job, drawn in zip(jobs, fake.split([len(job.crops) for job in jobs])):
+            job.drawn = drawn
+        return data
 
     def generate(self, real: torch.Tensor) -> torch.Tensor:
         """The generator alone: (N, 3, S, S) in [-1, 1] -> same shape, float32 on the CPU."""
@@ -115,18 +131,37 @@ class StyleHandler(BaseHandler):
                 self.context.set_response_content_type(idx, "application/json")
                 out.append(item.to_json())
                 continue
-            fake, options = item
-            pixels = ((fake.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            img = Image.fromarray(pixels.permute(1, 2, 0).numpy())
-            side = options.size or self.output_size
-            if side != self.draw_size:
-                img = img.resize((side, side), Image.LANCZOS)
-            self.context.set_response_content_type(idx, options.content_type)
+            img = self._picture(item)
+            self.context.set_response_content_type(idx, item.options.content_type)
             self.context.set_response_header(idx, "X-Model-Version", self.manifest["model"]["modelVersion"])
-            out.append(imaging.encode(img, options.fmt))
+            self.context.set_response_header(idx, FACES_HEADER, str(item.faces))
+            out.append(imaging.encode(img, item.options.fmt))
         return out
+
+    def _picture(self, job: Job) -> Image.Image:
+        """The reply: the restyled square, or the group photo with every face restyled in place.
+
+        A square comes at the requested side (default: what the model draws);
+        a group photo keeps its own size, its long side cut to the requested one.
+        """
+        assert job.drawn is not None
+        pixels = ((job.drawn.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        squares = [Image.fromarray(p) for p in pixels]
+        if job.photo is not None:
+            return _shrunk(framing.paste(job.photo, list(zip(squares, job.frames))), job.options.size or GROUP_SIDE)
+        side = job.options.size or self.output_size
+        return squares[0] if side == self.draw_size else squares[0].resize((side, side), Image.LANCZOS)
 
     def describe_handle(self) -> str:
         """The style's catalogue entry, for TorchServe's `GET /models/NAME?customized=true`."""
         keys = ("title", "description", "needs_face", "img_size")
         return json.dumps({**{k: self.config[k] for k in keys}, "output_size": self.output_size})
+
+
+def _shrunk(img: Image.Image, side: int) -> Image.Image:
+    """`img` scaled down (never up) so its long side is at most `side`."""
+    scale = side / max(img.size)
+    if scale >= 1.0:
+        return img
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS,
+                      reducing_gap=3.0)

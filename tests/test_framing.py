@@ -1,0 +1,145 @@
+"""Framing with the real detectors on public-domain pictures: levelling, placing, group photos, cats."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from serving.archive import framing
+
+torch.set_num_threads(1)
+FIXTURES = Path(__file__).with_name("fixtures")
+FACES = FIXTURES / "faces"
+PORTRAITS = sorted(FACES.glob("[A-Z]*.jpg"))  # Congressional Pictorial Directory, 200 x 250
+
+
+@pytest.fixture(scope="module")
+def people() -> framing.PeopleFramer:
+    return framing.PeopleFramer()
+
+
+def rgb(path: Path) -> Image.Image:
+    return Image.open(path).convert("RGB")
+
+
+def group_photo(faces: list[Image.Image], side: int, columns: int, gap: int = 20) -> Image.Image:
+    """Pictures resized to `side` px wide, in a grid on a green ground."""
+    height = round(side * 1.25)
+    rows = math.ceil(len(faces) / columns)
+    photo = Image.new("RGB", (columns * (side + gap) + gap, rows * (height + gap) + gap), (40, 120, 60))
+    for i, face in enumerate(faces):
+        photo.paste(face.resize((side, height), Image.LANCZOS),
+                    (gap + (i % columns) * (side + gap), gap + (i // columns) * (height + gap)))
+    return photo
+
+
+def landmarks_in_crop(people: framing.PeopleFramer, img: Image.Image, frame: framing.Frame) -> np.ndarray:
+    """Where MTCNN finds the landmarks in the 256 px crop, as fractions of its side."""
+    crop = framing.crop(img, frame, 256)
+    faces = people.faces(crop)
+    assert len(faces) == 1
+    return faces[0].landmarks / 256
+
+
+@pytest.mark.parametrize("angle", [0, 25, -35])
+def test_a_tilted_face_comes_out_level_and_framed_like_the_training_selfies(
+    people: framing.PeopleFramer, angle: float
+) -> None:
+    photo = rgb(FACES / "grace_hopper.jpg").rotate(angle, Image.BICUBIC, expand=True, fillcolor=(90, 90, 90))
+    (frame,) = people.frames(photo)
+    points = landmarks_in_crop(people, photo, frame)
+    eye_line = points[1] - points[0]
+    assert abs(math.degrees(math.atan2(eye_line[1], eye_line[0]))) < 3
+    assert np.abs(points - framing.SELFIE_LANDMARKS).max() < 0.04
+
+
+def test_a_small_face_in_a_large_photo_is_framed_like_a_selfie(people: framing.PeopleFramer) -> None:
+    photo = Image.new("RGB", (3000, 2000), (200, 190, 170))
+    photo.paste(rgb(PORTRAITS[0]).resize((120, 150), Image.LANCZOS), (2300, 1500))
+    (frame,) = people.frames(photo)
+    assert 60 < frame.size < 150  # the crop is about the face's own size, not the photo's
+    assert np.abs(landmarks_in_crop(people, photo, frame) - framing.SELFIE_LANDMARKS).max() < 0.05
+
+
+def test_every_face_of_a_group_photo_gets_a_frame_largest_first(people: framing.PeopleFramer) -> None:
+    photo = group_photo([rgb(p) for p in PORTRAITS[:3]], 200, 3)
+    frames = people.frames(photo)
+    assert len(frames) == 3
+    assert [f.size for f in frames] == sorted((f.size for f in frames), reverse=True)
+    centres = sorted(cv_centre(f) for f in frames)
+    assert [int((x - 20) // 220) for x, _ in centres] == [0, 1, 2]  # one per portrait, left to right
+
+
+def cv_centre(frame: framing.Frame) -> tuple[float, float]:
+    """Where the middle of a crop lies in the photo."""
+    inverse = np.linalg.inv(np.vstack([frame.matrix, [0, 0, 1]]))
+    x, y, _ = inverse @ np.array([0.5, 0.5, 1.0])
+    return float(x), float(y)
+
+
+def test_pasting_back_changes_the_faces_and_leaves_the_rest_intact(people: framing.PeopleFramer) -> None:
+    photo = group_photo([rgb(p) for p in PORTRAITS[:3]], 200, 3)
+    frames = people.frames(photo)
+    red = Image.new("RGB", (64, 64), (255, 0, 0))
+    out = np.asarray(framing.paste(photo, [(red, f) for f in frames]), dtype=np.int16)
+    before = np.asarray(photo, dtype=np.int16)
+    for frame in frames:
+        x, y = (round(v) for v in cv_centre(frame))
+        assert tuple(out[y, x]) == (255, 0, 0)  # the middle of each face is all restyled
+    changed = np.abs(out - before).max(axis=2) > 0
+    assert not changed[:, :10].any() and not changed[-10:].any()  # the ground around is untouched
+    # No seam: at the edge of a pasted square the photo shows through almost unchanged.
+    frame = frames[0]
+    inverse = np.linalg.inv(np.vstack([frame.matrix, [0, 0, 1]]))
+    for u, v in ((0.5, 0.005), (0.005, 0.5), (0.995, 0.5)):
+        x, y, _ = inverse @ np.array([u, v, 1.0])
+        assert np.abs(out[round(y), round(x)] - before[round(y), round(x)]).max() < 12
+
+
+def test_a_photo_without_a_face_gets_no_frame(people: framing.PeopleFramer) -> None:
+    assert people.frames(rgb(FIXTURES / "chelsea.png")) == []
+    assert people.frames(Image.new("RGB", (640, 480), (120, 160, 200))) == []
+
+
+def test_twenty_tiny_faces_are_refused_as_too_small(people: framing.PeopleFramer) -> None:
+    portraits = [rgb(p) for p in PORTRAITS]
+    photo = group_photo([portraits[i % len(portraits)] for i in range(20)], 40, 5, gap=8)
+    assert len(people.faces(photo)) >= 10  # seen ...
+    with pytest.raises(ValueError, match="too small"):  # ... but too small to draw
+        people.frames(photo)
+
+
+def test_a_crowd_gets_its_largest_faces_drawn_up_to_the_limit(people: framing.PeopleFramer) -> None:
+    portraits = [rgb(p) for p in PORTRAITS]
+    photo = group_photo([portraits[i % len(portraits)] for i in range(20)], 100, 5)
+    assert len(people.frames(photo)) == framing.MAX_FACES
+
+
+def test_a_cat_face_is_framed_like_the_cat2dog_training_crops() -> None:
+    framer = framing.framer_for("cat2dog", needs_face=False)
+    assert isinstance(framer, framing.CatFramer)
+    box = (300.0, 120.0, 420.0, 240.0)
+    frame = framing.box_frame(box, framing.CAT_FACE_FRACTION, framing.CAT_CENTRE)
+    corners = frame.matrix @ np.array([[box[0], box[2]], [box[1], box[3]], [1, 1]])
+    assert corners[0, 1] - corners[0, 0] == pytest.approx(framing.CAT_FACE_FRACTION)
+    assert corners.mean(axis=1) == pytest.approx(framing.CAT_CENTRE)
+
+
+def test_a_cat_face_cut_off_by_the_picture_falls_back_to_the_centre_crop() -> None:
+    """Chelsea's face fills the photo past its edges: the cascade finds no whole cat face."""
+    framer = framing.CatFramer()
+    assert framer.frames(rgb(FIXTURES / "chelsea.png")) == []
+    assert framer.frames(Image.new("RGB", (400, 300), (120, 160, 200))) == []
+
+
+def test_anime_and_the_other_styles_keep_the_centre_crop() -> None:
+    for style in ("anime2selfie", "dog2cat", "horse2zebra", "photo2vangogh"):
+        assert framing.framer_for(style, needs_face=False) is None
+    frame = framing.centre_square(Image.new("RGB", (300, 180)))
+    corners = frame.matrix @ np.array([[60, 240], [0, 180], [1, 1]])
+    assert corners == pytest.approx(np.array([[0, 1], [0, 1]]))
