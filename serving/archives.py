@@ -81,18 +81,22 @@ def _version_key(archive: Archive) -> tuple[int, Version | str]:
 
 
 def scan(store: Path) -> dict[str, Archive]:
-    """The newest version of each style in the model store, by style name."""
-    newest: dict[str, Archive] = {}
+    """The version of each style that serves until a deploy says otherwise, by style name.
+
+    That is the oldest: the one that shipped. A newer archive (a retrain, an
+    export) serves only once an admin deploys it, which checks it first.
+    """
+    oldest: dict[str, Archive] = {}
     for path in sorted(store.glob("*.mar")):
         try:
             archive = read_archive(path)
             archive.info()  # only toonbot styles: skip archives without a catalogue entry
         except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, yaml.YAMLError):
             continue
-        best = newest.get(archive.name)
-        if best is None or _version_key(archive) > _version_key(best):
-            newest[archive.name] = archive
-    return newest
+        best = oldest.get(archive.name)
+        if best is None or _version_key(archive) < _version_key(best):
+            oldest[archive.name] = archive
+    return oldest
 
 
 def file_hash(path: Path) -> str:

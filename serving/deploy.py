@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import deployments
 from db.models import DeployAction
-from serving import catalog
+from serving import archives, catalog
 from serving.management import DeployError, Management, find_archive
 
 logger = logging.getLogger(__name__)
@@ -131,12 +131,15 @@ class Deployer:
         return reports
 
     async def restore(self) -> None:
-        """Serve each style's last logged default again (after a restart of the runtime or the bots)."""
+        """Serve each style's last logged default again (after a restart of the runtime or the bots);
+        a style never deployed serves the version that shipped, as the embedded engine starts with."""
+        shipped = await asyncio.to_thread(archives.scan, self._store)
         async with self._lock:
             for found in await self.management.versions():
                 async with self._sessions() as session:
                     log = await deployments.list_deployments(session, style=found.style, limit=100)
-                wanted = next((row.version for row in log if row.ok), None)
+                first = shipped[found.style].version if found.style in shipped else None
+                wanted = next((row.version for row in log if row.ok), first)
                 if wanted is None or wanted == found.default:
                     continue
                 try:
