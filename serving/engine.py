@@ -13,7 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ts.service import Service
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "toonbot" / "mar"
+FACES_HEADER = "X-Faces"  # the handler's count of faces drawn
+
+Answer = tuple[int, str | None, bytes, int | None]  # status, content type, body, faces drawn
 
 
 @dataclass
@@ -35,7 +38,7 @@ class _Request:
     image: bytes
     size: int | None
     fmt: str
-    done: asyncio.Future[tuple[int, str | None, bytes]]
+    done: asyncio.Future[Answer]
 
 
 class _Worker:
@@ -51,8 +54,8 @@ class _Worker:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"style-{archive.name}")
         self.task = asyncio.create_task(self._serve())
 
-    async def submit(self, image: bytes, size: int | None, fmt: str) -> tuple[int, str | None, bytes]:
-        """Queue one request; (status, content type, body) as TorchServe would answer it."""
+    async def submit(self, image: bytes, size: int | None, fmt: str) -> Answer:
+        """Queue one request; (status, content type, body, faces drawn) as TorchServe would answer it."""
         done = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait(_Request(image, size, fmt, done))
@@ -74,13 +77,13 @@ class _Worker:
                 answers = await loop.run_in_executor(self.thread, self._predict, batch)
             except Exception:  # the handler failed as a whole; TorchServe answers 503
                 logger.exception("style %s failed on a batch of %d", self.archive.name, len(batch))
-                answers = [(503, None, b"")] * len(batch)
+                answers = [(503, None, b"", None)] * len(batch)
             for request, answer in zip(batch, answers):
                 if not request.done.done():
                     request.done.set_result(answer)
                 self.queue.task_done()
 
-    def _predict(self, batch: list[_Request]) -> list[tuple[int, str | None, bytes]]:
+    def _predict(self, batch: list[_Request]) -> list[Answer]:
         """Run the handler on one batch, with the request layout of a TorchServe worker."""
         wire = [
             {
@@ -101,7 +104,7 @@ class _Worker:
         context.metrics.request_ids = ids
         outputs = self.handler.handle(rows, context)
         return [
-            (context.get_response_status(i)[0], context.get_response_content_type(i), bytes(out))
+            (context.get_response_status(i)[0], context.get_response_content_type(i), bytes(out), _faces(context, i))
             for i, out in enumerate(outputs)
         ]
 
@@ -111,6 +114,12 @@ class _Worker:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         self.thread.shutdown(wait=True)
+
+
+def _faces(context: Any, idx: int) -> int | None:
+    """The handler's X-Faces header for one request, if it set one."""
+    value = context.get_response_headers(idx).get(FACES_HEADER)
+    return int(value) if value is not None else None
 
 
 class EmbeddedEngine:
@@ -139,9 +148,9 @@ class EmbeddedEngine:
     ) -> Stylized:
         """Translate one image with the style's packaged handler."""
         worker = await self._worker(style)
-        status, content_type, body = await worker.submit(image, size, fmt)
+        status, content_type, body, faces = await worker.submit(image, size, fmt)
         if status == 200:
-            return Stylized(body, style, worker.archive.version, content_type or "")
+            return Stylized(body, style, worker.archive.version, content_type or "", faces)
         if 400 <= status < 500:
             raise replies.rejection(body)
         raise StylizeError(replies.FAILED)
@@ -190,7 +199,7 @@ class EmbeddedEngine:
         """
         async with self._loading:
             worker = await self._load(archive)
-            status, _, body = await worker.submit(sample, size, "png")
+            status, _, body, _ = await worker.submit(sample, size, "png")
             if status != 200:
                 await worker.close()
                 raise StylizeError(f"it answered the sample image with {status}: {body[:200]!r}")
