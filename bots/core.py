@@ -152,6 +152,7 @@ class _Outcome:
     input_bytes: int | None = None
     input_pixels: int | None = None
     version: str | None = None
+    faces: int | None = None
 
     def refuse(self, status: UsageStatus, problem: Problem, text: str, retry_after_s: int | None = None) -> None:
         """The request ends without a picture: `text` for the user, `status` for the log."""
@@ -354,6 +355,7 @@ class Core:
                 latency_ms=round((time.perf_counter() - started) * 1000),
                 input_bytes=outcome.input_bytes,
                 input_pixels=outcome.input_pixels,
+                faces=outcome.faces,
             )
         )
 
@@ -404,9 +406,12 @@ class Core:
             return
         async with self._model_slots:
             result = await self._stylizer.stylize(style.name, data, size=self._output_size, fmt="jpeg")
-        outcome.status, outcome.version = "ok", result.version
+        outcome.status, outcome.version, outcome.faces = "ok", result.version, result.faces
+        caption = messages.RESULT_CAPTION.format(title=style.title)
+        if result.faces and result.faces > 1:
+            caption += messages.FACES_DRAWN.format(count=result.faces)
         outcome.reply = Reply(
-            messages.RESULT_CAPTION.format(title=style.title),
+            caption,
             image=result.image,
             content_type=result.content_type,
         )

@@ -33,6 +33,7 @@ UNKNOWN_STYLE = "I don't know the style \"{name}\"."
 NO_STYLES = "No styles are available right now. Please try again later."
 NOT_A_COMMAND = "Send me a photo to restyle, or /help to see what I can do."
 RESULT_CAPTION = "{title}"
+FACES_DRAWN = " · {count} faces drawn"  # after the caption, for a group photo
 
 NOT_AN_IMAGE = "That file is not a picture I can read. Please send a JPEG, PNG, WebP or HEIC photo."
 TOO_BIG = "That file is too big. Please send an image under {limit_mb} MB."

@@ -92,6 +92,7 @@ class Usage(Base):
     latency_ms: Mapped[int] = mapped_column(Integer)
     input_bytes: Mapped[int | None] = mapped_column(Integer)
     input_pixels: Mapped[int | None] = mapped_column(Integer)
+    faces: Mapped[int | None] = mapped_column(Integer)  # faces drawn (0: a centre crop); None: no picture
     created_at: Mapped[datetime] = created_column(index=True)
 
 

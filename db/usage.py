@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 INT_MAX = 2**31 - 1  # the usage table's INTEGER columns
 # Column lengths of the usage table's text fields (db/models.py).
 TEXT_LENGTHS = {"platform_user_id": 64, "chat_id": 64, "style": 64, "model_version": 32}
-INT_FIELDS = ("latency_ms", "input_bytes", "input_pixels")
+INT_FIELDS = ("latency_ms", "input_bytes", "input_pixels", "faces")
 # SQLSTATE classes that mean "this row's data", not "this database": 22 data exception, 23 integrity.
 DATA_SQLSTATES = ("22", "23")
 
@@ -64,6 +64,7 @@ class UsageRecord:
     model_version: str | None = None
     input_bytes: int | None = None
     input_pixels: int | None = None
+    faces: int | None = None  # faces drawn, as the handler counted them
     created_at: datetime = field(default_factory=now_utc)
 
     def __post_init__(self) -> None:
@@ -80,8 +81,8 @@ class UsageRecord:
             raise ValueError(f"unknown platform {self.platform!r}")
         if self.status not in get_args(UsageStatus):
             raise ValueError(f"unknown usage status {self.status!r}")
-        if self.latency_ms < 0 or (self.input_bytes or 0) < 0 or (self.input_pixels or 0) < 0:
-            raise ValueError("latency_ms, input_bytes and input_pixels must be >= 0")
+        if min(self.latency_ms, self.input_bytes or 0, self.input_pixels or 0, self.faces or 0) < 0:
+            raise ValueError("latency_ms, input_bytes, input_pixels and faces must be >= 0")
         if self.created_at.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
 

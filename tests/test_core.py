@@ -19,6 +19,7 @@ from bots.resources import SharedCore
 from bots.settings import Settings
 from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
+from group_photos import group_photo
 from serving.api import ImageFormat, Stylized
 from serving.engine import EmbeddedEngine
 
@@ -165,6 +166,19 @@ async def test_photo_is_stylized_and_logged(
     assert rows[0].model_version == "1.0"
     assert rows[0].input_bytes == len(face_jpeg) and rows[0].input_pixels == 256 * 256
     assert rows[0].latency_ms >= 0
+    assert [r.faces for r in rows] == [1, 0]  # anime2selfie keeps the centre crop
+
+
+async def test_a_group_photo_reply_says_how_many_faces_were_drawn(
+    read_usage: ReadUsage, shared: SharedCore, sqlite_db_url: str
+) -> None:
+    out = io.BytesIO()
+    group_photo(3, 200).save(out, "JPEG", quality=92)
+    core = await shared.open()
+    reply = await core.handle(request(attachment=photo(out.getvalue())))
+    await shared.close()
+    assert reply.text == "Selfie to anime" + messages.FACES_DRAWN.format(count=3)
+    assert [(r.status, r.faces) for r in await read_usage(sqlite_db_url)] == [("ok", 3)]
 
 
 async def test_bad_input_gets_plain_words(
@@ -223,7 +237,9 @@ async def test_per_minute_limit(settings: Settings, face_jpeg: bytes) -> None:
     finally:
         await shared.close()
     assert [r.image is not None for r in replies] == [True, True, False]
-    assert replies[2] == Reply(messages.SLOW_DOWN.format(limit=2), problem="too_many", retry_after_s=60)
+    refusal = replies[2]
+    assert (refusal.text, refusal.problem) == (messages.SLOW_DOWN.format(limit=2), "too_many")
+    assert refusal.retry_after_s is not None and 55 <= refusal.retry_after_s <= 60  # the first photo's minute
 
 
 async def test_database_down_photos_still_answered(

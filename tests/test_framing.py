@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from group_photos import PORTRAITS, group_photo
 from serving.archive import framing
 
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).with_name("fixtures")
 FACES = FIXTURES / "faces"
-PORTRAITS = sorted(FACES.glob("[A-Z]*.jpg"))  # Congressional Pictorial Directory, 200 x 250
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +25,6 @@ def people() -> framing.PeopleFramer:
 
 def rgb(path: Path) -> Image.Image:
     return Image.open(path).convert("RGB")
-
-
-def group_photo(faces: list[Image.Image], side: int, columns: int, gap: int = 20) -> Image.Image:
-    """Pictures resized to `side` px wide, in a grid on a green ground."""
-    height = round(side * 1.25)
-    rows = math.ceil(len(faces) / columns)
-    photo = Image.new("RGB", (columns * (side + gap) + gap, rows * (height + gap) + gap), (40, 120, 60))
-    for i, face in enumerate(faces):
-        photo.paste(face.resize((side, height), Image.LANCZOS),
-                    (gap + (i % columns) * (side + gap), gap + (i // columns) * (height + gap)))
-    return photo
 
 
 def landmarks_in_crop(people: framing.PeopleFramer, img: Image.Image, frame: framing.Frame) -> np.ndarray:
@@ -67,7 +56,7 @@ def test_a_small_face_in_a_large_photo_is_framed_like_a_selfie(people: framing.P
 
 
 def test_every_face_of_a_group_photo_gets_a_frame_largest_first(people: framing.PeopleFramer) -> None:
-    photo = group_photo([rgb(p) for p in PORTRAITS[:3]], 200, 3)
+    photo = group_photo(3, 200)
     frames = people.frames(photo)
     assert len(frames) == 3
     assert [f.size for f in frames] == sorted((f.size for f in frames), reverse=True)
@@ -83,7 +72,7 @@ def cv_centre(frame: framing.Frame) -> tuple[float, float]:
 
 
 def test_pasting_back_changes_the_faces_and_leaves_the_rest_intact(people: framing.PeopleFramer) -> None:
-    photo = group_photo([rgb(p) for p in PORTRAITS[:3]], 200, 3)
+    photo = group_photo(3, 200)
     frames = people.frames(photo)
     red = Image.new("RGB", (64, 64), (255, 0, 0))
     out = np.asarray(framing.paste(photo, [(red, f) for f in frames]), dtype=np.int16)
@@ -107,16 +96,14 @@ def test_a_photo_without_a_face_gets_no_frame(people: framing.PeopleFramer) -> N
 
 
 def test_twenty_tiny_faces_are_refused_as_too_small(people: framing.PeopleFramer) -> None:
-    portraits = [rgb(p) for p in PORTRAITS]
-    photo = group_photo([portraits[i % len(portraits)] for i in range(20)], 40, 5, gap=8)
+    photo = group_photo(20, 40, columns=5, gap=8)
     assert len(people.faces(photo)) >= 10  # seen ...
     with pytest.raises(ValueError, match="too small"):  # ... but too small to draw
         people.frames(photo)
 
 
 def test_a_crowd_gets_its_largest_faces_drawn_up_to_the_limit(people: framing.PeopleFramer) -> None:
-    portraits = [rgb(p) for p in PORTRAITS]
-    photo = group_photo([portraits[i % len(portraits)] for i in range(20)], 100, 5)
+    photo = group_photo(20, 100, columns=5)
     assert len(people.frames(photo)) == framing.MAX_FACES
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from group_photos import group_photo
 from serving import archives, replies
 from serving.api import BadInput, NoFace, Overloaded, Stylized
 from serving.archive import framing, imaging
@@ -114,19 +115,12 @@ async def test_unsupported_output_options_are_rejected(engine: EmbeddedEngine) -
     assert err.value.message == imaging.BAD_OPTION
 
 
-def group_photo(count: int, width: int) -> bytes:
-    """`count` public-domain portraits, `width` px wide, side by side on a green ground, as PNG."""
-    portraits = sorted(FIXTURES.joinpath("faces").glob("[A-Z]*.jpg"))
-    height, gap = round(width * 1.25), 20
-    photo = Image.new("RGB", (count * (width + gap) + gap, height + 2 * gap), (40, 120, 60))
-    for i in range(count):
-        face = Image.open(portraits[i % len(portraits)]).convert("RGB").resize((width, height), Image.LANCZOS)
-        photo.paste(face, (gap + i * (width + gap), gap))
-    return encoded(photo, "PNG")
+def group_png(count: int, width: int) -> bytes:
+    return encoded(group_photo(count, width), "PNG")
 
 
 async def test_a_group_photo_comes_back_whole_with_every_face_restyled(engine: EmbeddedEngine) -> None:
-    data = group_photo(3, 200)
+    data = group_png(3, 200)
     photo = np.asarray(decoded(data).convert("RGB"), dtype=np.int16)
     result = await engine.stylize("selfie2anime", data, fmt="png")
     assert result.faces == 3
@@ -146,7 +140,7 @@ async def test_one_face_still_comes_back_as_a_square_portrait(engine: EmbeddedEn
 
 
 async def test_a_group_reply_follows_the_requested_size_on_its_long_side(engine: EmbeddedEngine) -> None:
-    result = await engine.stylize("selfie2anime", group_photo(2, 200), size=300)
+    result = await engine.stylize("selfie2anime", group_png(2, 200), size=300)
     assert decoded(result.image).size == (300, 189)  # 460 x 290 scaled down
 
 
@@ -163,13 +157,13 @@ async def test_no_face_says_what_to_try(engine: EmbeddedEngine) -> None:
 async def test_twenty_tiny_faces_are_refused_in_bounded_time(engine: EmbeddedEngine) -> None:
     start = asyncio.get_running_loop().time()
     with pytest.raises(NoFace) as err:
-        await engine.stylize("selfie2anime", group_photo(20, 40))
+        await engine.stylize("selfie2anime", group_png(20, 40))
     assert err.value.message == framing.FACES_TOO_SMALL
     assert asyncio.get_running_loop().time() - start < 30
 
 
 async def test_a_huge_crowd_photo_gets_at_most_eight_faces_drawn(engine: EmbeddedEngine) -> None:
-    result = await engine.stylize("selfie2anime", group_photo(12, 200), size=512)
+    result = await engine.stylize("selfie2anime", group_png(12, 200), size=512)
     assert result.faces == framing.MAX_FACES
     assert max(decoded(result.image).size) == 512
 

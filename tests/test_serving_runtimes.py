@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from group_photos import group_photo
 from torchserve_fixture import (
     free_ports,
     management,
@@ -89,9 +90,12 @@ async def test_torchserve_and_embedded_give_the_same_image(
     engine = EmbeddedEngine(serving_model_store, cache_dir=serving_mar_cache)
     client = client_for(torchserve)
     try:
-        for style, image in (("selfie2anime", FACE), ("cat2dog", CAT)):
+        group = io.BytesIO()
+        group_photo(3, 200).save(group, "PNG")
+        for style, image in (("selfie2anime", FACE), ("cat2dog", CAT), ("selfie2anime", group.getvalue())):
             local = await engine.stylize(style, image, fmt="png")
             served = await client.stylize(style, image, fmt="png")
+            assert served.faces == local.faces is not None  # X-Faces reaches both
             assert served.content_type == local.content_type == "image/png"
             assert served.version == local.version == "1.0"
             assert np.abs(pixels(local.image) - pixels(served.image)).max() <= 1
