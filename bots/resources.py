@@ -72,7 +72,11 @@ class SharedCore:
         """The core, built on first use."""
         async with self._lock:
             if self._core is None:
-                self._core = await self._build()
+                try:
+                    self._core = await self._build()
+                except BaseException:  # a failure, or a stop signal during start-up
+                    await self._stack.aclose()  # release what was opened before it
+                    raise
             self._holders += 1
             return self._core
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 
 from bots import discord, telegram, web
@@ -15,6 +15,10 @@ from bots.settings import Settings, get_settings
 from db.engine import default_url, migrate
 
 logger = logging.getLogger(__name__)
+
+# After Ctrl-C or SIGTERM the front ends get this long to close (the usage log is flushed
+# first); whatever still runs then, start-up included, is cancelled.
+STOP_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -35,17 +39,51 @@ FRONT_ENDS: dict[str, FrontEnd] = {
 
 
 async def run(names: Sequence[str], settings: Settings) -> None:
-    """Migrate the database, then serve `names` side by side until SIGINT/SIGTERM."""
-    await migrate(settings.database_url or default_url())
+    """Migrate the database, then serve `names` side by side until SIGINT/SIGTERM.
+
+    A signal stops the process within about `STOP_GRACE_S` at any moment,
+    start-up included: the front ends close in that time, else are cancelled.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    work = asyncio.create_task(_migrate_and_serve(names, settings, stop), name="front-ends")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not work.done():
+        await asyncio.wait({work}, timeout=STOP_GRACE_S)
+    if not work.done():
+        logger.warning("still busy %.1f s after the stop signal (starting up?): cutting it short", STOP_GRACE_S)
+        work.cancel()
+        await asyncio.wait({work})
+        if work.cancelled():
+            return
+    work.result()  # a front end's failure
+
+
+async def _migrate_and_serve(names: Sequence[str], settings: Settings, stop: asyncio.Event) -> None:
+    await migrate(settings.database_url or default_url())
     shared = SharedCore(settings)
     # One failing front end cancels the others, and each cleans up on the way out.
     async with asyncio.TaskGroup() as group:
         for name in names:
             group.create_task(FRONT_ENDS[name].serve(settings, shared, stop), name=name)
+
+
+def run_loop(main: Coroutine[None, None, None]) -> None:
+    """`asyncio.run`, except that threads still working at the end are not waited for.
+
+    A style compiling in a thread at start-up takes tens of seconds and cannot
+    be interrupted; everything that needed closing has closed by now.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()  # shuts the default executor down without waiting for it
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,5 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [args.front_end]
     else:
         names = [name for name, f in FRONT_ENDS.items() if f.configured(settings)]
-    asyncio.run(run(names, settings))
+    try:
+        run_loop(run(names, settings))
+    except KeyboardInterrupt:  # before the signal handlers were in place
+        return 130
     return 0

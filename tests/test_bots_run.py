@@ -72,3 +72,42 @@ def test_a_bot_without_its_token_is_refused_clearly(
         get_settings.cache_clear()
     assert exit_info.value.code == 2
     assert "telegram needs TELEGRAM_TOKEN" in capsys.readouterr().err
+
+
+BUNDLED_STORE = Path(__file__).resolve().parents[1] / "model_store"
+
+
+@pytest.mark.parametrize("moment", ["migrating", "compiling"])
+async def test_a_stop_signal_ends_the_process_within_two_seconds(
+    moment: str, read_usage: ReadUsage, tmp_path: Path
+) -> None:
+    """Even while a style is compiling (the bundled styles choose their fastest inference path at
+    start, which takes over a minute here), and with the usage log still flushed."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}"
+    port = free_ports(1)[0]
+    env = {k: v for k, v in os.environ.items() if k != "TOONBOT_INFERENCE"}  # compile, as in production
+    env.update({"TELEGRAM_TOKEN": "", "DISCORD_TOKEN": "", "MODEL_STORE": str(BUNDLED_STORE),
+                "DATABASE_URL": database_url, "WEB_PORT": str(port), "OMP_NUM_THREADS": "1"})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bots", "web", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    marker = "Running upgrade" if moment == "migrating" else "web page:"
+    log = ""
+    while marker not in log:
+        line = await asyncio.wait_for(process.stdout.readline(), 120)
+        assert line, log
+        log += line.decode()
+    if moment == "compiling":  # a request the core logs without drawing, then the signal at once
+        async with aiohttp.ClientSession() as client:
+            async with client.post(f"http://127.0.0.1:{port}/api/stylize", json={}) as response:
+                assert response.status == 415
+    sent = asyncio.get_running_loop().time()
+    process.send_signal(signal.SIGINT)
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    took = asyncio.get_running_loop().time() - sent
+    assert process.returncode == 0, log + output.decode()
+    assert took < 2.0, f"took {took:.1f} s to stop"
+    if moment == "compiling":
+        assert [(r.platform, r.status) for r in await read_usage(database_url)] == [("web", "bad_input")]
