@@ -150,10 +150,14 @@ def paste(photo: Image.Image, faces: list[tuple[Image.Image, Frame]]) -> Image.I
 
 
 def _feather(side: int) -> np.ndarray:
-    """A square mask: 1 inside, falling smoothly to 0 at the edges over FEATHER of the side."""
-    ramp = np.clip((np.minimum(np.arange(side), np.arange(side)[::-1]) + 0.5) / (FEATHER * side), 0, 1)
-    ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep: no visible kink where the fade starts
-    return np.outer(ramp, ramp).astype(np.float32)
+    """A rounded-square mask: 1 inside, falling smoothly to 0 at the edges over FEATHER of the side.
+
+    Rounded (a superellipse), so no square corner of restyled background shows.
+    """
+    t = (np.arange(side) + 0.5) / side * 2 - 1  # -1 .. 1 across the square
+    radius = (t[:, None] ** 4 + t[None, :] ** 4) ** 0.25
+    ramp = np.clip((1 - radius) / (2 * FEATHER), 0, 1)
+    return (ramp * ramp * (3 - 2 * ramp)).astype(np.float32)  # smoothstep: no kink where the fade starts
 
 
 def _detection_copy(img: Image.Image) -> tuple[np.ndarray, float]:
