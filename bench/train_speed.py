@@ -1,11 +1,10 @@
 """Training images per second on this machine: every setting the trainer can choose, in one run.
 
-    .venv/bin/python bench/train_speed.py [--img-size 128] [--steps 3] [--quick] [--compile]
+    .venv/bin/python bench/train_speed.py [--img-size 128] [--steps 3] [--quick]
 
-Compares batch 1/2/4, contiguous vs channels-last, 1 vs 2 threads, float32
+Compares batch 1/2/4, contiguous vs channels-last, 1 vs 2 threads and float32
 vs bf16 autocast (bf16 only timed where the CPU has bf16 instructions unless
---bf16 forces it) and, with --compile, `torch.compile` of the six networks
-(its compile time is printed apart). Each row is the light generator at
+--bf16 forces it). Each row is the light generator at
 `--ch` channels with 6/4-layer discriminators on random batches, which train
 exactly as fast as real images. The last column is the speed-up over the
 configuration the bundled demo styles were trained with (batch 1, contiguous,
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import replace
 from itertools import product
 from pathlib import Path
@@ -53,9 +51,6 @@ def grid(args: argparse.Namespace) -> list[tuple[int, TrainOptions]]:
         opts = replace(base, batch_size=b, precision=p, memory_format=f)
         if (t, opts) != rows[0]:
             rows.append((t, opts))
-    if args.compile:
-        best_guess = replace(base, batch_size=batches[-1], memory_format="channels_last", compile=True)
-        rows += [(threads[-1], replace(base, compile=True)), (threads[-1], best_guess)]
     return rows
 
 
@@ -66,27 +61,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up)")
     parser.add_argument("--quick", action="store_true", help="batch 1 and 4 only, 1 timed step")
     parser.add_argument("--bf16", action="store_true", help="time bf16 even without bf16 instructions")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compiling)")
     args = parser.parse_args()
     steps = 1 if args.quick else args.steps
     print(f"CPU {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, capability "
           f"{torch.backends.cpu.get_cpu_capability()}, bf16 instructions {'yes' if cpu_has_bf16() else 'no'}")
     print(f"light generator ch {args.ch}, discriminators 6/4, {args.img_size} px; random batches, "
           f"{steps} timed steps per row")
-    print(f"{'threads':>7} {'batch':>5} {'precision':>9} {'layout':>13} {'compile':>7} "
+    print(f"{'threads':>7} {'batch':>5} {'precision':>9} {'layout':>13} "
           f"{'images/s':>8} {'s/iter':>7} {'vs demo':>7}")
     demo = None
     for threads, opts in grid(args):
         torch.set_num_threads(threads)
-        start = time.perf_counter()
-        warmup = 3 if opts.compile else 1  # a compiled step recompiles once per requires_grad pattern
-        rate = images_per_second(opts, CPU, steps=steps, warmup=warmup)
-        setup = time.perf_counter() - start - steps * opts.batch_size / rate
+        rate = images_per_second(opts, CPU, steps=steps)
         demo = demo or rate
-        note = f"  (compiling and warm-up {setup:.0f} s)" if opts.compile else ""
         print(f"{threads:>7} {opts.batch_size:>5} {opts.precision:>9} {opts.memory_format:>13} "
-              f"{'yes' if opts.compile else 'no':>7} {rate:>8.2f} {opts.batch_size / rate:>7.2f} "
-              f"{rate / demo:>6.2f}x{note}", flush=True)
+              f"{rate:>8.2f} {opts.batch_size / rate:>7.2f} {rate / demo:>6.2f}x", flush=True)
 
 
 if __name__ == "__main__":

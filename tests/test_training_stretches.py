@@ -4,6 +4,8 @@ records what trained it, and picks its CPU settings by measuring them."""
 from __future__ import annotations
 
 import zipfile
+import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -152,3 +154,21 @@ def test_showcase_puts_each_archive_beside_the_inputs_at_its_own_size(first_stre
                           "--inputs", *map(str, faces), "--out", str(out)]) == 0
     strip = Image.open(out)
     assert strip.height > 2 * 192 and strip.width >= 192 + 2 * 130
+
+
+@pytest.mark.slow
+def test_train_speed_bench_compares_every_setting_against_the_demo_configuration(capsys, monkeypatch) -> None:
+    """bench/train_speed.py: the demo's configuration first (1.00x), then each combination, with the CPU named."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import train_speed
+
+    monkeypatch.setattr(sys, "argv", ["train_speed.py", "--img-size", "48", "--ch", "4", "--quick"])
+    train_speed.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("CPU ") and "family" in lines[0]
+    rows = [line.split() for line in lines[3:]]
+    assert rows[0][:4] == ["1", "1", "fp32", "contiguous"] and rows[0][-1] == "1.00x"
+    threads = [1, 2] if (os.cpu_count() or 1) >= 2 else [1]
+    precisions = 2 if speed.cpu_has_bf16() else 1
+    assert len(rows) == len(threads) * 2 * precisions * 2  # threads x batch 1/4 x precisions x layouts
+    torch.set_num_threads(1)

@@ -38,7 +38,6 @@ class TrainOptions:
     seed: int = 0
     precision: Precision = "auto"
     memory_format: MemoryFormat = "auto"
-    compile: bool = False
     threads: int = 0
     num_workers: int = -1
     log_every: int = 10
@@ -94,8 +93,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-format", choices=["auto", "contiguous", "channels_last"],
                         default=d.memory_format,
                         help="auto: channels-last on CUDA; on a CPU, the faster layout, measured at start")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the six networks (pays off only on long runs; see bench/train_speed.py)")
     parser.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: every core)")
     parser.add_argument("--num-workers", type=int, default=d.num_workers,
                         help="data loader processes (-1: 0 on CPU, 4 on CUDA)")

@@ -62,7 +62,7 @@ def settle_auto(opts: TrainOptions, runtime: Runtime, steps: int = 2) -> TrainOp
         return candidates[0]
     timed = []
     for candidate in candidates:
-        rate = images_per_second(replace(candidate, compile=False), runtime, steps=steps)
+        rate = images_per_second(candidate, runtime, steps=steps)
         log.info("speed check: %s, %s: %.2f images/s", candidate.precision, candidate.memory_format, rate)
         timed.append((rate, candidate))
     rate, best = max(timed, key=lambda t: t[0])

@@ -146,10 +146,6 @@ class Trainer:
         self.memory_format = resolve_memory_format(opts.memory_format, dev)
         for m in self.nets.values():
             m.to(memory_format=self.memory_format)
-        # What the steps call: the DDP wrappers (for gradients) or bare networks
-        # (for frozen discriminators in the generator step), compiled if asked.
-        self.fwd = {k: torch.compile(m) if opts.compile else m for k, m in self.ddp.items()}
-        self.fwd_frozen = {k: torch.compile(m) if opts.compile else m for k, m in self.nets.items()}
 
     # ----------------------------------------------------------------- steps
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -169,7 +165,7 @@ class Trainer:
 
     def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, float]:
         """One generator update, then one discriminator update; returns the losses."""
-        o, nets, ddp = self.opts, self.fwd_frozen, self.fwd
+        o, nets, ddp = self.opts, self.nets, self.ddp
         real_A = real_A.to(self.rt.device, memory_format=self.memory_format)
         real_B = real_B.to(self.rt.device, memory_format=self.memory_format)
         n = real_A.shape[0]
@@ -229,7 +225,7 @@ class Trainer:
         """LSGAN on the patch and CAM outputs of both discriminators of a domain."""
         n = real.shape[0]
         loss = real.new_zeros((), dtype=torch.float32)
-        for t in self._discriminate(self.fwd, domain, torch.cat([real, fake.to(real.dtype)])):
+        for t in self._discriminate(self.ddp, domain, torch.cat([real, fake.to(real.dtype)])):
             loss = loss + lsgan(t[:n], 1.0) + lsgan(t[n:], 0.0)
         return loss
 
