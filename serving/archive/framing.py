@@ -26,9 +26,9 @@ except ModuleNotFoundError:  # imported from the source tree (tests, bench)
     from serving.archive import mtcnn_detector as mtcnn
 
 NO_FACE = (
-    "I couldn't find a face in that photo. Try one where the face is at least a fifth of the picture, "
-    "turned towards the camera, not cut off at an edge and in even light; or pick a style that needs "
-    "no face with /styles."
+    "I couldn't find a face in that photo. Try one where the face is clearly visible: turned towards "
+    "the camera, not covered or cut off at an edge, in even light. Or pick a style that needs no face "
+    "with /styles."
 )
 FACES_TOO_SMALL = (
     "The faces in that photo are too small for me to draw (each needs about 48 pixels across). "
@@ -182,6 +182,7 @@ class PeopleFramer:
         return sorted(faces, key=face_size, reverse=True)
 
     def _sure(self, pixels: np.ndarray) -> list[mtcnn.Face]:
+        """MTCNN's faces at MIN_SCORE or more: below it, objects and animals outnumber faces."""
         return [f for f in self.detector.detect(pixels, MIN_DETECT) if f.score >= MIN_SCORE]
 
     def _second_look(self, pixels: np.ndarray) -> list[mtcnn.Face]:
