@@ -118,12 +118,9 @@ def crop(img: Image.Image, frame: Frame, side: int) -> Image.Image:
     warp never minifies and aliases.
     """
     matrix = frame.scaled(side)
-    scale = 1.0 / frame.size * side
+    scale = side / frame.size
     if scale < 0.9:
-        corners = cv2.invertAffineTransform(matrix) @ np.array([[0, side, 0, side], [0, 0, side, side], [1, 1, 1, 1]])
-        pad = 2 / scale
-        left, top = (max(0, math.floor(corners[i].min() - pad)) for i in (0, 1))
-        right, bottom = min(img.width, math.ceil(corners[0].max() + pad)), min(img.height, math.ceil(corners[1].max() + pad))
+        left, top, right, bottom = _photo_box(frame, img.size, pad=2 / scale)
         if right - left >= 2 and bottom - top >= 2:
             small = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
             img = img.resize(small, Image.LANCZOS, box=(left, top, right, bottom), reducing_gap=3.0)
@@ -136,17 +133,35 @@ def crop(img: Image.Image, frame: Frame, side: int) -> Image.Image:
 
 
 def paste(photo: Image.Image, faces: list[tuple[Image.Image, Frame]]) -> Image.Image:
-    """`photo` with each restyled square warped back where it came from, fading out at its edges."""
+    """`photo` with each restyled square warped back where it came from, fading out at its edges.
+
+    Each face is blended within its own bounds only, so time and memory follow
+    the faces' area, not the photo's.
+    """
     out = np.asarray(photo, dtype=np.float32).copy()
     for styled, frame in sorted(faces, key=lambda f: f[1].size):  # the largest face ends on top
+        left, top, right, bottom = _photo_box(frame, photo.size, pad=2.0)
+        if right <= left or bottom <= top:
+            continue
         side = styled.width
         inverse = cv2.invertAffineTransform(frame.scaled(side))
-        size = (photo.width, photo.height)
+        inverse[:, 2] -= (left, top)
+        size = (right - left, bottom - top)
         drawn = cv2.warpAffine(np.asarray(styled, dtype=np.float32), inverse, size, flags=cv2.INTER_CUBIC,
                                borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.warpAffine(_feather(side), inverse, size, flags=cv2.INTER_LINEAR)[..., None]
-        out = out * (1.0 - alpha) + drawn * alpha
+        region = out[top:bottom, left:right]
+        out[top:bottom, left:right] = region * (1.0 - alpha) + drawn * alpha
     return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+
+
+def _photo_box(frame: Frame, size: tuple[int, int], pad: float) -> tuple[int, int, int, int]:
+    """The part of a photo of `size` that the framed square covers, `pad` px wider, clipped to the photo."""
+    corners = cv2.invertAffineTransform(frame.matrix) @ np.array([[0, 1, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]])
+    left, top = (max(0, math.floor(corners[i].min() - pad)) for i in (0, 1))
+    right = min(size[0], math.ceil(corners[0].max() + pad))
+    bottom = min(size[1], math.ceil(corners[1].max() + pad))
+    return left, top, right, bottom
 
 
 def _feather(side: int) -> np.ndarray:
