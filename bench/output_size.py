@@ -1,6 +1,6 @@
 """Which output a style should return by default: native, x2 Lanczos + unsharp mask, or the generator at 2x.
 
-    .venv/bin/python bench/output_size.py [--styles selfie2anime cat2dog] [--out docs/output_size.png]
+    .venv/bin/python bench/output_size.py [--styles selfie2anime cat2dog] [--out docs/output_size.jpg]
 
 A model trained at S px draws S px pictures; blowing them up to 512 px adds no
 detail. On public-domain faces (and a cat), per style and method: the
@@ -74,7 +74,7 @@ def methods(net: ResnetGenerator, s: int) -> dict[str, Callable[[Image.Image], I
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--styles", nargs="+", default=sorted(INPUTS))
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "output_size.png")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "output_size.jpg")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows: list[list[Image.Image]] = []
@@ -104,7 +104,7 @@ def main() -> None:
             y += heights[r] + 8
         x += widths[c] + 8
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(args.out, optimize=True)
+    canvas.save(args.out, quality=88)
     print(f"comparison: {args.out}")
 
 
