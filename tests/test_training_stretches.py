@@ -172,3 +172,13 @@ def test_train_speed_bench_compares_every_setting_against_the_demo_configuration
     precisions = 2 if speed.cpu_has_bf16() else 1
     assert len(rows) == len(threads) * 2 * precisions * 2  # threads x batch 1/4 x precisions x layouts
     torch.set_num_threads(1)
+
+
+def test_an_archive_pair_is_repackaged_with_todays_handler_keeping_weights_and_record(first_stretch, tmp_path) -> None:
+    store, _ = first_stretch
+    again = tmp_path / "again"
+    assert training_main(["export", str(store / "b2a.mar"), "--out", str(again)]) == 0
+    for style in ("a2b", "b2a"):
+        before, after = (warm_start.read_archive(s / f"{style}.mar") for s in (store, again))
+        assert before[1] == after[1]  # size, catalogue entry, training record
+        assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])

@@ -96,8 +96,11 @@ def write_archive(
 
 
 def export(args: argparse.Namespace) -> int:
-    """Write both directions of a checkpoint into the model store."""
-    state = load_checkpoint(args.checkpoint)
+    """Write both directions of a checkpoint (or of a pair's archives, with today's handler) into the model store."""
+    if args.checkpoint.suffix == ".mar":
+        state = warm_start.checkpoint_from_archives(args.checkpoint)
+    else:
+        state = load_checkpoint(args.checkpoint)
     options = state["options"]
     names = tuple(args.names) if args.names else catalog.split_pair(options["name"])
     for i, (style, key) in enumerate(zip(names, ("genA2B", "genB2A"))):
@@ -125,7 +128,9 @@ def export(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `export` with the training CLI."""
     p = sub.add_parser("export", help="write one TorchServe .mar per direction", description=__doc__)
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path,
+                   help="a training checkpoint, or one archive of a pair: re-packages both with the current "
+                        "handler files, keeping weights, size and training record")
     p.add_argument("--out", type=Path, default=Path("model_store"), help="model store folder")
     p.add_argument("--version", default=DEFAULT_VERSION, help="model version (default %(default)s)")
     p.add_argument("--names", nargs=2, metavar=("A2B", "B2A"), help="style names (default: split the run's name)")

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         opts = speed.settle_auto(opts, rt)
         trainer = Trainer(opts, rt)
         if args.init_from is not None:
-            trainer.load(warm_start.initial_state(args.init_from, opts.name))
+            trainer.load(warm_start.initial_state(args.init_from, opts.name, warm_start.warm_start_path(opts.name)))
         elif start_from is not None:
             trainer.load(start_from)
             if not args.resume:

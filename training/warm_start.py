@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import zipfile
 from pathlib import Path
@@ -92,8 +93,9 @@ def load_discriminators(path: Path) -> dict[str, dict[str, torch.Tensor]] | None
             for k, sd in state["networks"].items()}
 
 
-def initial_state(archive: Path, run_name: str, discriminators: Path | None = None) -> dict[str, Any]:
-    """What `Trainer.load` takes, from the pair's archives (and the warm-start file where there is one).
+def initial_state(archive: Path, run_name: str, discriminators: Path | None) -> dict[str, Any]:
+    """What `Trainer.load` takes, from the pair's archives and the `discriminators` warm-start
+    file where it exists (None: discriminators start afresh).
 
     `step` and `history` continue the archive's record, so the run's count
     and the learning-rate schedule pick up where the archive left off.
@@ -103,12 +105,27 @@ def initial_state(archive: Path, run_name: str, discriminators: Path | None = No
     for key, path in pair_archives(archive, run_name).items():
         networks[key], config = read_archive(path)
         history = dict(config.get("training") or {})
-    discs = load_discriminators(discriminators or warm_start_path(run_name))
+    discs = load_discriminators(discriminators) if discriminators else None
     if discs is None:
         log.info("no discriminator warm-start file: discriminators start from scratch")
     else:
         networks.update(discs)
     return {"networks": networks, "step": int(history.get("iterations", 0)), "history": history}
+
+
+def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
+    """A pair's two archives as an export-ready checkpoint (generators, size, record), named by `archive`'s style."""
+    weights, config = read_archive(archive)
+    with zipfile.ZipFile(archive) as z:
+        name = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["modelName"]
+    state = initial_state(archive, name, discriminators=None)
+    return {
+        "options": {"name": name, "img_size": int(config["img_size"])},
+        "generator_arch": config["arch"],
+        "step": state["step"],
+        "networks": state["networks"],
+        **({"history": config["training"]} if config.get("training") else {}),
+    }
 
 
 def pack(checkpoint: Path, out: Path) -> tuple[Path, Path]:
