@@ -139,14 +139,19 @@ class UsageRecorder:
         await self._drained.wait()
 
     async def close(self, *, timeout_s: float = 30.0) -> None:
-        """Stop taking records and flush the queue; give up (and log how many) after `timeout_s`."""
+        """Stop taking records and flush the queue; give up (and log how many) after `timeout_s`,
+        or when the shutdown is cut short (cancelled)."""
         self._closing.set()
         self._wakeup.set()
         try:
             await asyncio.wait_for(self.flush(), timeout_s)
         except TimeoutError:
             log.error("database unavailable at shutdown: %d usage records not saved", self.pending)
-        self._writer.cancel()
+        except asyncio.CancelledError:
+            log.error("shutdown cut short: %d usage records not saved", self.pending)
+            raise
+        finally:
+            self._writer.cancel()
         await asyncio.gather(self._writer, return_exceptions=True)
 
     async def _write_forever(self) -> None:

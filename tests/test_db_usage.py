@@ -271,3 +271,22 @@ async def test_a_row_the_database_refuses_is_set_aside_alone(
     assert await stored_users(db_sessions) == ["first", "last", "later0", "later1", "later2"]
     assert "usage record set aside (1 so far)" in caplog.text
     await recorder.close()
+
+
+async def test_a_shutdown_cut_short_says_how_many_records_it_lost(
+    outage: SqliteLock | PostgresProxy, app_sessions: Sessions, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = UsageRecorder(app_sessions, **FAST_RETRY)
+    await outage.cut()
+    recorder.record(usage("lost"))
+    closing = asyncio.create_task(recorder.close(timeout_s=30))
+    await asyncio.sleep(0.3)
+    closing.cancel()  # as `python -m bots` does once its stop grace is over
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert "shutdown cut short: 1 usage records not saved" in caplog.text
+    await outage.restore()
+    # The cancelled writer still closes its connection; let it, or the loop's own clean-up
+    # (which cancels again) can leave aiosqlite's close waiting for good.
+    if others := asyncio.all_tasks() - {asyncio.current_task()}:
+        await asyncio.wait(others, timeout=30)
