@@ -63,6 +63,8 @@ def status(args: argparse.Namespace) -> int:
 
 def _stylizer(args: argparse.Namespace) -> Stylizer:
     """The embedded engine, or a TorchServe client when a URL is given."""
+    # A one-off run compiles nothing: it uses a faster path only when one is cached on disk.
+    os.environ.setdefault("TOONBOT_COMPILE", "cached")
     url = args.torchserve or os.environ.get("TORCHSERVE_URL")
     keys = _local(args).keys() if url else {}
     return open_stylizer(

@@ -57,9 +57,11 @@ class StyleHandler(BaseHandler):
         # it trained at (export's --draw-size, chosen in bench/output_size.py).
         self.draw_size = int(self.config.get("draw_size", self.img_size))
         self.output_size = int(self.config.get("output_size", self.draw_size))
-        # Choose (and compile, warm up, check) the fastest path before any request.
+        # Eager float32 answers at once; faster paths are built, checked and swapped in
+        # behind it (a worker never misses TorchServe's start-up deadline compiling).
         prefer = os.environ.get("TOONBOT_INFERENCE") or self.config.get("inference", "auto")
-        self.path = acceleration.choose(self.model, self.draw_size, self.device, prefer)
+        model_dir = context.system_properties["model_dir"]  # its hash keys the compiled graphs on disk
+        self.path = acceleration.Accelerated(self.model, self.draw_size, self.device, prefer, model_dir)
         self.framer = framing.framer_for(self.manifest["model"]["modelName"], bool(self.config["needs_face"]))
         self.needs_face = bool(self.config["needs_face"])
         self.initialized = True
