@@ -60,6 +60,15 @@ def no_errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
 
 
+async def each_refused_and_logged(
+    answers: dict[str, str], caplog: pytest.LogCaptureFixture, read_usage: ReadUsage, url: str
+) -> None:
+    """Every file got its words, nothing was logged as an error, and each has a usage row."""
+    assert answers == {name: words for name, (_, _, words, _) in CORPUS.items()}
+    assert no_errors_logged(caplog) == []
+    assert [r.status for r in await read_usage(url)] == ["bad_input"] * len(CORPUS)
+
+
 async def test_the_web_page(
     read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -82,9 +91,7 @@ async def test_telegram(
             name: (await api.wait_for("sendMessage", chat_id=user))[0].fields["text"]
             for user, name in enumerate(CORPUS, start=500)
         }
-    assert answers == {name: words for name, (_, _, words, _) in CORPUS.items()}
-    assert no_errors_logged(caplog) == []
-    assert [r.status for r in await read_usage(sqlite_db_url)] == ["bad_input"] * len(CORPUS)
+    await each_refused_and_logged(answers, caplog, read_usage, sqlite_db_url)
 
 
 async def test_discord(
@@ -98,6 +105,4 @@ async def test_discord(
             name: (await fake.wait_for("channel_message", channel_id=str(user)))[0].json["content"]
             for user, name in enumerate(CORPUS, start=600)
         }
-    assert answers == {name: words for name, (_, _, words, _) in CORPUS.items()}
-    assert no_errors_logged(caplog) == []
-    assert [r.status for r in await read_usage(sqlite_db_url)] == ["bad_input"] * len(CORPUS)
+    await each_refused_and_logged(answers, caplog, read_usage, sqlite_db_url)
