@@ -249,7 +249,7 @@ class Core:
             return await self._styles(request, "", header=header)
         self.saved_styles.put((request.platform, request.user_id), arg)
         # This process knows the style at once; a slow database gets the save when it can.
-        await self._within_deadline(("save", request.platform, request.user_id), self._save_style(request, arg))
+        await self._within_deadline(("save", request.platform, request.user_id), self._save_style(request))
         return Reply(messages.STYLE_SET.format(title=style.title))
 
     async def _within_deadline(self, key: Hashable, work: Coroutine[None, None, None]) -> None:
@@ -286,14 +286,22 @@ class Core:
         if not self.saved_styles.get(user)[0]:  # a /style meanwhile is newer than what was read
             self.saved_styles.put(user, saved)
 
-    async def _save_style(self, request: Request, style: str) -> None:
-        try:
-            async with self._sessions() as session:
-                await users.set_style(
-                    session, platform=request.platform, platform_user_id=request.user_id, style=style
-                )
-        except (SQLAlchemyError, OSError) as error:
-            logger.warning("style of %s:%s not saved: %s", request.platform, request.user_id, error)
+    async def _save_style(self, request: Request) -> None:
+        """Save the user's remembered style, and again if a /style changed it while this one waited."""
+        user, written = (request.platform, request.user_id), None
+        while True:
+            known, style = self.saved_styles.get(user)
+            if not known or style is None or style == written:  # saved, or forgotten meanwhile
+                return
+            try:
+                async with self._sessions() as session:
+                    await users.set_style(
+                        session, platform=request.platform, platform_user_id=request.user_id, style=style
+                    )
+            except (SQLAlchemyError, OSError) as error:
+                logger.warning("style of %s:%s not saved: %s", *user, error)
+                return
+            written = style
 
     @property
     def max_upload_bytes(self) -> int:

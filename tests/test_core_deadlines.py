@@ -87,6 +87,7 @@ async def test_a_frozen_postgres_does_not_stall_replies(
     assert switched.text == messages.STYLE_SET.format(title="Anime to selfie")
     took, styles = await timed(core, ask("stranger", "/styles"))
     assert [b.style for b in styles.buttons if b.selected] == ["anime2selfie"]  # known here already
+    await core.handle(ask("stranger", "/style selfie2anime"))  # changed again while the save hangs
 
     proxy.thaw()  # the save that outlived its reply lands once the database answers
     engine = create_engine(postgres_db_url)
@@ -94,10 +95,10 @@ async def test_a_frozen_postgres_does_not_stall_replies(
         for _ in range(100):
             async with session_factory(engine)() as session:
                 saved = await session.scalar(select(User.current_style).where(User.platform_user_id == "stranger"))
-            if saved == "anime2selfie":
+            if saved == "selfie2anime":
                 break
             await asyncio.sleep(0.1)
-        assert saved == "anime2selfie"
+        assert saved == "selfie2anime"  # the last choice, not the first save that hung
     finally:
         await engine.dispose()
 
