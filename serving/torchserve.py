@@ -47,6 +47,12 @@ class LocalTorchServe:
     ports: Ports = Ports()
     token_auth: bool = True
 
+    def __post_init__(self) -> None:
+        # Java runs inside run_dir: a relative path handed to it (its temp folder, the
+        # model store) would point somewhere else, so both are made absolute here.
+        object.__setattr__(self, "run_dir", Path(self.run_dir).resolve())
+        object.__setattr__(self, "model_store", Path(self.model_store).resolve())
+
     @property
     def inference_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.inference}"
@@ -81,7 +87,7 @@ class LocalTorchServe:
 
     def write_config(self) -> Path:
         """The template plus this instance's absolute model store and ports."""
-        store = self.model_store.resolve()
+        store = self.model_store
         lines = [
             CONFIG_TEMPLATE.read_text(),
             "# Added by serving.torchserve for this instance:",
@@ -110,7 +116,7 @@ class LocalTorchServe:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "key_file.json").unlink(missing_ok=True)
         args = ["--start", "--ncs", "--ts-config", str(self.write_config()),
-                "--model-store", str(self.model_store.resolve())]
+                "--model-store", str(self.model_store)]
         if not self.token_auth:
             args.append("--disable-token-auth")
         if self._torchserve(*args) != 0:
