@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv clean
+.PHONY: run test test-fast venv clean
 
 # facenet-pytorch ships the MTCNN face detector's weights (serving/archive/mtcnn_detector.py
 # reads only its data files); its metadata pins an old torch, so it goes in without dependencies.
@@ -24,6 +24,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The fast lane: everything not marked `full` (no real engine, TorchServe, PostgreSQL, Chromium or compiling).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not full"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -22,6 +22,39 @@ from db.models import Usage
 # real choice, in-process and through the handler.
 os.environ.setdefault("TOONBOT_INFERENCE", "eager")
 
+# --- lanes: `make test-fast` runs what is not marked `full` ----------------------
+# A test that builds real .mar archives (torch export, then the engine or
+# TorchServe), needs PostgreSQL or drives Chromium is in the full lane only;
+# parametrized fixtures mark just their slow variants (see `bots_model_store`).
+FULL_FIXTURES = {"engine_model_store", "serving_model_store", "tiny_store", "postgres_template", "page"}
+FULL_MODULES = {  # whole modules, and why
+    "test_acceleration": "compiles the faster inference paths",
+    "test_bench_latency": "times the real engine",
+    "test_bundled_styles": "runs the bundled archives",
+    "test_deploy": "deploys real archives",
+    "test_deploy_cli": "deploys real archives",
+    "test_export": "exports trained generators",
+    "test_framing": "runs the face detectors",
+    "test_serving_handler": "runs the packaged handler",
+    "test_serving_runtimes": "holds the engine and TorchServe to the same answers",
+    "test_torchserve_start": "starts TorchServe",
+    "test_training_networks": "builds the real networks",
+    "test_training_official": "converts real checkpoints",
+    "test_training_stretches": "trains and exports",
+    "test_training_trainer": "trains",
+    "test_worker": "trains and exports through the job queue",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `full` every test of `FULL_MODULES` and every one that needs one of `FULL_FIXTURES`,
+    directly or through another fixture."""
+    for item in items:
+        module = item.module.__name__ if isinstance(item, pytest.Function) else ""
+        if module in FULL_MODULES or FULL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.full)
+
+
 # --- db: migrated SQLite and PostgreSQL databases -------------------------------
 # `db_url` runs a test on both backends; `sqlite_db_url` / `postgres_db_url`
 # pick one. Each test gets its own database, copied from one migrated once
@@ -96,7 +129,7 @@ def sqlite_db_url(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.full)])
 def db_url(request: pytest.FixtureRequest) -> str:
     """A fresh, migrated database: the test runs once per backend."""
     return request.getfixturevalue(f"{request.param}_db_url")
@@ -122,12 +155,32 @@ FIXTURES = Path(__file__).with_name("fixtures")
 
 
 @pytest.fixture(scope="session")
-def bots_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def engine_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`selfie2anime` and `anime2selfie` (tiny random-weight generators) as real .mar files."""
     from torchserve_fixture import export_tiny_styles
 
     store = tmp_path_factory.mktemp("bots") / "model_store"
     export_tiny_styles(store, "selfie2anime")
+    return store
+
+
+@pytest.fixture(params=["memory", pytest.param("engine", marks=pytest.mark.full)])
+def bots_model_store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The model store of a core, bot or web test, which runs twice: on the in-memory stylizer
+    (the fast lane; the store is empty and every `SharedCore` draws with a `MemoryStylizer`
+    of the same two styles) and on the real embedded engine over `engine_model_store`."""
+    if request.param == "engine":
+        return request.getfixturevalue("engine_model_store")
+    from bots import resources
+    from fakes.stylizer import MemoryStylizer
+
+    stylizer = MemoryStylizer()  # one per test, shared by its cores as one process's engine would be
+    monkeypatch.setattr(resources, "open_configured_stylizer", lambda settings: stylizer)
+    monkeypatch.setattr(resources, "open_configured_management", lambda settings, stylizer: stylizer)
+    store = tmp_path / "memory_store"
+    store.mkdir()
     return store
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 async def test_one_process_serves_the_page_and_the_telegram_bot(
-    read_usage: ReadUsage, bots_model_store: Path, tmp_path: Path, face_jpeg: bytes
+    read_usage: ReadUsage, engine_model_store: Path, tmp_path: Path, face_jpeg: bytes
 ) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}"  # not migrated yet
     port = free_ports(1)[0]
@@ -32,7 +32,7 @@ async def test_one_process_serves_the_page_and_the_telegram_bot(
             "TELEGRAM_TOKEN": api.token,
             "TELEGRAM_API_URL": api.url,
             "DISCORD_TOKEN": "",
-            "MODEL_STORE": str(bots_model_store),
+            "MODEL_STORE": str(engine_model_store),
             "DATABASE_URL": database_url,
             "WEB_PORT": str(port),
             "OMP_NUM_THREADS": "1",
@@ -77,6 +77,7 @@ def test_a_bot_without_its_token_is_refused_clearly(
 BUNDLED_STORE = Path(__file__).resolve().parents[1] / "model_store"
 
 
+@pytest.mark.full  # a child process over the bundled styles, compiling them
 @pytest.mark.parametrize("moment", ["migrating", "compiling"])
 async def test_a_stop_signal_ends_the_process_within_two_seconds(
     moment: str, read_usage: ReadUsage, tmp_path: Path

@@ -256,6 +256,7 @@ def test_start_bot_reads_torchserve_keys_unless_set_by_hand(tmp_path: Path, monk
 
 
 @pytest.mark.slow
+@pytest.mark.full  # starts TorchServe
 def test_torchserve_runs_on_the_container_config_and_bots_read_its_keys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,6 @@
-"""The platform-free core over the real embedded engine (tiny .mar) and a real SQLite database."""
+"""The platform-free core over a real SQLite database, drawing with the in-memory stylizer and
+the real embedded engine (tiny .mar); what only the engine does (faces, the model store, its queue)
+on the engine alone."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from bots.resources import SharedCore
 from bots.settings import Settings
 from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
+from fakes.stylizer import MemoryStylizer
 from group_photos import group_photo
 from serving.api import ImageFormat, Stylized
 from serving.engine import EmbeddedEngine
@@ -62,20 +65,31 @@ CORE_LIMITS = {
 }
 
 
-@pytest.fixture
-def settings(bots_model_store: Path, sqlite_db_url: str) -> Settings:
+def core_settings(model_store: Path, database_url: str) -> Settings:
     return Settings(
         _env_file=None,
-        model_store=bots_model_store,
-        database_url=sqlite_db_url,
+        model_store=model_store,
+        database_url=database_url,
         requests_per_minute=100,
         output_size=64,
     )
 
 
 @pytest.fixture
+def settings(bots_model_store: Path, sqlite_db_url: str) -> Settings:
+    """The in-memory stylizer (fast lane), then the real engine."""
+    return core_settings(bots_model_store, sqlite_db_url)
+
+
+@pytest.fixture
 def shared(settings: Settings) -> SharedCore:
     return SharedCore(settings)
+
+
+@pytest.fixture
+def engine_shared(engine_model_store: Path, sqlite_db_url: str) -> SharedCore:
+    """Always the real engine: for what only it does (faces, the model store)."""
+    return SharedCore(core_settings(engine_model_store, sqlite_db_url))
 
 
 async def test_commands(shared: SharedCore) -> None:
@@ -122,17 +136,17 @@ async def test_chosen_style_survives_a_restart(settings: Settings) -> None:
 
 
 async def test_new_deployments_show_without_a_restart(
-    settings: Settings, bots_model_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine_model_store: Path, sqlite_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(core_module, "CATALOGUE_TTL_S", 0.3)
     store = tmp_path / "model_store"
     store.mkdir()
-    shutil.copy(bots_model_store / "selfie2anime.mar", store)
-    shared = SharedCore(settings.model_copy(update={"model_store": store}))
+    shutil.copy(engine_model_store / "selfie2anime.mar", store)
+    shared = SharedCore(core_settings(store, sqlite_db_url))
     core = await shared.open()
     try:
         before = await core.handle(request(text="/styles"))
-        shutil.copy(bots_model_store / "anime2selfie.mar", store)  # deployed while running
+        shutil.copy(engine_model_store / "anime2selfie.mar", store)  # deployed while running
         cached = await core.handle(request(text="/styles"))
         await asyncio.sleep(0.35)
         after = await core.handle(request(text="/styles"))
@@ -170,27 +184,27 @@ async def test_photo_is_stylized_and_logged(
 
 
 async def test_a_group_photo_reply_says_how_many_faces_were_drawn(
-    read_usage: ReadUsage, shared: SharedCore, sqlite_db_url: str
+    read_usage: ReadUsage, engine_shared: SharedCore, sqlite_db_url: str
 ) -> None:
     out = io.BytesIO()
     group_photo(3, 200).save(out, "JPEG", quality=92)
-    core = await shared.open()
+    core = await engine_shared.open()
     reply = await core.handle(request(attachment=photo(out.getvalue())))
-    await shared.close()
+    await engine_shared.close()
     assert reply.text == "Selfie to anime" + messages.FACES_DRAWN.format(count=3)
     assert [(r.status, r.faces) for r in await read_usage(sqlite_db_url)] == [("ok", 3)]
 
 
 async def test_bad_input_gets_plain_words(
-    read_usage: ReadUsage, shared: SharedCore, face_jpeg: bytes, sqlite_db_url: str
+    read_usage: ReadUsage, engine_shared: SharedCore, face_jpeg: bytes, sqlite_db_url: str
 ) -> None:
-    core = await shared.open()
+    core = await engine_shared.open()
     pdf = await core.handle(request(attachment=never_read("application/pdf", 12_000)))
     huge = await core.handle(request(attachment=never_read("image/png", 50 * 2**20)))
     garbage = await core.handle(request(attachment=photo(b"not an image at all", content_type="image/jpeg")))
     cat = await core.handle(request(attachment=photo((FIXTURES / "chelsea_256.jpg").read_bytes())))
     unknown = await core.handle(request(text="/style mona_lisa", attachment=photo(face_jpeg)))
-    await shared.close()
+    await engine_shared.close()
 
     assert pdf == Reply(messages.NOT_AN_IMAGE, problem="not_an_image")
     assert huge == Reply(messages.TOO_BIG.format(limit_mb=20), problem="too_big")
@@ -242,13 +256,11 @@ async def test_per_minute_limit(settings: Settings, face_jpeg: bytes) -> None:
     assert refusal.retry_after_s is not None and 55 <= refusal.retry_after_s <= 60  # the first photo's minute
 
 
-async def test_database_down_photos_still_answered(
-    bots_model_store: Path, face_jpeg: bytes
-) -> None:
+async def test_database_down_photos_still_answered(face_jpeg: bytes) -> None:
     dead = create_engine("postgresql+asyncpg://toonbot@127.0.0.1:9/nothing_listens_here", timeout=1)
     sessions = session_factory(dead)
     recorder = UsageRecorder(sessions, retry_min_s=0.05, retry_max_s=0.05)
-    engine = EmbeddedEngine(bots_model_store)
+    engine = MemoryStylizer()
     core = Core(stylizer=engine, sessions=sessions, recorder=recorder, **CORE_LIMITS)
     try:
         reply = await core.handle(request(attachment=photo(face_jpeg)))
@@ -282,10 +294,10 @@ class CountingStylizer:
 
 
 async def test_a_burst_queues_instead_of_overloading(
-    read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+    read_usage: ReadUsage, engine_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
 ) -> None:
     # More users at once than the engine's queue holds (4): the core lets 3 through at a time.
-    engine = EmbeddedEngine(bots_model_store, queue_size=4)
+    engine = EmbeddedEngine(engine_model_store, queue_size=4)
     counting = CountingStylizer(engine)
     db = create_engine(sqlite_db_url)
     sessions = session_factory(db)

@@ -23,6 +23,7 @@ from bots.core import Attachment, Core, Request
 from db.engine import create_engine, session_factory
 from db.models import User
 from db.usage import UsageRecorder
+from fakes.stylizer import MemoryStylizer
 from serving.engine import EmbeddedEngine
 
 torch.set_num_threads(1)
@@ -47,14 +48,14 @@ async def timed(core: Core, request: Request) -> tuple[float, object]:
 
 
 @pytest.fixture
-async def app_core(bots_model_store: Path, postgres_db_url: str) -> AsyncIterator[tuple[Core, PostgresProxy]]:
+async def app_core(engine_model_store: Path, postgres_db_url: str) -> AsyncIterator[tuple[Core, PostgresProxy]]:
     """A core whose database is PostgreSQL through a proxy the test can freeze."""
     proxy = PostgresProxy(postgres_db_url)
     await proxy.start()
     engine = create_engine(proxy.url, timeout=30)  # the engine's own timeouts would take far longer
     sessions = session_factory(engine)
     recorder = UsageRecorder(sessions)
-    stylizer = EmbeddedEngine(bots_model_store)
+    stylizer = EmbeddedEngine(engine_model_store)
     core = Core(stylizer=stylizer, sessions=sessions, recorder=recorder, **LIMITS)
     yield core, proxy
     proxy.thaw()
@@ -103,13 +104,11 @@ async def test_a_frozen_postgres_does_not_stall_replies(
         await engine.dispose()
 
 
-async def test_a_locked_sqlite_does_not_stall_a_style_change(
-    bots_model_store: Path, sqlite_db_url: str
-) -> None:
+async def test_a_locked_sqlite_does_not_stall_a_style_change(sqlite_db_url: str) -> None:
     engine = create_engine(sqlite_db_url)  # waits up to 10 s for the lock
     sessions = session_factory(engine)
     recorder = UsageRecorder(sessions)
-    stylizer = EmbeddedEngine(bots_model_store)
+    stylizer = MemoryStylizer()
     core = Core(stylizer=stylizer, sessions=sessions, recorder=recorder, **LIMITS)
     lock = SqliteLock(sqlite_db_url)
     try:

@@ -162,11 +162,11 @@ async def test_slash_style_defers_then_sends_the_picture(
 
 
 async def test_errors_after_deferring_are_private_and_survived(
-    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes,
+    read_usage: ReadUsage, fake: FakeDiscord, engine_model_store: Path, sqlite_db_url: str, face_jpeg: bytes,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cat_jpeg = (FIXTURES / "chelsea_256.jpg").read_bytes()  # public domain; no face to find
-    async with running_bot(fake, bots_model_store, sqlite_db_url):
+    async with running_bot(fake, engine_model_store, sqlite_db_url):
         cat = await fake.slash_command(21, "style", attachment=jpeg(fake, cat_jpeg))
         [no_face] = await answers(fake, cat, "followup")
         gone_file = jpeg(fake, face_jpeg)
@@ -271,7 +271,7 @@ async def test_a_burst_of_users_all_get_their_pictures(
 
 
 async def test_make_run_serves_both_bots_when_both_tokens_are_set(
-    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, tmp_path: Path, face_jpeg: bytes
+    read_usage: ReadUsage, fake: FakeDiscord, engine_model_store: Path, tmp_path: Path, face_jpeg: bytes
 ) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}"  # the runner migrates it
     async with FakeTelegram() as telegram:
@@ -283,7 +283,7 @@ async def test_make_run_serves_both_bots_when_both_tokens_are_set(
             "DISCORD_DEV_GUILD": "",  # empty counts as unset: sync globally
             "TELEGRAM_TOKEN": telegram.token,
             "TELEGRAM_API_URL": telegram.url,
-            "MODEL_STORE": str(bots_model_store),
+            "MODEL_STORE": str(engine_model_store),
             "DATABASE_URL": database_url,
             "WEB_PORT": "0",
             "OMP_NUM_THREADS": "1",

@@ -172,12 +172,12 @@ async def test_twenty_users_at_once(
 
 @pytest.mark.slow
 async def test_torchserve_answers_when_its_url_is_set(
-    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str,
+    read_usage: ReadUsage, api: FakeTelegram, engine_model_store: Path, sqlite_db_url: str,
     face_jpeg: bytes, tmp_path: Path,
 ) -> None:
     empty_store = tmp_path / "empty_store"  # the embedded engine would have no styles at all
     empty_store.mkdir()
-    with running_torchserve(bots_model_store, tmp_path / "torchserve", token_auth=True) as ts:
+    with running_torchserve(engine_model_store, tmp_path / "torchserve", token_auth=True) as ts:
         keys = ts.keys()
         settings = bot_settings(
             api, empty_store, sqlite_db_url,

@@ -1,0 +1,77 @@
+"""An in-memory `serving.api.Stylizer` for the fast test lane: no torch, no archive, no worker.
+
+It reads and writes pictures with the handler's own `imaging` module, so bad
+input gets the very words (and exceptions) the real runtimes give, and it
+honours the requested size and format; instead of a generator it draws a
+deterministic picture (the photo, square-cropped and posterised). It also
+answers the `Management` calls, so the admin side of a core can sit on it.
+Tests that exist to check the engine or TorchServe use those, not this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from PIL import ImageOps
+
+from db.models import Runtime
+from serving import catalog, replies
+from serving.api import BadInput, ImageFormat, StyleInfo, Stylized
+from serving.archive import imaging
+from serving.management import DeployError, StyleVersions
+
+DRAW_SIDE = 32  # what the tiny test archives draw at (their training size)
+
+
+class MemoryStylizer:
+    """`Stylizer` (and `Management`) over a fixed list of catalogue styles."""
+
+    runtime: Runtime = "embedded"  # in process, as far as the deployments log is concerned
+
+    def __init__(self, names: Iterable[str] = ("anime2selfie", "selfie2anime"), *, version: str = "1.0") -> None:
+        self._styles = {
+            name: StyleInfo(name, entry.title, entry.description, entry.needs_face, version)
+            for name in sorted(names)
+            for entry in [catalog.KNOWN[name]]
+        }
+        self.requests = 0  # stylize calls answered, for tests that count them
+
+    async def stylize(
+        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
+    ) -> Stylized:
+        """A posterised square of the photo, checked and encoded as the handler would."""
+        info = self._styles.get(style)
+        if info is None:
+            raise replies.unknown_style(style)
+        try:
+            options = imaging.parse_options(size, fmt)
+            picture = imaging.decode(image)
+        except imaging.Rejected as rejected:
+            raise BadInput(rejected.message) from None
+        side = options.size or DRAW_SIDE
+        drawn = ImageOps.posterize(ImageOps.fit(picture, (side, side)), 2)
+        await asyncio.sleep(0)  # a real runtime always yields to the event loop
+        self.requests += 1
+        return Stylized(
+            imaging.encode(drawn, options.fmt), style, info.version, options.content_type, int(info.needs_face)
+        )
+
+    async def styles(self) -> list[StyleInfo]:
+        """The styles given at construction, sorted by name."""
+        return list(self._styles.values())
+
+    async def health(self) -> bool:
+        """Always ready."""
+        return True
+
+    async def versions(self) -> list[StyleVersions]:
+        """Each style with its one version, as `Management` reports them."""
+        return [StyleVersions(s.name, (s.version,), s.version) for s in self._styles.values()]
+
+    async def make_default(self, archive: object) -> None:
+        """Deploys are the real runtimes' business (tests/test_deploy.py): refused, changing nothing."""
+        raise DeployError("the in-memory stylizer has one version per style")
+
+    async def close(self) -> None:
+        """Nothing to release."""
