@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bots.core import Core
-from bots.discord import forward
+from bots.discord.answers import forward
 
 
 async def _privately(core: Core, interaction: discord.Interaction, text: str) -> None:

@@ -1,0 +1,69 @@
+"""How the Discord front end talks to the core: an interaction in, the core's reply out.
+
+Every cog answers through `forward`: pictures come back for everyone to see;
+every text answer (refusals, lists, settings, errors) goes only to the asker,
+as an ephemeral message.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+from collections.abc import Awaitable, Callable
+
+import discord
+
+from bots.core import Attachment, Core, Reply, Request
+
+PLATFORM = "discord"
+
+
+def request(interaction: discord.Interaction, text: str, attachment: Attachment | None = None) -> Request:
+    """The core's request for what the user asked as typed text."""
+    return Request(
+        platform=PLATFORM,
+        user_id=str(interaction.user.id),
+        chat_id=str(interaction.channel_id),
+        text=text,
+        attachment=attachment,
+    )
+
+
+def image_file(reply: Reply) -> discord.File:
+    """The drawn picture as an upload named after its type."""
+    assert reply.image is not None
+    suffix = mimetypes.guess_extension(reply.content_type or "") or ""
+    return discord.File(io.BytesIO(reply.image), filename=f"toonbot{suffix}")
+
+
+def deferring_read(
+    interaction: discord.Interaction, image: discord.Attachment
+) -> Callable[[], Awaitable[bytes]]:
+    """The core fetches a file only once every check has passed: that is when drawing starts,
+    so defer there ("thinking...") and a refusal stays one plain ephemeral answer."""
+
+    async def read() -> bytes:
+        await interaction.response.defer(thinking=True)
+        return await image.read()
+
+    return read
+
+
+async def forward(
+    core: Core, interaction: discord.Interaction, text: str, attachment: Attachment | None = None
+) -> None:
+    """Ask the core what the command amounts to as typed text (`/styles`, `/style NAME`), and
+    answer in kind; every cog answers this way."""
+    await answer(interaction, await core.handle(request(interaction, text, attachment)))
+
+
+async def answer(interaction: discord.Interaction, reply: Reply) -> None:
+    """The picture in the follow-up for all to see; words for the asker alone."""
+    if reply.image is not None:  # drawn, so `read` has deferred
+        await interaction.followup.send(reply.text, file=image_file(reply))
+    elif interaction.response.is_done():
+        # A follow-up to a public "thinking..." replaces it publicly: remove it, then answer privately.
+        await interaction.delete_original_response()
+        await interaction.followup.send(reply.text, ephemeral=True)
+    else:
+        await interaction.response.send_message(reply.text, ephemeral=True)

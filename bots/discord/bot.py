@@ -1,0 +1,126 @@
+"""The Discord bot: discord.py's client with the cogs over the shared core, and `serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bots import messages
+from bots.announce import JobAnnouncer
+from bots.core import Core, Reply
+from bots.discord.admin import AdminCog, PrivacyCog
+from bots.discord.answers import PLATFORM, answer, image_file
+from bots.discord.style import StyleCog
+from bots.resources import SharedCore
+from bots.settings import Settings
+
+logger = logging.getLogger(__package__)  # one logger for the whole front end: "bots.discord"
+
+
+class ToonTree(app_commands.CommandTree):
+    """The one error handler of every slash command."""
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Log with the traceback, then tell the user, privately."""
+        command = interaction.command.qualified_name if interaction.command else "?"
+        logger.error("/%s failed", command, exc_info=error)
+        try:
+            await answer(interaction, Reply(messages.ERROR))
+        except discord.HTTPException as answer_error:  # e.g. the interaction has expired
+            logger.warning("could not tell the user /%s failed: %s", command, answer_error)
+
+
+class ToonBot(commands.Bot):
+    """Slash commands only (no text prefix); the shared core opens in `setup_hook` and closes in `close`."""
+
+    def __init__(self, settings: Settings, shared: SharedCore) -> None:
+        # DMs and messages that mention the bot carry their attachments without the
+        # privileged message-content intent, so the default intents are enough.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice, no warnings
+        super().__init__(
+            command_prefix=(), help_command=None, intents=discord.Intents.default(), tree_cls=ToonTree
+        )
+        self._shared = shared
+        self._dev_guild = settings.discord_dev_guild
+        self._jobs_poll_s = settings.jobs_poll_s
+        self._has_admins = bool(settings.admin_ids)
+        self._core: Core | None = None
+        self._announcer: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        """Open the core, add the commands and sync them (to the dev guild at once, else globally)."""
+        self._core = await self._shared.open()
+        await self.add_cog(StyleCog(self, self._core))
+        await self.add_cog(PrivacyCog(self._core))
+        if self._has_admins:  # no ADMIN_IDS: nobody could use them, so don't list them
+            await self.add_cog(AdminCog(self._core))
+        if self._shared.admin is not None:
+            announcer = JobAnnouncer(self._shared.admin, PLATFORM, self.notify, poll_s=self._jobs_poll_s)
+            self._announcer = asyncio.create_task(announcer.run())
+        guild = discord.Object(self._dev_guild) if self._dev_guild else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        synced = await self.tree.sync(guild=guild)
+        where = f"to server {self._dev_guild}" if guild else "globally (new ones may take a while to show)"
+        assert self.user is not None  # logged in before this hook runs
+        logger.info("Discord bot @%s: %d slash commands synced %s", self.user.name, len(synced), where)
+
+    async def notify(self, channel_id: str, reply: Reply) -> None:
+        """A message nobody asked for just now (a training job ended), in the channel of the request."""
+        channel = self.get_partial_messageable(int(channel_id))
+        await channel.send(reply.text, file=image_file(reply) if reply.image is not None else None)
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        """Log an event handler's failure with its traceback; a message gets a short apology."""
+        logger.exception("%s failed", event_method)
+        if args and isinstance(args[0], discord.Message):
+            try:
+                await args[0].reply(messages.ERROR)
+            except discord.HTTPException as reply_error:  # e.g. not allowed to write there
+                logger.warning("could not tell the user %s failed: %s", event_method, reply_error)
+
+    async def close(self) -> None:
+        """Leave the gateway, then release the core (flushing the usage log if we were last)."""
+        if self._announcer is not None:
+            self._announcer.cancel()
+            await asyncio.gather(self._announcer, return_exceptions=True)
+        try:
+            await super().close()
+        finally:
+            if self._core is not None:
+                self._core = None
+                await self._shared.close()
+
+
+@contextmanager
+def _endpoints(settings: Settings) -> Iterator[None]:
+    """Point discord.py at another REST API and gateway while the bot runs (its only hooks are
+    class attributes, so put them back afterwards)."""
+    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    if settings.discord_api_url:
+        discord.http.Route.BASE = settings.discord_api_url.rstrip("/")
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+    try:
+        yield
+    finally:
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
+async def serve(settings: Settings, shared: SharedCore, stop: asyncio.Event) -> None:
+    """Log in, sync the commands and stay on the gateway until `stop` (or until it fails)."""
+    assert settings.discord_token is not None
+    with _endpoints(settings):
+        bot = ToonBot(settings, shared)
+        async with bot, asyncio.TaskGroup() as tasks:
+            running = tasks.create_task(bot.start(settings.discord_token.get_secret_value()))
+            await stop.wait()
+            running.cancel()  # at whatever step it is; leaving `async with bot` then closes it all
