@@ -3,10 +3,13 @@
 Front ends never write their own wording: they show these (via the core's
 replies) so Telegram, Discord and the web page always say the same thing.
 Serving's refusals (no face, too small, busy) arrive worded for users already
-and are passed on as they are.
+and are passed on as they are; where the core says the same thing first, it
+takes serving's words.
 """
 
 from __future__ import annotations
+
+from serving.archive import imaging
 
 WELCOME = (
     "Hi! Send me a photo and I'll redraw it.\n"
@@ -35,7 +38,7 @@ NOT_A_COMMAND = "Send me a photo to restyle, or /help to see what I can do."
 RESULT_CAPTION = "{title}"
 FACES_DRAWN = " · {count} faces drawn"  # after the caption, for a group photo
 
-NOT_AN_IMAGE = "That file is not a picture I can read. Please send a JPEG, PNG, WebP or HEIC photo."
+NOT_AN_IMAGE = imaging.NOT_AN_IMAGE  # the handler refuses in the same words what it cannot decode
 TOO_BIG = "That file is too big. Please send an image under {limit_mb} MB."
 BUSY_USER = "I'm still working on your last photo. One at a time, please!"
 SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from serving.archive import imaging
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,7 +50,7 @@ class Settings(BaseSettings):
     default_style: str = "selfie2anime"
     requests_per_minute: int = Field(default=10, ge=1)  # per user
     max_in_flight: int = Field(default=4, ge=1)  # all users together; more wait in line
-    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)  # Telegram's bot download limit
+    max_upload_bytes: int = Field(default=imaging.MAX_BYTES, ge=1)  # the handler's limit; also Telegram's for bots
     output_size: int | None = Field(default=None, ge=32, le=2048)  # None: the size each style draws at
     jobs_poll_s: float = Field(default=5.0, gt=0)  # how often finished training jobs are looked for
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 pillow_heif.register_heif_opener()
 
-MAX_BYTES = 20 * 1024 * 1024
+MAX_BYTES = 20 * 1024 * 1024  # the one upload limit: the bots' default and TorchServe's config.properties follow it
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 32
 SIZES = range(32, 2049)
@@ -30,7 +30,7 @@ WIDE_MODES = ("I", "F")  # 32-bit integer and float greyscale (16-bit modes are 
 
 NOT_AN_IMAGE = "That file is not a picture I can read. Please send a JPEG, PNG, WebP or HEIC photo."
 TRUNCATED = "That picture seems cut off (the file is incomplete). Please send it again."
-TOO_LARGE = "That file is too big (the limit is 20 MB). Please send a smaller photo."
+TOO_LARGE = f"That file is too big (the limit is {MAX_BYTES // 2**20} MB). Please send a smaller photo."
 TOO_MANY_PIXELS = "That picture has too many pixels (the limit is 40 megapixels). Please send a smaller one."
 TOO_SMALL = f"That picture is too small. Please send one at least {MIN_SIDE} pixels on each side."
 BAD_OPTION = (
