@@ -13,11 +13,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from sqlalchemy import select, update
-
 from bots import messages
 from bots.admin import Admin
 from bots.core import Reply
+from db import jobs
 from db.models import Platform, TrainingJob
 
 logger = logging.getLogger(__name__)
@@ -47,25 +46,11 @@ class JobAnnouncer:
     async def announce_once(self) -> int:
         """Message every finished, unannounced job's requester; how many were announced."""
         async with self._admin.sessions() as session:
-            finished = await session.scalars(
-                select(TrainingJob)
-                .where(
-                    TrainingJob.notify_platform == self._platform,
-                    TrainingJob.status.in_(("done", "failed", "cancelled")),
-                )
-                .order_by(TrainingJob.finished_at.desc())
-                .limit(50)
-            )
-            pending = [job for job in finished if not (job.result or {}).get("announced")]
-        for job in reversed(pending):  # oldest first
+            pending = await jobs.unannounced(session, platform=self._platform)
+        for job in pending:
             await self._send(job.notify_chat_id, await self._reply(job))
             async with self._admin.sessions() as session:
-                await session.execute(
-                    update(TrainingJob)
-                    .where(TrainingJob.id == job.id)
-                    .values(result={**(job.result or {}), "announced": True})
-                )
-                await session.commit()
+                await jobs.mark_announced(session, job=job)
         return len(pending)
 
     async def _reply(self, job: TrainingJob) -> Reply:

@@ -64,6 +64,27 @@ async def list_jobs(
     return list(await session.scalars(query.execution_options(populate_existing=True)))
 
 
+async def unannounced(session: AsyncSession, *, platform: Platform, limit: int = 50) -> list[TrainingJob]:
+    """Ended jobs whose requester on `platform` has not been told yet, oldest first
+    (among the `limit` latest ended ones)."""
+    query = (
+        select(TrainingJob)
+        .where(TrainingJob.notify_platform == platform, TrainingJob.status.in_(("done", "failed", "cancelled")))
+        .order_by(TrainingJob.finished_at.desc(), TrainingJob.id.desc())
+        .limit(limit)
+    )
+    ended = await session.scalars(query)
+    return [job for job in reversed(list(ended)) if not (job.result or {}).get("announced")]
+
+
+async def mark_announced(session: AsyncSession, *, job: TrainingJob) -> None:
+    """Record in the job's result that its requester was told, so no front end tells them twice."""
+    await session.execute(
+        update(TrainingJob).where(TrainingJob.id == job.id).values(result={**(job.result or {}), "announced": True})
+    )
+    await session.commit()
+
+
 async def claim(session: AsyncSession, *, worker_id: str) -> TrainingJob | None:
     """Take the oldest queued job for `worker_id`, or None if there is none to take."""
     oldest_queued = (

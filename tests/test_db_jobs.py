@@ -15,7 +15,9 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import create_engine, session_factory
-from db.jobs import cancel, claim, enqueue, fail, finish, get_job, heartbeat, list_jobs, reclaim_stale
+from db.jobs import (
+    cancel, claim, enqueue, fail, finish, get_job, heartbeat, list_jobs, mark_announced, reclaim_stale, unannounced,
+)
 from db.models import TrainingJob
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -164,3 +166,27 @@ async def test_a_dead_worker_with_a_cancelled_job_closes_it(db_sessions: Session
         assert await reclaim_stale(session, older_than=timedelta(milliseconds=10)) == [job.id]
         assert (await get_job(session, job_id=job.id)).status == "cancelled"
         assert await session.scalar(select(TrainingJob.worker_id)) is None
+
+
+async def test_ended_jobs_are_announced_once_oldest_first(db_sessions: Sessions) -> None:
+    done, failed, other = [await add_job(db_sessions) for _ in range(3)]
+    for job in (done, failed, other):
+        claimed = await claim_as(db_sessions, "w")
+        assert claimed is not None and claimed.id == job.id
+        async with db_sessions() as session:
+            if job is failed:
+                assert await fail(session, job_id=job.id, worker_id="w", error="out of memory")
+            else:
+                assert await finish(session, job_id=job.id, worker_id="w", result={"versions": {}})
+    await add_job(db_sessions)  # still queued: nothing to announce
+    async with db_sessions() as session:
+        await session.execute(text("UPDATE training_jobs SET notify_platform = 'discord' WHERE id = :id"),
+                              {"id": other.id})
+        await session.commit()
+        pending = await unannounced(session, platform="telegram")
+    assert [job.id for job in pending] == [done.id, failed.id]  # not the queued one, nor another platform's
+    async with db_sessions() as session:
+        await mark_announced(session, job=pending[0])
+        assert [job.id for job in await unannounced(session, platform="telegram")] == [failed.id]
+        refreshed = await get_job(session, job_id=done.id)
+    assert refreshed is not None and refreshed.result == {"versions": {}, "announced": True}
