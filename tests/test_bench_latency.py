@@ -57,3 +57,7 @@ def test_paths_table_has_eager_float32_then_a_row_per_candidate(peaks, capsys) -
 
 def test_cpu_name_names_the_processor() -> None:
     assert "family" in latency.cpu_name() and "model" in latency.cpu_name()
+
+
+def test_process_age_counts_from_this_process_start() -> None:
+    assert 0 < latency.process_age() < float(Path("/proc/uptime").read_text().split()[0])
