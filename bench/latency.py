@@ -325,9 +325,9 @@ def process_age() -> float:
     return uptime - ticks / os.sysconf("SC_CLK_TCK")
 
 
-async def startup(store: Path, first: str, since: float) -> None:
+async def startup(store: Path, unpacked: Path, first: str, since: float) -> None:
     """One start of the embedded engine: when the first picture, every style and every final path came."""
-    engine = EmbeddedEngine(store, cache_dir=Path(tempfile.mkdtemp(prefix="toonbot-bench-mar-")))
+    engine = EmbeddedEngine(store, cache_dir=unpacked)
     image = IMAGES[False].read_bytes()
     try:
         await engine.stylize(first, image)
@@ -343,15 +343,14 @@ async def startup(store: Path, first: str, since: float) -> None:
 
 def bench_startup(args: argparse.Namespace) -> None:
     """A cold start (empty compile cache), then a warm one (the cache it filled)."""
-    os.environ["TOONBOT_INFERENCE"] = "auto"
-    cache = Path(tempfile.mkdtemp(prefix="toonbot-bench-compiled-"))
-    os.environ["TOONBOT_COMPILE_CACHE"] = str(cache)
     print(f"start-up of the embedded engine over {args.model_store}, seconds since process start:")
     print(f"  imports done (torch, TorchServe's Python side, this bench) {process_age():6.1f} s")
-    for label in ("fresh clone (empty compile cache)", "second start in this process (cache filled)"):
-        print(label)
-        since = time.monotonic() - (process_age() if label.startswith("fresh") else 0.0)
-        asyncio.run(startup(args.model_store, args.style, since))
+    with tempfile.TemporaryDirectory(prefix="toonbot-bench-startup-") as tmp:
+        os.environ.update(TOONBOT_INFERENCE="auto", TOONBOT_COMPILE_CACHE=str(Path(tmp) / "compiled"))
+        for label in ("fresh clone (empty compile cache)", "second start in this process (cache filled)"):
+            print(label)
+            since = time.monotonic() - (process_age() if label.startswith("fresh") else 0.0)
+            asyncio.run(startup(args.model_store, Path(tmp) / "mar", args.style, since))
 
 
 def main() -> int:
