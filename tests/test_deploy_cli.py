@@ -29,8 +29,8 @@ def test_deploy_a_broken_version_deploy_a_good_one_and_roll_back(
         out, err = capsys.readouterr()
         return code, out, err
 
-    # Each command is a new process: the engine starts on the newest archive, then the logged default.
-    assert serving("deploy", "selfie2anime", "1.0")[:2] == (0, "selfie2anime 1.0 is the default now (was 2.0).\n")
+    # Each command is a new process: the engine starts on the oldest archive (what shipped), then the logged default.
+    assert serving("deploy", "selfie2anime", "1.0")[:2] == (0, "selfie2anime 1.0 is the default now (was 1.0).\n")
     broken_copy(store / "selfie2anime.mar", "3.0")
     code, _, err = serving("deploy", "selfie2anime", "3.0")
     assert code == 1 and "selfie2anime 3.0 did not work" in err
