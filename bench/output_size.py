@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a fresh clone
 
 from training.networks import ResnetGenerator  # noqa: E402
-from training.warm_start import read_archive  # noqa: E402
+from training.showcase import load_generator, translate  # noqa: E402
 
 PUBLIC = ROOT.parent / "shared" / "data" / "public_domain"
 DATASETS = ROOT.parent / "shared" / "data" / "datasets"
@@ -46,28 +46,14 @@ def sharpness(img: Image.Image) -> float:
     return float(np.asarray(sq.convert("L").filter(kernel), dtype=np.float64).var())
 
 
-def load(style: str) -> tuple[ResnetGenerator, int]:
-    weights, config = read_archive(ROOT / "model_store" / f"{style}.mar")
-    net = ResnetGenerator(**config["arch"])
-    net.load_state_dict(weights)
-    return net.eval(), int(config["img_size"])
-
-
-@torch.inference_mode()
-def draw(net: ResnetGenerator, img: Image.Image, size: int) -> Image.Image:
-    """The generator run on `img` resized to size x size."""
-    x = torch.from_numpy(np.asarray(img.convert("RGB").resize((size, size), Image.LANCZOS), dtype=np.float32))
-    y = net(x.permute(2, 0, 1)[None] / 127.5 - 1.0)[0][0]
-    return Image.fromarray(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
-
-
 def methods(net: ResnetGenerator, s: int) -> dict[str, Callable[[Image.Image], Image.Image]]:
     return {
-        f"native {s} px": lambda im: draw(net, im, s),
-        f"x2 Lanczos + unsharp ({2 * s} px)": lambda im: draw(net, im, s).resize((2 * s, 2 * s), Image.LANCZOS)
-        .filter(UNSHARP),
-        f"generator at {2 * s} px": lambda im: draw(net, im, 2 * s),
-        f"x4 Lanczos ({4 * s} px, the old default 512)": lambda im: draw(net, im, s).resize((512, 512), Image.LANCZOS),
+        f"native {s} px": lambda im: translate(net, im, s),
+        f"x2 Lanczos + unsharp ({2 * s} px)": lambda im: translate(net, im, s)
+        .resize((2 * s, 2 * s), Image.LANCZOS).filter(UNSHARP),
+        f"generator at {2 * s} px": lambda im: translate(net, im, 2 * s),
+        f"x4 Lanczos ({4 * s} px, the old default 512)": lambda im: translate(net, im, s).resize(
+            (512, 512), Image.LANCZOS),
     }
 
 
@@ -79,7 +65,8 @@ def main() -> None:
     torch.set_num_threads(1)
     rows: list[list[Image.Image]] = []
     for style in args.styles:
-        net, s = load(style)
+        net, config = load_generator(ROOT / "model_store" / f"{style}.mar")
+        s = int(config["img_size"])
         real = [Image.open(p).convert("RGB") for p in sorted(TARGETS[style].iterdir())[:50]]
         reference = statistics.median(sharpness(im) for im in real)
         print(f"{style} (trained at {s} px): sharpness as a ratio to {len(real)} real target images")

@@ -31,20 +31,27 @@ def label(config: dict) -> list[str]:
     return [its, f"{config['img_size']} px, drawn {size}"]
 
 
-@torch.inference_mode()
-def draw(archive: Path, pictures: list[Image.Image]) -> tuple[list[Image.Image], list[str]]:
-    """The archive's generator on each picture, at the archive's draw size."""
+def load_generator(archive: Path) -> tuple[ResnetGenerator, dict]:
+    """The archive's generator (float32, eval mode) and the handler section of its model-config.yaml."""
     weights, config = read_archive(archive)
     net = ResnetGenerator(**config["arch"])
     net.load_state_dict(weights)
-    net.eval()
+    return net.eval(), config
+
+
+@torch.inference_mode()
+def translate(net: ResnetGenerator, picture: Image.Image, size: int) -> Image.Image:
+    """The generator run on `picture` resized to size x size."""
+    x = torch.from_numpy(np.asarray(picture.convert("RGB").resize((size, size), Image.LANCZOS), dtype=np.float32))
+    y = net(x.permute(2, 0, 1)[None] / 127.5 - 1.0)[0][0]
+    return Image.fromarray(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+
+
+def draw(archive: Path, pictures: list[Image.Image]) -> tuple[list[Image.Image], list[str]]:
+    """The archive's generator on each picture, at the archive's draw size."""
+    net, config = load_generator(archive)
     size = int(config.get("draw_size", config["img_size"]))
-    out = []
-    for picture in pictures:
-        x = torch.from_numpy(np.asarray(picture.resize((size, size), Image.LANCZOS), dtype=np.float32))
-        y = net(x.permute(2, 0, 1)[None] / 127.5 - 1.0)[0][0]
-        out.append(Image.fromarray(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()))
-    return out, [archive.stem, *label(config)]
+    return [translate(net, p, size) for p in pictures], [archive.stem, *label(config)]
 
 
 def strip(archives: list[Path], inputs: list[Path], shown: int = 192) -> Image.Image:

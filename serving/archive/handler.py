@@ -54,9 +54,9 @@ class StyleHandler(BaseHandler):
         self.model.to(self.device).eval()
         self.img_size = int(self.config["img_size"])
         # The generator is fully convolutional: it may draw at a larger size than
-        # it trained at (export's --draw-size, chosen in bench/output_size.py).
+        # it trained at (export's --draw-size-factor, compared in bench/output_size.py);
+        # replies default to that size.
         self.draw_size = int(self.config.get("draw_size", self.img_size))
-        self.output_size = int(self.config.get("output_size", self.draw_size))
         # Eager float32 answers at once; faster paths are built, checked and swapped in
         # behind it (a worker never misses TorchServe's start-up deadline compiling).
         prefer = os.environ.get("TOONBOT_INFERENCE") or self.config.get("inference", "auto")
@@ -151,13 +151,13 @@ class StyleHandler(BaseHandler):
         squares = [Image.fromarray(p) for p in pixels]
         if job.photo is not None:
             return _shrunk(framing.paste(job.photo, list(zip(squares, job.frames))), job.options.size or GROUP_SIDE)
-        side = job.options.size or self.output_size
+        side = job.options.size or self.draw_size
         return squares[0] if side == self.draw_size else squares[0].resize((side, side), Image.LANCZOS)
 
     def describe_handle(self) -> str:
         """The style's catalogue entry, for TorchServe's `GET /models/NAME?customized=true`."""
         keys = ("title", "description", "needs_face", "img_size")
-        return json.dumps({**{k: self.config[k] for k in keys}, "output_size": self.output_size})
+        return json.dumps({**{k: self.config[k] for k in keys}, "output_size": self.draw_size})
 
 
 def _shrunk(img: Image.Image, side: int) -> Image.Image:

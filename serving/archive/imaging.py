@@ -70,7 +70,7 @@ def _text(value: Any) -> str:
 
 def parse_options(size: Any = None, fmt: Any = None) -> Options:
     """Validate the requested output side and format; None means the default
-    (for the side: what the model draws, see the handler's `output_size`).
+    (for the side: what the model draws, see the handler's `draw_size`).
 
     TorchServe does not pass query strings to handlers: callers send the
     `X-Size` / `X-Format` headers, or `size` / `format` fields of a multipart form.
