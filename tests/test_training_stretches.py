@@ -19,6 +19,7 @@ from training.checkpoint import load_checkpoint
 from training.cli import main as training_main
 from training.distributed import Runtime
 from training.options import TrainOptions
+from training.trainer import Trainer
 
 TINY = ["--img-size", "32", "--ch", "4", "--n-res", "1", "--light", "--n-dis-global", "5",
         "--n-dis-local", "4", "--threads", "1", "--precision", "fp32", "--memory-format", "contiguous",
@@ -70,10 +71,27 @@ def test_next_stretch_continues_from_the_archives_and_warm_start(first_stretch, 
         for name, tensor in trained[key].items():
             assert torch.allclose(initial["networks"][key][name], tensor.half().float()), (key, name)
 
-    fit(tiny_dataset, tmp_path / "next", "--iters", "10", "--stop-after", "2", "--init-from", str(store / "a2b.mar"))
+    fit(tiny_dataset, tmp_path / "next", "--iters", "10", "--stop-after", "2", "--init-from", str(store / "a2b.mar"),
+        "--discriminator-warmup", "3")
     state = load_checkpoint(tmp_path / "next/a2b/checkpoints/latest.pt")
-    assert state["step"] == 5
+    assert state["step"] == 5  # warm-up batches are not iterations of the run
     assert [s["iterations"] for s in state["history"]["stretches"]] == [[0, 3], [3, 5]]
+
+
+def test_discriminator_warmup_trains_only_the_discriminators(first_stretch, tiny_dataset) -> None:
+    store, _ = first_stretch
+    opts = TrainOptions.from_dict({**load_checkpoint(store.parent / "runs/a2b/checkpoints/latest.pt")["options"],
+                                   "data": str(tiny_dataset)})
+    trainer = Trainer(opts, CPU)
+    initial = warm_start.initial_state(store / "a2b.mar", "a2b", discriminators=None)
+    assert not initial["discriminators_warm"]
+    trainer.load(initial)
+    before = {k: {n: t.clone() for n, t in trainer.nets[k].state_dict().items()} for k in trainer.nets}
+    trainer.warm_up_discriminators(4)
+    after = {k: trainer.nets[k].state_dict() for k in trainer.nets}
+    changed = {k for k in after if any(not torch.equal(before[k][n], t) for n, t in after[k].items())}
+    assert changed == {"disGA", "disGB", "disLA", "disLB"}
+    assert trainer.step == 3
 
 
 def test_init_from_says_what_is_missing(tiny_dataset, tmp_path, first_stretch) -> None:

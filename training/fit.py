@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", type=Path, default=None, metavar="ARCHIVE",
                    help="continue a run from the repository: generators from this .mar and its pair's, "
                         "discriminators from training/warm_start/NAME.pt where it exists")
+    p.add_argument("--discriminator-warmup", type=int, default=500, metavar="BATCHES",
+                   help="with --init-from and no warm-start file: train only the fresh discriminators "
+                        "for this many batches first (default 500; 0 skips)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="train this many iterations now, save, and exit (resume later)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
@@ -76,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
         opts = speed.settle_auto(opts, rt)
         trainer = Trainer(opts, rt)
         if args.init_from is not None:
-            trainer.load(warm_start.initial_state(args.init_from, opts.name, warm_start.warm_start_path(opts.name)))
+            initial = warm_start.initial_state(args.init_from, opts.name, warm_start.warm_start_path(opts.name))
+            trainer.load(initial)
+            if not initial["discriminators_warm"]:
+                trainer.warm_up_discriminators(args.discriminator_warmup)
         elif start_from is not None:
             trainer.load(start_from)
             if not args.resume:

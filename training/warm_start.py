@@ -110,7 +110,8 @@ def initial_state(archive: Path, run_name: str, discriminators: Path | None) -> 
         log.info("no discriminator warm-start file: discriminators start from scratch")
     else:
         networks.update(discs)
-    return {"networks": networks, "step": int(history.get("iterations", 0)), "history": history}
+    return {"networks": networks, "step": int(history.get("iterations", 0)), "history": history,
+            "discriminators_warm": discs is not None}
 
 
 def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
