@@ -1,0 +1,159 @@
+"""Animated GIFs and short videos: read, drawn frame by frame, written back in their own format and timing."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving import animation
+from serving.api import BadInput, NoFace, Stylized
+from tests.fakes.stylizer import MemoryStylizer
+
+FIXTURES = Path(__file__).with_name("fixtures")
+
+
+def panned(n: int, side: int = 96) -> list[Image.Image]:
+    """`n` frames of a public-domain face, the camera drifting right and in."""
+    face = Image.open(FIXTURES / "obama_256.jpg").convert("RGB")
+    return [face.crop((i, i // 2, 200 + i // 2, 200)).resize((side + 32, side), Image.BILINEAR) for i in range(n)]
+
+
+def make_gif(durations_ms: list[int], loop: int = 0) -> bytes:
+    frames = panned(len(durations_ms))
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=durations_ms, loop=loop)
+    return out.getvalue()
+
+
+def make_mp4(seconds: float, fps: int, audio: bool = True) -> bytes:
+    """An H.264 MP4 (with an AAC 440 Hz tone) made here, so no test depends on a binary fixture."""
+    n = round(seconds * fps)
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as c:
+        video = c.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 128, 96, "yuv420p"
+        sound = c.add_stream("aac", rate=44100) if audio else None  # every stream before the first packet
+        for img in panned(n):
+            c.mux(video.encode(av.VideoFrame.from_image(img)))
+        c.mux(video.encode())
+        if sound is not None:
+            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(44100 * seconds)) / 44100)).astype(np.float32)
+            for k in range(0, len(tone), 1024):
+                frame = av.AudioFrame.from_ndarray(tone[None, k:k + 1024], format="fltp", layout="mono")
+                frame.sample_rate = 44100
+                c.mux(sound.encode(frame))
+            c.mux(sound.encode())
+    return out.getvalue()
+
+
+def probe(data: bytes) -> dict:
+    with av.open(io.BytesIO(data)) as c:
+        video = c.streams.video[0]
+        frames = list(c.decode(video))
+        audio = c.streams.audio
+        return {
+            "frames": len(frames),
+            "seconds": float(video.duration * video.time_base),
+            "size": (frames[0].width, frames[0].height),
+            "audio_seconds": float(audio[0].duration * audio[0].time_base) if audio else None,
+        }
+
+
+def test_sniff_tells_animations_from_stills() -> None:
+    still = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(still, "GIF")
+    assert animation.sniff(make_gif([100, 100])) == "gif"
+    assert animation.sniff(make_mp4(0.5, 10, audio=False)) == "mp4"
+    assert animation.sniff(still.getvalue()) is None  # a one-frame GIF is a still image
+    assert animation.sniff((FIXTURES / "obama_256.jpg").read_bytes()) is None
+    assert animation.sniff(b"GIF89a not really") is None
+
+
+async def test_a_gif_comes_back_a_gif_with_its_frames_timing_and_loop() -> None:
+    durations = [80, 120, 200, 80, 80, 300]
+    clip = animation.decode(make_gif(durations, loop=3))
+    seen: list[tuple[int, int]] = []
+
+    async def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+
+    result = await animation.draw(MemoryStylizer(), "selfie2anime", clip, progress=progress)
+    assert result.content_type == "image/gif"
+    with Image.open(io.BytesIO(result.image)) as gif:
+        assert gif.n_frames == len(durations) and gif.info["loop"] == 3
+        got = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            got.append(gif.info["duration"])
+    assert got == durations
+    assert seen == [(i, len(durations)) for i in range(1, len(durations) + 1)]
+
+
+async def test_an_mp4_comes_back_an_mp4_with_frame_count_duration_and_audio() -> None:
+    source = make_mp4(3.0, 30)
+    result = await animation.draw(MemoryStylizer(), "selfie2anime", animation.decode(source))
+    assert result.content_type == "video/mp4"
+    before, after = probe(source), probe(result.image)
+    assert after["frames"] == before["frames"] == 90
+    assert after["seconds"] == pytest.approx(before["seconds"], abs=1 / 30)
+    assert after["audio_seconds"] == pytest.approx(before["audio_seconds"], abs=0.05)
+    assert after["size"] == (32, 32)  # what the style draws, every frame the same size
+
+
+async def test_a_video_without_sound_stays_silent() -> None:
+    result = await animation.draw(MemoryStylizer(), "selfie2anime", animation.decode(make_mp4(1.0, 10, audio=False)))
+    assert probe(result.image)["audio_seconds"] is None
+
+
+def test_clips_past_the_limits_are_refused_with_the_limits() -> None:
+    with pytest.raises(BadInput, match=r"at most 2 s and 300 frames"):
+        animation.decode(make_mp4(3.0, 10, audio=False), animation.Limits(seconds=2))
+    with pytest.raises(BadInput, match=r"at most 10 s and 4 frames"):
+        animation.decode(make_gif([50] * 6), animation.Limits(frames=4))
+    with pytest.raises(BadInput, match=r"is 2\.0 s"):
+        animation.decode(make_gif([500] * 4), animation.Limits(seconds=1))
+
+
+def test_large_frames_are_scaled_down_to_the_pixel_limit() -> None:
+    clip = animation.decode(make_gif([100, 100]), animation.Limits(pixels=64 * 48))
+    assert all(f.width * f.height <= 64 * 48 for f in clip.frames)
+
+
+def test_damaged_or_foreign_files_get_a_clear_answer() -> None:
+    mp4 = make_mp4(1.0, 10)
+    with pytest.raises(BadInput, match="damaged|no frames"):
+        animation.decode(mp4[: len(mp4) // 3])
+    with pytest.raises(BadInput, match="not an animated GIF or an MP4"):
+        animation.decode(b"hello")
+
+
+class FlakyFaces(MemoryStylizer):
+    """Finds no face in the frames whose index is in `missing`."""
+
+    def __init__(self, missing: set[int]) -> None:
+        super().__init__()
+        self.missing, self.calls = missing, 0
+
+    async def stylize(self, style: str, image: bytes, **kw) -> Stylized:
+        self.calls += 1
+        if self.calls - 1 in self.missing:
+            raise NoFace("no face")
+        return await super().stylize(style, image, **kw)
+
+
+async def test_frames_without_a_face_hold_the_last_drawn_one() -> None:
+    clip = animation.decode(make_gif([100] * 5))
+    result = await animation.draw(FlakyFaces({0, 2}), "selfie2anime", clip)
+    with Image.open(io.BytesIO(result.image)) as gif:  # Pillow merges a held frame into the one before it
+        total = 0
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            total += gif.info["duration"]
+    assert total == 500
+    with pytest.raises(NoFace, match="no face in any frame"):
+        await animation.draw(FlakyFaces(set(range(5))), "selfie2anime", clip)
