@@ -58,7 +58,7 @@ from serving.engine import EmbeddedEngine  # noqa: E402
 from serving.torchserve import LocalTorchServe, Ports  # noqa: E402
 from training.export import model_config, write_archive  # noqa: E402
 from training.hardware import cpu_name  # noqa: E402
-from training.networks import ResnetGenerator  # noqa: E402
+from styles.payload.networks import ResnetGenerator  # noqa: E402
 from training.summary import gflops_per_image  # noqa: E402
 
 IMAGES = {True: ROOT / "tests" / "fixtures" / "obama_256.jpg", False: ROOT / "tests" / "fixtures" / "chelsea_256.jpg"}

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFilter
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a fresh clone
 
-from training.networks import ResnetGenerator  # noqa: E402
+from styles.payload.networks import ResnetGenerator  # noqa: E402
 from training.showcase import load_generator, translate  # noqa: E402
 
 PUBLIC = ROOT.parent / "shared" / "data" / "public_domain"

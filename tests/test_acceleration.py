@@ -21,7 +21,7 @@ ARCHIVE = Path(__file__).resolve().parents[1] / "serving" / "archive"
 sys.path.insert(0, str(ARCHIVE))  # the module ships flat inside each .mar
 
 import acceleration  # noqa: E402
-from training.networks import ResnetGenerator  # noqa: E402
+from styles.payload.networks import ResnetGenerator  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SIZE = 32
@@ -111,7 +111,7 @@ CHILD = """
 import os, sys, time, torch
 sys.path[:0] = [{archive!r}, {root!r}]
 import acceleration
-from training.networks import ResnetGenerator
+from styles.payload.networks import ResnetGenerator
 torch.manual_seed(0)
 model = ResnetGenerator(ngf=8, n_blocks=2, img_size=32, light=True).eval()
 acceleration.Accelerated(model, 32, torch.device("cpu"), model_dir={archive!r}, cache={cache!r})

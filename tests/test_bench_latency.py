@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import latency  # noqa: E402  (also puts serving/archive on sys.path)
 from latency import acceleration  # noqa: E402
-from training.networks import ResnetGenerator  # noqa: E402
+from styles.payload.networks import ResnetGenerator  # noqa: E402
 
 SIZE = 32
 

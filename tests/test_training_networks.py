@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.networks import AdaILN, ILN, Discriminator, ResnetGenerator, clip_rho, min_image_size
+from styles.payload.networks import AdaILN, ILN, Discriminator, ResnetGenerator, clip_rho, min_image_size
 
 
 def n_params(module: torch.nn.Module) -> int:

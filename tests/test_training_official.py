@@ -11,7 +11,7 @@ import torch
 
 from training.checkpoint import load_checkpoint
 from training.cli import main as training_main
-from training.networks import Discriminator, ResnetGenerator
+from styles.payload.networks import Discriminator, ResnetGenerator
 from training.official import REPRODUCES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ import torch
 from serving.torchserve import LocalTorchServe, Ports
 from training import export
 from training.checkpoint import save_checkpoint
-from training.networks import ResnetGenerator
+from styles.payload.networks import ResnetGenerator
 
 TINY = {"ngf": 8, "n_blocks": 1, "img_size": 32, "light": True}
 

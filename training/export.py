@@ -20,7 +20,8 @@ import yaml
 from model_archiver import ModelArchiver, ModelArchiverConfig
 
 from serving import catalog
-from training import networks, warm_start
+from styles.payload import networks
+from training import warm_start
 from training.checkpoint import load_checkpoint
 
 ARCHIVE_DIR = Path(__file__).resolve().parent.parent / "serving" / "archive"

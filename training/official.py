@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from training.checkpoint import NETWORKS, save_checkpoint
-from training.networks import N_DOWNSAMPLING, Discriminator, ResnetGenerator
+from styles.payload.networks import N_DOWNSAMPLING, Discriminator, ResnetGenerator
 from training.options import TrainOptions
 
 REPRODUCES = (

@@ -21,7 +21,7 @@ from serving import catalog
 from serving.archives import Archive
 from serving.management import store_versions, version_order
 from training import export
-from training.networks import min_image_size
+from styles.payload.networks import min_image_size
 from training.options import TrainOptions
 from training.trainer import Trainer
 

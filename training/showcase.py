@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from training.networks import ResnetGenerator
+from styles.payload.networks import ResnetGenerator
 from training.warm_start import read_archive
 
 GAP = 6

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from training.networks import Discriminator, ResnetGenerator
+from styles.payload.networks import Discriminator, ResnetGenerator
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from training.checkpoint import NETWORKS, load_checkpoint, save_checkpoint
 from training.data import SAMPLE_IMAGES, UnpairedBatches, fixed_images
 from training.distributed import Runtime
-from training.networks import Discriminator, ResnetGenerator, clip_rho, min_image_size
+from styles.payload.networks import Discriminator, ResnetGenerator, clip_rho, min_image_size
 from training.options import TrainOptions
 from training.hardware import cpu_name
 from training.visualize import direction_grid, heatmap_overlay, plot_losses, stack_vertically
