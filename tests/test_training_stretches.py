@@ -78,6 +78,20 @@ def test_next_stretch_continues_from_the_archives_and_warm_start(first_stretch, 
     assert [s["iterations"] for s in state["history"]["stretches"]] == [[0, 3], [3, 5]]
 
 
+def test_a_stretch_that_did_not_ship_carries_on_from_its_packed_generators(first_stretch, tiny_dataset, tmp_path) -> None:
+    """The archives keep the better pictures; the run continues from the generators packed beside the warm start."""
+    store, warm = first_stretch
+    fit(tiny_dataset, tmp_path / "runs", "--iters", "10", "--resume", "--stop-after", "2")
+    warm_start.pack(tmp_path / "runs/a2b/checkpoints/latest.pt", warm)
+    initial = warm_start.initial_state(store / "a2b.mar", "a2b", warm / "a2b.pt")
+    later = load_checkpoint(tmp_path / "runs/a2b/checkpoints/latest.pt")
+    assert initial["step"] == 5 and initial["history"]["iterations"] == 5
+    for name, tensor in later["networks"]["genB2A"].items():
+        assert torch.allclose(initial["networks"]["genB2A"][name], tensor.half().float()), name
+    (warm / "a2b.generators.pt").rename(warm / "old.generators.pt")  # gone: back to the archives
+    assert warm_start.initial_state(store / "a2b.mar", "a2b", warm / "a2b.pt")["step"] == 3
+
+
 def test_discriminator_warmup_trains_only_the_discriminators(first_stretch, tiny_dataset) -> None:
     store, _ = first_stretch
     opts = TrainOptions.from_dict({**load_checkpoint(store.parent / "runs/a2b/checkpoints/latest.pt")["options"],

@@ -9,10 +9,15 @@ cannot be what carries a run over. What is committed instead:
   machines that made it;
 - `training/warm_start/<pair>.pt`: the four discriminators in fp16 (no
   optimiser state), so the next stretch does not start against untrained
-  critics.
+  critics;
+- `training/warm_start/<pair>.generators.pt`, only while a run is ahead of
+  what ships: the generators of a stretch that did not (yet) measure better
+  than the bundled archives, so the run goes on from where it got to, while
+  users keep the better pictures.
 
-`fit --init-from model_store/selfie2anime.mar` reads both and continues the
-iteration count; Adam's moments restart from zero, which costs a few hundred
+`fit --init-from model_store/selfie2anime.mar` reads them and continues the
+iteration count (from the generators file where it is further on than the
+archives); Adam's moments restart from zero, which costs a few hundred
 iterations of settling.
 """
 
@@ -93,18 +98,33 @@ def load_discriminators(path: Path) -> dict[str, dict[str, torch.Tensor]] | None
             for k, sd in state["networks"].items()}
 
 
+def generators_path(discriminators: Path) -> Path:
+    """The unshipped generators beside a discriminator warm-start file: NAME.pt -> NAME.generators.pt."""
+    return discriminators.with_name(f"{discriminators.stem}.generators.pt")
+
+
 def initial_state(archive: Path, run_name: str, discriminators: Path | None) -> dict[str, Any]:
     """What `Trainer.load` takes, from the pair's archives and the `discriminators` warm-start
     file where it exists (None: discriminators start afresh).
 
     `step` and `history` continue the archive's record, so the run's count
-    and the learning-rate schedule pick up where the archive left off.
+    and the learning-rate schedule pick up where the archive left off. Where
+    NAME.generators.pt lies beside the warm-start file and is further on, the
+    generators, step and record come from it instead.
     """
     networks: dict[str, dict[str, torch.Tensor]] = {}
     history: dict[str, Any] = {}
     for key, path in pair_archives(archive, run_name).items():
         networks[key], config = read_archive(path)
         history = dict(config.get("training") or {})
+    if discriminators is not None and generators_path(discriminators).is_file():
+        unshipped = load_checkpoint(generators_path(discriminators))
+        if int(unshipped["step"]) > int(history.get("iterations", 0)):
+            log.info("generators from %s (step %d), ahead of the archives", generators_path(discriminators),
+                     unshipped["step"])
+            networks.update({k: {n: t.float() if t.is_floating_point() else t for n, t in sd.items()}
+                             for k, sd in unshipped["networks"].items()})
+            history = dict(unshipped.get("history") or {})
     discs = load_discriminators(discriminators) if discriminators else None
     if discs is None:
         log.info("no discriminator warm-start file: discriminators start from scratch")
