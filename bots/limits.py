@@ -1,12 +1,17 @@
-"""Per-user fairness: one photo at a time and at most N a minute."""
+"""Fairness: per user, one photo at a time and at most N a minute; per group chat, a share of the model."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Hashable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from enum import Enum
+
+from bots import messages
 
 WINDOW_S = 60.0
 BUSY_RETRY_S = 5  # a photo takes seconds: ask again after about one
@@ -66,6 +71,12 @@ class UserLimits:
         """End the user's request in flight."""
         self._in_flight.discard(user)
 
+    def refund(self, user: Hashable) -> None:
+        """Take back the user's latest admitted request from the minute's count (it drew nothing)."""
+        recent = self._recent.get(user)
+        if recent:
+            recent.pop()
+
     def _sweep(self, now: float) -> None:
         """Once a minute, forget users with nothing recent so the table does not grow forever."""
         if now - self._last_sweep < WINDOW_S:
@@ -74,3 +85,56 @@ class UserLimits:
         stale = [u for u, r in self._recent.items() if not r or now - r[-1] >= WINDOW_S]
         for user in stale:
             del self._recent[user]
+
+
+@dataclass
+class Share:
+    """One photo's turn in its group's share (`ChatLimits.share`)."""
+
+    refusal: str | None  # words for the member when the group is over its minute: no turn was given
+    drew: bool = True
+
+    def answered(self, problem: str | None) -> None:
+        """The core's answer came: if the member's own limits refused it, it drew nothing, and
+        the group gets its place in the minute back (one member's refused burst costs it nothing)."""
+        self.drew = problem not in ("busy", "too_many")
+
+
+class ChatLimits:
+    """Per group chat (a Telegram group, a Discord server), beside each member's own limits: at most
+    `per_minute` of its photos a minute, and `at_once` drawn at a time while the rest wait in the
+    group's own line, so however busy one group is, the other model slots stay free for everyone else.
+
+    In memory, per process, like `UserLimits`.
+    """
+
+    def __init__(self, per_minute: int, at_once: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._minute = UserLimits(per_minute, clock, one_at_a_time=False)
+        self._at_once = at_once
+        self._turns: dict[Hashable, asyncio.Semaphore] = {}
+        self._waiting: Counter[Hashable] = Counter()  # photos drawing or in line, per chat
+
+    @asynccontextmanager
+    async def share(
+        self, chat: Hashable, *, before_waiting: Callable[[], Awaitable[object]] | None = None
+    ) -> AsyncIterator[Share]:
+        """Within `chat`'s minute, hold one of its turns while the block draws: in line for one when
+        all are taken (`before_waiting` runs first, e.g. to say "thinking..."). Over the minute:
+        `Share.refusal` says so, and the block must not draw."""
+        if self._minute.try_acquire(chat) is not None:
+            yield Share(messages.CHAT_SLOW_DOWN.format(limit=self._minute.per_minute))
+            return
+        share = Share(None)
+        turns = self._turns.setdefault(chat, asyncio.Semaphore(self._at_once))
+        self._waiting[chat] += 1
+        try:
+            if turns.locked() and before_waiting is not None:
+                await before_waiting()
+            async with turns:
+                yield share
+        finally:
+            self._waiting[chat] -= 1
+            if not self._waiting[chat]:  # nobody left: forget the chat
+                del self._waiting[chat], self._turns[chat]
+            if not share.drew:
+                self._minute.refund(chat)

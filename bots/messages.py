@@ -20,13 +20,17 @@ HELP = (
     "/styles - see the styles and pick one\n"
     "/style NAME - switch to a style\n"
     "A photo with the caption /style NAME uses that style just once.\n"
+    "In a group: reply /style (or /style NAME) to a photo, or send a photo with the caption /style NAME. "
+    "I only see commands there; if other bots are in the group, add my @username (/style@me).\n"
     "/privacy - what I keep about you (never your photos); /forget - delete it"
 )
 DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
     "/style with a photo - I send it back restyled (pick a style there to use it just once)\n"
     "/styles - see the styles\n"
     "/mystyle NAME - switch to a style\n"
-    "You can also send me a photo in a DM, or mention me with one in a channel.\n"
+    "You can also send me a photo in a DM, or mention me with one in a channel, "
+    "or mention me in a reply to a message with an image (add a style name to use it once).\n"
+    "Apps → Restyle on any message with an image draws it too.\n"
     "/privacy - what I keep about you (never your photos); /forget - delete it"
 )
 STYLES_HEADER = "Styles (yours now: {style}):"
@@ -42,6 +46,16 @@ NOT_AN_IMAGE = imaging.NOT_AN_IMAGE  # the handler refuses in the same words wha
 TOO_BIG = "That file is too big. Please send an image under {limit_mb} MB."
 BUSY_USER = "I'm still working on your last photo. One at a time, please!"
 SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."
+CHAT_SLOW_DOWN = "This group is busy: at most {limit} photos a minute here. Try again shortly."
+NO_PICTURE_IN_REPLY = (
+    "The message you replied to has no photo. Reply /style to a photo (or an image file), "
+    "or send a photo with the caption /style NAME."
+)
+DISCORD_NO_PICTURE_IN_REPLY = (
+    "I can't see an image in the message you replied to. Try Apps → Restyle on that message "
+    "(right-click it, or long-press on a phone), or /style with the image."
+)
+DISCORD_NO_IMAGE_IN_MESSAGE = "That message has no image to restyle."
 ERROR = "Sorry, something went wrong on my side. Please try again."
 NOT_A_FORM = "Send the picture as a file upload: a multipart form with an \"image\" field (and optionally \"style\")."
 WRONG_HOST = "This page is not served under that name. Open it at the address toonbot printed when it started."

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     discord_dev_guild: int | None = None  # sync slash commands to one guild at once while developing
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
+    # Ask for the privileged Message Content intent (enable it in the Developer Portal first): then a
+    # mention replying to anyone's image sees that image. Off: only the bot's own, DMs, or mentions.
+    discord_message_content: bool = False
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     # Host names the page answers to (name or name:port); unset: WEB_HOST's, or the loopback names
@@ -50,6 +53,10 @@ class Settings(BaseSettings):
     default_style: str = "selfie2anime"
     requests_per_minute: int = Field(default=10, ge=1)  # per user
     max_in_flight: int = Field(default=4, ge=1)  # all users together; more wait in line
+    # Per group chat (Telegram group, Discord server), beside each member's own limits:
+    # its photos drawn at once (below MAX_IN_FLIGHT, so others always get a slot) and a minute.
+    chat_max_in_flight: int = Field(default=2, ge=1)
+    chat_requests_per_minute: int = Field(default=20, ge=1)
     max_upload_bytes: int = Field(default=imaging.MAX_BYTES, ge=1)  # the handler's limit; also Telegram's for bots
     output_size: int | None = Field(default=None, ge=32, le=2048)  # None: the size each style draws at
     jobs_poll_s: float = Field(default=5.0, gt=0)  # how often finished training jobs are looked for

@@ -16,6 +16,7 @@ from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
+    CommandHandler,
     ContextTypes,
     MessageHandler,
     filters,
@@ -24,6 +25,7 @@ from telegram.ext import (
 from bots import messages
 from bots.announce import JobAnnouncer
 from bots.core import Attachment, Core, Reply, Request, TooBig
+from bots.limits import ChatLimits
 from bots.resources import SharedCore
 from bots.settings import Settings
 
@@ -32,6 +34,12 @@ logger = logging.getLogger(__name__)
 PLATFORM = "telegram"
 ACTION_REPEAT_S = 4.0  # Telegram shows a chat action for 5 s
 DOWNLOAD_TIMEOUT_S = 60.0
+# Private chats: every photo or file. Groups, where privacy mode (the default) delivers only commands
+# and replies to the bot: a photo captioned /style (for us), or /style replying to a picture.
+PICTURES = (filters.PHOTO | filters.Document.ALL) & (
+    filters.ChatType.PRIVATE | (filters.ChatType.GROUPS & filters.CaptionRegex(r"^/style(@\w+)?(\s|$)"))
+)
+STYLE_REPLY = filters.ChatType.GROUPS & filters.REPLY
 
 
 def _core(context: ContextTypes.DEFAULT_TYPE) -> Core:
@@ -91,35 +99,75 @@ async def _showing(chat: Chat, action: str) -> AsyncIterator[None]:
         task.cancel()
 
 
+def _for_us(text: str, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    """False for "/help@otherbot": in a group, a command addressed to another bot."""
+    _, _, addressee = text.split(" ", 1)[0].partition("@")
+    return not addressee or addressee.lower() == context.bot.username.lower()
+
+
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Commands (and, in private chats, plain text) go to the core as typed."""
     message = update.effective_message
     assert message is not None and message.text is not None
-    _, _, addressee = message.text.split(" ", 1)[0].partition("@")
-    if addressee and addressee.lower() != context.bot.username.lower():
-        return  # "/help@otherbot" in a group is not for us
+    if not _for_us(message.text, context):
+        return
     reply = await _core(context).handle(_request(update, message.text))
     await _send(message, reply, as_document=False)
 
 
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A photo or a file: the core checks it, fetches it and draws it."""
+    """A photo or a file (in a group: captioned /style): the core checks it, fetches it and draws it."""
     message = update.effective_message
     assert message is not None
-    if message.photo:
-        source, content_type, as_document = message.photo[-1], "image/jpeg", False
+    if _for_us(message.caption or "", context):
+        await _draw(update, context, message, message.caption or "")
+
+
+async def on_style_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/style [NAME] replying to a photo in a group draws that photo (NAME: this once)."""
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    replied = message.reply_to_message
+    if replied is None or replied.forum_topic_created is not None:  # a topic's messages "reply" to its start
+        await on_text(update, context)
+    elif replied.photo or replied.document:
+        await _draw(update, context, replied, message.text)
     else:
-        assert message.document is not None
-        source, content_type, as_document = message.document, message.document.mime_type, True
+        await message.reply_text(messages.NO_PICTURE_IN_REPLY)
+
+
+async def _draw(update: Update, context: ContextTypes.DEFAULT_TYPE, picture: Message, text: str) -> None:
+    """Draw `picture`'s photo or file as `text` asks, answering the message that asked, in kind."""
+    message = update.effective_message
+    assert message is not None
+    if picture.photo:
+        source, content_type, as_document = picture.photo[-1], "image/jpeg", False
+    else:
+        assert picture.document is not None
+        source, content_type, as_document = picture.document, picture.document.mime_type, True
 
     async def read() -> bytes:
         return await download(await source.get_file(), _core(context).max_upload_bytes)
 
-    attachment = Attachment(content_type or "", source.file_size, read)
+    request = _request(update, text, Attachment(content_type or "", source.file_size, read))
     action = ChatAction.UPLOAD_DOCUMENT if as_document else ChatAction.UPLOAD_PHOTO
-    async with _showing(message.chat, action):
-        reply = await _core(context).handle(_request(update, message.caption or "", attachment))
+    if message.chat.type == Chat.PRIVATE:
+        async with _showing(message.chat, action):
+            reply = await _core(context).handle(request)
+    else:
+        reply = await _in_group(context, request, action, message.chat)
     await _send(message, reply, as_document=as_document)
+
+
+async def _in_group(context: ContextTypes.DEFAULT_TYPE, request: Request, action: str, chat: Chat) -> Reply:
+    """The core's answer within the group's share (`CHAT_REQUESTS_PER_MINUTE`, `CHAT_MAX_IN_FLIGHT`)."""
+    limits: ChatLimits = context.bot_data["chat_limits"]
+    async with _showing(chat, action), limits.share(chat.id) as share:
+        if share.refusal is not None:
+            return Reply(share.refusal, problem="too_many")
+        reply = await _core(context).handle(request)
+        share.answered(reply.problem)
+        return reply
 
 
 async def download(file: File, limit: int) -> bytes:
@@ -212,7 +260,9 @@ def build_application(settings: Settings, shared: SharedCore) -> Application:
         url = settings.telegram_api_url.rstrip("/")
         builder = builder.base_url(f"{url}/bot").base_file_url(f"{url}/file/bot")
     app = builder.build()
-    app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_image))
+    app.bot_data["chat_limits"] = ChatLimits(settings.chat_requests_per_minute, settings.chat_max_in_flight)
+    app.add_handler(MessageHandler(PICTURES, on_image))
+    app.add_handler(CommandHandler("style", on_style_reply, STYLE_REPLY))
     chatter = filters.COMMAND | (filters.TEXT & filters.ChatType.PRIVATE)  # groups: commands only
     app.add_handler(MessageHandler(chatter, on_text))
     app.add_handler(CallbackQueryHandler(on_button))

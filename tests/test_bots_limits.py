@@ -1,8 +1,13 @@
-"""Per-user limits: one photo in flight, N a minute over a sliding window."""
+"""Per-user limits: one photo in flight, N a minute over a sliding window; per group: a share of both."""
 
 from __future__ import annotations
 
-from bots.limits import WINDOW_S, Refusal, UserLimits
+import asyncio
+
+import pytest
+
+from bots import messages
+from bots.limits import WINDOW_S, ChatLimits, Refusal, UserLimits
 
 
 class Clock:
@@ -77,3 +82,54 @@ def test_a_network_counts_requests_but_is_never_busy() -> None:
     assert limits.try_acquire("10.0.0.1") is None
     assert limits.try_acquire("10.0.0.1") is None  # a second tab while the first draws
     assert limits.try_acquire("10.0.0.1") is Refusal.TOO_MANY
+
+
+async def test_a_group_draws_its_share_at_once_and_the_rest_wait_their_turn() -> None:
+    limits = ChatLimits(per_minute=10, at_once=2, clock=Clock())
+    started: list[str] = []
+    release = asyncio.Event()
+    waited: list[str] = []
+
+    async def draw(chat: str, name: str) -> None:
+        async def note() -> None:
+            waited.append(name)
+
+        async with limits.share(chat, before_waiting=note) as share:
+            assert share.refusal is None
+            started.append(name)
+            await release.wait()
+
+    tasks = [asyncio.create_task(draw("group", name)) for name in ("a", "b", "c")]
+    tasks.append(asyncio.create_task(draw("other group", "d")))
+    await asyncio.sleep(0.01)
+    assert started == ["a", "b", "d"] and waited == ["c"]  # others are not held up
+    release.set()
+    await asyncio.gather(*tasks)
+    assert started == ["a", "b", "d", "c"]
+    assert limits._turns == {}  # nobody left: nothing kept
+
+
+async def test_a_group_has_its_minute_and_a_members_refusal_gives_its_place_back() -> None:
+    clock = Clock()
+    limits = ChatLimits(per_minute=2, at_once=5, clock=clock)
+    async with limits.share("group") as share:
+        assert share.refusal is None
+        share.answered("busy")  # the member's own limit refused: nothing drawn
+    for _ in range(2):
+        async with limits.share("group") as share:
+            assert share.refusal is None
+            share.answered(None)
+    async with limits.share("group") as share:
+        assert share.refusal == messages.CHAT_SLOW_DOWN.format(limit=2)
+    clock.now += WINDOW_S
+    async with limits.share("group") as share:
+        assert share.refusal is None
+
+
+async def test_a_turn_is_given_back_when_drawing_fails() -> None:
+    limits = ChatLimits(per_minute=10, at_once=1, clock=Clock())
+    with pytest.raises(RuntimeError):
+        async with limits.share("group"):
+            raise RuntimeError("the model fell over")
+    async with asyncio.timeout(1), limits.share("group") as share:
+        assert share.refusal is None

@@ -25,6 +25,8 @@ from fakes.discord import (
     AUTOCOMPLETE_RESULT,
     CHANNEL_MESSAGE,
     DEFERRED_CHANNEL_MESSAGE,
+    MESSAGE_COMMAND,
+    MESSAGE_CONTENT,
     Call,
     FakeDiscord,
     Interaction,
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 FIXTURES = Path(__file__).with_name("fixtures")
 PDF = b"%PDF-1.4\n%%EOF\n"
 # Gateway intents (Discord's bit numbers): what the bot asks for, and the privileged one it needs not.
-GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES, MESSAGE_CONTENT = 1 << 0, 1 << 9, 1 << 12, 1 << 15
+GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES = 1 << 0, 1 << 9, 1 << 12
 
 torch.set_num_threads(1)
 
@@ -105,8 +107,9 @@ def jpeg(fake: FakeDiscord, data: bytes) -> dict[str, Any]:
 async def test_slash_style_defers_then_sends_the_picture(
     read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
 ) -> None:
-    async with running_bot(
-        fake, bots_model_store, sqlite_db_url, discord_dev_guild=fake.guild_id, max_upload_bytes=2**20
+    async with running_bot(  # a server's share big enough that no refusal waits for its turn
+        fake, bots_model_store, sqlite_db_url, discord_dev_guild=fake.guild_id, max_upload_bytes=2**20,
+        chat_max_in_flight=8,
     ):
         typing = await fake.autocomplete(11, "style", "style", "to anime")
         everything = await fake.autocomplete(11, "mystyle", "name", "")
@@ -126,7 +129,8 @@ async def test_slash_style_defers_then_sends_the_picture(
 
     [sync] = fake.calls_to("sync", guild_id=str(fake.guild_id))  # development: one server, at once
     commands = {c["name"]: c for c in sync.json}
-    assert sorted(commands) == ["forget", "help", "mystyle", "privacy", "style", "styles"]
+    assert sorted(commands) == ["Restyle", "forget", "help", "mystyle", "privacy", "style", "styles"]
+    assert commands["Restyle"]["type"] == MESSAGE_COMMAND  # in a message's Apps menu
     image, style = commands["style"]["options"]
     assert (image["name"], image["type"], image["required"]) == ("image", 11, True)
     assert (style["name"], style["type"], style["required"]) == ("style", 3, False)
@@ -303,10 +307,94 @@ async def test_make_run_serves_both_bots_when_both_tokens_are_set(
             output, _ = await asyncio.wait_for(process.communicate(), 60)
     log = output.decode()
     assert process.returncode == 0, log
-    assert "Discord bot @toonbot: 6 slash commands synced globally" in log
+    assert "Discord bot @toonbot: 7 slash commands synced globally" in log
     assert "Telegram bot @toonbot_test_bot" in log
     assert fake.token not in log and telegram.token not in log  # secrets never reach the log
     rows = await read_usage(database_url)
     assert sorted((r.platform, r.platform_user_id, r.status) for r in rows) == [
         ("discord", "51", "ok"), ("telegram", "52", "ok")
     ]
+
+
+async def test_a_mention_replying_to_an_image_draws_it_with_the_message_content_intent(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    channel = str(fake.channel_id)
+    async with running_bot(fake, bots_model_store, sqlite_db_url, discord_message_content=True):
+        photo = await fake.send_message(80, "look at me", dm=False, attachments=[jpeg(fake, face_jpeg)])
+        words = await fake.send_message(80, "no picture here", dm=False)
+        named = await fake.send_message(81, "anime2selfie", dm=False, mention_bot=True, reply_to=photo)
+        await fake.wait_for("channel_message", channel_id=channel)
+        command = await fake.send_message(82, "/style", dm=False, mention_bot=True, reply_to=photo)
+        await fake.wait_for("channel_message", count=2, channel_id=channel)
+        earlier = await fake.send_message(80, dm=False, attachments=[jpeg(fake, face_jpeg)], unseen=True)
+        fetched = await fake.send_message(83, dm=False, mention_bot=True, reply_to=earlier, resolved=False)
+        await fake.wait_for("channel_message", count=3, channel_id=channel)
+        no_picture = await fake.send_message(84, dm=False, mention_bot=True, reply_to=words)
+        replies = await fake.wait_for("channel_message", count=4, channel_id=channel)
+
+    assert fake.identify is not None and fake.identify["intents"] & MESSAGE_CONTENT
+    answered = {c.json["message_reference"]["message_id"]: c for c in replies}
+    assert set(answered) == {int(m["id"]) for m in (named, command, fetched, no_picture)}
+    for asked, caption in [(named, "Anime to selfie"), (command, "Selfie to anime"), (fetched, "Selfie to anime")]:
+        assert answered[int(asked["id"])].json["content"] == caption
+        assert jpeg_size(answered[int(asked["id"])]) == (64, 64)
+    assert answered[int(no_picture["id"])].json["content"] == messages.DISCORD_NO_PICTURE_IN_REPLY
+    [fetch] = fake.calls_to("fetch_message")  # not in the bot's cache, not in the event
+    assert fetch.params["message_id"] == earlier["id"]
+    assert fake.downloads.count(photo["attachments"][0]["id"]) == 2
+    rows = await read_usage(sqlite_db_url)
+    assert sorted((r.platform_user_id, r.style, r.status) for r in rows) == [
+        ("81", "anime2selfie", "ok"), ("82", "selfie2anime", "ok"), ("83", "selfie2anime", "ok")
+    ]
+
+
+async def test_without_the_intent_a_mention_reply_draws_the_bots_own_pictures_and_servers_get_a_share(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    channel = str(fake.channel_id)
+    async with running_bot(fake, bots_model_store, sqlite_db_url, chat_requests_per_minute=2):
+        photo = await fake.send_message(90, "look at me", dm=False, attachments=[jpeg(fake, face_jpeg)])
+        first = await fake.send_message(
+            91, dm=False, mention_bot=True, attachments=[jpeg(fake, face_jpeg)]
+        )
+        [drawn] = await fake.wait_for("channel_message", channel_id=channel)
+        again = await fake.send_message(92, "anime2selfie", dm=False, mention_bot=True, reply_to=drawn.result)
+        await fake.wait_for("channel_message", count=2, channel_id=channel)
+        hidden = await fake.send_message(93, dm=False, mention_bot=True, reply_to=photo)
+        await fake.wait_for("channel_message", count=3, channel_id=channel)
+        over = await fake.send_message(94, dm=False, mention_bot=True, attachments=[jpeg(fake, face_jpeg)])
+        replies = await fake.wait_for("channel_message", count=4, channel_id=channel)
+        await fake.send_message(95, attachments=[jpeg(fake, face_jpeg)])  # a DM: not the server's share
+        [dm_reply] = await fake.wait_for("channel_message", channel_id="95")
+
+    assert fake.identify is not None and not fake.identify["intents"] & MESSAGE_CONTENT
+    answered = {c.json["message_reference"]["message_id"]: c.json["content"] for c in replies}
+    assert answered == {
+        int(first["id"]): "Selfie to anime",
+        int(again["id"]): "Anime to selfie",  # the bot's own picture, redrawn
+        int(hidden["id"]): messages.DISCORD_NO_PICTURE_IN_REPLY,  # Discord showed no attachment
+        int(over["id"]): messages.CHAT_SLOW_DOWN.format(limit=2),
+    }
+    assert dm_reply.json["content"] == "Selfie to anime"
+    assert photo["attachments"][0]["id"] not in fake.downloads
+    rows = await read_usage(sqlite_db_url)
+    assert sorted((r.platform_user_id, r.style) for r in rows) == [
+        ("91", "selfie2anime"), ("92", "anime2selfie"), ("95", "selfie2anime")
+    ]
+
+
+async def test_apps_menu_restyle_draws_any_message_image_without_the_intent(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    async with running_bot(fake, bots_model_store, sqlite_db_url):
+        photo = await fake.send_message(96, "look at me", dm=False, attachments=[jpeg(fake, face_jpeg)])
+        words = await fake.send_message(96, "no picture here", dm=False)
+        menu = await fake.message_command(97, "Restyle", photo)
+        [menu_picture] = await answers(fake, menu, "followup")
+        [menu_refusal] = await answers(fake, await fake.message_command(97, "Restyle", words))
+
+    assert menu_picture.json["content"] == "Selfie to anime" and jpeg_size(menu_picture) == (64, 64)
+    assert not menu_picture.ephemeral
+    assert menu_refusal.ephemeral and menu_refusal.json["data"]["content"] == messages.DISCORD_NO_IMAGE_IN_MESSAGE
+    assert [(r.platform_user_id, r.status) for r in await read_usage(sqlite_db_url)] == [("97", "ok")]

@@ -224,3 +224,93 @@ async def test_the_error_log_names_the_update_but_not_what_the_user_wrote(
     logged = caplog.text
     assert "secret caption" not in logged and sent["from"]["first_name"] not in logged
     assert api.token not in logged
+
+
+GROUP = -100500  # a supergroup; the fake keeps privacy mode on there
+
+
+def replying_to(call: Call) -> int:
+    """The message a bot's message answers (PTB quotes the asking message in groups)."""
+    return call.json("reply_parameters")["message_id"]
+
+
+async def test_groups_draw_a_captioned_photo_or_the_photo_a_style_command_replies_to(
+    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    settings = bot_settings(api, bots_model_store, sqlite_db_url, chat_max_in_flight=8)
+    async with running_bot(api, settings):
+        captioned = api.send_photo(201, face_jpeg, caption="/style anime2selfie", chat_id=GROUP)
+        bare_caption = api.send_photo(202, face_jpeg, caption="/style@toonbot_test_bot", chat_id=GROUP)
+        photo = api.send_photo(203, face_jpeg, chat_id=GROUP)  # privacy mode: the bot never sees it
+        file = api.send_document(203, face_jpeg, "me.png", "image/png", chat_id=GROUP)
+        chatter = api.send_text(203, "nice!", chat_id=GROUP)
+        mine = api.send_text(204, "/style", chat_id=GROUP, reply_to=photo)
+        named = api.send_text(205, "/style@toonbot_test_bot anime2selfie", chat_id=GROUP, reply_to=photo)
+        as_file = api.send_text(206, "/style", chat_id=GROUP, reply_to=file)
+        no_photo = api.send_text(207, "/style anime2selfie", chat_id=GROUP, reply_to=chatter)
+        api.send_text(208, "/style@another_bot", chat_id=GROUP, reply_to=photo)  # not for us
+        api.send_photo(209, face_jpeg, caption="/style@another_bot", chat_id=GROUP)
+        help_text = api.send_text(210, "/help@toonbot_test_bot", chat_id=GROUP)
+        photos = await api.wait_for("sendPhoto", chat_id=GROUP, count=4)
+        [document] = await api.wait_for("sendDocument", chat_id=GROUP)
+        answers = await api.wait_for("sendMessage", chat_id=GROUP, count=2)
+        await asyncio.sleep(0.5)  # time for anything unwanted to show
+
+    assert {m["message_id"] for m in api.withheld} >= {photo["message_id"], file["message_id"]}
+    assert len(api.calls_to("sendPhoto")) == 4 and len(api.calls_to("sendMessage")) == 2  # nothing else
+    drawn = {replying_to(c): c.fields["caption"] for c in photos}
+    assert drawn == {
+        captioned["message_id"]: "Anime to selfie",
+        bare_caption["message_id"]: "Selfie to anime",  # no name: the user's own style
+        mine["message_id"]: "Selfie to anime",
+        named["message_id"]: "Anime to selfie",
+    }
+    assert all(jpeg_size(c, "photo") == (64, 64) for c in photos)
+    assert replying_to(document) == as_file["message_id"]  # a file comes back as a file
+    said = {replying_to(c): c.fields["text"] for c in answers}
+    assert said == {
+        no_photo["message_id"]: messages.NO_PICTURE_IN_REPLY, help_text["message_id"]: messages.HELP
+    }
+    assert "In a group" in messages.HELP
+    rows = await read_usage(sqlite_db_url)
+    assert sorted((r.platform_user_id, r.style, r.status) for r in rows) == [
+        ("201", "anime2selfie", "ok"), ("202", "selfie2anime", "ok"), ("204", "selfie2anime", "ok"),
+        ("205", "anime2selfie", "ok"), ("206", "selfie2anime", "ok"),
+    ]
+    assert {r.chat_id for r in rows} == {str(GROUP)}
+
+
+async def test_a_busy_group_gets_its_share_and_others_are_not_held_up(
+    api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    settings = bot_settings(api, bots_model_store, sqlite_db_url, chat_requests_per_minute=2)
+    async with running_bot(api, settings):
+        for count, user in enumerate((301, 302), start=1):  # one after the other: within the share
+            api.send_photo(user, face_jpeg, caption="/style", chat_id=GROUP)
+            await api.wait_for("sendPhoto", chat_id=GROUP, count=count)
+        over = api.send_photo(303, face_jpeg, caption="/style", chat_id=GROUP)
+        [refusal] = await api.wait_for("sendMessage", chat_id=GROUP)
+        api.send_photo(304, face_jpeg)  # a private chat, meanwhile
+        api.send_photo(305, face_jpeg, caption="/style", chat_id=GROUP - 1)  # another group
+        await api.wait_for("sendPhoto", chat_id=304)
+        await api.wait_for("sendPhoto", chat_id=GROUP - 1)
+    assert refusal.fields["text"] == messages.CHAT_SLOW_DOWN.format(limit=2)
+    assert replying_to(refusal) == over["message_id"]
+    assert len(api.calls_to("sendPhoto", chat_id=GROUP)) == 2
+
+
+async def test_without_privacy_mode_a_group_photo_is_still_drawn_only_when_asked(
+    api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    api.privacy_mode = False  # e.g. the bot is a group admin: it gets every message
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
+        api.send_photo(401, face_jpeg, chat_id=GROUP)
+        api.send_photo(401, face_jpeg, caption="look!", chat_id=GROUP)
+        api.send_photo(401, face_jpeg, caption="/style@another_bot", chat_id=GROUP)
+        api.send_text(401, "hello all", chat_id=GROUP)
+        asked = api.send_photo(402, face_jpeg, caption="/style", chat_id=GROUP)
+        [photo] = await api.wait_for("sendPhoto", chat_id=GROUP)
+        await asyncio.sleep(0.5)  # time for anything unwanted to show
+    assert replying_to(photo) == asked["message_id"]
+    assert api.withheld == [] and len(api.calls_to("sendPhoto")) == 1 and api.calls_to("sendMessage") == []
+    assert len(api.calls_to("getFile")) == 1

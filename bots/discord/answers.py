@@ -43,10 +43,16 @@ def deferring_read(
     so defer there ("thinking...") and a refusal stays one plain ephemeral answer."""
 
     async def read() -> bytes:
-        await interaction.response.defer(thinking=True)
+        await defer(interaction)
         return await image.read()
 
     return read
+
+
+async def defer(interaction: discord.Interaction) -> None:
+    """Show "thinking..." (once: a wait for the server's turn may have shown it already)."""
+    if not interaction.response.is_done():
+        await interaction.response.defer(thinking=True)
 
 
 async def forward(

@@ -19,6 +19,7 @@ from bots.core import Core, Reply
 from bots.discord.admin import AdminCog, PrivacyCog
 from bots.discord.answers import PLATFORM, answer, image_file
 from bots.discord.style import StyleCog
+from bots.limits import ChatLimits
 from bots.resources import SharedCore
 from bots.settings import Settings
 
@@ -42,12 +43,14 @@ class ToonBot(commands.Bot):
     """Slash commands only (no text prefix); the shared core opens in `setup_hook` and closes in `close`."""
 
     def __init__(self, settings: Settings, shared: SharedCore) -> None:
-        # DMs and messages that mention the bot carry their attachments without the
-        # privileged message-content intent, so the default intents are enough.
+        # DMs and messages that mention the bot carry their attachments without the privileged
+        # message-content intent, so the default intents are enough; but the message a mention
+        # replies to is shown without its images unless the bot asks for that intent.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice, no warnings
-        super().__init__(
-            command_prefix=(), help_command=None, intents=discord.Intents.default(), tree_cls=ToonTree
-        )
+        intents = discord.Intents.default()
+        intents.message_content = settings.discord_message_content
+        super().__init__(command_prefix=(), help_command=None, intents=intents, tree_cls=ToonTree)
+        self._chat_limits = ChatLimits(settings.chat_requests_per_minute, settings.chat_max_in_flight)
         self._shared = shared
         self._dev_guild = settings.discord_dev_guild
         self._jobs_poll_s = settings.jobs_poll_s
@@ -58,7 +61,7 @@ class ToonBot(commands.Bot):
     async def setup_hook(self) -> None:
         """Open the core, add the commands and sync them (to the dev guild at once, else globally)."""
         self._core = await self._shared.open()
-        await self.add_cog(StyleCog(self, self._core))
+        await self.add_cog(StyleCog(self, self._core, self._chat_limits))
         await self.add_cog(PrivacyCog(self._core))
         if self._has_admins:  # no ADMIN_IDS: nobody could use them, so don't list them
             await self.add_cog(AdminCog(self._core))

@@ -1,8 +1,10 @@
-"""Everyone's slash commands (/style, /styles, /mystyle, /help) and images sent in a DM or with a mention."""
+"""Everyone's slash commands (/style, /styles, /mystyle, /help), the Apps menu's Restyle, and images
+sent in a DM or with a mention (or the image of the message a mention replies to)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
 import discord
 from discord import app_commands
@@ -10,18 +12,53 @@ from discord.ext import commands
 
 from bots import messages
 from bots.core import Attachment, Core, Reply, Request
-from bots.discord.answers import PLATFORM, answer, deferring_read, forward, image_file, request
+from bots.discord.answers import PLATFORM, answer, defer, deferring_read, forward, image_file, request
+from bots.limits import ChatLimits
 
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
+STYLE_NAME = re.compile(r"[\w-]+")  # "@toonbot anime2selfie": a bare style name, as /style NAME
+
+
+def _image(attachments: list[discord.Attachment]) -> discord.Attachment | None:
+    """The first image, else the first file (for the core to refuse), else None."""
+    return next(
+        (a for a in attachments if (a.content_type or "").startswith("image/")), next(iter(attachments), None)
+    )
+
+
+async def _replied_to(message: discord.Message) -> discord.Message | None:
+    """The message `message` replies to, as the gateway sent it or else fetched; None when it is gone."""
+    reference = message.reference
+    assert reference is not None
+    if isinstance(reference.resolved, discord.Message):
+        return reference.resolved
+    if isinstance(reference.resolved, discord.DeletedReferencedMessage) or reference.message_id is None:
+        return None
+    try:
+        return reference.cached_message or await message.channel.fetch_message(reference.message_id)
+    except (discord.NotFound, discord.Forbidden):
+        return None
 
 
 class StyleCog(commands.Cog):
     """What every user can do. More commands join as another cog over the same core, added in
     `ToonBot.setup_hook`, each answering through `answers.forward`."""
 
-    def __init__(self, bot: commands.Bot, core: Core) -> None:
+    def __init__(self, bot: commands.Bot, core: Core, chat_limits: ChatLimits) -> None:
         self._bot = bot
         self._core = core
+        self._chat_limits = chat_limits  # per server: one busy server cannot take every model slot
+        # A message's Apps menu. Discord shows the bot that message whole, with its images, even
+        # without the Message Content intent; a context menu cannot be a cog method, so it is added here.
+        self._restyle = app_commands.ContextMenu(name="Restyle", callback=self.restyle)
+
+    async def cog_load(self) -> None:
+        """Add the Apps menu entry with the cog's slash commands."""
+        self._bot.tree.add_command(self._restyle)
+
+    async def cog_unload(self) -> None:
+        """Take the Apps menu entry away with the cog."""
+        self._bot.tree.remove_command(self._restyle.name, type=self._restyle.type)
 
     async def style_choices(
         self, interaction: discord.Interaction, current: str
@@ -42,8 +79,21 @@ class StyleCog(commands.Cog):
         self, interaction: discord.Interaction, image: discord.Attachment, style: str | None = None
     ) -> None:
         """Draw the attached image in the chosen style, or the user's own."""
+        await self._draw_for(interaction, image, f"/style {style}" if style else "")
+
+    async def restyle(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Apps → Restyle on a message: draw its image in the user's style."""
+        image = _image(message.attachments)
+        if image is None:
+            await answer(interaction, Reply(messages.DISCORD_NO_IMAGE_IN_MESSAGE))
+        else:
+            await self._draw_for(interaction, image, "")
+
+    async def _draw_for(self, interaction: discord.Interaction, image: discord.Attachment, text: str) -> None:
+        """Draw `image` as `text` asks, "thinking..." from when drawing (or waiting for a turn) starts."""
         attachment = Attachment(image.content_type or "", image.size, deferring_read(interaction, image))
-        await forward(self._core, interaction, f"/style {style}" if style else "", attachment)
+        asked = request(interaction, text, attachment)
+        await answer(interaction, await self._draw(interaction.guild_id, asked, lambda: defer(interaction)))
 
     @app_commands.command(name="styles", description="List the styles")
     async def styles(self, interaction: discord.Interaction) -> None:
@@ -64,18 +114,25 @@ class StyleCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        """An image in a DM, or with a mention of the bot, is drawn in the user's style."""
+        """An image in a DM, or with a mention of the bot, is drawn in the user's style (or the one
+        named); a mention replying to a message draws that message's image."""
         me = self._bot.user
         if message.author.bot or me is None or (message.guild is not None and me not in message.mentions):
             return
-        image = next(
-            (a for a in message.attachments if (a.content_type or "").startswith("image/")),
-            next(iter(message.attachments), None),  # else the first file, for the core to refuse
-        )
+        image = _image(message.attachments)
+        reference = message.reference
+        if image is None and reference is not None and reference.type is discord.MessageReferenceType.reply:
+            replied = await _replied_to(message)
+            image = _image(replied.attachments) if replied is not None else None
+            if image is None:  # Discord hides others' images without the message content intent
+                await message.reply(messages.DISCORD_NO_PICTURE_IN_REPLY)
+                return
         if image is None:
             await message.reply(messages.NOT_A_COMMAND)
             return
         text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()  # "/style NAME" picks one once
+        if STYLE_NAME.fullmatch(text):
+            text = f"/style {text}"
         asked = Request(
             platform=PLATFORM,
             user_id=str(message.author.id),
@@ -84,5 +141,20 @@ class StyleCog(commands.Cog):
             attachment=Attachment(image.content_type or "", image.size, image.read),
         )
         async with message.channel.typing():
-            reply = await self._core.handle(asked)
+            reply = await self._draw(message.guild.id if message.guild else None, asked)
         await message.reply(reply.text, file=image_file(reply) if reply.image is not None else None)
+
+    async def _draw(
+        self, guild_id: int | None, asked: Request, before_waiting: Callable[[], Awaitable[None]] | None = None
+    ) -> Reply:
+        """The core's answer; in a server, within the server's share (`CHAT_REQUESTS_PER_MINUTE`,
+        `CHAT_MAX_IN_FLIGHT`; `before_waiting` runs before waiting for its turn). A DM is its
+        user's own limits' business."""
+        if guild_id is None:
+            return await self._core.handle(asked)
+        async with self._chat_limits.share(guild_id, before_waiting=before_waiting) as share:
+            if share.refusal is not None:
+                return Reply(share.refusal, problem="too_many")
+            reply = await self._core.handle(asked)
+            share.answered(reply.problem)
+            return reply

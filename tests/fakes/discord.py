@@ -9,6 +9,11 @@ INTERACTION_CREATE and MESSAGE_CREATE events) and reads back every call the bot
 made (`calls`, `wait_for`). A route the fake does not know is answered 404 and
 listed in `unknown`, so a test can insist the bot used nothing else.
 
+Messages the bot receives or fetches are shown as the Message Content intent
+allows: without it, a guild message's content and attachments are empty unless
+it mentions the bot or is the bot's own (DMs are always whole). That holds for
+the message a reply refers to as well.
+
 It holds the bot to Discord's rules for interactions: one initial answer, within
 3 s (a deferral will do); follow-ups only after it; and the first follow-up after
 a deferral replaces the "thinking..." message and keeps its visibility, whatever
@@ -47,6 +52,9 @@ APPLICATION_COMMAND, AUTOCOMPLETE = 2, 4
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 4, 5, 8
 # Application command option types.
 STRING, ATTACHMENT = 3, 11
+MESSAGE_CONTENT = 1 << 15  # the privileged intent
+MESSAGE_COMMAND = 3  # application command type: an entry in a message's Apps menu
+REPLY = 19  # message type of a reply
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class FakeDiscord:
         self.refused: list[Call] = []  # calls Discord would have refused (answered with an error)
         self._interactions: dict[str, _InteractionState] = {}  # by token
         self._attachments: dict[str, bytes] = {}
+        self._messages: dict[str, JSON] = {}  # every message sent, by id, to reply to or fetch
         self._sockets: list[web.WebSocketResponse] = []
         self._sequence = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -142,6 +151,7 @@ class FakeDiscord:
             ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", "sync", self._sync),
             ("POST", "/channels/{channel_id}/messages", "channel_message", self._channel_message),
             ("POST", "/channels/{channel_id}/typing", "typing", _no_content),
+            ("GET", "/channels/{channel_id}/messages/{message_id}", "fetch_message", self._fetch_message),
         ]
         interaction_routes: list[tuple[str, str, str, Handler]] = [  # the interaction's token in the URL
             ("POST", "/interactions/{id}/{token}/callback", "interaction_callback", self._callback),
@@ -218,7 +228,8 @@ class FakeDiscord:
         guild = request.match_info.get("guild_id")
         extra = {"guild_id": guild} if guild else {}
         return [
-            {**command, "id": str(self._id()), "application_id": str(self.app_id), "version": "1", **extra}
+            {"description": "", **command, "id": str(self._id()), "application_id": str(self.app_id), "version": "1",
+             **extra}  # an Apps menu entry has no description: Discord answers ""
             for command in call.json
         ]
 
@@ -267,6 +278,21 @@ class FakeDiscord:
     def _channel_message(self, request: web.Request, call: Call) -> JSON:
         return self._bot_message(request.match_info["channel_id"], call.json, call.files)
 
+    def _fetch_message(self, request: web.Request, call: Call) -> JSON:
+        message = self._messages.get(request.match_info["message_id"])
+        if message is None or message["channel_id"] != request.match_info["channel_id"]:
+            raise ApiError(404, 10008, "Unknown Message")
+        return self._as_seen(message)
+
+    def _as_seen(self, message: JSON) -> JSON:
+        """`message` as the bot gets it: without the Message Content intent, a guild message neither
+        from the bot nor mentioning it comes with empty content and attachments."""
+        intents = self.identify["intents"] if self.identify else 0
+        mentioned = any(u["id"] == str(self.app_id) for u in message["mentions"])
+        if intents & MESSAGE_CONTENT or "guild_id" not in message or mentioned or message["author"]["bot"]:
+            return message
+        return {**message, "content": "", "attachments": [], "embeds": []}
+
     async def _on_attachment(self, request: web.Request) -> web.Response:
         """The CDN: what users uploaded, fetched by the bot with a plain GET."""
         attachment_id = request.match_info["attachment_id"]
@@ -278,22 +304,15 @@ class FakeDiscord:
     def _bot_message(
         self, channel_id: str, body: JSON, files: list[Upload], *, webhook: bool = False
     ) -> JSON:
-        attachments = [
-            {
-                "id": str(self._id()),
-                "filename": f.filename,
-                "size": len(f.data),
-                "url": f"{self.url}/bot-uploads/{f.filename}",
-                "proxy_url": f"{self.url}/bot-uploads/{f.filename}",
-                "content_type": f.content_type,
-            }
-            for f in files
-        ]
+        attachments = [self.attachment(f.data, f.filename, f.content_type) for f in files]
         message = _message(self._id(), channel_id, self.bot_user, body.get("content") or "", attachments)
         message["flags"] = body.get("flags", 0)
+        if channel_id == str(self.channel_id):
+            message["guild_id"] = str(self.guild_id)
         if webhook:
             message["webhook_id"] = str(self.app_id)
             message["application_id"] = str(self.app_id)
+        self._messages[message["id"]] = message
         return message
 
     # Gateway -----------------------------------------------------------------
@@ -427,6 +446,14 @@ class FakeDiscord:
         data = {"id": str(self._id()), "name": name, "type": 1, "options": values, "resolved": resolved}
         return await self._interaction(user_id, APPLICATION_COMMAND, data, dm=dm)
 
+    async def message_command(self, user_id: int, name: str, message: JSON) -> Interaction:
+        """The user picks Apps → `name` on `message`: Discord sends it whole, whatever the intents."""
+        data = {
+            "id": str(self._id()), "name": name, "type": MESSAGE_COMMAND,
+            "target_id": message["id"], "resolved": {"messages": {message["id"]: message}},
+        }
+        return await self._interaction(user_id, APPLICATION_COMMAND, data)
+
     async def autocomplete(self, user_id: int, name: str, option: str, typed: str) -> Interaction:
         """The user is typing `typed` into `option` of `/name`."""
         value = {"name": option, "type": STRING, "value": typed, "focused": True}
@@ -465,9 +492,12 @@ class FakeDiscord:
 
     async def send_message(
         self, user_id: int, content: str = "", *, attachments: list[JSON] | None = None, dm: bool = True,
-        mention_bot: bool = False,
+        mention_bot: bool = False, reply_to: JSON | None = None, resolved: bool = True, unseen: bool = False,
     ) -> JSON:
-        """The user writes in a DM (their id is the channel's) or in the guild's channel."""
+        """The user writes in a DM (their id is the channel's) or in the guild's channel, maybe
+        replying to an earlier message there (`resolved=False`: the event leaves out the message
+        replied to, as Discord may, so a bot that has not cached it fetches it). `unseen`: sent
+        while the bot was away, so no event."""
         author = _user(user_id, f"user{user_id}")
         channel_id = str(user_id) if dm else str(self.channel_id)
         if mention_bot:
@@ -478,7 +508,16 @@ class FakeDiscord:
         if not dm:
             message["guild_id"] = str(self.guild_id)
             message["member"] = {k: v for k, v in _member(user_id).items() if k != "user"}
-        await self._dispatch("MESSAGE_CREATE", message)
+        self._messages[message["id"]] = message
+        event = self._as_seen(message)
+        if reply_to is not None:
+            reference = {"type": 0, "message_id": reply_to["id"], "channel_id": channel_id}
+            message["type"] = event["type"] = REPLY
+            message["message_reference"] = event["message_reference"] = reference
+            if resolved:
+                event["referenced_message"] = self._as_seen(self._messages[reply_to["id"]])
+        if not unseen:
+            await self._dispatch("MESSAGE_CREATE", event)
         return message
 
     def _id(self) -> int:

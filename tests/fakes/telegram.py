@@ -7,6 +7,12 @@ and reads back every call the bot made (`calls`, `wait_for`). A method the
 fake does not know is answered 404 and listed in `unknown`, so a test can
 insist the bot used nothing else.
 
+Users write in their private chat with the bot, or in a group (`chat_id=`, a
+negative id), maybe replying to an earlier message (`reply_to=`). Groups keep
+privacy mode, on by default: the bot gets only what
+https://core.telegram.org/bots/features#privacy-mode lets through (listed in
+`withheld` otherwise).
+
     async with FakeTelegram() as api:
         app = Application.builder().token(api.token)
             .base_url(f"{api.url}/bot").base_file_url(f"{api.url}/file/bot").build()
@@ -76,6 +82,9 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.unknown: list[str] = []  # methods the fake does not implement
         self.endless_bytes_sent = 0  # how much of the endless download went out
+        self.username = "toonbot_test_bot"
+        self.privacy_mode = True  # BotFather's default: in groups, commands and replies to the bot only
+        self.withheld: list[JSON] = []  # group messages privacy mode kept from the bot
         self._updates: list[JSON] = []
         self._files: dict[str, tuple[str, bytes | None]] = {}  # file_id -> (file_path, data); None: endless
         self._messages: dict[int, JSON] = {}  # every message, by id, for edits and buttons
@@ -184,9 +193,9 @@ class FakeTelegram:
             "id": self.bot_id,
             "is_bot": True,
             "first_name": "toonbot",
-            "username": "toonbot_test_bot",
+            "username": self.username,
             "can_join_groups": True,
-            "can_read_all_group_messages": False,
+            "can_read_all_group_messages": not self.privacy_mode,
             "supports_inline_queries": False,
         }
 
@@ -244,22 +253,25 @@ class FakeTelegram:
 
     # The users' side ---------------------------------------------------------
 
-    def send_text(self, user_id: int, text: str) -> JSON:
-        """The user types `text` (a leading /word is marked as a bot command, as Telegram does)."""
-        return self._user_message(user_id, text=text, entities=_command_entities(text))
+    def send_text(self, user_id: int, text: str, **where: Any) -> JSON:
+        """The user types `text` (a leading /word is marked as a bot command, as Telegram does).
 
-    def send_photo(self, user_id: int, data: bytes, caption: str = "") -> JSON:
+        `where`, for this and the other `send_*`: `chat_id` (a group; else the user's
+        private chat) and `reply_to` (a message sent earlier, which the new one replies to)."""
+        return self._user_message(user_id, where, text=text, entities=_command_entities(text))
+
+    def send_photo(self, user_id: int, data: bytes, caption: str = "", **where: Any) -> JSON:
         """The user sends a compressed photo (Telegram always makes those JPEG)."""
         width, height = _image_size(data)
         photo = [self._file_entry(data, "photos", width=width, height=height)]
-        return self._user_message(user_id, photo=photo, **_caption(caption))
+        return self._user_message(user_id, where, photo=photo, **_caption(caption))
 
     def send_document(
-        self, user_id: int, data: bytes | None, file_name: str, mime_type: str, caption: str = ""
+        self, user_id: int, data: bytes | None, file_name: str, mime_type: str, caption: str = "", **where: Any
     ) -> JSON:
         """The user sends a file as is ("without compression"); None: one of unknown size that never ends."""
         document = self._file_entry(data, "documents", file_name=file_name, mime_type=mime_type)
-        return self._user_message(user_id, document=document, **_caption(caption))
+        return self._user_message(user_id, where, document=document, **_caption(caption))
 
     def press_button(self, user_id: int, message_id: int, callback_data: str) -> None:
         """The user presses an inline keyboard button that the bot's message really shows."""
@@ -278,17 +290,35 @@ class FakeTelegram:
             }
         )
 
-    def _user_message(self, user_id: int, **content: Any) -> JSON:
+    def _user_message(self, user_id: int, where: dict[str, Any], **content: Any) -> JSON:
+        chat_id, reply_to = where.get("chat_id", user_id), where.get("reply_to")
         message = {
             "message_id": next(self._ids),
             "date": int(time.time()),
-            "chat": _chat(user_id),
+            "chat": _chat(chat_id),
             "from": _user(user_id),
             **{k: v for k, v in content.items() if v},
         }
+        if reply_to is not None:  # the message replied to comes along, without its own reply
+            message["reply_to_message"] = {k: v for k, v in reply_to.items() if k != "reply_to_message"}
         self._messages[message["message_id"]] = message
-        self._push(message=message)
+        if chat_id < 0 and self.privacy_mode and not self._for_the_bot(message):
+            self.withheld.append(message)
+        else:
+            self._push(message=message)
         return message
+
+    def _for_the_bot(self, message: JSON) -> bool:
+        """What a bot in privacy mode gets in a group: commands explicitly for it (/cmd@this_bot), general
+        commands (/cmd: it is the only bot in these groups, so the last to speak), and replies to its
+        messages. A caption that starts with a command counts as one."""
+        text = message.get("text") or message.get("caption") or ""
+        entities = message.get("entities") or message.get("caption_entities") or []
+        if entities and entities[0]["type"] == "bot_command" and entities[0]["offset"] == 0:
+            _, _, addressee = text[: entities[0]["length"]].partition("@")
+            if addressee in ("", self.username):
+                return True
+        return message.get("reply_to_message", {}).get("from", {}).get("id") == self.bot_id
 
     def _push(self, **update: Any) -> None:
         self._updates.append({"update_id": next(self._ids), **update})
@@ -326,6 +356,8 @@ def _user(user_id: int) -> JSON:
 
 
 def _chat(chat_id: int) -> JSON:
+    if chat_id < 0:  # groups have negative ids
+        return {"id": chat_id, "type": "supergroup", "title": f"Group{-chat_id}"}
     return {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
 
 
