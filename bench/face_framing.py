@@ -1,4 +1,4 @@
-"""Where faces sit in the training pictures: the constants in serving/archive/framing.py.
+"""Where faces sit in the training pictures: the constants in styles/payload/framing.py.
 
     .venv/bin/python bench/face_framing.py [--limit 500]
 
@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "serving" / "archive"))  # the handler's flat imports
+sys.path.insert(0, str(ROOT / "styles" / "payload"))  # the handler's flat imports
 
 import framing  # noqa: E402
 

@@ -47,18 +47,19 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a fresh clone
-sys.path.insert(0, str(ROOT / "serving" / "archive"))  # acceleration ships flat inside each .mar
+sys.path.insert(0, str(ROOT / "styles" / "payload"))  # acceleration ships flat inside each .mar
 
 import acceleration  # noqa: E402
 
-from serving import archives, catalog  # noqa: E402
+from serving import loader  # noqa: E402
 from serving.api import StylizeError  # noqa: E402
 from serving.client import TorchServeClient  # noqa: E402
 from serving.engine import EmbeddedEngine  # noqa: E402
 from serving.torchserve import LocalTorchServe, Ports  # noqa: E402
-from training.export import model_config, write_archive  # noqa: E402
-from training.hardware import cpu_name  # noqa: E402
+from styles import catalog  # noqa: E402
+from styles.archive import Archive, model_config, scan, write_archive  # noqa: E402
 from styles.payload.networks import ResnetGenerator  # noqa: E402
+from training.hardware import cpu_name  # noqa: E402
 from training.summary import gflops_per_image  # noqa: E402
 
 IMAGES = {True: ROOT / "tests" / "fixtures" / "obama_256.jpg", False: ROOT / "tests" / "fixtures" / "chelsea_256.jpg"}
@@ -234,10 +235,10 @@ def random_store(folder: Path, style: str) -> Path:
     return folder
 
 
-def generator_call(archive: archives.Archive, cache: Path) -> Callable[[], Awaitable[object]]:
+def generator_call(archive: Archive, cache: Path) -> Callable[[], Awaitable[object]]:
     """The handler's own `generate` on a ready (1, 3, S, S) tensor: no decode, no encode."""
-    handler, _ = archives.load_service(archive, archives.unpack(archive, cache))
-    size = int(archive.config["handler"]["img_size"])
+    handler, _ = loader.load_service(archive, loader.unpack(archive, cache))
+    size = int(archive.handler["img_size"])
     real = torch.rand(1, 3, size, size) * 2 - 1
 
     async def call() -> None:
@@ -260,11 +261,11 @@ async def wait_until_served(client: TorchServeClient, style: str, image: bytes, 
             await asyncio.sleep(1)
 
 
-async def measure(archive: archives.Archive, store: Path, cache: Path, url: str, token: str | None,
+async def measure(archive: Archive, store: Path, cache: Path, url: str, token: str | None,
                   runs: int, warmup: int) -> dict[str, list[float]]:
     """The three paths on the same picture, interleaved."""
     style = archive.name
-    image = IMAGES[bool(archive.config["handler"]["needs_face"])].read_bytes()
+    image = IMAGES[archive.entry.needs_face].read_bytes()
     engine = EmbeddedEngine(store, cache_dir=cache)
     client = TorchServeClient(url, token)
     try:
@@ -284,11 +285,11 @@ def bench_runtimes(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="toonbot-bench-") as tmp_name:
         tmp = Path(tmp_name)
         store = args.model_store
-        found = archives.scan(store) if store.is_dir() else {}
+        found = scan(store) if store.is_dir() else {}
         if args.style not in found:
             print(f"{args.style} is not in {store}: timing random weights of the light 256 px generator")
             store = random_store(tmp / "store", args.style)
-            found = archives.scan(store)
+            found = scan(store)
         archive = found[args.style]
         print(f"{args.style} {archive.version}: arch {archive.config['handler']['arch']}, "
               f"{args.runs} runs after {args.warmup} warm-up")

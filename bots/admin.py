@@ -20,7 +20,7 @@ from bots.settings import Settings
 from db import jobs, stats, users
 from db.models import Platform
 from db.types import now_utc
-from serving import catalog
+from styles import catalog
 from serving.deploy import Deployer, describe_models
 from serving.management import DeployError, Management
 from training.jobs import describe

@@ -9,7 +9,7 @@ takes serving's words.
 
 from __future__ import annotations
 
-from serving.archive import imaging
+from styles.payload import refusals
 
 WELCOME = (
     "Hi! Send me a photo and I'll redraw it.\n"
@@ -42,7 +42,7 @@ NOT_A_COMMAND = "Send me a photo to restyle, or /help to see what I can do."
 RESULT_CAPTION = "{title}"
 FACES_DRAWN = " · {count} faces drawn"  # after the caption, for a group photo
 
-NOT_AN_IMAGE = imaging.NOT_AN_IMAGE  # the handler refuses in the same words what it cannot decode
+NOT_AN_IMAGE = refusals.NOT_AN_IMAGE  # the handler refuses in the same words what it cannot decode
 TOO_BIG = "That file is too big. Please send an image under {limit_mb} MB."
 BUSY_USER = "I'm still working on your last photo. One at a time, please!"
 SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from serving.archive import imaging
+from styles.payload import refusals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     # its photos drawn at once (below MAX_IN_FLIGHT, so others always get a slot) and a minute.
     chat_max_in_flight: int = Field(default=2, ge=1)
     chat_requests_per_minute: int = Field(default=20, ge=1)
-    max_upload_bytes: int = Field(default=imaging.MAX_BYTES, ge=1)  # the handler's limit; also Telegram's for bots
+    max_upload_bytes: int = Field(default=refusals.MAX_BYTES, ge=1)  # the handler's limit; also Telegram's for bots
     output_size: int | None = Field(default=None, ge=32, le=2048)  # None: the size each style draws at
     jobs_poll_s: float = Field(default=5.0, gt=0)  # how often finished training jobs are looked for
 

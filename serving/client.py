@@ -26,7 +26,7 @@ from serving.api import (
     StylizeError,
     Unavailable,
 )
-from serving.archive import imaging
+from styles.payload import refusals
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ class TorchServeClient:
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
     ) -> Stylized:
         """POST the image to /predictions/STYLE; options travel as X-Size / X-Format headers."""
-        if len(image) > imaging.MAX_BYTES:  # TorchServe would refuse it after the whole upload
-            raise BadInput(imaging.TOO_LARGE)
+        if len(image) > refusals.MAX_BYTES:  # TorchServe would refuse it after the whole upload
+            raise BadInput(refusals.TOO_LARGE)
         headers = {"Content-Type": "application/octet-stream", "X-Format": fmt}
         if size is not None:
             headers["X-Size"] = str(size)
@@ -125,7 +125,7 @@ class TorchServeClient:
         if status == 404:
             return replies.unknown_style(style)
         if status == 413:
-            return BadInput(imaging.TOO_LARGE)
+            return BadInput(refusals.TOO_LARGE)
         if status in (503, 507):
             return Overloaded(replies.OVERLOADED)
         logger.error("TorchServe answered %d for %s: %.200r", status, style, body)

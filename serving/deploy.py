@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import deployments
 from db.models import DeployAction
-from serving import archives, catalog
 from serving.management import DeployError, Management, find_archive
+from styles import catalog
+from styles.archive import scan
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Deployer:
     async def restore(self) -> None:
         """Serve each style's last logged default again (after a restart of the runtime or the bots);
         a style never deployed serves the version that shipped, as the embedded engine starts with."""
-        shipped = await asyncio.to_thread(archives.scan, self._store)
+        shipped = await asyncio.to_thread(scan, self._store)
         async with self._lock:
             for found in await self.management.versions():
                 async with self._sessions() as session:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from ts.service import Service
 
-from serving import archives, replies
+from serving import loader, replies
 from serving.api import ImageFormat, Overloaded, StyleInfo, Stylized, StylizeError
+from styles.archive import Archive, scan
 
 if TYPE_CHECKING:
     from ts.torch_handler.base_handler import BaseHandler
@@ -44,7 +45,7 @@ class _Request:
 class _Worker:
     """One loaded archive: a queue, a batching loop and a thread that runs the handler."""
 
-    def __init__(self, archive: archives.Archive, handler: BaseHandler, service: Service, queue_size: int) -> None:
+    def __init__(self, archive: Archive, handler: BaseHandler, service: Service, queue_size: int) -> None:
         self.archive = archive
         self.handler = handler
         self.service = service
@@ -122,6 +123,12 @@ def _faces(context: Any, idx: int) -> int | None:
     return int(value) if value is not None else None
 
 
+def _info(archive: Archive) -> StyleInfo:
+    """A served archive as the bots see it: its catalogue entry and version."""
+    entry = archive.entry
+    return StyleInfo(archive.name, entry.title, entry.description, entry.needs_face, archive.version)
+
+
 class EmbeddedEngine:
     """`Stylizer` over the `.mar` files in a model store, run in this process."""
 
@@ -130,15 +137,15 @@ class EmbeddedEngine:
         self.cache_dir = Path(cache_dir)
         self.queue_size = queue_size
         self._workers: dict[str, _Worker] = {}
-        self._pinned: dict[str, archives.Archive] = {}  # style -> the version it serves
+        self._pinned: dict[str, Archive] = {}  # style -> the version it serves
         self._loading = asyncio.Lock()
 
     async def styles(self) -> list[StyleInfo]:
         """The version served of every style in the model store, sorted by name."""
-        found = await asyncio.to_thread(archives.scan, self.model_store)
-        return [self._pin(found[name]).info() for name in sorted(found)]
+        found = await asyncio.to_thread(scan, self.model_store)
+        return [_info(self._pin(found[name])) for name in sorted(found)]
 
-    def _pin(self, shipped: archives.Archive) -> archives.Archive:
+    def _pin(self, shipped: Archive) -> Archive:
         """A style's version is fixed when the engine first sees it (the oldest in the store);
         other versions wait for `make_default` (an admin's deploy), as on TorchServe."""
         return self._pinned.setdefault(shipped.name, shipped)
@@ -176,21 +183,21 @@ class EmbeddedEngine:
         async with self._loading:
             if (worker := self._workers.get(style)) is not None:  # loaded while we waited
                 return worker
-            found = await asyncio.to_thread(archives.scan, self.model_store)
+            found = await asyncio.to_thread(scan, self.model_store)
             archive = self._pin(found[style]) if style in found else self._pinned.get(style)
             if archive is None:
                 raise replies.unknown_style(style)
             self._workers[style] = worker = await self._load(archive)
             return worker
 
-    async def _load(self, archive: archives.Archive) -> _Worker:
+    async def _load(self, archive: Archive) -> _Worker:
         """Unpack the archive and start a worker on its initialised handler."""
-        model_dir = await asyncio.to_thread(archives.unpack, archive, self.cache_dir)
-        handler, service = await asyncio.to_thread(archives.load_service, archive, model_dir)
+        model_dir = await asyncio.to_thread(loader.unpack, archive, self.cache_dir)
+        handler, service = await asyncio.to_thread(loader.load_service, archive, model_dir)
         logger.info("loaded %s %s from %s", archive.name, archive.version, archive.path)
         return _Worker(archive, handler, service, self.queue_size)
 
-    async def make_default(self, archive: archives.Archive, sample: bytes, *, size: int = 64) -> None:
+    async def make_default(self, archive: Archive, sample: bytes, *, size: int = 64) -> None:
         """Load `archive` beside the version serving now, check it draws `sample`, and only then
         serve its style with it.
 

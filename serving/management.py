@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
-import yaml
-
-from packaging.version import InvalidVersion, Version
 
 from db.models import Runtime
-from serving import archives
 from serving.engine import EmbeddedEngine
+from styles.archive import Archive, find, store_versions, version_order
 
 # A public-domain portrait (Grace Hopper, US Navy): face styles need a face to draw.
 SAMPLE = Path(__file__).with_name("samples") / "face.jpg"
@@ -55,7 +51,7 @@ class Management(Protocol):
         """Every style's versions, sorted by style name."""
         ...
 
-    async def make_default(self, archive: archives.Archive) -> None:
+    async def make_default(self, archive: Archive) -> None:
         """Load, check on the sample, then switch; raises `DeployError`, changing nothing."""
         ...
 
@@ -64,30 +60,9 @@ class Management(Protocol):
         ...
 
 
-def version_order(version: str) -> tuple[int, Version | str]:
-    """Sort key: release numbers in numeric order (2.0 < 10.0), odd names first."""
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
-
-
-def store_versions(store: Path) -> dict[str, dict[str, archives.Archive]]:
-    """Every toonbot archive in the model store, by style and version."""
-    found: dict[str, dict[str, archives.Archive]] = {}
-    for path in sorted(store.glob("*.mar")):
-        try:
-            archive = archives.read_archive(path)
-            archive.info()
-        except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, yaml.YAMLError):
-            continue
-        found.setdefault(archive.name, {})[archive.version] = archive
-    return found
-
-
-def find_archive(store: Path, style: str, version: str) -> archives.Archive:
+def find_archive(store: Path, style: str, version: str) -> Archive:
     """The `.mar` of that style and version in the model store."""
-    archive = store_versions(store).get(style, {}).get(version)
+    archive = find(store, style, version)
     if archive is None:
         raise DeployError(f"There is no {style} {version} in the model store.")
     return archive
@@ -111,7 +86,7 @@ class EmbeddedManagement:
             if style in defaults
         ]
 
-    async def make_default(self, archive: archives.Archive) -> None:
+    async def make_default(self, archive: Archive) -> None:
         """The engine loads it on its own worker, tries it, then swaps it in."""
         try:
             await self.engine.make_default(archive, SAMPLE.read_bytes(), size=SAMPLE_SIZE)
@@ -172,7 +147,7 @@ class TorchServeManagement:
             ))
         return result
 
-    async def make_default(self, archive: archives.Archive) -> None:
+    async def make_default(self, archive: Archive) -> None:
         """Register the version (workers up), predict the sample with it, then set it as default."""
         style, version = archive.name, archive.version
         registered = await self._registered(style)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-ARCHIVE = Path(__file__).resolve().parents[1] / "serving" / "archive"
+ARCHIVE = Path(__file__).resolve().parents[1] / "styles" / "payload"
 sys.path.insert(0, str(ARCHIVE))  # the module ships flat inside each .mar
 
 import acceleration  # noqa: E402

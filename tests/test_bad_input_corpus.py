@@ -23,7 +23,7 @@ from test_web import running_page, upload
 from bots import messages
 from fakes.discord import FakeDiscord
 from fakes.telegram import FakeTelegram
-from serving.archive import imaging
+from styles.payload import imaging
 
 if TYPE_CHECKING:
     from conftest import ReadUsage

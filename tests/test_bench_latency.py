@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-import latency  # noqa: E402  (also puts serving/archive on sys.path)
+import latency  # noqa: E402  (also puts styles/payload on sys.path)
 from latency import acceleration  # noqa: E402
 from styles.payload.networks import ResnetGenerator  # noqa: E402
 

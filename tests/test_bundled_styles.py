@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.catalog import KNOWN
+from styles.catalog import KNOWN
 from serving.engine import EmbeddedEngine
 
 MODEL_STORE = Path(__file__).resolve().parents[1] / "model_store"

@@ -20,7 +20,7 @@ from serving.client import TorchServeClient
 from serving.deploy import BASELINE_BY, Deployer
 from serving.engine import EmbeddedEngine
 from serving.management import Management, EmbeddedManagement, TorchServeManagement
-from serving.archives import MANIFEST
+from styles.archive import MANIFEST
 from serving.torchserve import LocalTorchServe
 
 torch.set_num_threads(1)

@@ -13,8 +13,8 @@ import torch
 import yaml
 from torchserve_fixture import export_tiny_styles, tiny_checkpoint
 
-from serving import catalog
-from serving.archives import read_archive, scan
+from styles import catalog
+from styles.archive import read_archive, scan
 
 torch.set_num_threads(1)
 
@@ -78,7 +78,7 @@ def test_names_titles_and_face_flags_from_the_command_line(tmp_path: Path) -> No
         store, "selfie2anime", "--names", "toon", "untoon", "--title", "Toon", "Untoon",
         "--description", "Makes a toon.", "Unmakes a toon.", "--needs-face", "yes", "no",
     )
-    styles = {name: a.info() for name, a in scan(store).items()}
+    styles = {name: a.entry for name, a in scan(store).items()}
     assert styles["toon"].title == "Toon" and styles["toon"].needs_face
     assert styles["untoon"].description == "Unmakes a toon." and not styles["untoon"].needs_face
 

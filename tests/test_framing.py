@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from group_photos import PORTRAITS, group_photo
-from serving.archive import framing
+from styles.payload import framing
 
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).with_name("fixtures")

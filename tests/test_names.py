@@ -17,7 +17,7 @@ from bots.resources import SharedCore
 from bots.settings import Settings
 from db.engine import create_engine, session_factory
 from db.models import TrainingJob, User
-from serving import catalog
+from styles import catalog
 from serving.deploy import Deployer
 from serving.engine import EmbeddedEngine
 from serving.management import EmbeddedManagement

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from torchserve_fixture import free_port_block, wait_for_workers
 
-from serving.archive import framing
+from styles.payload import framing
 from serving.cli import NO_STYLES
 from serving.torchserve import LocalTorchServe, Ports
 

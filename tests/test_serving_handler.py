@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 
 from group_photos import group_photo
-from serving import archives, replies
+from serving import loader, replies
 from serving.api import BadInput, NoFace, Overloaded, Stylized
-from serving.archive import framing, imaging
+from styles.payload import framing, imaging
 from serving.engine import EmbeddedEngine
+from styles.archive import scan
 
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -169,11 +170,11 @@ async def test_a_huge_crowd_photo_gets_at_most_eight_faces_drawn(engine: Embedde
 
 
 async def test_archives_unpack_once_into_a_cache_keyed_by_hash(serving_model_store: Path, tmp_path: Path) -> None:
-    archive = archives.scan(serving_model_store)["cat2dog"]
-    first = archives.unpack(archive, tmp_path)
+    archive = scan(serving_model_store)["cat2dog"]
+    first = loader.unpack(archive, tmp_path)
     (first / "marker").touch()
-    assert archives.unpack(archive, tmp_path) == first and (first / "marker").exists()
-    assert first.name == f"cat2dog-{archives.file_hash(archive.path)[:16]}"
+    assert loader.unpack(archive, tmp_path) == first and (first / "marker").exists()
+    assert first.name == f"cat2dog-{loader.file_hash(archive.path)[:16]}"
 
 
 async def test_styles_come_from_the_archives(engine: EmbeddedEngine) -> None:

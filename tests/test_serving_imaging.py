@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.archive import imaging
+from styles.payload import imaging
 
 PORTRAIT = Image.open(Path(__file__).with_name("fixtures") / "grace_hopper_256.jpg").convert("RGB")
 GREY = np.asarray(PORTRAIT.convert("L"))

@@ -33,7 +33,7 @@ from torchserve_fixture import (
 from serving import replies
 from serving.factory import open_stylizer
 from serving.api import BadInput, NoFace, Stylizer, UnknownStyle, Unavailable
-from serving.archive import framing, imaging
+from styles.payload import framing, imaging
 from serving.client import TorchServeClient
 from serving.engine import EmbeddedEngine
 from serving.torchserve import LocalTorchServe

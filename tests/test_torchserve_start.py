@@ -22,17 +22,17 @@ import pytest
 from PIL import Image
 from torchserve_fixture import free_port_block, model_log, wait_for_workers
 
-from serving import archives
 from serving.torchserve import LocalTorchServe, Ports
+from styles.archive import PAYLOAD, scan
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = Path(__file__).with_name("fixtures") / "chelsea_256.jpg"
 
 
 def repacked(store: Path) -> Path:
-    """The bundled archives in `store`, their handler files replaced by serving/archive/'s."""
+    """The bundled archives in `store`, their payload files replaced by styles/payload/'s."""
     store.mkdir()
-    current = {p.name: p.read_bytes() for p in (ROOT / "serving" / "archive").glob("*.py")}
+    current = {p.name: p.read_bytes() for p in PAYLOAD.glob("*.py")}
     for mar in (ROOT / "model_store").glob("*.mar"):
         with zipfile.ZipFile(mar) as src, zipfile.ZipFile(store / mar.name, "w") as dst:
             for item in src.infolist():
@@ -68,7 +68,7 @@ def test_start_from_the_repository_root_serves_the_bundled_styles(tmp_path: Path
         assert result.returncode == 0, result.stderr
         print(f"picture {time.monotonic() - since:.1f} s after `start` returned")
         assert Image.open(tmp_path / "dog.png").size[0] > 0
-        for style in archives.scan(ROOT / store):
+        for style in scan(ROOT / store):
             wait_for_workers(ts, style, 1, timeout=60)
         logs = model_log(ts) + (ts.run_dir / "logs" / "ts_log.log").read_text(errors="replace")
         assert "process died" not in logs and "Worker disconnected" not in logs

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import jobs
 from db.models import TrainingJob
-from serving.management import store_versions
+from styles.archive import store_versions
 from training import cli
 from training.worker import TrainingWorker, WorkerConfig
 

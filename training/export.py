@@ -1,99 +1,22 @@
 """`python -m training export CKPT --out model_store/`: one TorchServe `.mar` per direction.
 
-Each archive holds the generator's fp16 weights, the model code
-(`networks.py`), the handler files from `serving/archive/` and a
+Each archive holds the generator's fp16 weights, the payload from
+`styles/payload/` (the handler files and the model code, `networks.py`) and a
 model-config.yaml carrying the network's constructor arguments, the style's
-catalogue entry and TorchServe's worker and batching settings.
+catalogue entry and TorchServe's worker and batching settings; `styles.archive`
+writes them.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import torch
-import yaml
-from model_archiver import ModelArchiver, ModelArchiverConfig
-
-from serving import catalog
-from styles.payload import networks
+from styles import catalog
+from styles.archive import DEFAULT_VERSION, model_config, write_archive
 from training import warm_start
 from training.checkpoint import load_checkpoint
-
-ARCHIVE_DIR = Path(__file__).resolve().parent.parent / "serving" / "archive"
-DEFAULT_VERSION = "1.0"
-WEIGHTS = "generator.pt"
-CONFIG = "model-config.yaml"
-
-
-def archive_name(style: str, version: str) -> str:
-    """The first version is `<style>.mar`; later ones sit beside it as `<style>-<version>.mar`."""
-    return f"{style}.mar" if version == DEFAULT_VERSION else f"{style}-{version}.mar"
-
-
-def model_config(
-    arch: dict[str, Any], img_size: int, info: catalog.Entry, *, workers: int, batch_size: int,
-    max_batch_delay: int, response_timeout: int, inference: str = "auto",
-    training: dict[str, Any] | None = None, draw_size: int | None = None,
-) -> dict[str, Any]:
-    """model-config.yaml: TorchServe's settings at the top, the handler's under `handler`.
-
-    `training` is the run's record (iterations, hours, stretches with their
-    resolution and machine): what the README quotes, and where
-    `fit --init-from` continues the count.
-    """
-    handler: dict[str, Any] = {
-        "arch": dict(arch),
-        "img_size": img_size,
-        "title": info.title,
-        "description": info.description,
-        "needs_face": info.needs_face,
-        "inference": inference,  # serving/archive/acceleration.py; TOONBOT_INFERENCE overrides
-    }
-    if draw_size and draw_size != img_size:
-        handler["draw_size"] = draw_size  # the handler's default output size follows it
-    if training:
-        handler["training"] = training
-    return {
-        "minWorkers": workers,
-        "maxWorkers": workers,
-        "batchSize": batch_size,
-        "maxBatchDelay": max_batch_delay,
-        "responseTimeout": response_timeout,
-        "handler": handler,
-    }
-
-
-def write_archive(
-    out: Path, style: str, version: str, state_dict: dict[str, torch.Tensor], config: dict[str, Any]
-) -> Path:
-    """Package one direction with torch-model-archiver; returns the `.mar` path."""
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        stage = Path(tmp)
-        half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
-        torch.save(half, stage / WEIGHTS)
-        (stage / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-        ModelArchiver.generate_model_archive(
-            ModelArchiverConfig(
-                model_name=style,
-                version=version,
-                handler=str(ARCHIVE_DIR / "handler.py"),
-                serialized_file=str(stage / WEIGHTS),
-                model_file=networks.__file__,
-                extra_files=",".join(str(p) for p in sorted(ARCHIVE_DIR.glob("*.py")) if p.name != "handler.py"),
-                config_file=str(stage / CONFIG),
-                export_path=str(stage),
-                force=True,
-            )
-        )
-        target = out / archive_name(style, version)
-        shutil.move(stage / f"{style}.mar", target)
-    return target
 
 
 def export(args: argparse.Namespace) -> int:

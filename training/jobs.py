@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import jobs
 from db.engine import create_engine, default_url, session_factory
 from db.models import TrainingJob
-from serving import catalog
+from styles import catalog
 
 
 def add_database_argument(parser: argparse.ArgumentParser) -> None:

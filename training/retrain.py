@@ -8,19 +8,14 @@ weights (the discriminators start fresh: archives carry generators only).
 
 from __future__ import annotations
 
-import io
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from packaging.version import Version
 
-from serving import catalog
-from serving.archives import Archive
-from serving.management import store_versions, version_order
-from training import export
+from styles import catalog
+from styles.archive import DEFAULT_VERSION, Archive, model_config, store_versions, version_order, write_archive
 from styles.payload.networks import min_image_size
 from training.options import TrainOptions
 from training.trainer import Trainer
@@ -66,8 +61,8 @@ def plan(
         raise JobError(f"no dataset for {pair}: expected {data}/trainA and {data}/trainB")
     found = store_versions(model_store)
     templates = tuple(_template(found.get(style, {}), style, from_version) for style in styles)
-    arch = templates[0].config["handler"]["arch"] if templates[0] else DEFAULT_ARCH
-    img_size = int(templates[0].config["handler"]["img_size"]) if templates[0] else DEFAULT_ARCH["img_size"]
+    arch = templates[0].handler["arch"] if templates[0] else DEFAULT_ARCH
+    img_size = int(templates[0].handler["img_size"]) if templates[0] else DEFAULT_ARCH["img_size"]
     defaults = TrainOptions("", "")
     options = TrainOptions(
         name=run_name, data=str(data), out_dir=str(runs_dir), img_size=img_size,
@@ -91,16 +86,14 @@ def start_from_archives(trainer: Trainer, plan: Plan) -> None:
     """Load the generators' (fp16) weights from the `from` version's archives."""
     for key, archive in zip(("genA2B", "genB2A"), plan.templates):
         assert archive is not None
-        with zipfile.ZipFile(archive.path) as z:
-            state = torch.load(io.BytesIO(z.read(export.WEIGHTS)), map_location="cpu", weights_only=True)
-        trainer.nets[key].load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        trainer.nets[key].load_state_dict(archive.generator_weights())
 
 
 def next_version(model_store: Path, styles: tuple[str, str]) -> str:
     """One major version above the highest either style has in the store ("1.0" for the first)."""
     found = store_versions(model_store)
     majors = [Version(v).major for s in styles for v in found.get(s, {}) if version_order(v)[0]]
-    return f"{max(majors) + 1}.0" if majors else export.DEFAULT_VERSION
+    return f"{max(majors) + 1}.0" if majors else DEFAULT_VERSION
 
 
 def export_versions(trainer: Trainer, plan: Plan, model_store: Path) -> dict[str, str]:
@@ -109,12 +102,11 @@ def export_versions(trainer: Trainer, plan: Plan, model_store: Path) -> dict[str
     arch = trainer.nets["genA2B"].arch()
     for style, key, template in zip(plan.styles, ("genA2B", "genB2A"), plan.templates):
         serving = {**DEFAULT_SERVING, **(template.config if template else {})}
-        info = catalog.Entry(**{k: template.config["handler"][k] for k in ("title", "description", "needs_face")}) \
-            if template else catalog.entry(style)
-        config = export.model_config(
+        info = template.entry if template else catalog.entry(style)
+        config = model_config(
             arch, plan.options.img_size, info, workers=int(serving["minWorkers"]),
             batch_size=int(serving["batchSize"]), max_batch_delay=int(serving["maxBatchDelay"]),
             response_timeout=int(serving["responseTimeout"]),
         )
-        export.write_archive(model_store, style, version, trainer.nets[key].state_dict(), config)
+        write_archive(model_store, style, version, trainer.nets[key].state_dict(), config)
     return {style: version for style in plan.styles}

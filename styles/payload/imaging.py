@@ -15,11 +15,17 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps
 
+try:  # flat inside a .mar: TorchServe puts the archive's folder on sys.path
+    from refusals import (
+        MAX_BYTES, MAX_PIXELS, MIN_SIDE, NOT_AN_IMAGE, TOO_LARGE, TOO_MANY_PIXELS, TOO_SMALL, TRUNCATED,
+    )
+except ModuleNotFoundError:  # imported from the source tree (tests, bench)
+    from styles.payload.refusals import (
+        MAX_BYTES, MAX_PIXELS, MIN_SIDE, NOT_AN_IMAGE, TOO_LARGE, TOO_MANY_PIXELS, TOO_SMALL, TRUNCATED,
+    )
+
 pillow_heif.register_heif_opener()
 
-MAX_BYTES = 20 * 1024 * 1024  # the one upload limit: the bots' default and TorchServe's config.properties follow it
-MAX_PIXELS = 40_000_000
-MIN_SIDE = 32
 SIZES = range(32, 2049)
 FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 DEFAULT_FORMAT = "jpeg"
@@ -28,11 +34,6 @@ WEBP_QUALITY = 90
 ALPHA_MODES = ("RGBA", "LA", "PA")  # not LAB: its "A" band is a colour
 WIDE_MODES = ("I", "F")  # 32-bit integer and float greyscale (16-bit modes are "I;16...")
 
-NOT_AN_IMAGE = "That file is not a picture I can read. Please send a JPEG, PNG, WebP or HEIC photo."
-TRUNCATED = "That picture seems cut off (the file is incomplete). Please send it again."
-TOO_LARGE = f"That file is too big (the limit is {MAX_BYTES // 2**20} MB). Please send a smaller photo."
-TOO_MANY_PIXELS = "That picture has too many pixels (the limit is 40 megapixels). Please send a smaller one."
-TOO_SMALL = f"That picture is too small. Please send one at least {MIN_SIDE} pixels on each side."
 BAD_OPTION = (
     f"Unsupported output options: size must be {SIZES.start}-{SIZES.stop - 1} px "
     f"and format one of {', '.join(FORMATS)}."

@@ -3,7 +3,7 @@
 Public-domain pictures (scikit-image's astronaut, Grace Hopper and Chelsea the
 cat; official portraits of Presidents Obama and Biden), cut square and shrunk to
 128 px JPEG. They ship as a module because export packs only `*.py` files from
-serving/archive/ into each `.mar`. FACES holds each photo's face box (left, top,
+styles/payload/ into each `.mar`. FACES holds each photo's face box (left, top,
 right, bottom as fractions of the side; OpenCV's Haar cascade, found once), or
 None for a photo with no human face.
 """

@@ -23,7 +23,7 @@ from PIL import Image
 try:  # flat inside a .mar: TorchServe puts the archive's folder on sys.path
     import mtcnn_detector as mtcnn
 except ModuleNotFoundError:  # imported from the source tree (tests, bench)
-    from serving.archive import mtcnn_detector as mtcnn
+    from styles.payload import mtcnn_detector as mtcnn
 
 NO_FACE = (
     "I couldn't find a face in that photo. Try one where the face is clearly visible: turned towards "

@@ -1,16 +1,14 @@
-"""Reading `.mar` files for the embedded engine: catalogue, unpacking, handler loading.
+"""Loading a `.mar` in this process, as a TorchServe worker does: unpack it, import its handler.
 
-What TorchServe does on the server, done in-process: read the manifest and
-model-config.yaml, unpack once (into a cache keyed by the archive's hash),
-import the packaged handler with the archive's folder on `sys.path`, and build
-the same `Service` (hence the same `Context`) the TorchServe worker builds.
+Unpack once (into a cache keyed by the archive's hash), import the packaged
+handler with the archive's folder on `sys.path`, and build the same `Service`
+(hence the same `Context`) the TorchServe worker builds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -18,85 +16,24 @@ import sys
 import tempfile
 import threading
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import ts
-import yaml
-from packaging.version import InvalidVersion, Version
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.service import Service
 from ts.utils.util import list_classes_from_module
 
-from serving.api import StyleInfo
+from styles.archive import Archive
 
 if TYPE_CHECKING:
     from ts.torch_handler.base_handler import BaseHandler
 
-MANIFEST = "MAR-INF/MANIFEST.json"
 METRICS_CONFIG = Path(ts.__file__).parent / "configs" / "metrics.yaml"
 _import_lock = threading.Lock()  # sys.path and sys.modules are process-wide
 # TorchServe's base handler warns at import about every optional accelerator it lacks.
 logging.getLogger("ts.torch_handler.base_handler").setLevel(logging.ERROR)
-
-
-@dataclass(frozen=True)
-class Archive:
-    """One `.mar` file as the model store holds it."""
-
-    path: Path
-    manifest: dict[str, Any]
-    config: dict[str, Any]  # model-config.yaml
-
-    @property
-    def name(self) -> str:
-        return self.manifest["model"]["modelName"]
-
-    @property
-    def version(self) -> str:
-        return self.manifest["model"]["modelVersion"]
-
-    def info(self) -> StyleInfo:
-        """The catalogue entry the exporter wrote into model-config.yaml."""
-        h = self.config["handler"]
-        return StyleInfo(self.name, h["title"], h["description"], bool(h["needs_face"]), self.version)
-
-
-def read_archive(path: Path) -> Archive:
-    """Manifest and model-config.yaml of a `.mar`, without unpacking it."""
-    with zipfile.ZipFile(path) as z:
-        manifest = json.loads(z.read(MANIFEST))
-        config_file = manifest["model"].get("configFile")
-        config = yaml.safe_load(z.read(config_file)) if config_file else {}
-    return Archive(path, manifest, config or {})
-
-
-def _version_key(archive: Archive) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(archive.version))
-    except InvalidVersion:
-        return (0, archive.version)
-
-
-def scan(store: Path) -> dict[str, Archive]:
-    """The version of each style that serves until a deploy says otherwise, by style name.
-
-    That is the oldest: the one that shipped. A newer archive (a retrain, an
-    export) serves only once an admin deploys it, which checks it first.
-    """
-    oldest: dict[str, Archive] = {}
-    for path in sorted(store.glob("*.mar")):
-        try:
-            archive = read_archive(path)
-            archive.info()  # only toonbot styles: skip archives without a catalogue entry
-        except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, yaml.YAMLError):
-            continue
-        best = oldest.get(archive.name)
-        if best is None or _version_key(archive) < _version_key(best):
-            oldest[archive.name] = archive
-    return oldest
 
 
 def file_hash(path: Path) -> str:

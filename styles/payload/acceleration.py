@@ -62,7 +62,7 @@ Run = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
-class Path:
+class InferencePath:
     """One way to run the generator: (N, 3, S, S) in [-1, 1] -> float32 on the input's device."""
 
     name: str
@@ -273,7 +273,7 @@ def _each(run: Run, batch: torch.Tensor) -> torch.Tensor:
     return torch.cat(out).float()
 
 
-def _timed(paths: list[Path], probe: torch.Tensor) -> list[Path]:
+def _timed(paths: list[InferencePath], probe: torch.Tensor) -> list[InferencePath]:
     """`paths` with their median seconds on `probe`, timed in turns so that a busy machine's
     drifting load falls on all alike (the verdict is kept: a fluke would stick)."""
     times: dict[str, list[float]] = {p.name: [] for p in paths}
@@ -288,14 +288,14 @@ def _timed(paths: list[Path], probe: torch.Tensor) -> list[Path]:
 
 @torch.inference_mode()
 def choose(model: nn.Module, img_size: int, device: torch.device, prefer: str = "auto",
-           artefacts: pathlib.Path | None = None, only: str | None = None) -> Path:
+           artefacts: pathlib.Path | None = None, only: str | None = None) -> InferencePath:
     """Build, check on photos and time each candidate; the fastest that passes (eager float32 at worst).
 
     `prefer` names one candidate to use if it passes ("eager" skips all of
     this); `only` checks just that one (a cached verdict: no timing).
     """
     model.eval()
-    baseline = Path("eager-fp32", _image_only(model))
+    baseline = InferencePath("eager-fp32", _image_only(model))
     if prefer == "eager" or only == baseline.name:
         return baseline
     batch = photo_batch(img_size, device)
@@ -315,7 +315,7 @@ def choose(model: nn.Module, img_size: int, device: torch.device, prefer: str = 
             logger.warning("inference path %s dropped: PSNR %.1f dB (faces %.1f dB) < %.0f (%.0f) dB",
                            name, whole, face, PSNR_FLOOR_DB, FACE_FLOOR_DB)
             continue
-        survivors.append(Path(name, run, whole))
+        survivors.append(InferencePath(name, run, whole))
     if only or prefer != "auto":
         best = survivors[-1]
     else:
@@ -372,7 +372,7 @@ class Accelerated:
                  model_dir: str | pathlib.Path | None = None, cache: pathlib.Path | None = None,
                  mode: str | None = None) -> None:
         model.eval()
-        self.path = Path("eager-fp32", _image_only(model))
+        self.path = InferencePath("eager-fp32", _image_only(model))
         self.ready = threading.Event()  # set once the final path is in place
         mode = mode or os.environ.get("TOONBOT_COMPILE", "background")
         if prefer == "eager" or mode == "never":
