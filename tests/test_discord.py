@@ -331,21 +331,27 @@ async def test_a_mention_replying_to_an_image_draws_it_with_the_message_content_
         fetched = await fake.send_message(83, dm=False, mention_bot=True, reply_to=earlier, resolved=False)
         await fake.wait_for("channel_message", count=3, channel_id=channel)
         no_picture = await fake.send_message(84, dm=False, mention_bot=True, reply_to=words)
-        replies = await fake.wait_for("channel_message", count=4, channel_id=channel)
+        await fake.wait_for("channel_message", count=4, channel_id=channel)
+        chatter = await fake.send_message(85, "so cool", dm=False, mention_bot=True, reply_to=photo)
+        replies = await fake.wait_for("channel_message", count=5, channel_id=channel)
 
     assert fake.identify is not None and fake.identify["intents"] & MESSAGE_CONTENT
     answered = {c.json["message_reference"]["message_id"]: c for c in replies}
-    assert set(answered) == {int(m["id"]) for m in (named, command, fetched, no_picture)}
-    for asked, caption in [(named, "Anime to selfie"), (command, "Selfie to anime"), (fetched, "Selfie to anime")]:
+    assert set(answered) == {int(m["id"]) for m in (named, command, fetched, no_picture, chatter)}
+    for asked, caption in [
+        (named, "Anime to selfie"), (command, "Selfie to anime"), (fetched, "Selfie to anime"),
+        (chatter, "Selfie to anime"),  # words that name no style are just chatter
+    ]:
         assert answered[int(asked["id"])].json["content"] == caption
         assert jpeg_size(answered[int(asked["id"])]) == (64, 64)
     assert answered[int(no_picture["id"])].json["content"] == messages.DISCORD_NO_PICTURE_IN_REPLY
     [fetch] = fake.calls_to("fetch_message")  # not in the bot's cache, not in the event
     assert fetch.params["message_id"] == earlier["id"]
-    assert fake.downloads.count(photo["attachments"][0]["id"]) == 2
+    assert fake.downloads.count(photo["attachments"][0]["id"]) == 3
     rows = await read_usage(sqlite_db_url)
     assert sorted((r.platform_user_id, r.style, r.status) for r in rows) == [
-        ("81", "anime2selfie", "ok"), ("82", "selfie2anime", "ok"), ("83", "selfie2anime", "ok")
+        ("81", "anime2selfie", "ok"), ("82", "selfie2anime", "ok"), ("83", "selfie2anime", "ok"),
+        ("85", "selfie2anime", "ok"),
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import discord
 from discord import app_commands
@@ -16,7 +17,6 @@ from bots.discord.answers import PLATFORM, answer, defer, deferring_read, forwar
 from bots.limits import ChatLimits
 
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
-STYLE_NAME = re.compile(r"[\w-]+")  # "@toonbot anime2selfie": a bare style name, as /style NAME
 
 
 def _image(attachments: list[discord.Attachment]) -> discord.Attachment | None:
@@ -130,19 +130,25 @@ class StyleCog(commands.Cog):
         if image is None:
             await message.reply(messages.NOT_A_COMMAND)
             return
-        text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()  # "/style NAME" picks one once
-        if STYLE_NAME.fullmatch(text):
-            text = f"/style {text}"
         asked = Request(
             platform=PLATFORM,
             user_id=str(message.author.id),
             chat_id=str(message.channel.id),
-            text=text,
-            attachment=Attachment(image.content_type or "", image.size, image.read),
+            text=re.sub(rf"<@!?{me.id}>", "", message.content).strip(),
         )
+        text = await self._style_asked(asked)
+        asked = replace(asked, text=text, attachment=Attachment(image.content_type or "", image.size, image.read))
         async with message.channel.typing():
             reply = await self._draw(message.guild.id if message.guild else None, asked)
         await message.reply(reply.text, file=image_file(reply) if reply.image is not None else None)
+
+    async def _style_asked(self, asked: Request) -> str:
+        """A mention's words as the core reads them: "/style NAME" as typed, or a deployed style's
+        bare name ("@toonbot anime2selfie"); any other words are just chatter ("")."""
+        if asked.text.startswith("/"):
+            return asked.text
+        listing = await self._core.handle(replace(asked, text="/styles"))
+        return f"/style {asked.text}" if asked.text in {b.style for b in listing.buttons} else ""
 
     async def _draw(
         self, guild_id: int | None, asked: Request, before_waiting: Callable[[], Awaitable[None]] | None = None
