@@ -6,13 +6,18 @@ Starts `python -m bots web` on the bundled model store (its own SQLite file,
 a free port, the per-IP cap raised so one machine can play many visitors)
 and measures, from this process:
 
-- start-up (`--fresh`: with an empty compile cache, as a fresh clone): seconds until the page answers, until the first picture, and
-  until every bundled style has drawn one (each style's first request loads it);
+- start-up (`--fresh`: with an empty compile cache, as a fresh clone):
+  seconds until the page answers, until the first picture, and until every
+  bundled style has drawn one (each style's first request loads it);
 - memory: the server's resident set (with its child processes, e.g. a
   background compile) once every style is loaded, and its peak;
 - a burst: USERS visitors, each with its own cookie, upload a face photo at
   the same moment; latency per request (median, p95, max) and how many got a
-  picture, repeated BURSTS times.
+  picture, repeated BURSTS times;
+- a Telegram burst (`--telegram-users N`, 20 by default; 0 skips): then
+  `python -m bots telegram` against the fake Bot API server the tests use
+  (tests/fakes/telegram.py, on 127.0.0.1), N users sending a photo at the
+  same moment; seconds until each has the picture back (goal: all within 6 s).
 
 Figures are printed with the CPU they ran on; judge them by the goal ratios
 (p95 against 2 s, memory against 600 MB), and only on an otherwise idle
@@ -33,7 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
@@ -42,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from training.hardware import cpu_name  # noqa: E402
 
+T = TypeVar("T")
 FACES = sorted((ROOT / "tests" / "fixtures" / "faces").glob("*.jpg"))
 
 
@@ -83,18 +91,26 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def start_page(port: int, folder: Path, threads: int, fresh: bool) -> subprocess.Popen[bytes]:
+def start_bots(front_end: str, folder: Path, threads: int, fresh: bool, **env: str) -> subprocess.Popen[bytes]:
+    """`python -m bots FRONT_END` on the bundled styles, with its own usage database and log."""
     env = {
         **os.environ,
         "MODEL_STORE": str(ROOT / "model_store"),
-        "DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'usage.db'}",
-        "WEB_PORT": str(port),
-        "WEB_REQUESTS_PER_MINUTE_PER_IP": "100000",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{folder / f'{front_end}.db'}",
         "OMP_NUM_THREADS": str(threads),
         **({"TOONBOT_COMPILE_CACHE": str(folder / "compiled")} if fresh else {}),
+        **env,
     }
-    log = open(folder / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
-    return subprocess.Popen([sys.executable, "-m", "bots", "web"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    log = open(folder / f"{front_end}.log", "wb")  # noqa: SIM115 - lives as long as the server
+    return subprocess.Popen([sys.executable, "-m", "bots", front_end], cwd=ROOT, env=env, stdout=log, stderr=log)
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 async def visitor(url: str) -> aiohttp.ClientSession:
@@ -115,13 +131,9 @@ async def upload(client: aiohttp.ClientSession, url: str, style: str, photo: Pat
         return time.perf_counter() - t, r.status
 
 
-async def wait_listening(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+async def wait_listening(url: str) -> None:
     async with aiohttp.ClientSession() as client:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if server.poll() is not None:
-                tail = log.read_text(errors="replace")[-2000:]
-                raise SystemExit(f"the page exited with {server.returncode}:\n{tail}")
+        while True:
             try:
                 async with client.get(f"{url}/api/styles") as r:
                     if r.status == 200 and (await r.json())["styles"]:
@@ -129,7 +141,6 @@ async def wait_listening(url: str, server: subprocess.Popen[bytes], log: Path, t
             except aiohttp.ClientConnectionError:
                 pass
             await asyncio.sleep(0.2)
-    raise SystemExit("the page did not answer in time")
 
 
 async def styles(url: str) -> list[str]:
@@ -138,7 +149,7 @@ async def styles(url: str) -> list[str]:
 
 
 async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[bytes], began: float) -> None:
-    await wait_listening(url, server, Path(args.log))
+    await while_running(server, Path(args.log), asyncio.wait_for(wait_listening(url), 300))
     print(f"page answers          {time.perf_counter() - began:6.1f} s after start")
     client = await visitor(url)
     try:
@@ -159,8 +170,9 @@ async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[b
         await asyncio.sleep(1)  # faster paths still being built in the background
     rss, peak = resident_mib(server.pid)
     left = len(_children(server.pid))
+    busy = f", {left} child processes still running" if left else ""
     print(f"memory, settled       {rss:6.0f} MiB resident (peak {peak:.0f} MiB; goal <= 600 MB), "
-          f"{time.perf_counter() - began:.0f} s after start" + (f", {left} child processes still running" if left else ""))
+          f"{time.perf_counter() - began:.0f} s after start{busy}")
 
     clients = await asyncio.gather(*(visitor(url) for _ in range(args.users)))
     try:
@@ -172,7 +184,8 @@ async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[b
             ))
             latencies += [s for s, _ in results]
             ok += sum(status == 200 for _, status in results)
-            print(f"burst {burst + 1}: {args.users} uploads at once, last answered after {max(s for s, _ in results):.2f} s")
+            last = max(s for s, _ in results)
+            print(f"burst {burst + 1}: {args.users} uploads at once, last answered after {last:.2f} s")
     finally:
         await asyncio.gather(*(c.close() for c in clients))
     print(f"web, {args.users} users x {args.bursts}: median {statistics.median(latencies):.2f} s, "
@@ -181,10 +194,52 @@ async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[b
     print(f"memory after bursts   {rss:6.0f} MiB resident (peak {peak:.0f} MiB)")
 
 
+async def while_running(server: subprocess.Popen[bytes], log: Path, awaitable: Awaitable[T]) -> T:
+    """`awaitable`'s result, unless the server exits first (then its log's tail, and stop)."""
+    task = asyncio.ensure_future(awaitable)
+    while not task.done():
+        if server.poll() is not None:
+            task.cancel()
+            tail = log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"{' '.join(map(str, server.args))} exited with {server.returncode}:\n{tail}")
+        await asyncio.wait({task}, timeout=0.2)
+    return task.result()
+
+
+async def telegram_burst(args: argparse.Namespace, folder: Path) -> None:
+    """N private chats send a photo at the same moment; seconds until each has its picture."""
+    from tests.fakes.telegram import FakeTelegram
+
+    async with FakeTelegram() as api:
+        bot = start_bots("telegram", folder, args.threads, args.fresh,
+                         TELEGRAM_TOKEN=api.token, TELEGRAM_API_URL=api.url)
+        try:
+            began = time.perf_counter()
+            api.send_photo(1, FACES[0].read_bytes(), caption=f"/style {args.style}")
+            await while_running(bot, folder / "telegram.log", api.wait_for("sendPhoto", chat_id=1, timeout=600))
+            print(f"telegram: first picture {time.perf_counter() - began:.1f} s after start")
+            users = range(100, 100 + args.telegram_users)
+
+            async def picture(user: int) -> float:
+                await api.wait_for("sendPhoto", chat_id=user, timeout=120)
+                return time.perf_counter() - sent
+
+            sent = time.perf_counter()
+            for i, user in enumerate(users):
+                api.send_photo(user, FACES[i % len(FACES)].read_bytes(), caption=f"/style {args.style}")
+            everyone = asyncio.gather(*(picture(u) for u in users))
+            seconds = await while_running(bot, folder / "telegram.log", everyone)
+        finally:
+            stop(bot)
+    print(f"telegram, {args.telegram_users} users at once: median {statistics.median(seconds):.2f} s, "
+          f"p95 {p95(seconds):.2f} s, all within {max(seconds):.2f} s (goal <= 6 s)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=30)
+    parser.add_argument("--users", type=int, default=30, help="web visitors per burst")
     parser.add_argument("--bursts", type=int, default=3)
+    parser.add_argument("--telegram-users", type=int, default=20)
     parser.add_argument("--style", default="selfie2anime")
     parser.add_argument("--settle", type=float, default=600,
                         help="seconds to wait for background builds to finish before measuring memory")
@@ -196,16 +251,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="toonbot-load-") as tmp:
         port = free_port()
         began = time.perf_counter()
-        server = start_page(port, Path(tmp), args.threads, args.fresh)
-        args.log = str(Path(tmp) / "server.log")
+        server = start_bots("web", Path(tmp), args.threads, args.fresh,
+                            WEB_PORT=str(port), WEB_REQUESTS_PER_MINUTE_PER_IP="100000")
+        args.log = str(Path(tmp) / "web.log")
         try:
             asyncio.run(measure(args, f"http://127.0.0.1:{port}", server, began))
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
+        if args.telegram_users:
+            asyncio.run(telegram_burst(args, Path(tmp)))
     return 0
 
 

@@ -29,6 +29,7 @@ Kind = Literal["gif", "mp4"]
 Progress = Callable[[int, int], Awaitable[None]]
 
 CONTENT_TYPES: dict[Kind, str] = {"gif": "image/gif", "mp4": "video/mp4"}
+NO_FACE_IN_CLIP = "I found no face in any frame of that clip. Try one where the face is large and turned to the camera."
 GIF_MIN_MS = 20  # browsers draw shorter GIF delays as 100 ms; keep what the file says, but never below this
 
 
@@ -228,7 +229,7 @@ async def draw(
             await progress(i + 1, len(clip.frames))
     frames = _held(drawn)
     if frames is None:
-        raise NoFace("I found no face in any frame of that clip. Try one where the face is large and turned to the camera.")
+        raise NoFace(NO_FACE_IN_CLIP)
     side = frames[0].size
     frames = [f if f.size == side else f.resize(side, Image.LANCZOS) for f in frames]
     return Stylized(encode(clip, frames), style, version, clip.content_type, faces)
