@@ -65,10 +65,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def resident_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of `pid` plus its live children, in MiB."""
+def resident_mib(pid: int, children: bool = True) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of `pid` (plus its live children), in MiB."""
     now = peak = 0
-    for p in [pid, *_children(pid)]:
+    for p in [pid, *(_children(pid) if children else [])]:
         try:
             status = Path(f"/proc/{p}/status").read_text()
         except OSError:
@@ -168,10 +168,10 @@ async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[b
     settled = time.perf_counter()
     while _children(server.pid) and time.perf_counter() - settled < args.settle:
         await asyncio.sleep(1)  # faster paths still being built in the background
-    rss, peak = resident_mib(server.pid)
+    rss, peak = resident_mib(server.pid, children=False)
     left = len(_children(server.pid))
     busy = f", {left} child processes still running" if left else ""
-    print(f"memory, settled       {rss:6.0f} MiB resident (peak {peak:.0f} MiB; goal <= 600 MB), "
+    print(f"memory, settled       {rss:6.0f} MiB resident, server alone (peak {peak:.0f} MiB; goal <= 600 MB), "
           f"{time.perf_counter() - began:.0f} s after start{busy}")
 
     clients = await asyncio.gather(*(visitor(url) for _ in range(args.users)))
