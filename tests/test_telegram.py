@@ -251,13 +251,15 @@ async def test_groups_draw_a_captioned_photo_or_the_photo_a_style_command_replie
         api.send_text(208, "/style@another_bot", chat_id=GROUP, reply_to=photo)  # not for us
         api.send_photo(209, face_jpeg, caption="/style@another_bot", chat_id=GROUP)
         help_text = api.send_text(210, "/help@toonbot_test_bot", chat_id=GROUP)
+        topic = api.open_topic(211, GROUP, "Selfies")
+        in_topic = api.send_text(211, "/style anime2selfie", chat_id=GROUP, reply_to=topic)  # not a reply
         photos = await api.wait_for("sendPhoto", chat_id=GROUP, count=4)
         [document] = await api.wait_for("sendDocument", chat_id=GROUP)
-        answers = await api.wait_for("sendMessage", chat_id=GROUP, count=2)
+        answers = await api.wait_for("sendMessage", chat_id=GROUP, count=3)
         await asyncio.sleep(0.5)  # time for anything unwanted to show
 
     assert {m["message_id"] for m in api.withheld} >= {photo["message_id"], file["message_id"]}
-    assert len(api.calls_to("sendPhoto")) == 4 and len(api.calls_to("sendMessage")) == 2  # nothing else
+    assert len(api.calls_to("sendPhoto")) == 4 and len(api.calls_to("sendMessage")) == 3  # nothing else
     drawn = {replying_to(c): c.fields["caption"] for c in photos}
     assert drawn == {
         captioned["message_id"]: "Anime to selfie",
@@ -269,7 +271,9 @@ async def test_groups_draw_a_captioned_photo_or_the_photo_a_style_command_replie
     assert replying_to(document) == as_file["message_id"]  # a file comes back as a file
     said = {replying_to(c): c.fields["text"] for c in answers}
     assert said == {
-        no_photo["message_id"]: messages.NO_PICTURE_IN_REPLY, help_text["message_id"]: messages.HELP
+        no_photo["message_id"]: messages.NO_PICTURE_IN_REPLY,
+        help_text["message_id"]: messages.HELP,
+        in_topic["message_id"]: messages.STYLE_SET.format(title="Anime to selfie"),  # switched, as outside topics
     }
     assert "In a group" in messages.HELP
     rows = await read_usage(sqlite_db_url)

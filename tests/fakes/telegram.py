@@ -273,6 +273,12 @@ class FakeTelegram:
         document = self._file_entry(data, "documents", file_name=file_name, mime_type=mime_type)
         return self._user_message(user_id, where, document=document, **_caption(caption))
 
+    def open_topic(self, user_id: int, chat_id: int, name: str) -> JSON:
+        """The user opens a forum topic in a group: a service message that every message in the
+        topic "replies" to (`reply_to=` it, as Telegram does)."""
+        started = {"name": name, "icon_color": 0}
+        return self._user_message(user_id, {"chat_id": chat_id}, forum_topic_created=started)
+
     def press_button(self, user_id: int, message_id: int, callback_data: str) -> None:
         """The user presses an inline keyboard button that the bot's message really shows."""
         message = self._messages[message_id]
@@ -302,7 +308,7 @@ class FakeTelegram:
         if reply_to is not None:  # the message replied to comes along, without its own reply
             message["reply_to_message"] = {k: v for k, v in reply_to.items() if k != "reply_to_message"}
         self._messages[message["message_id"]] = message
-        if chat_id < 0 and self.privacy_mode and not self._for_the_bot(message):
+        if chat_id < 0 and self.privacy_mode and not (self._for_the_bot(message) or _service(message)):
             self.withheld.append(message)
         else:
             self._push(message=message)
@@ -359,6 +365,11 @@ def _chat(chat_id: int) -> JSON:
     if chat_id < 0:  # groups have negative ids
         return {"id": chat_id, "type": "supergroup", "title": f"Group{-chat_id}"}
     return {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
+
+
+def _service(message: JSON) -> bool:
+    """Service messages reach every bot, privacy mode or not (only a topic's start is made here)."""
+    return "forum_topic_created" in message
 
 
 def _command_entities(text: str) -> list[JSON]:
