@@ -1,6 +1,9 @@
 """Admin commands (/stats, /models, /deploy, /rollback, /retrain, /jobs, /cancel) and everyone's
 /privacy and /forget, registered into the core so every front end gets them.
 
+This is their chat side: parsing a command's text and wording the reply. What
+they do is `ops`'s (deploys through `ops.deploy`, usage and jobs through `ops.admin`).
+
 Admins are the platform user ids in `ADMIN_IDS`. Anyone else asking for an
 admin command gets exactly the answer to an unknown command (so the commands
 stay unadvertised), and the attempt is logged.
@@ -17,13 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bots import charts, messages
 from bots.core import Command, Core, Reply, Request
 from bots.settings import Settings
-from db import jobs, stats, users
+from db import users
+from db.jobs import describe
 from db.models import Platform
 from db.types import now_utc
-from styles import catalog
-from serving.deploy import Deployer, describe_models
-from serving.management import DeployError, Management
-from training.jobs import describe
+from ops import admin
+from ops.deploy import Deployer, describe_models, open_deployer
+from ops.management import Management
 
 logger = logging.getLogger(__name__)
 
@@ -35,19 +38,12 @@ DEFAULT_ITERATIONS = 10_000
 async def open_admin(
     settings: Settings, management: Management, sessions: async_sessionmaker[AsyncSession], core: Core
 ) -> Admin:
-    """The admin commands over the runtime the core draws with, installed into the core.
-
-    The last logged defaults are put back first: the embedded engine forgets
-    them when the process restarts, TorchServe when it does.
-    """
-    deployer = Deployer(management, sessions, settings.model_store, on_change=core.refresh_styles)
-    try:
-        await deployer.restore()
-    except DeployError as error:  # TorchServe down: the bots still start, and say so when asked
-        logger.warning("could not restore the deployed versions: %s", error.message)
-    admin = Admin(deployer=deployer, sessions=sessions, admin_ids=settings.admin_ids)
-    admin.install(core)
-    return admin
+    """The admin commands over the runtime the core draws with (its logged defaults restored),
+    installed into the core."""
+    deployer = await open_deployer(management, sessions, settings.model_store, on_change=core.refresh_styles)
+    commands = Admin(deployer=deployer, sessions=sessions, admin_ids=settings.admin_ids)
+    commands.install(core)
+    return commands
 
 
 def requester(request: Request) -> str:
@@ -120,23 +116,19 @@ class Admin:
         if arg and (not arg.isdigit() or not 1 <= int(arg) <= MAX_STATS_DAYS):
             return Reply(messages.ADMIN_USAGE["stats"])
         days = int(arg or 7)
-        async with self.sessions() as session:
-            daily = await stats.requests_per_day(session, days=days)
-            summary = await stats.style_summary(session, days=days)
-            errors = await stats.top_errors(session, days=days)
-        if not summary:
+        report = await admin.usage_report(self.sessions, days=days)
+        if not report.styles:
             return Reply(messages.STATS_EMPTY.format(days=days))
-        total, ok = sum(s.requests for s in summary), sum(s.ok for s in summary)
-        lines = [messages.STATS_TOTAL.format(days=days, requests=total, rate=ok / total)]
+        lines = [messages.STATS_TOTAL.format(days=days, requests=report.requests, rate=report.success_rate)]
         lines += [
             messages.STATS_STYLE.format(
                 style=s.style, requests=s.requests, rate=s.success_rate, p50=_ms(s.p50_ms), p95=_ms(s.p95_ms)
             )
-            for s in summary
+            for s in report.styles
         ]
-        if errors:
-            lines.append(messages.STATS_ERRORS.format(errors=", ".join(f"{kind} {n}" for kind, n in errors)))
-        chart = await asyncio.to_thread(charts.requests_chart, daily, days=days, today=now_utc().date())
+        if report.errors:
+            lines.append(messages.STATS_ERRORS.format(errors=", ".join(f"{kind} {n}" for kind, n in report.errors)))
+        chart = await asyncio.to_thread(charts.requests_chart, report.daily, days=days, today=now_utc().date())
         return Reply("\n".join(lines), image=chart, content_type="image/png")
 
     # Deployments -------------------------------------------------------------
@@ -173,32 +165,27 @@ class Admin:
             from_version, parts = parts[-1], parts[:-2]
         if len(parts) not in (1, 2) or (len(parts) == 2 and not (parts[1].isdigit() and int(parts[1]) > 0)):
             return Reply(messages.ADMIN_USAGE["retrain"])
+        iterations = int(parts[1]) if len(parts) == 2 else DEFAULT_ITERATIONS
         try:
-            catalog.check_job(parts[0], from_version)
+            job = await admin.queue_retrain(
+                self.sessions, pair=parts[0], iterations=iterations, from_version=from_version, deploy=deploy,
+                by=requester(request), notify_platform=request.platform, notify_chat_id=request.chat_id,
+            )
         except ValueError as error:
             return Reply(f"{error}\n{messages.ADMIN_USAGE['retrain']}")
-        iterations = int(parts[1]) if len(parts) == 2 else DEFAULT_ITERATIONS
-        async with self.sessions() as session:
-            job = await jobs.enqueue(
-                session, pair=parts[0], iterations=iterations, from_version=from_version,
-                requested_by=requester(request), notify_platform=request.platform,
-                notify_chat_id=request.chat_id, deploy_when_done=deploy,
-            )
         start = f", from {from_version}" if from_version else ""
         return Reply(messages.JOB_QUEUED.format(id=job.id, pair=job.pair, iterations=iterations, start=start))
 
     async def _jobs(self, request: Request, arg: str) -> Reply:
         """The latest jobs with their progress."""
-        async with self.sessions() as session:
-            found = await jobs.list_jobs(session, limit=10)
+        found = await admin.latest_jobs(self.sessions, limit=10)
         return Reply("\n".join(describe(j) for j in found) if found else messages.JOBS_EMPTY)
 
     async def _cancel(self, request: Request, arg: str) -> Reply:
         """Cancel a queued job at once, a running one at its next heartbeat."""
         if not arg.isdigit():
             return Reply(messages.ADMIN_USAGE["cancel"])
-        async with self.sessions() as session:
-            job = await jobs.cancel(session, job_id=int(arg), reason=f"cancelled by {requester(request)}")
+        job = await admin.cancel_job(self.sessions, job_id=int(arg), by=requester(request))
         if job is None:
             return Reply(messages.NO_SUCH_JOB.format(id=arg))
         return Reply(messages.JOB_CANCELLED.format(job=describe(job)))

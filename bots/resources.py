@@ -20,11 +20,10 @@ from bots.core import Core
 from bots.settings import Settings
 from db.engine import create_engine, default_url, session_factory
 from db.usage import UsageRecorder
-from serving.factory import open_stylizer
+from ops.management import Management, open_management
 from serving.api import Stylizer
-from serving.client import default_management_url
 from serving.engine import EmbeddedEngine
-from serving.management import EmbeddedManagement, Management, TorchServeManagement
+from serving.factory import open_stylizer
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +41,9 @@ def open_configured_stylizer(settings: Settings) -> Stylizer:
 
 def open_configured_management(settings: Settings, stylizer: Stylizer) -> Management:
     """Deploys through the same runtime the stylizer draws with."""
-    if isinstance(stylizer, EmbeddedEngine):
-        return EmbeddedManagement(stylizer)
-    assert settings.torchserve_url is not None
-    return TorchServeManagement(
-        settings.torchserve_url,
-        settings.torchserve_management_url or default_management_url(settings.torchserve_url),
-        token=_secret(settings.torchserve_token),
-        management_token=_secret(settings.torchserve_management_token),
+    return open_management(
+        stylizer, settings.torchserve_url, management_url=settings.torchserve_management_url,
+        token=_secret(settings.torchserve_token), management_token=_secret(settings.torchserve_management_token),
     )
 
 

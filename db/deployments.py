@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import DeployAction, Deployment, Runtime
+from db.models import DeployAction, Deployment, ServingRuntime
 
 
 async def record_deployment(
@@ -15,7 +15,7 @@ async def record_deployment(
     version: str,
     action: DeployAction,
     deployed_by: str,
-    runtime: Runtime,
+    runtime: ServingRuntime,
     ok: bool,
     message: str = "",
 ) -> Deployment:

@@ -85,6 +85,18 @@ async def mark_announced(session: AsyncSession, *, job: TrainingJob) -> None:
     await session.commit()
 
 
+def describe(job: TrainingJob) -> str:
+    """One line per job, the same in chat (/jobs) and on the command line."""
+    line = f"#{job.id} {job.pair} {job.status} {job.progress}/{job.iterations}"
+    if job.from_version:
+        line += f" from {job.from_version}"
+    if job.result and job.result.get("versions"):
+        line += " -> " + ", ".join(f"{s} {v}" for s, v in job.result["versions"].items())
+    if job.error:
+        line += f" ({job.error})"
+    return line
+
+
 async def claim(session: AsyncSession, *, worker_id: str) -> TrainingJob | None:
     """Take the oldest queued job for `worker_id`, or None if there is none to take."""
     oldest_queued = (

@@ -29,7 +29,8 @@ from db.types import UTCDateTime, utcnow
 Platform = Literal["telegram", "discord", "web"]
 UsageStatus = Literal["ok", "bad_input", "no_face", "rate_limited", "overloaded", "error"]
 DeployAction = Literal["deploy", "rollback"]
-Runtime = Literal["torchserve", "embedded"]
+ServingRuntime = Literal["torchserve", "embedded"]  # what a deploy switched (training has its own Runtime)
+Runtime = ServingRuntime  # TEMPORARY: tests/fakes/stylizer.py imports this name; delete with its change
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
 # Usage grows without bound: 64-bit ids on PostgreSQL, while SQLite needs
@@ -106,7 +107,7 @@ class Deployment(Base):
     version: Mapped[str] = mapped_column(String(32))
     action: Mapped[DeployAction] = mapped_column(choice(DeployAction, "action"))
     deployed_by: Mapped[str] = mapped_column(String(80))  # "platform:user id"
-    runtime: Mapped[Runtime] = mapped_column(choice(Runtime, "runtime"))
+    runtime: Mapped[ServingRuntime] = mapped_column(choice(ServingRuntime, "runtime"))
     ok: Mapped[bool] = mapped_column(Boolean)
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = created_column()

@@ -1,1 +1,1 @@
-"""Serving: the `.mar` handler, the embedded engine, the TorchServe client (`serving.factory` picks one)."""
+"""Serving: the runtimes that answer from `.mar` archives: the embedded engine, the TorchServe client and launcher (`serving.factory` picks one)."""

@@ -15,13 +15,11 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from serving import admin_cli
 from serving.factory import open_stylizer
 from serving.api import Stylizer, StylizeError, Unavailable
-from serving.management import DeployError
 from serving.torchserve import LocalTorchServe, Ports
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
@@ -152,17 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The serving command line."""
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-store", type=Path, default=Path(os.environ.get("MODEL_STORE", "model_store")))
-    parser.add_argument("--run-dir", type=Path, default=Path(".cache/torchserve"),
-                        help="local TorchServe's config, keys and logs (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8080,
-                        help="local TorchServe's inference port; management, metrics and gRPC follow (default %(default)s)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show the log as well")
+    add_local_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("start", help="start a local TorchServe").set_defaults(func=start)
     sub.add_parser("stop", help="stop it").set_defaults(func=stop)
     sub.add_parser("status", help="is it running?").set_defaults(func=status)
-    admin_cli.add_parsers(sub)
     for name, func, help_text in (("styles", _styles, "list the styles"), ("stylize", _stylize, "stylize pictures")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--torchserve", metavar="URL", help="TorchServe inference URL (default: $TORCHSERVE_URL, else embedded)")
@@ -181,16 +173,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the chosen command."""
     args = build_parser().parse_args(argv)
+    return run_reporting(args, lambda: args.func(args), StylizeError)
+
+
+def add_local_options(parser: argparse.ArgumentParser) -> None:
+    """The model store, the local TorchServe (run folder with its keys, ports) and -v: every command line's."""
+    parser.add_argument("--model-store", type=Path, default=Path(os.environ.get("MODEL_STORE", "model_store")))
+    parser.add_argument("--run-dir", type=Path, default=Path(".cache/torchserve"),
+                        help="local TorchServe's config, keys and logs (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="local TorchServe's inference port; management, metrics and gRPC follow (default %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the log as well")
+
+
+def run_reporting(args: argparse.Namespace, command: Callable[[], int | None], *expected: type[Exception]) -> int:
+    """Run a command; an `expected` failure (its `message`), an OS error or Ctrl-C ends in one line on stderr."""
     # The runtimes log what they retry and why; the user gets the one line below instead.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        return int(command() or 0)
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 130
-    except (StylizeError, DeployError) as err:
-        print(f"error: {err.message or err}", file=sys.stderr)
+    except expected as err:
+        print(f"error: {getattr(err, 'message', None) or err}", file=sys.stderr)
     except OSError as err:
         print(f"error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
     return 1

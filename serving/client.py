@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -45,6 +46,33 @@ def default_management_url(inference_url: str) -> str:
     return urlunsplit((parts.scheme, f"{parts.hostname}:{port}", "", "", ""))
 
 
+class TorchServeHTTP:
+    """One aiohttp session to TorchServe's APIs, each call with its API's bearer key.
+
+    The client (predictions, the style list) and the management calls of a
+    deploy both talk to TorchServe through it.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def request(
+        self, method: str, url: str, token: str | None, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """(status, headers, body) of one call; aiohttp's errors pass through to the caller."""
+        if self._session is None or self._session.closed:  # opened inside the running loop
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+        async with self._session.request(method, url, headers=headers, **kwargs) as resp:
+            return resp.status, resp.headers.copy(), await resp.read()  # headers: case-insensitive
+
+    async def close(self) -> None:
+        """Close the session, if one was opened."""
+        if self._session is not None:
+            await self._session.close()
+
+
 class TorchServeClient:
     """`Stylizer` over a running TorchServe."""
 
@@ -63,33 +91,20 @@ class TorchServeClient:
         self.management_url = (management_url or default_management_url(url)).rstrip("/")
         self.token = token
         self.management_token = management_token or token
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.retries = retries
         self.backoff = backoff
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        """One session per client, opened on first use inside the running loop."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return self._session
-
-    @staticmethod
-    def _auth(token: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = TorchServeHTTP(timeout)
 
     async def _request(
         self, method: str, url: str, token: str | None, *, headers: dict[str, str] | None = None, **kwargs
     ) -> tuple[int, Mapping[str, str], bytes]:
         """Send, retrying RETRY_STATUSES and refused connections; (status, headers, body)."""
-        headers = {**self._auth(token), **(headers or {})}
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                async with self._http().request(method, url, headers=headers, **kwargs) as resp:
-                    body = await resp.read()
-                    if resp.status not in RETRY_STATUSES or last:
-                        return resp.status, resp.headers.copy(), body  # case-insensitive
+                status, resp_headers, body = await self._http.request(method, url, token, headers=headers, **kwargs)
+                if status not in RETRY_STATUSES or last:
+                    return status, resp_headers, body
             except aiohttp.ClientConnectionError as err:
                 if last:
                     logger.warning("TorchServe unreachable at %s: %s", url, err)
@@ -175,5 +190,4 @@ class TorchServeClient:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()

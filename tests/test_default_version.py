@@ -11,9 +11,9 @@ import torch
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from torchserve_fixture import export_tiny_styles
 
-from serving.deploy import Deployer
+from ops.deploy import Deployer
 from serving.engine import EmbeddedEngine
-from serving.management import EmbeddedManagement
+from ops.management import EmbeddedManagement
 
 torch.set_num_threads(1)
 Sessions = async_sessionmaker[AsyncSession]

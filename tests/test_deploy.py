@@ -17,9 +17,9 @@ from db.engine import create_engine, session_factory
 from db.models import Deployment
 from serving.api import Stylizer
 from serving.client import TorchServeClient
-from serving.deploy import BASELINE_BY, Deployer
+from ops.deploy import BASELINE_BY, Deployer
 from serving.engine import EmbeddedEngine
-from serving.management import Management, EmbeddedManagement, TorchServeManagement
+from ops.management import Management, EmbeddedManagement, TorchServeManagement
 from styles.archive import MANIFEST
 from serving.torchserve import LocalTorchServe
 

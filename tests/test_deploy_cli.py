@@ -1,4 +1,4 @@
-"""`python -m serving deploy | rollback | models` on the embedded engine, with the deployment log."""
+"""`python -m ops deploy | rollback | models` on the embedded engine, with the deployment log."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from test_deploy import broken_copy
 from torchserve_fixture import export_tiny_styles
 
-from serving import cli
+from ops import cli
 
 torch.set_num_threads(1)
 

@@ -18,9 +18,9 @@ from bots.settings import Settings
 from db.engine import create_engine, session_factory
 from db.models import TrainingJob, User
 from styles import catalog
-from serving.deploy import Deployer
+from ops.deploy import Deployer
 from serving.engine import EmbeddedEngine
-from serving.management import EmbeddedManagement
+from ops.management import EmbeddedManagement
 from training import cli, retrain
 
 if TYPE_CHECKING:

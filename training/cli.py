@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training import data, export, fit, jobs, official, showcase, summary, warm_start, worker
+from training import data, export, fit, official, queue_cli, showcase, summary, warm_start, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     official.add_parser(sub)
     export.add_parser(sub)
     worker.add_parser(sub)
-    jobs.add_parser(sub)
+    queue_cli.add_parser(sub)
     warm_start.add_parser(sub)
     data.add_parser(sub)
     showcase.add_parser(sub)

@@ -25,7 +25,7 @@ from db import jobs
 from db.engine import create_engine, default_url, session_factory
 from db.models import TrainingJob
 from training import distributed, retrain
-from training.jobs import add_database_argument
+from training.queue_cli import add_database_argument
 from training.trainer import Trainer
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""`python -m training enqueue | jobs | cancel`: the training queue for admins without chat access."""
+"""`python -m training enqueue | jobs | cancel`: the training queue (`db.jobs`) for admins without chat access."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import jobs
 from db.engine import create_engine, default_url, session_factory
-from db.models import TrainingJob
+from db.jobs import describe
 from styles import catalog
 
 
@@ -21,18 +21,6 @@ def add_database_argument(parser: argparse.ArgumentParser) -> None:
     """--database-url, defaulting to DATABASE_URL (else the SQLite file the bots use)."""
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
                         help="default: $DATABASE_URL, else the bots' SQLite file")
-
-
-def describe(job: TrainingJob) -> str:
-    """One line per job, the same in chat (/jobs) and on the command line."""
-    line = f"#{job.id} {job.pair} {job.status} {job.progress}/{job.iterations}"
-    if job.from_version:
-        line += f" from {job.from_version}"
-    if job.result and job.result.get("versions"):
-        line += " -> " + ", ".join(f"{s} {v}" for s, v in job.result["versions"].items())
-    if job.error:
-        line += f" ({job.error})"
-    return line
 
 
 async def _with_session(args: argparse.Namespace, work: Callable[[AsyncSession], Awaitable[int]]) -> int:

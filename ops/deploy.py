@@ -1,6 +1,6 @@
 """Deploy, roll back and list style versions; every attempt is a row in `deployments`.
 
-The runtime (`serving.management`) does the switching; this module adds the
+The runtime (`ops.management`) does the switching; this module adds the
 audit trail, works out what a rollback returns to, and, at start-up, puts the
 logged defaults back in place (the embedded engine forgets them on restart).
 """
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import deployments
 from db.models import DeployAction
-from serving.management import DeployError, Management, find_archive
+from ops.management import DeployError, Management, find_archive
 from styles import catalog
 from styles.archive import scan
 
@@ -55,7 +55,7 @@ class StyleReport:
 
 
 def describe_models(reports: list[StyleReport]) -> list[str]:
-    """/models and `python -m serving models`: a style per line, its versions indented, the default starred."""
+    """/models and `python -m ops models`: a style per line, its versions indented, the default starred."""
     lines = []
     for report in reports:
         lines.append(f"{report.style} (default {report.default})")
@@ -164,3 +164,17 @@ class Deployer:
                 session, style=style, version=version, action=action, deployed_by=by,
                 runtime=self.management.runtime, ok=ok, message=message,
             )
+
+
+async def open_deployer(
+    management: Management, sessions: async_sessionmaker[AsyncSession], model_store: Path,
+    on_change: Callable[[], None] = lambda: None,
+) -> Deployer:
+    """A deployer over `management`, with the last logged defaults put back in place first: the
+    embedded engine forgets them when its process restarts, TorchServe when it does."""
+    deployer = Deployer(management, sessions, model_store, on_change=on_change)
+    try:
+        await deployer.restore()
+    except DeployError as error:  # TorchServe down: the bots still start, and say so when asked
+        logger.warning("could not restore the deployed versions: %s", error.message)
+    return deployer

@@ -16,7 +16,9 @@ from typing import Protocol
 
 import aiohttp
 
-from db.models import Runtime
+from db.models import ServingRuntime
+from serving.api import Stylizer
+from serving.client import TorchServeHTTP, default_management_url
 from serving.engine import EmbeddedEngine
 from styles.archive import Archive, find, store_versions, version_order
 
@@ -45,7 +47,7 @@ class StyleVersions:
 class Management(Protocol):
     """What deploy and rollback need from a runtime."""
 
-    runtime: Runtime
+    runtime: ServingRuntime
 
     async def versions(self) -> list[StyleVersions]:
         """Every style's versions, sorted by style name."""
@@ -71,7 +73,7 @@ def find_archive(store: Path, style: str, version: str) -> Archive:
 class EmbeddedManagement:
     """The in-process engine: the model store's archives, one default pinned per style."""
 
-    runtime: Runtime = "embedded"
+    runtime: ServingRuntime = "embedded"
 
     def __init__(self, engine: EmbeddedEngine) -> None:
         self.engine = engine
@@ -101,7 +103,7 @@ class EmbeddedManagement:
 class TorchServeManagement:
     """TorchServe's management API (register, scale, set-default) and inference API (the check)."""
 
-    runtime: Runtime = "torchserve"
+    runtime: ServingRuntime = "torchserve"
 
     def __init__(
         self, inference_url: str, management_url: str, *, token: str | None = None,
@@ -111,18 +113,14 @@ class TorchServeManagement:
         self.management_url = management_url.rstrip("/")
         self.token = token
         self.management_token = management_token or token
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = TorchServeHTTP(timeout)
 
     async def _call(
         self, method: str, url: str, token: str | None, *, headers: dict[str, str] | None = None, **kwargs: object
     ) -> tuple[int, bytes]:
-        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
-        if self._session is None:  # opened inside the running loop
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
-            async with self._session.request(method, url, headers=headers, **kwargs) as resp:  # type: ignore[arg-type]
-                return resp.status, await resp.read()
+            status, _, body = await self._http.request(method, url, token, headers=headers, **kwargs)
+            return status, body
         except (aiohttp.ClientError, TimeoutError) as error:
             raise DeployError(f"TorchServe did not answer: {error or type(error).__name__}") from error
 
@@ -187,8 +185,22 @@ class TorchServeManagement:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
+
+
+def open_management(
+    stylizer: Stylizer, torchserve_url: str | None, *, management_url: str | None = None,
+    token: str | None = None, management_token: str | None = None,
+) -> Management:
+    """Deploys through the runtime `stylizer` draws with: the embedded engine itself, else TorchServe's APIs."""
+    if isinstance(stylizer, EmbeddedEngine):
+        return EmbeddedManagement(stylizer)
+    if not torchserve_url:
+        raise ValueError("a TorchServe client needs its URL to manage versions")
+    return TorchServeManagement(
+        torchserve_url, management_url or default_management_url(torchserve_url),
+        token=token, management_token=management_token,
+    )
 
 
 def _reason(body: bytes) -> str:

@@ -1,4 +1,4 @@
-"""`python -m serving deploy | rollback | models`: what /deploy, /rollback and /models do in chat.
+"""`python -m ops deploy | rollback | models`: what /deploy, /rollback and /models do in chat.
 
 With `--torchserve URL` (or `TORCHSERVE_URL`) the change is made on that
 TorchServe at once. Without, the version is loaded and checked in this
@@ -14,12 +14,15 @@ import asyncio
 import getpass
 import os
 import sys
+from collections.abc import Sequence
 
 from db.engine import create_engine, default_url, migrate, session_factory
+from ops.deploy import Deployer, describe_models
+from ops.management import DeployError, EmbeddedManagement, Management, TorchServeManagement
+from serving.api import StylizeError
+from serving.cli import add_local_options, run_reporting
 from serving.client import default_management_url
-from serving.deploy import Deployer, describe_models
 from serving.engine import EmbeddedEngine
-from serving.management import DeployError, EmbeddedManagement, Management, TorchServeManagement
 from serving.torchserve import LocalTorchServe, Ports
 
 
@@ -65,14 +68,13 @@ async def _run(args: argparse.Namespace) -> int:
         await db.dispose()
 
 
-def _main(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register `deploy`, `rollback` and `models` with the serving CLI."""
-    deploy = sub.add_parser("deploy", help="make a model-store version a style's default", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The operations command line."""
+    parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_local_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    deploy = sub.add_parser("deploy", help="make a model-store version a style's default")
     deploy.add_argument("style")
     deploy.add_argument("version")
     rollback = sub.add_parser("rollback", help="make the previously deployed version the default again")
@@ -80,4 +82,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser("models", help="each style's versions, default and deployments")
     for p in (deploy, rollback, models):
         p.add_argument("--torchserve", metavar="URL", help="TorchServe inference URL (default: $TORCHSERVE_URL, else embedded)")
-        p.set_defaults(func=_main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the chosen command; every failure is one line on stderr."""
+    args = build_parser().parse_args(argv)
+    return run_reporting(args, lambda: asyncio.run(_run(args)), DeployError, StylizeError)
