@@ -24,7 +24,7 @@ from bots.limits import Refusal, UserLimits
 from db import users
 from db.models import Platform, UsageStatus
 from db.usage import UsageRecord, UsageRecorder
-from serving import catalog
+from serving import animation, catalog
 from serving.api import StyleInfo, Stylizer, StylizeError
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ SAVED_STYLE_TTL_S = 300.0  # another process's /style shows here within this lon
 SAVED_STYLE_USERS = 100_000  # users whose style is remembered in memory
 # Declared types that say nothing either way: let the decoder judge the bytes.
 _UNDECLARED = ("", "application/octet-stream")
+# (frames drawn, frames in all), called as a clip is drawn; an adapter shows it (`every` spaces it out).
+Progress = Callable[[int, int], Awaitable[None]]
 
 
 class TooBig(Exception):
@@ -69,6 +71,7 @@ class Request:
     text: str = ""
     attachment: Attachment | None = None
     network: str | None = None  # where it came from (the web page: the IP); limited per minute too
+    progress: Progress | None = None  # told as an animated GIF or video is drawn, frame by frame
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class Reply:
     buttons: tuple[StyleButton, ...] = ()
     problem: Problem | None = None  # why no picture came back, when one was sent
     retry_after_s: int | None = None  # when it may work again (rate limits, overload)
+    animated: animation.Kind | None = None  # "gif" or "mp4": the image is an animation of that kind
+    sound: bool = False  # an animated MP4 with a sound track (Telegram: a video, not a silent animation)
 
 
 Command = Callable[[Request, str], Awaitable[Reply]]
@@ -175,6 +180,7 @@ class Core:
         max_in_flight: int,
         max_upload_bytes: int,
         output_size: int | None,
+        animation_limits: animation.Limits = animation.Limits(),
     ) -> None:
         self._stylizer = stylizer
         self._sessions = sessions
@@ -185,6 +191,7 @@ class Core:
         self._model_slots = asyncio.Semaphore(max_in_flight)
         self._max_upload_bytes = max_upload_bytes
         self._output_size = output_size
+        self._animation_limits = animation_limits
         self._catalogue_lock = asyncio.Lock()
         self._catalogue_cache: dict[str, StyleInfo] = {}
         self._catalogue_expires = 0.0
@@ -389,14 +396,16 @@ class Core:
                 outcome.refuse("rate_limited", "too_many", text, limits.retry_after(key))
                 return
         try:
-            await self._draw(style, attachment, outcome)
+            await self._draw(style, attachment, outcome, request.progress)
         finally:
             self._limits.release(user)
 
-    async def _draw(self, style: StyleInfo, attachment: Attachment, outcome: _Outcome) -> None:
+    async def _draw(
+        self, style: StyleInfo, attachment: Attachment, outcome: _Outcome, progress: Progress | None
+    ) -> None:
         """Check the file, fetch it, wait for a model slot, and translate it."""
         declared = attachment.content_type.lower()
-        if declared not in _UNDECLARED and not declared.startswith("image/"):
+        if declared not in _UNDECLARED and not declared.startswith(("image/", "video/")):
             outcome.refuse("bad_input", "not_an_image", messages.NOT_AN_IMAGE)
             return
         too_big = messages.TOO_BIG.format(limit_mb=self._max_upload_bytes // 2**20)
@@ -412,6 +421,12 @@ class Core:
         if len(data) > self._max_upload_bytes:
             outcome.refuse("bad_input", "too_big", too_big)
             return
+        if animation.sniff(data) is not None:
+            await self._draw_clip(style, data, outcome, progress)
+            return
+        if declared.startswith("video/"):  # a WebM, an AVI...: no still image either
+            outcome.refuse("bad_input", "not_an_image", messages.NOT_A_CLIP)
+            return
         async with self._model_slots:
             result = await self._stylizer.stylize(style.name, data, size=self._output_size, fmt="jpeg")
         outcome.status, outcome.version, outcome.faces = "ok", result.version, result.faces
@@ -422,6 +437,28 @@ class Core:
             caption,
             image=result.image,
             content_type=result.content_type,
+        )
+
+    async def _draw_clip(
+        self, style: StyleInfo, data: bytes, outcome: _Outcome, progress: Progress | None
+    ) -> None:
+        """An animated GIF or a video, frame by frame, holding one model slot throughout: other
+        users' photos take the other slots, and each frame queues with them in the runtime."""
+        async with self._model_slots:
+            # Decoded in the slot, so at most `max_in_flight` clips' frames are in memory at once;
+            # in a thread, as decoding a long video takes seconds of CPU.
+            clip = await asyncio.to_thread(animation.decode, data, self._animation_limits)
+            outcome.input_pixels = clip.frames[0].width * clip.frames[0].height
+            result = await animation.draw(
+                self._stylizer, style.name, clip, size=self._output_size, progress=progress
+            )
+        outcome.status, outcome.version, outcome.faces = "ok", result.version, result.faces
+        outcome.reply = Reply(
+            messages.RESULT_CAPTION.format(title=style.title),
+            image=result.image,
+            content_type=result.content_type,
+            animated=clip.kind,
+            sound=clip.audio,
         )
 
     # Styles -----------------------------------------------------------------
@@ -458,3 +495,17 @@ class Core:
             if name in catalogue:
                 return catalogue[name]
         return next(iter(catalogue.values()), None)
+
+
+def every(seconds: float, show: Progress, clock: Callable[[], float] = time.monotonic) -> Progress:
+    """`show`, passed at most one update per `seconds` (chats rate-limit message edits); the first
+    comes `seconds` after the start, so a short clip shows no progress at all."""
+    last = clock()
+
+    async def spaced(done: int, total: int) -> None:
+        nonlocal last
+        if done < total and clock() - last >= seconds:
+            last = clock()
+            await show(done, total)
+
+    return spaced

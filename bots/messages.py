@@ -9,6 +9,7 @@ takes serving's words.
 
 from __future__ import annotations
 
+from serving import animation
 from styles.payload import refusals
 
 WELCOME = (
@@ -17,6 +18,7 @@ WELCOME = (
 )
 HELP = (
     "Send a photo (or an image file) and I'll send it back restyled.\n"
+    "A GIF or a short video comes back restyled too, frame by frame.\n"
     "/styles - see the styles and pick one\n"
     "/style NAME - switch to a style\n"
     "A photo with the caption /style NAME uses that style just once.\n"
@@ -26,6 +28,7 @@ HELP = (
 )
 DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
     "/style with a photo - I send it back restyled (pick a style there to use it just once)\n"
+    "A GIF or a short MP4 comes back restyled too, frame by frame.\n"
     "/styles - see the styles\n"
     "/mystyle NAME - switch to a style\n"
     "You can also send me a photo in a DM, or mention me with one in a channel, "
@@ -56,6 +59,16 @@ DISCORD_NO_PICTURE_IN_REPLY = (
     "(right-click it, or long-press on a phone), or /style with the image."
 )
 DISCORD_NO_IMAGE_IN_MESSAGE = "That message has no image to restyle."
+# Animated GIFs and short videos (serving words its own refusals; the core passes them on).
+DRAWING_FRAMES = "Drawing frame {done} of {total}…"
+CLIP_TOO_LONG = animation.TOO_LONG  # with the clip's length and the limits filled in
+CLIP_DAMAGED = animation.DAMAGED_VIDEO  # (and DAMAGED_GIF for a GIF)
+NOT_A_CLIP = (
+    "I can draw animated GIFs and MP4 videos, but not that kind of video. "
+    "Send it as an MP4 (most phones record MP4), or send a photo."
+)
+NO_FACE_IN_CLIP = animation.NO_FACE_IN_CLIP
+
 ERROR = "Sorry, something went wrong on my side. Please try again."
 NOT_A_FORM = "Send the picture as a file upload: a multipart form with an \"image\" field (and optionally \"style\")."
 WRONG_HOST = "This page is not served under that name. Open it at the address toonbot printed when it started."

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     chat_requests_per_minute: int = Field(default=20, ge=1)
     max_upload_bytes: int = Field(default=refusals.MAX_BYTES, ge=1)  # the handler's limit; also Telegram's for bots
     output_size: int | None = Field(default=None, ge=32, le=2048)  # None: the size each style draws at
+    # Animated GIFs and MP4 videos, drawn frame by frame: longer clips are refused with these limits
+    # in the words; larger frames are scaled down to ANIMATION_MAX_PIXELS before drawing.
+    animation_max_seconds: float = Field(default=10.0, gt=0)
+    animation_max_frames: int = Field(default=300, ge=1)
+    animation_max_pixels: int = Field(default=1280 * 720, ge=64 * 64)
     jobs_poll_s: float = Field(default=5.0, gt=0)  # how often finished training jobs are looked for
 
     @field_validator("admin_ids", "web_allowed_hosts", mode="before")

@@ -13,6 +13,7 @@ untouched.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,17 @@ Kind = Literal["gif", "mp4"]
 Progress = Callable[[int, int], Awaitable[None]]
 
 CONTENT_TYPES: dict[Kind, str] = {"gif": "image/gif", "mp4": "video/mp4"}
+# What users are told (bots/messages.py lists them with the bots' own words).
 NO_FACE_IN_CLIP = "I found no face in any frame of that clip. Try one where the face is large and turned to the camera."
+TOO_LONG = (
+    "That clip is {seconds:.1f} s and {frames} frames; I draw at most {max_seconds:g} s and {max_frames} frames. "
+    "Trim it (your phone's video editor, or Telegram's trim bar before sending) and send it again."
+)
+NOT_A_CLIP = "That is not an animated GIF or an MP4 video."
+DAMAGED_GIF = "I could not read that GIF; it may be damaged."
+DAMAGED_VIDEO = "I could not read that video; it may be damaged."
+NO_PICTURE_TRACK = "That video has no picture track."
+NO_FRAMES = "That video has no frames."
 GIF_MIN_MS = 20  # browsers draw shorter GIF delays as 100 ms; keep what the file says, but never below this
 
 
@@ -52,6 +63,7 @@ class Clip:
     duration: float  # seconds
     source: bytes = field(repr=False)  # the original file: an MP4's audio is copied from it
     loop: int = 0  # GIF loop count (0: forever)
+    audio: bool = False  # an MP4 with a sound track (kept in the result)
 
     @property
     def content_type(self) -> str:
@@ -72,10 +84,8 @@ def sniff(data: bytes) -> Kind | None:
 
 
 def too_long(limits: Limits, seconds: float, frames: int) -> BadInput:
-    return BadInput(
-        f"That clip is {seconds:.1f} s and {frames} frames; I draw at most {limits.seconds:g} s "
-        f"and {limits.frames} frames. Trim it and send it again."
-    )
+    """The refusal of a clip past `limits`, saying both its length and the limits."""
+    return BadInput(TOO_LONG.format(seconds=seconds, frames=frames, max_seconds=limits.seconds, max_frames=limits.frames))
 
 
 def _fit(img: Image.Image, limits: Limits) -> Image.Image:
@@ -94,7 +104,7 @@ def decode(data: bytes, limits: Limits = Limits()) -> Clip:
         return _decode_gif(data, limits)
     if kind == "mp4":
         return _decode_mp4(data, limits)
-    raise BadInput("That is not an animated GIF or an MP4 video.")
+    raise BadInput(NOT_A_CLIP)
 
 
 def _decode_gif(data: bytes, limits: Limits) -> Clip:
@@ -111,7 +121,7 @@ def _decode_gif(data: bytes, limits: Limits) -> Clip:
                     raise too_long(limits, _gif_seconds(img), n)
                 frames.append(_fit(frame, limits))
     except (UnidentifiedImageError, OSError, ValueError, EOFError) as err:
-        raise BadInput("I could not read that GIF; it may be damaged.") from err
+        raise BadInput(DAMAGED_GIF) from err
     return Clip("gif", frames, times, t, data, loop)
 
 
@@ -126,8 +136,9 @@ def _decode_mp4(data: bytes, limits: Limits) -> Clip:
     try:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.video:
-                raise BadInput("That video has no picture track.")
+                raise BadInput(NO_PICTURE_TRACK)
             stream = container.streams.video[0]
+            audio = bool(container.streams.audio)
             seconds = _seconds(container, stream)
             declared = stream.frames or round(seconds * float(stream.average_rate or 0))
             if seconds > limits.seconds + 1e-6 or declared > limits.frames:
@@ -142,11 +153,11 @@ def _decode_mp4(data: bytes, limits: Limits) -> Clip:
                 frames.append(_fit(img, limits))
                 times.append(float(frame.time or 0.0))
     except av.error.FFmpegError as err:
-        raise BadInput("I could not read that video; it may be damaged.") from err
+        raise BadInput(DAMAGED_VIDEO) from err
     if not frames:
-        raise BadInput("That video has no frames.")
+        raise BadInput(NO_FRAMES)
     start = times[0]
-    return Clip("mp4", frames, [t - start for t in times], seconds, data)
+    return Clip("mp4", frames, [t - start for t in times], seconds, data, audio=audio)
 
 
 def _seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float:
@@ -232,7 +243,8 @@ async def draw(
         raise NoFace(NO_FACE_IN_CLIP)
     side = frames[0].size
     frames = [f if f.size == side else f.resize(side, Image.LANCZOS) for f in frames]
-    return Stylized(encode(clip, frames), style, version, clip.content_type, faces)
+    # Seconds of CPU for a long clip (GIF palettes, x264): off the event loop, so other chats go on.
+    return Stylized(await asyncio.to_thread(encode, clip, frames), style, version, clip.content_type, faces)
 
 
 def _held(drawn: list[Image.Image | None]) -> list[Image.Image] | None:

@@ -5,63 +5,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 from PIL import Image
 
 from serving import animation
 from serving.api import BadInput, NoFace, Stylized
 from tests.fakes.stylizer import MemoryStylizer
+from tests.media import make_gif, make_mp4, probe
 
 FIXTURES = Path(__file__).with_name("fixtures")
-
-
-def panned(n: int, side: int = 96) -> list[Image.Image]:
-    """`n` frames of a public-domain face, the camera drifting right and in."""
-    face = Image.open(FIXTURES / "obama_256.jpg").convert("RGB")
-    return [face.crop((i, i // 2, 200 + i // 2, 200)).resize((side + 32, side), Image.BILINEAR) for i in range(n)]
-
-
-def make_gif(durations_ms: list[int], loop: int = 0) -> bytes:
-    frames = panned(len(durations_ms))
-    out = io.BytesIO()
-    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=durations_ms, loop=loop)
-    return out.getvalue()
-
-
-def make_mp4(seconds: float, fps: int, audio: bool = True) -> bytes:
-    """An H.264 MP4 (with an AAC 440 Hz tone) made here, so no test depends on a binary fixture."""
-    n = round(seconds * fps)
-    out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as c:
-        video = c.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = 128, 96, "yuv420p"
-        sound = c.add_stream("aac", rate=44100) if audio else None  # every stream before the first packet
-        for img in panned(n):
-            c.mux(video.encode(av.VideoFrame.from_image(img)))
-        c.mux(video.encode())
-        if sound is not None:
-            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(44100 * seconds)) / 44100)).astype(np.float32)
-            for k in range(0, len(tone), 1024):
-                frame = av.AudioFrame.from_ndarray(tone[None, k:k + 1024], format="fltp", layout="mono")
-                frame.sample_rate = 44100
-                c.mux(sound.encode(frame))
-            c.mux(sound.encode())
-    return out.getvalue()
-
-
-def probe(data: bytes) -> dict:
-    with av.open(io.BytesIO(data)) as c:
-        video = c.streams.video[0]
-        frames = list(c.decode(video))
-        audio = c.streams.audio
-        return {
-            "frames": len(frames),
-            "seconds": float(video.duration * video.time_base),
-            "size": (frames[0].width, frames[0].height),
-            "audio_seconds": float(audio[0].duration * audio[0].time_base) if audio else None,
-        }
 
 
 def test_sniff_tells_animations_from_stills() -> None:

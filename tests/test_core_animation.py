@@ -1,0 +1,178 @@
+"""Animated GIFs and short videos through the platform-free core: limits, one model slot per clip,
+progress, the reply's kind and the usage log (the in-memory stylizer over a real SQLite database)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import pytest
+from PIL import Image
+
+from bots import messages
+from bots.core import Attachment, Core, Request, every
+from db.engine import create_engine, session_factory
+from db.usage import UsageRecorder
+from fakes.stylizer import MemoryStylizer
+from media import gif_frames, make_gif, make_mp4, probe
+from serving import animation
+from serving.api import NoFace, Stylized
+
+if TYPE_CHECKING:
+    from conftest import ReadUsage
+
+LIMITS = {
+    "default_style": "selfie2anime",
+    "requests_per_minute": 100,
+    "max_in_flight": 2,
+    "max_upload_bytes": 2**20,
+    "output_size": 64,
+}
+
+
+def clip(data: bytes, content_type: str) -> Attachment:
+    async def read() -> bytes:
+        return data
+
+    return Attachment(content_type, len(data), read)
+
+
+def request(user: str, attachment: Attachment, **more: object) -> Request:
+    return Request(platform="telegram", user_id=user, chat_id=f"chat{user}", attachment=attachment, **more)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def recorder(sqlite_db_url: str) -> AsyncIterator[UsageRecorder]:
+    db = create_engine(sqlite_db_url)
+    recorder = UsageRecorder(session_factory(db))
+    yield recorder
+    await recorder.close()
+    await db.dispose()
+
+
+def core_over(stylizer: object, recorder: UsageRecorder, **more: object) -> Core:
+    return Core(stylizer=stylizer, sessions=recorder._sessions, recorder=recorder, **{**LIMITS, **more})  # type: ignore[arg-type]
+
+
+async def test_a_gif_and_a_video_come_back_animated_in_their_own_format(
+    read_usage: ReadUsage, recorder: UsageRecorder, sqlite_db_url: str
+) -> None:
+    core = core_over(MemoryStylizer(), recorder)
+    seen: list[tuple[int, int]] = []
+
+    async def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+
+    gif, mp4, silent = make_gif([100, 200, 300, 100]), make_mp4(3.0, 30), make_mp4(1.0, 10, audio=False)
+    as_gif = await core.handle(request("1", clip(gif, "image/gif"), progress=progress))
+    as_mp4 = await core.handle(request("2", clip(mp4, "video/mp4")))
+    as_silent = await core.handle(request("3", clip(silent, "")))  # undeclared: the bytes tell
+    await recorder.close()
+
+    assert (as_gif.animated, as_gif.content_type, as_gif.sound) == ("gif", "image/gif", False)
+    assert as_gif.text == "Selfie to anime" and as_gif.image is not None
+    assert gif_frames(as_gif.image) == [100, 200, 300, 100]
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert (as_mp4.animated, as_mp4.content_type, as_mp4.sound) == ("mp4", "video/mp4", True)
+    assert as_mp4.image is not None
+    before, after = probe(mp4), probe(as_mp4.image)
+    assert after["frames"] == before["frames"] == 90
+    assert after["seconds"] == pytest.approx(before["seconds"], abs=1 / 30)
+    assert after["size"] == (64, 64)  # OUTPUT_SIZE, every frame
+    assert (as_silent.animated, as_silent.sound) == ("mp4", False)
+
+    rows = await read_usage(sqlite_db_url)
+    assert [(r.platform_user_id, r.status) for r in rows] == [("1", "ok"), ("2", "ok"), ("3", "ok")]
+    assert rows[1].input_bytes == len(mp4) and rows[1].input_pixels == 128 * 96  # one frame's
+    assert rows[1].model_version == "1.0" and rows[1].latency_ms >= 0
+
+
+async def test_clips_past_the_limits_damaged_or_foreign_get_plain_words(
+    read_usage: ReadUsage, recorder: UsageRecorder, sqlite_db_url: str
+) -> None:
+    limits = animation.Limits(seconds=2, frames=300)
+    core = core_over(MemoryStylizer(), recorder, animation_limits=limits)
+    mp4 = make_mp4(1.0, 10)
+    long = await core.handle(request("1", clip(make_mp4(3.0, 10, audio=False), "video/mp4")))
+    broken = await core.handle(request("2", clip(mp4[: len(mp4) // 3], "video/mp4")))
+    webm = await core.handle(request("3", clip(b"\x1aE\xdf\xa3 a webm header", "video/webm")))
+    short = await core.handle(request("4", clip(make_gif([500] * 3), "image/gif")))  # 1.5 s: fine
+    await recorder.close()
+
+    assert long.image is None and long.problem == "bad_input"
+    assert long.text == messages.CLIP_TOO_LONG.format(seconds=3.0, frames=30, max_seconds=2, max_frames=300)
+    assert "at most 2 s and 300 frames" in long.text and "Trim it" in long.text
+    assert broken.problem == "bad_input" and broken.text in (messages.CLIP_DAMAGED, animation.NO_FRAMES)
+    assert (webm.text, webm.problem) == (messages.NOT_A_CLIP, "not_an_image")
+    assert short.animated == "gif"
+    assert [r.status for r in await read_usage(sqlite_db_url)] == ["bad_input"] * 3 + ["ok"]
+
+
+class NoFaces(MemoryStylizer):
+    async def stylize(self, style: str, image: bytes, **kw: object) -> Stylized:
+        raise NoFace("no face")
+
+
+async def test_a_clip_without_any_face_gets_the_no_face_answer(
+    read_usage: ReadUsage, recorder: UsageRecorder, sqlite_db_url: str
+) -> None:
+    core = core_over(NoFaces(), recorder)
+    reply = await core.handle(request("1", clip(make_gif([100] * 3), "image/gif")))
+    await recorder.close()
+    assert (reply.text, reply.problem, reply.image) == (messages.NO_FACE_IN_CLIP, "no_face", None)
+    assert [r.status for r in await read_usage(sqlite_db_url)] == ["no_face"]
+
+
+class Gated(MemoryStylizer):
+    """Draws a frame of the GIF only when the test lets it; counts frames drawn at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.now = self.most = 0
+
+    async def stylize(self, style: str, image: bytes, **kw: object) -> Stylized:
+        with Image.open(io.BytesIO(image)) as picture:
+            is_frame = picture.format == "PNG"  # the clip's frames go as PNG, the photos as JPEG
+        if is_frame:
+            await self.gate.wait()
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            return await super().stylize(style, image, **kw)  # type: ignore[arg-type]
+        finally:
+            self.now -= 1
+
+
+async def test_a_clip_holds_one_model_slot_and_photos_go_on_meanwhile(
+    recorder: UsageRecorder, face_jpeg: bytes
+) -> None:
+    stylizer = Gated()
+    core = core_over(stylizer, recorder, max_in_flight=2)
+    drawing = asyncio.create_task(core.handle(request("1", clip(make_gif([100] * 20), "image/gif"))))
+    await asyncio.sleep(0.2)  # the clip has its slot and waits on its first frame
+    photos = [core.handle(request(str(u), clip(face_jpeg, "image/jpeg"))) for u in range(2, 6)]
+    answered = await asyncio.wait_for(asyncio.gather(*photos), 30)  # through the other slot
+    assert all(r.image is not None and r.animated is None for r in answered)
+    assert not drawing.done()
+    busy = await core.handle(request("1", clip(face_jpeg, "image/jpeg")))  # one at a time per user
+    assert busy.problem == "busy"
+    stylizer.gate.set()
+    assert (await drawing).animated == "gif"
+    assert stylizer.most == 1  # the clip's frames went one by one
+
+
+async def test_every_spaces_out_progress() -> None:
+    now = [0.0]
+    shown: list[tuple[int, int]] = []
+
+    async def show(done: int, total: int) -> None:
+        shown.append((done, total))
+
+    progress = every(3.0, show, clock=lambda: now[0])
+    for frame in range(1, 101):
+        now[0] = frame * 0.1  # ten frames a second
+        await progress(frame, 100)
+    assert shown == [(30, 100), (60, 100), (90, 100)]  # none at the start, none at the end
