@@ -15,11 +15,11 @@ from collections.abc import Iterable
 
 from PIL import ImageOps
 
-from db.models import Runtime
+from db.models import ServingRuntime
+from ops.management import DeployError, StyleVersions
 from serving import catalog, replies
 from serving.api import BadInput, ImageFormat, StyleInfo, Stylized
 from serving.archive import imaging
-from serving.management import DeployError, StyleVersions
 
 DRAW_SIDE = 32  # what the tiny test archives draw at (their training size)
 
@@ -27,7 +27,7 @@ DRAW_SIDE = 32  # what the tiny test archives draw at (their training size)
 class MemoryStylizer:
     """`Stylizer` (and `Management`) over a fixed list of catalogue styles."""
 
-    runtime: Runtime = "embedded"  # in process, as far as the deployments log is concerned
+    runtime: ServingRuntime = "embedded"  # in process, as far as the deployments log is concerned
 
     def __init__(self, names: Iterable[str] = ("anime2selfie", "selfie2anime"), *, version: str = "1.0") -> None:
         self._styles = {
