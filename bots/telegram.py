@@ -8,9 +8,23 @@ import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
+from typing import Literal
 
 import httpx
-from telegram import Bot, Chat, File, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import (
+    Animation,
+    Bot,
+    Chat,
+    Document,
+    File,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    PhotoSize,
+    Update,
+    Video,
+    VideoNote,
+)
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -24,7 +38,7 @@ from telegram.ext import (
 
 from bots import messages
 from bots.announce import JobAnnouncer
-from bots.core import Attachment, Core, Reply, Request, TooBig
+from bots.core import Attachment, Core, Progress, Reply, Request, TooBig, every
 from bots.limits import ChatLimits
 from bots.resources import SharedCore
 from bots.settings import Settings
@@ -34,11 +48,16 @@ logger = logging.getLogger(__name__)
 PLATFORM = "telegram"
 ACTION_REPEAT_S = 4.0  # Telegram shows a chat action for 5 s
 DOWNLOAD_TIMEOUT_S = 60.0
-# Private chats: every photo or file. Groups, where privacy mode (the default) delivers only commands
-# and replies to the bot: a photo captioned /style (for us), or /style replying to a picture.
-PICTURES = (filters.PHOTO | filters.Document.ALL) & (
+PROGRESS_EVERY_S = 3.0  # Telegram rate-limits edits: "drawing frame N of M" changes at most this often
+# Private chats: every photo, file, GIF (Telegram delivers those as MP4 animations), video or video
+# message. Groups, where privacy mode (the default) delivers only commands and replies to the bot: one
+# captioned /style (for us), or /style replying to one.
+MEDIA = filters.PHOTO | filters.Document.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE
+PICTURES = MEDIA & (
     filters.ChatType.PRIVATE | (filters.ChatType.GROUPS & filters.CaptionRegex(r"^/style(@\w+)?(\s|$)"))
 )
+# How an answer goes back: in kind with what was sent (a file as a file, a GIF as a GIF).
+Kind = Literal["photo", "animation", "video", "document"]
 STYLE_REPLY = filters.ChatType.GROUPS & filters.REPLY
 
 
@@ -46,7 +65,9 @@ def _core(context: ContextTypes.DEFAULT_TYPE) -> Core:
     return context.bot_data["core"]
 
 
-def _request(update: Update, text: str, attachment: Attachment | None = None) -> Request:
+def _request(
+    update: Update, text: str, attachment: Attachment | None = None, progress: Progress | None = None
+) -> Request:
     assert update.effective_user is not None and update.effective_chat is not None
     return Request(
         platform=PLATFORM,
@@ -54,6 +75,7 @@ def _request(update: Update, text: str, attachment: Attachment | None = None) ->
         chat_id=str(update.effective_chat.id),
         text=text,
         attachment=attachment,
+        progress=progress,
     )
 
 
@@ -70,12 +92,19 @@ def _keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
 
 
 async def _send(message: Message, reply: Reply, *, as_document: bool) -> None:
-    """Answer in kind: a photo for a photo, a file for a file, else text (with buttons)."""
+    """Answer in kind: a file for a file, a video for a video with sound, an animation for a GIF
+    or a silent video (Telegram shows it as a GIF), a photo for a photo, else text (with buttons)."""
+    suffix = mimetypes.guess_extension(reply.content_type or "") or ""
     if reply.image is None:
         await message.reply_text(reply.text, reply_markup=_keyboard(reply))
     elif as_document:
-        suffix = mimetypes.guess_extension(reply.content_type or "") or ""
         await message.reply_document(reply.image, filename=f"toonbot{suffix}", caption=reply.text)
+    elif reply.animated is not None and reply.sound:
+        await message.reply_video(
+            reply.image, filename=f"toonbot{suffix}", caption=reply.text, supports_streaming=True
+        )
+    elif reply.animated is not None:
+        await message.reply_animation(reply.image, filename=f"toonbot{suffix}", caption=reply.text)
     else:
         await message.reply_photo(reply.image, caption=reply.text)
 
@@ -116,7 +145,7 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A photo or a file (in a group: captioned /style): the core checks it, fetches it and draws it."""
+    """A photo, GIF, video or file (in a group: captioned /style): the core checks, fetches and draws it."""
     message = update.effective_message
     assert message is not None
     if _for_us(message.caption or "", context):
@@ -130,33 +159,83 @@ async def on_style_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     replied = message.reply_to_message
     if replied is None or replied.forum_topic_created is not None:  # a topic's messages "reply" to its start
         await on_text(update, context)
-    elif replied.photo or replied.document:
+    elif _media(replied) is not None:
         await _draw(update, context, replied, message.text)
     else:
         await message.reply_text(messages.NO_PICTURE_IN_REPLY)
 
 
-async def _draw(update: Update, context: ContextTypes.DEFAULT_TYPE, picture: Message, text: str) -> None:
-    """Draw `picture`'s photo or file as `text` asks, answering the message that asked, in kind."""
-    message = update.effective_message
-    assert message is not None
+Media = PhotoSize | Animation | Video | VideoNote | Document
+
+
+def _media(picture: Message) -> tuple[Media, str, Kind] | None:
+    """(the file to fetch, its declared type, what kind of message it came in), or None: no picture.
+
+    A GIF arrives as an MP4 `animation` (Telegram converts it), with `document` set as well."""
     if picture.photo:
-        source, content_type, as_document = picture.photo[-1], "image/jpeg", False
-    else:
-        assert picture.document is not None
-        source, content_type, as_document = picture.document, picture.document.mime_type, True
+        return picture.photo[-1], "image/jpeg", "photo"
+    if picture.animation:
+        return picture.animation, picture.animation.mime_type or "video/mp4", "animation"
+    if picture.video:
+        return picture.video, picture.video.mime_type or "video/mp4", "video"
+    if picture.video_note:
+        return picture.video_note, "video/mp4", "video"
+    if picture.document:
+        return picture.document, picture.document.mime_type or "", "document"
+    return None
+
+
+ACTIONS: dict[Kind, str] = {
+    "photo": ChatAction.UPLOAD_PHOTO, "animation": ChatAction.UPLOAD_VIDEO,
+    "video": ChatAction.UPLOAD_VIDEO, "document": ChatAction.UPLOAD_DOCUMENT,
+}
+
+
+async def _draw(update: Update, context: ContextTypes.DEFAULT_TYPE, picture: Message, text: str) -> None:
+    """Draw `picture`'s photo, clip or file as `text` asks, answering the message that asked, in kind."""
+    message = update.effective_message
+    media = _media(picture)
+    assert message is not None and media is not None
+    source, content_type, kind = media
 
     async def read() -> bytes:
         return await download(await source.get_file(), _core(context).max_upload_bytes)
 
-    request = _request(update, text, Attachment(content_type or "", source.file_size, read))
-    action = ChatAction.UPLOAD_DOCUMENT if as_document else ChatAction.UPLOAD_PHOTO
-    if message.chat.type == Chat.PRIVATE:
-        async with _showing(message.chat, action):
-            reply = await _core(context).handle(request)
-    else:
-        reply = await _in_group(context, request, action, message.chat)
-    await _send(message, reply, as_document=as_document)
+    async with _progress(message) as progress:
+        request = _request(update, text, Attachment(content_type, source.file_size, read), progress)
+        if message.chat.type == Chat.PRIVATE:
+            async with _showing(message.chat, ACTIONS[kind]):
+                reply = await _core(context).handle(request)
+        else:
+            reply = await _in_group(context, request, ACTIONS[kind], message.chat)
+    await _send(message, reply, as_document=kind == "document")
+
+
+@asynccontextmanager
+async def _progress(message: Message) -> AsyncIterator[Progress]:
+    """While a clip is drawn: one message, "Drawing frame 120 of 300…", edited at most every
+    `PROGRESS_EVERY_S` and deleted when the block ends (a photo, or a short clip, shows none)."""
+    shown: Message | None = None
+
+    async def show(done: int, total: int) -> None:
+        nonlocal shown
+        text = messages.DRAWING_FRAMES.format(done=done, total=total)
+        try:
+            if shown is None:
+                shown = await message.reply_text(text)
+            else:
+                await shown.edit_text(text)
+        except TelegramError as error:  # only a courtesy: never fail the clip over it
+            logger.debug("progress not shown: %s", error)
+
+    try:
+        yield every(PROGRESS_EVERY_S, show)
+    finally:
+        if shown is not None:
+            try:
+                await shown.delete()
+            except TelegramError as error:
+                logger.debug("progress message not deleted: %s", error)
 
 
 async def _in_group(context: ContextTypes.DEFAULT_TYPE, request: Request, action: str, chat: Chat) -> Reply:

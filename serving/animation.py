@@ -85,7 +85,8 @@ def sniff(data: bytes) -> Kind | None:
 
 def too_long(limits: Limits, seconds: float, frames: int) -> BadInput:
     """The refusal of a clip past `limits`, saying both its length and the limits."""
-    return BadInput(TOO_LONG.format(seconds=seconds, frames=frames, max_seconds=limits.seconds, max_frames=limits.frames))
+    words = TOO_LONG.format(seconds=seconds, frames=frames, max_seconds=limits.seconds, max_frames=limits.frames)
+    return BadInput(words)
 
 
 def _fit(img: Image.Image, limits: Limits) -> Image.Image:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots import messages
-from bots.core import Attachment, Core, Request, every
+from bots.core import Attachment, Core, Progress, Request, every
 from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
 from fakes.stylizer import MemoryStylizer
@@ -39,27 +40,43 @@ def clip(data: bytes, content_type: str) -> Attachment:
     return Attachment(content_type, len(data), read)
 
 
-def request(user: str, attachment: Attachment, **more: object) -> Request:
-    return Request(platform="telegram", user_id=user, chat_id=f"chat{user}", attachment=attachment, **more)  # type: ignore[arg-type]
+def request(user: str, attachment: Attachment, progress: Progress | None = None) -> Request:
+    return Request(
+        platform="telegram", user_id=user, chat_id=f"chat{user}", attachment=attachment, progress=progress
+    )
 
 
 @pytest.fixture
-async def recorder(sqlite_db_url: str) -> AsyncIterator[UsageRecorder]:
+async def sessions(sqlite_db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     db = create_engine(sqlite_db_url)
-    recorder = UsageRecorder(session_factory(db))
-    yield recorder
-    await recorder.close()
+    yield session_factory(db)
     await db.dispose()
 
 
-def core_over(stylizer: object, recorder: UsageRecorder, **more: object) -> Core:
-    return Core(stylizer=stylizer, sessions=recorder._sessions, recorder=recorder, **{**LIMITS, **more})  # type: ignore[arg-type]
+@pytest.fixture
+async def recorder(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[UsageRecorder]:
+    recorder = UsageRecorder(sessions)
+    yield recorder
+    await recorder.close()
+
+
+@pytest.fixture
+def core_over(
+    sessions: async_sessionmaker[AsyncSession], recorder: UsageRecorder
+) -> Callable[..., Core]:
+    """A core drawing with the stylizer given, logging to the test's database."""
+
+    def build(stylizer: object, **more: object) -> Core:
+        limits = {**LIMITS, **more}
+        return Core(stylizer=stylizer, sessions=sessions, recorder=recorder, **limits)  # type: ignore[arg-type]
+
+    return build
 
 
 async def test_a_gif_and_a_video_come_back_animated_in_their_own_format(
-    read_usage: ReadUsage, recorder: UsageRecorder, sqlite_db_url: str
+    read_usage: ReadUsage, recorder: UsageRecorder, core_over: Callable[..., Core], sqlite_db_url: str
 ) -> None:
-    core = core_over(MemoryStylizer(), recorder)
+    core = core_over(MemoryStylizer())
     seen: list[tuple[int, int]] = []
 
     async def progress(done: int, total: int) -> None:
@@ -90,10 +107,10 @@ async def test_a_gif_and_a_video_come_back_animated_in_their_own_format(
 
 
 async def test_clips_past_the_limits_damaged_or_foreign_get_plain_words(
-    read_usage: ReadUsage, recorder: UsageRecorder, sqlite_db_url: str
+    read_usage: ReadUsage, recorder: UsageRecorder, core_over: Callable[..., Core], sqlite_db_url: str
 ) -> None:
     limits = animation.Limits(seconds=2, frames=300)
-    core = core_over(MemoryStylizer(), recorder, animation_limits=limits)
+    core = core_over(MemoryStylizer(), animation_limits=limits)
     mp4 = make_mp4(1.0, 10)
     long = await core.handle(request("1", clip(make_mp4(3.0, 10, audio=False), "video/mp4")))
     broken = await core.handle(request("2", clip(mp4[: len(mp4) // 3], "video/mp4")))
@@ -116,9 +133,9 @@ class NoFaces(MemoryStylizer):
 
 
 async def test_a_clip_without_any_face_gets_the_no_face_answer(
-    read_usage: ReadUsage, recorder: UsageRecorder, sqlite_db_url: str
+    read_usage: ReadUsage, recorder: UsageRecorder, core_over: Callable[..., Core], sqlite_db_url: str
 ) -> None:
-    core = core_over(NoFaces(), recorder)
+    core = core_over(NoFaces())
     reply = await core.handle(request("1", clip(make_gif([100] * 3), "image/gif")))
     await recorder.close()
     assert (reply.text, reply.problem, reply.image) == (messages.NO_FACE_IN_CLIP, "no_face", None)
@@ -147,10 +164,10 @@ class Gated(MemoryStylizer):
 
 
 async def test_a_clip_holds_one_model_slot_and_photos_go_on_meanwhile(
-    recorder: UsageRecorder, face_jpeg: bytes
+    core_over: Callable[..., Core], face_jpeg: bytes
 ) -> None:
     stylizer = Gated()
-    core = core_over(stylizer, recorder, max_in_flight=2)
+    core = core_over(stylizer, max_in_flight=2)
     drawing = asyncio.create_task(core.handle(request("1", clip(make_gif([100] * 20), "image/gif"))))
     await asyncio.sleep(0.2)  # the clip has its slot and waits on its first frame
     photos = [core.handle(request(str(u), clip(face_jpeg, "image/jpeg"))) for u in range(2, 6)]

@@ -15,10 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from bots import messages, telegram
+from bots import messages, resources, telegram
 from bots.resources import SharedCore
 from bots.settings import Settings
+from fakes.stylizer import MemoryStylizer
 from fakes.telegram import Call, FakeTelegram
+from media import gif_frames, make_gif, make_mp4, probe
+from serving.api import Stylized
 from torchserve_fixture import running_torchserve
 
 if TYPE_CHECKING:
@@ -31,7 +34,7 @@ torch.set_num_threads(1)
 # Every method the bot may call; anything else would be a 404 from the fake.
 EXPECTED_METHODS = {
     "getMe", "deleteWebhook", "getFile", "sendPhoto", "sendDocument", "sendMessage",
-    "sendChatAction", "answerCallbackQuery", "editMessageText",
+    "sendChatAction", "answerCallbackQuery", "editMessageText", "sendAnimation", "sendVideo", "deleteMessage",
 }
 
 
@@ -318,3 +321,107 @@ async def test_without_privacy_mode_a_group_photo_is_still_drawn_only_when_asked
     assert replying_to(photo) == asked["message_id"]
     assert api.withheld == [] and len(api.calls_to("sendPhoto")) == 1 and api.calls_to("sendMessage") == []
     assert len(api.calls_to("getFile")) == 1
+
+
+# --- animated GIFs and short videos (the in-memory stylizer: these are about the front end) ------
+
+MEMORY_ONLY = pytest.mark.parametrize("bots_model_store", ["memory"], indirect=True)
+
+
+@MEMORY_ONLY
+async def test_gifs_and_videos_come_back_animated_in_kind(
+    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    gif, video, silent = make_gif([100, 200, 300, 100]), make_mp4(3.0, 30), make_mp4(1.0, 10, audio=False)
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
+        api.send_animation(501, silent)  # a GIF, as Telegram passes it on: a silent MP4
+        api.send_video(502, video)
+        api.send_document(503, gif, "dance.gif", "image/gif")  # sent as a file: it stays a GIF
+        api.send_video_note(504, video)
+        api.send_document(505, silent, "clip.mp4", "video/mp4")
+        api.send_video(506, make_mp4(11.0, 2, audio=False))  # past ANIMATION_MAX_SECONDS' 10 s
+        [animation] = await api.wait_for("sendAnimation", chat_id=501)
+        [sounding] = await api.wait_for("sendVideo", chat_id=502)
+        [gif_file] = await api.wait_for("sendDocument", chat_id=503)
+        [note] = await api.wait_for("sendVideo", chat_id=504)
+        [mp4_file] = await api.wait_for("sendDocument", chat_id=505)
+        [too_long] = await api.wait_for("sendMessage", chat_id=506)
+
+    upload = animation.files["animation"]
+    assert (upload.filename, probe(upload.data)["frames"], probe(upload.data)["audio_seconds"]) == (
+        "toonbot.mp4", 10, None
+    )
+    assert animation.fields["caption"] == "Selfie to anime"
+    before, after = probe(video), probe(sounding.files["video"].data)  # a 3-second face video, with sound
+    assert after["frames"] == before["frames"] == 90
+    assert after["seconds"] == pytest.approx(before["seconds"], abs=1 / 30)
+    assert after["audio_seconds"] == pytest.approx(before["audio_seconds"], abs=0.05)
+    assert sounding.fields["supports_streaming"] == "true"
+    assert gif_file.files["document"].filename == "toonbot.gif"
+    assert gif_frames(gif_file.files["document"].data) == [100, 200, 300, 100]
+    assert probe(note.files["video"].data)["frames"] == 90
+    assert mp4_file.files["document"].filename == "toonbot.mp4"
+    assert "at most 10 s and 300 frames" in too_long.fields["text"] and "Trim it" in too_long.fields["text"]
+    actions = {(c.chat_id, c.fields["action"]) for c in api.calls_to("sendChatAction")}
+    assert {(501, "upload_video"), (502, "upload_video"), (503, "upload_document")} <= actions
+    rows = await read_usage(sqlite_db_url)
+    assert sorted((r.platform_user_id, r.status) for r in rows) == [
+        ("501", "ok"), ("502", "ok"), ("503", "ok"), ("504", "ok"), ("505", "ok"), ("506", "bad_input"),
+    ]
+    assert {r.input_pixels for r in rows if r.status == "ok"} == {128 * 96}
+
+
+class SlowStylizer(MemoryStylizer):
+    """A frame every 20 ms at best, so progress has something to show."""
+
+    async def stylize(self, style: str, image: bytes, **options: object) -> Stylized:
+        await asyncio.sleep(0.02)
+        return await super().stylize(style, image, **options)  # type: ignore[arg-type]
+
+
+@MEMORY_ONLY
+async def test_progress_is_one_message_edited_every_few_seconds_then_removed(
+    api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    every_s = 0.25  # 3 s in production
+    monkeypatch.setattr(telegram, "PROGRESS_EVERY_S", every_s)
+    monkeypatch.setattr(resources, "open_configured_stylizer", lambda settings: SlowStylizer())
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
+        api.send_animation(601, make_mp4(6.0, 10, audio=False))  # 60 frames: 1.2 s or more
+        [animation] = await api.wait_for("sendAnimation", chat_id=601)
+        [deleted] = await api.wait_for("deleteMessage", chat_id=601)
+
+    [started] = api.calls_to("sendMessage", chat_id=601)
+    edits = api.calls_to("editMessageText", chat_id=601)
+    shown = [started, *edits]
+    assert len(edits) >= 2
+    assert all(re.fullmatch(r"Drawing frame \d+ of 60…", c.fields["text"]) for c in shown)
+    frames = [int(c.fields["text"].split()[2]) for c in shown]
+    assert frames == sorted(frames) and frames[-1] < 60
+    assert all(b.at - a.at >= every_s * 0.9 for a, b in zip(shown, shown[1:]))  # never more often
+    assert {int(c.fields["message_id"]) for c in [*edits, deleted]} == {started.result["message_id"]}
+    assert deleted.at <= animation.at  # gone before the result comes
+
+
+@MEMORY_ONLY
+async def test_groups_draw_a_captioned_video_or_the_clip_a_style_command_replies_to(
+    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    settings = bot_settings(api, bots_model_store, sqlite_db_url, chat_max_in_flight=4)
+    silent = make_mp4(1.0, 10, audio=False)
+    async with running_bot(api, settings):
+        captioned = api.send_video(701, make_mp4(1.0, 10), caption="/style anime2selfie", chat_id=GROUP)
+        gif = api.send_animation(702, silent, chat_id=GROUP)  # privacy mode: the bot never sees it
+        note = api.send_video_note(702, silent, chat_id=GROUP)
+        asked = api.send_text(703, "/style", chat_id=GROUP, reply_to=gif)
+        asked_note = api.send_text(704, "/style@toonbot_test_bot anime2selfie", chat_id=GROUP, reply_to=note)
+        [video] = await api.wait_for("sendVideo", chat_id=GROUP)
+        animations = await api.wait_for("sendAnimation", chat_id=GROUP, count=2)
+    assert {m["message_id"] for m in api.withheld} >= {gif["message_id"], note["message_id"]}
+    assert replying_to(video) == captioned["message_id"] and video.fields["caption"] == "Anime to selfie"
+    assert {replying_to(c): c.fields["caption"] for c in animations} == {
+        asked["message_id"]: "Selfie to anime", asked_note["message_id"]: "Anime to selfie",
+    }
+    assert sorted((r.platform_user_id, r.status) for r in await read_usage(sqlite_db_url)) == [
+        ("701", "ok"), ("703", "ok"), ("704", "ok"),
+    ]

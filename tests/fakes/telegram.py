@@ -5,7 +5,8 @@ bot uses: the test plays the users (`send_text`, `send_photo`,
 `send_document`, `press_button` queue updates that `getUpdates` hands out)
 and reads back every call the bot made (`calls`, `wait_for`). A method the
 fake does not know is answered 404 and listed in `unknown`, so a test can
-insist the bot used nothing else.
+insist the bot used nothing else. Users send clips too (`send_animation`, `send_video`,
+`send_video_note`); a GIF goes as Telegram sends it on, an MP4 `animation`.
 
 Users write in their private chat with the bot, or in a group (`chat_id=`, a
 negative id), maybe replying to an earlier message (`reply_to=`). Groups keep
@@ -61,6 +62,7 @@ class Call:
     fields: dict[str, str]
     files: dict[str, Upload] = field(default_factory=dict)
     result: Any = None  # what the fake answered, e.g. the sent message with its message_id
+    at: float = field(default_factory=time.monotonic)  # when it came
 
     @property
     def chat_id(self) -> int | None:
@@ -100,6 +102,9 @@ class FakeTelegram:
             "sendMessage": lambda f, u: self._bot_message(f, text=f["text"]),
             "sendPhoto": self._send_photo,
             "sendDocument": self._send_document,
+            "sendAnimation": self._send_animation,
+            "sendVideo": self._send_video,
+            "deleteMessage": self._delete,
             "sendChatAction": lambda f, u: True,
             "answerCallbackQuery": lambda f, u: True,
             "editMessageText": self._edit,
@@ -217,7 +222,31 @@ class FakeTelegram:
         document = self._file_entry(upload.data, "documents", file_name=upload.filename)
         return self._bot_message(fields, document=document, caption=fields.get("caption"))
 
+    def _send_animation(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+        """A GIF or a silent MP4; the Bot API sets `document` too, for older clients."""
+        upload = files["animation"]
+        animation = self._file_entry(
+            upload.data, "animations", file_name=upload.filename, mime_type=upload.content_type,
+            width=0, height=0, duration=0,
+        )
+        return self._bot_message(fields, animation=animation, document=animation, caption=fields.get("caption"))
+
+    def _send_video(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+        upload = files["video"]
+        video = self._file_entry(
+            upload.data, "videos", file_name=upload.filename, mime_type=upload.content_type,
+            width=0, height=0, duration=0,
+        )
+        return self._bot_message(fields, video=video, caption=fields.get("caption"))
+
+    def _delete(self, fields: dict[str, str], files: dict[str, Upload]) -> bool:
+        if self._messages.pop(int(fields["message_id"]), None) is None:
+            raise ApiError(400, "Bad Request: message to delete not found")
+        return True
+
     def _edit(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+        if int(fields["message_id"]) not in self._messages:
+            raise ApiError(400, "Bad Request: message to edit not found")
         message = self._messages[int(fields["message_id"])]
         for name in ("text", "caption"):
             if name in fields:
@@ -272,6 +301,29 @@ class FakeTelegram:
         """The user sends a file as is ("without compression"); None: one of unknown size that never ends."""
         document = self._file_entry(data, "documents", file_name=file_name, mime_type=mime_type)
         return self._user_message(user_id, where, document=document, **_caption(caption))
+
+    def send_animation(
+        self, user_id: int, data: bytes, file_name: str = "clip.gif.mp4", mime_type: str = "video/mp4",
+        caption: str = "", **where: Any,
+    ) -> JSON:
+        """The user sends a GIF (Telegram has made it a silent MP4 by now) or a silent video as a GIF;
+        `document` describes it too, as the Bot API does."""
+        animation = self._file_entry(
+            data, "animations", file_name=file_name, mime_type=mime_type, width=128, height=96, duration=1
+        )
+        return self._user_message(user_id, where, animation=animation, document=animation, **_caption(caption))
+
+    def send_video(self, user_id: int, data: bytes, caption: str = "", **where: Any) -> JSON:
+        """The user sends a video (an MP4, maybe with sound)."""
+        video = self._file_entry(
+            data, "videos", file_name="video.mp4", mime_type="video/mp4", width=128, height=96, duration=3
+        )
+        return self._user_message(user_id, where, video=video, **_caption(caption))
+
+    def send_video_note(self, user_id: int, data: bytes, **where: Any) -> JSON:
+        """The user records a round video message (no caption, no MIME type said)."""
+        note = self._file_entry(data, "video_notes", length=96, duration=3)
+        return self._user_message(user_id, where, video_note=note)
 
     def open_topic(self, user_id: int, chat_id: int, name: str) -> JSON:
         """The user opens a forum topic in a group: a service message that every message in the
