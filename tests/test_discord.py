@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bots import discord, messages
+from bots import discord, messages, resources
+from bots.discord import answers as discord_answers
 from bots.resources import SharedCore
 from bots.settings import Settings
 from fakes.discord import (
@@ -31,7 +33,9 @@ from fakes.discord import (
     FakeDiscord,
     Interaction,
 )
+from fakes.stylizer import MemoryStylizer
 from fakes.telegram import FakeTelegram
+from media import gif_frames, make_gif, make_mp4, probe
 from serving.archive.framing import NO_FACE
 
 if TYPE_CHECKING:
@@ -404,3 +408,88 @@ async def test_apps_menu_restyle_draws_any_message_image_without_the_intent(
     assert not menu_picture.ephemeral
     assert menu_refusal.ephemeral and menu_refusal.json["data"]["content"] == messages.DISCORD_NO_IMAGE_IN_MESSAGE
     assert [(r.platform_user_id, r.status) for r in await read_usage(sqlite_db_url)] == [("97", "ok")]
+
+
+# --- animated GIFs and short videos (the in-memory stylizer: these are about the front end) ------
+
+MEMORY_ONLY = pytest.mark.parametrize("bots_model_store", ["memory"], indirect=True)
+
+
+@MEMORY_ONLY
+async def test_gifs_and_videos_come_back_as_files_of_their_kind(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    gif, video = make_gif([100, 200, 300, 100]), make_mp4(3.0, 30)
+    async with running_bot(fake, bots_model_store, sqlite_db_url, chat_max_in_flight=8):
+        as_gif = await fake.slash_command(111, "style", attachment=fake.attachment(gif, "dance.gif", "image/gif"))
+        as_video = await fake.slash_command(
+            112, "style", attachment=fake.attachment(video, "me.mp4", "video/mp4"), style="anime2selfie"
+        )
+        posted = await fake.send_message(
+            113, "look", dm=False, attachments=[fake.attachment(video, "v.mp4", "video/mp4")]
+        )
+        menu = await fake.message_command(114, "Restyle", posted)
+        long_file = fake.attachment(make_mp4(11.0, 2, audio=False), "long.mp4", "video/mp4")
+        too_long = await fake.slash_command(115, "style", attachment=long_file)
+        await fake.send_message(116, attachments=[fake.attachment(gif, "dm.gif", "image/gif")])  # a DM
+        [gif_answer] = await answers(fake, as_gif, "edit_original")
+        [video_answer] = await answers(fake, as_video, "edit_original")
+        [menu_answer] = await answers(fake, menu, "edit_original")
+        [refusal] = await answers(fake, too_long, "followup")
+        [dm_answer] = await fake.wait_for("channel_message", channel_id="116")
+
+    [upload] = gif_answer.files
+    assert upload.filename == "toonbot.gif" and gif_frames(upload.data) == [100, 200, 300, 100]
+    assert gif_answer.json["content"] == "Selfie to anime" and not gif_answer.ephemeral
+    [upload] = video_answer.files
+    before, after = probe(video), probe(upload.data)  # a 3-second face video, with sound
+    assert upload.filename == "toonbot.mp4" and after["frames"] == before["frames"] == 90
+    assert after["seconds"] == pytest.approx(before["seconds"], abs=1 / 30)
+    assert after["audio_seconds"] == pytest.approx(before["audio_seconds"], abs=0.05)
+    assert video_answer.json["content"] == "Anime to selfie"
+    assert menu_answer.files[0].filename == "toonbot.mp4" and probe(menu_answer.files[0].data)["frames"] == 90
+    assert refusal.ephemeral and refusal.files == []
+    assert "at most 10 s and 300 frames" in refusal.json["content"]
+    assert fake.calls_to("delete_original", token=too_long.token)  # no public "thinking..." left behind
+    [upload] = dm_answer.files
+    assert upload.filename == "toonbot.gif" and gif_frames(upload.data) == [100, 200, 300, 100]
+    rows = await read_usage(sqlite_db_url)
+    assert sorted((r.platform_user_id, r.status) for r in rows) == [
+        ("111", "ok"), ("112", "ok"), ("114", "ok"), ("115", "bad_input"), ("116", "ok"),
+    ]
+
+
+@MEMORY_ONLY
+async def test_progress_edits_the_deferred_answer_every_few_seconds(
+    fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    every_s = 0.25  # 3 s in production
+    monkeypatch.setattr(discord_answers, "PROGRESS_EVERY_S", every_s)
+    monkeypatch.setattr(resources, "open_configured_stylizer", lambda settings: MemoryStylizer(delay_s=0.02))
+    clip = make_mp4(6.0, 10, audio=False)  # 60 frames: 1.2 s or more
+    async with running_bot(fake, bots_model_store, sqlite_db_url):
+        drawing = await fake.slash_command(121, "style", attachment=fake.attachment(clip, "c.mp4", "video/mp4"))
+        sent = await fake.send_message(122, attachments=[fake.attachment(clip, "c.mp4", "video/mp4")])  # a DM
+        await fake.wait_for("edit_original", token=drawing.token, count=3)
+        edits = await answers(fake, drawing, "edit_original")
+        while not edits[-1].files or not any(c.files for c in fake.calls_to("edit_message")):
+            await asyncio.sleep(0.05)
+            edits = fake.calls_to("edit_original", token=drawing.token)
+
+    *progress, result = edits
+    [deferral] = fake.calls_to("interaction_callback", token=drawing.token)
+    assert deferral.json["type"] == DEFERRED_CHANNEL_MESSAGE
+    assert len(progress) >= 2 and all(not c.files for c in progress)
+    assert all(re.fullmatch(r"Drawing frame \d+ of 60…", c.json["content"]) for c in progress)
+    assert all(b.at - a.at >= every_s * 0.9 for a, b in zip(progress, progress[1:]))  # never more often
+    assert result.json["content"] == "Selfie to anime" and result.files[0].filename == "toonbot.mp4"
+    assert fake.calls_to("followup", token=drawing.token) == []  # one message, edited into the result
+    # A DM (or a mention): a reply that shows the progress, then becomes the answer.
+    [started] = fake.calls_to("channel_message", channel_id="122")
+    assert started.json["content"].startswith("Drawing frame ")
+    assert started.json["message_reference"]["message_id"] == int(sent["id"])
+    *dm_progress, dm_result = fake.calls_to("edit_message", channel_id="122")
+    assert {c.params["message_id"] for c in [*dm_progress, dm_result]} == {started.result["id"]}
+    shown = [started, *dm_progress]
+    assert all(b.at - a.at >= every_s * 0.9 for a, b in zip(shown, shown[1:]))
+    assert dm_result.json["content"] == "Selfie to anime" and dm_result.files[0].filename == "toonbot.mp4"

@@ -21,7 +21,6 @@ from bots.settings import Settings
 from fakes.stylizer import MemoryStylizer
 from fakes.telegram import Call, FakeTelegram
 from media import gif_frames, make_gif, make_mp4, probe
-from serving.api import Stylized
 from torchserve_fixture import running_torchserve
 
 if TYPE_CHECKING:
@@ -371,21 +370,13 @@ async def test_gifs_and_videos_come_back_animated_in_kind(
     assert {r.input_pixels for r in rows if r.status == "ok"} == {128 * 96}
 
 
-class SlowStylizer(MemoryStylizer):
-    """A frame every 20 ms at best, so progress has something to show."""
-
-    async def stylize(self, style: str, image: bytes, **options: object) -> Stylized:
-        await asyncio.sleep(0.02)
-        return await super().stylize(style, image, **options)  # type: ignore[arg-type]
-
-
 @MEMORY_ONLY
 async def test_progress_is_one_message_edited_every_few_seconds_then_removed(
     api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     every_s = 0.25  # 3 s in production
     monkeypatch.setattr(telegram, "PROGRESS_EVERY_S", every_s)
-    monkeypatch.setattr(resources, "open_configured_stylizer", lambda settings: SlowStylizer())
+    monkeypatch.setattr(resources, "open_configured_stylizer", lambda settings: MemoryStylizer(delay_s=0.02))
     async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
         api.send_animation(601, make_mp4(6.0, 10, audio=False))  # 60 frames: 1.2 s or more
         [animation] = await api.wait_for("sendAnimation", chat_id=601)

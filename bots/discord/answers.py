@@ -8,17 +8,25 @@ as an ephemeral message.
 from __future__ import annotations
 
 import io
+import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
 
 import discord
 
-from bots.core import Attachment, Core, Reply, Request
+from bots import messages
+from bots.core import Attachment, Core, Progress, Reply, Request
+
+logger = logging.getLogger(__name__)
 
 PLATFORM = "discord"
+PROGRESS_EVERY_S = 3.0  # "Drawing frame N of M" changes at most this often (edits are rate-limited)
 
 
-def request(interaction: discord.Interaction, text: str, attachment: Attachment | None = None) -> Request:
+def request(
+    interaction: discord.Interaction, text: str, attachment: Attachment | None = None,
+    progress: Progress | None = None,
+) -> Request:
     """The core's request for what the user asked as typed text."""
     return Request(
         platform=PLATFORM,
@@ -26,6 +34,7 @@ def request(interaction: discord.Interaction, text: str, attachment: Attachment 
         chat_id=str(interaction.channel_id),
         text=text,
         attachment=attachment,
+        progress=progress,
     )
 
 
@@ -55,6 +64,15 @@ async def defer(interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
 
 
+async def show_progress(interaction: discord.Interaction, done: int, total: int) -> None:
+    """Turn the deferred "thinking..." into "Drawing frame N of M…" (only a courtesy: a failed
+    edit is logged, never the clip's end)."""
+    try:
+        await interaction.edit_original_response(content=messages.DRAWING_FRAMES.format(done=done, total=total))
+    except discord.HTTPException as error:
+        logger.debug("progress not shown: %s", error)
+
+
 async def forward(
     core: Core, interaction: discord.Interaction, text: str, attachment: Attachment | None = None
 ) -> None:
@@ -64,8 +82,11 @@ async def forward(
 
 
 async def answer(interaction: discord.Interaction, reply: Reply) -> None:
-    """The picture in the follow-up for all to see; words for the asker alone."""
-    if reply.image is not None:  # drawn, so `read` has deferred
+    """The picture in the follow-up for all to see; words for the asker alone. A clip takes the
+    place of its deferred message, which its progress may have edited into "Drawing frame N of M…"."""
+    if reply.image is not None and reply.animated is not None:  # drawn, so `read` has deferred
+        await interaction.edit_original_response(content=reply.text, attachments=[image_file(reply)])
+    elif reply.image is not None:
         await interaction.followup.send(reply.text, file=image_file(reply))
     elif interaction.response.is_done():
         # A follow-up to a public "thinking..." replaces it publicly: remove it, then answer privately.

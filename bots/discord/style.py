@@ -3,26 +3,32 @@ sent in a DM or with a mention (or the image of the message a mention replies to
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bots import messages
-from bots.core import Attachment, Core, Reply, Request
+from bots.core import Attachment, Core, Reply, Request, every
+from bots.discord import answers
 from bots.discord.answers import PLATFORM, answer, defer, deferring_read, forward, image_file, request
 from bots.limits import ChatLimits
+
+logger = logging.getLogger(__name__)
 
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
 
 
 def _image(attachments: list[discord.Attachment]) -> discord.Attachment | None:
-    """The first image, else the first file (for the core to refuse), else None."""
+    """The first image or video (a GIF, an MP4), else the first file (for the core to refuse), else None."""
     return next(
-        (a for a in attachments if (a.content_type or "").startswith("image/")), next(iter(attachments), None)
+        (a for a in attachments if (a.content_type or "").startswith(("image/", "video/"))),
+        next(iter(attachments), None),
     )
 
 
@@ -38,6 +44,34 @@ async def _replied_to(message: discord.Message) -> discord.Message | None:
         return reference.cached_message or await message.channel.fetch_message(reference.message_id)
     except (discord.NotFound, discord.Forbidden):
         return None
+
+
+class ProgressReply:
+    """A clip's progress as a reply to the message that sent it, "Drawing frame N of M…", which the
+    answer then replaces (a photo, or a clip too short to show progress, gets a plain reply)."""
+
+    def __init__(self, message: discord.Message) -> None:
+        self._message = message
+        self._shown: discord.Message | None = None
+
+    async def show(self, done: int, total: int) -> None:
+        """Post or edit the progress (only a courtesy: a failure is logged, never the clip's end)."""
+        text = messages.DRAWING_FRAMES.format(done=done, total=total)
+        try:
+            if self._shown is None:
+                self._shown = await self._message.reply(text)
+            else:
+                await self._shown.edit(content=text)
+        except discord.HTTPException as error:
+            logger.debug("progress not shown: %s", error)
+
+    async def answer(self, reply: Reply) -> None:
+        """The core's answer, in place of the progress if there was any."""
+        file = image_file(reply) if reply.image is not None else None
+        if self._shown is None:
+            await self._message.reply(reply.text, file=file)
+        else:
+            await self._shown.edit(content=reply.text, attachments=[file] if file is not None else [])
 
 
 class StyleCog(commands.Cog):
@@ -72,8 +106,8 @@ class StyleCog(commands.Cog):
             if typed in b.style.lower() or typed in b.label.lower()
         ][:MAX_CHOICES]
 
-    @app_commands.command(name="style", description="Restyle a photo")
-    @app_commands.describe(image="The photo to restyle", style="Use this style just this once")
+    @app_commands.command(name="style", description="Restyle a photo, a GIF or a short MP4")
+    @app_commands.describe(image="The photo, GIF or MP4 to restyle", style="Use this style just this once")
     @app_commands.autocomplete(style=style_choices)
     async def style(
         self, interaction: discord.Interaction, image: discord.Attachment, style: str | None = None
@@ -92,7 +126,8 @@ class StyleCog(commands.Cog):
     async def _draw_for(self, interaction: discord.Interaction, image: discord.Attachment, text: str) -> None:
         """Draw `image` as `text` asks, "thinking..." from when drawing (or waiting for a turn) starts."""
         attachment = Attachment(image.content_type or "", image.size, deferring_read(interaction, image))
-        asked = request(interaction, text, attachment)
+        progress = every(answers.PROGRESS_EVERY_S, partial(answers.show_progress, interaction))
+        asked = request(interaction, text, attachment, progress)
         await answer(interaction, await self._draw(interaction.guild_id, asked, lambda: defer(interaction)))
 
     @app_commands.command(name="styles", description="List the styles")
@@ -137,10 +172,13 @@ class StyleCog(commands.Cog):
             text=re.sub(rf"<@!?{me.id}>", "", message.content).strip(),
         )
         text = await self._style_asked(asked)
-        asked = replace(asked, text=text, attachment=Attachment(image.content_type or "", image.size, image.read))
+        shown = ProgressReply(message)
+        progress = every(answers.PROGRESS_EVERY_S, shown.show)
+        attachment = Attachment(image.content_type or "", image.size, image.read)
+        asked = replace(asked, text=text, attachment=attachment, progress=progress)
         async with message.channel.typing():
             reply = await self._draw(message.guild.id if message.guild else None, asked)
-        await message.reply(reply.text, file=image_file(reply) if reply.image is not None else None)
+        await shown.answer(reply)
 
     async def _style_asked(self, asked: Request) -> str:
         """A mention's words as the core reads them: "/style NAME" as typed, or a deployed style's

@@ -66,6 +66,7 @@ class Call:
     json: Any = None
     files: list[Upload] = field(default_factory=list)
     result: Any = None  # what the fake answered: the message as Discord shows it, or an ApiError
+    at: float = field(default_factory=time.monotonic)  # when it came
 
     @property
     def ephemeral(self) -> bool:
@@ -152,11 +153,13 @@ class FakeDiscord:
             ("POST", "/channels/{channel_id}/messages", "channel_message", self._channel_message),
             ("POST", "/channels/{channel_id}/typing", "typing", _no_content),
             ("GET", "/channels/{channel_id}/messages/{message_id}", "fetch_message", self._fetch_message),
+            ("PATCH", "/channels/{channel_id}/messages/{message_id}", "edit_message", self._edit_message),
         ]
         interaction_routes: list[tuple[str, str, str, Handler]] = [  # the interaction's token in the URL
             ("POST", "/interactions/{id}/{token}/callback", "interaction_callback", self._callback),
             ("POST", "/webhooks/{app_id}/{token}", "followup", self._followup),
             ("DELETE", "/webhooks/{app_id}/{token}/messages/@original", "delete_original", self._delete_original),
+            ("PATCH", "/webhooks/{app_id}/{token}/messages/@original", "edit_original", self._edit_original),
         ]
         for routes, authorised in ((bot_routes, True), (interaction_routes, False)):
             for method, path, name, handler in routes:
@@ -269,6 +272,14 @@ class FakeDiscord:
             state.original = message
         return message
 
+    def _edit_original(self, request: web.Request, call: Call) -> JSON:
+        """New content and maybe files for the initial response; a deferred one stops "thinking..."."""
+        state = self._interactions.get(request.match_info["token"])
+        if state is None or state.original is None:
+            raise ApiError(404, 10008, "Unknown Message")
+        state.loading = False
+        return self._edited(state.original, call)
+
     def _delete_original(self, request: web.Request, call: Call) -> None:
         state = self._interactions.get(request.match_info["token"])
         if state is None or state.original is None:
@@ -277,6 +288,24 @@ class FakeDiscord:
 
     def _channel_message(self, request: web.Request, call: Call) -> JSON:
         return self._bot_message(request.match_info["channel_id"], call.json, call.files)
+
+    def _edit_message(self, request: web.Request, call: Call) -> JSON:
+        """The bot edits one of its own messages: new content, and its files when it sends any."""
+        message = self._messages.get(request.match_info["message_id"])
+        if message is None or message["channel_id"] != request.match_info["channel_id"]:
+            raise ApiError(404, 10008, "Unknown Message")
+        if message["author"]["id"] != str(self.app_id):
+            raise ApiError(403, 50005, "Cannot edit a message authored by another user")
+        return self._edited(message, call)
+
+    def _edited(self, message: JSON, call: Call) -> JSON:
+        body = call.json or {}
+        if "content" in body:
+            message["content"] = body["content"]
+        if call.files:
+            message["attachments"] = [self.attachment(f.data, f.filename, f.content_type) for f in call.files]
+        message["edited_timestamp"] = _now()
+        return message
 
     def _fetch_message(self, request: web.Request, call: Call) -> JSON:
         message = self._messages.get(request.match_info["message_id"])

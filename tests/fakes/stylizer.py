@@ -29,13 +29,16 @@ class MemoryStylizer:
 
     runtime: ServingRuntime = "embedded"  # in process, as far as the deployments log is concerned
 
-    def __init__(self, names: Iterable[str] = ("anime2selfie", "selfie2anime"), *, version: str = "1.0") -> None:
+    def __init__(
+        self, names: Iterable[str] = ("anime2selfie", "selfie2anime"), *, version: str = "1.0", delay_s: float = 0.0
+    ) -> None:
         self._styles = {
             name: StyleInfo(name, entry.title, entry.description, entry.needs_face, version)
             for name in sorted(names)
             for entry in [catalog.KNOWN[name]]
         }
         self.requests = 0  # stylize calls answered, for tests that count them
+        self.delay_s = delay_s  # each picture takes at least this long (e.g. for a clip's progress to show)
 
     async def stylize(
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
@@ -51,7 +54,7 @@ class MemoryStylizer:
             raise BadInput(rejected.message) from None
         side = options.size or DRAW_SIDE
         drawn = ImageOps.posterize(ImageOps.fit(picture, (side, side)), 2)
-        await asyncio.sleep(0)  # a real runtime always yields to the event loop
+        await asyncio.sleep(self.delay_s)  # a real runtime always yields to the event loop
         self.requests += 1
         return Stylized(
             imaging.encode(drawn, options.fmt), style, info.version, options.content_type, int(info.needs_face)
