@@ -30,7 +30,6 @@ Platform = Literal["telegram", "discord", "web"]
 UsageStatus = Literal["ok", "bad_input", "no_face", "rate_limited", "overloaded", "error"]
 DeployAction = Literal["deploy", "rollback"]
 ServingRuntime = Literal["torchserve", "embedded"]  # what a deploy switched (training has its own Runtime)
-Runtime = ServingRuntime  # TEMPORARY: tests/fakes/stylizer.py imports this name; delete with its change
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
 # Usage grows without bound: 64-bit ids on PostgreSQL, while SQLite needs
