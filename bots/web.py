@@ -1,7 +1,8 @@
 """The local web page: the third front end, so toonbot works on a fresh machine with no tokens.
 
 One page (`static/index.html`) and two JSON-or-image endpoints over the core:
-`GET /api/styles` and `POST /api/stylize` (multipart: `image`, `style`).
+`GET /api/styles` and `POST /api/stylize` (multipart: `image`, `style`; the image may be an
+animated GIF or an MP4, which comes back as a GIF or an MP4).
 
 A visitor is known by a cookie the server signs, so a client cannot mint its
 own identities; the core also limits each IP address per minute, so fresh
@@ -108,7 +109,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def content_security_policy(page: str) -> str:
-    """Only the page's own inline script and style (by hash), same-origin fetches, blob: images."""
+    """Only the page's own inline script and style (by hash), same-origin fetches, blob: images and videos."""
 
     def hashes(tag: str) -> str:
         found = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.S)
@@ -116,7 +117,8 @@ def content_security_policy(page: str) -> str:
 
     return (
         f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
-        "img-src 'self' blob:; connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+        "img-src 'self' blob:; media-src blob:; connect-src 'self'; "
+        "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
     )
 
 

@@ -19,6 +19,7 @@ from playwright.async_api import Page, Route, async_playwright, expect
 from bots import messages, web
 from bots.resources import SharedCore
 from bots.settings import Settings
+from media import gif_frames, make_gif, make_mp4, probe
 from torchserve_fixture import free_ports
 
 if TYPE_CHECKING:
@@ -160,6 +161,82 @@ async def test_the_page_in_a_browser(
 
     statuses = [(r.platform, r.style, r.status) for r in await read_usage(sqlite_db_url)]
     assert statuses == [("web", "anime2selfie", "ok"), ("web", "anime2selfie", "bad_input")]
+
+
+MEMORY_ONLY = pytest.mark.parametrize("bots_model_store", ["memory"], indirect=True)
+
+
+@MEMORY_ONLY
+async def test_gifs_and_videos_through_the_http_api(
+    read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    gif, video = make_gif([100, 200, 300, 100]), make_mp4(3.0, 30)
+    async with running_page(bots_model_store, sqlite_db_url) as url, aiohttp.ClientSession() as client:
+        async with client.post(f"{url}/api/stylize", data=upload("dance.gif", gif, "image/gif")) as response:
+            assert (response.status, response.content_type) == (200, "image/gif")
+            assert gif_frames(await response.read()) == [100, 200, 300, 100]
+        async with client.post(f"{url}/api/stylize", data=upload("me.mp4", video, "video/mp4")) as response:
+            assert (response.status, response.content_type) == (200, "video/mp4")
+            before, after = probe(video), probe(await response.read())  # a 3-second face video, with sound
+        long = upload("long.mp4", make_mp4(11.0, 2, audio=False), "video/mp4")
+        async with client.post(f"{url}/api/stylize", data=long) as response:
+            assert response.status == 400
+            assert "at most 10 s and 300 frames" in (await response.json())["message"]
+        webm = upload("clip.webm", b"\x1aE\xdf\xa3 a webm header", "video/webm")
+        async with client.post(f"{url}/api/stylize", data=webm) as response:
+            assert response.status == 415 and (await response.json())["message"] == messages.NOT_A_CLIP
+    assert after["frames"] == before["frames"] == 90
+    assert after["seconds"] == pytest.approx(before["seconds"], abs=1 / 30)
+    assert after["audio_seconds"] == pytest.approx(before["audio_seconds"], abs=0.05)
+    rows = await read_usage(sqlite_db_url)
+    assert [r.status for r in rows] == ["ok", "ok", "bad_input", "bad_input"]
+
+
+@MEMORY_ONLY
+async def test_a_gif_and_a_video_round_trip_in_the_browser(
+    page: Page, bots_model_store: Path, sqlite_db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "dance.gif").write_bytes(make_gif([100, 200, 300, 100]))
+    (tmp_path / "me.mp4").write_bytes(make_mp4(3.0, 30))
+    async with running_page(bots_model_store, sqlite_db_url) as url:
+        await page.goto(url)
+        await expect(page.locator("#style option")).to_have_count(2)
+        assert "video/mp4" in (await page.locator("#file").get_attribute("accept") or "")
+
+        await page.set_input_files("#file", tmp_path / "dance.gif")
+        await expect(page.locator("#original")).to_be_visible()
+        await page.click("#go")
+        result = page.locator("#result")
+        await expect(result).to_be_visible(timeout=60_000)
+        await expect(page.locator("#result-video")).to_be_hidden()
+        assert await result.evaluate("img => img.complete && img.naturalWidth") == 64
+        await expect(page.locator("#download")).to_have_attribute("download", "toonbot-selfie2anime.gif")
+        assert await result.get_attribute("src") == await page.locator("#download").get_attribute("href")
+        async with page.expect_download() as saving:  # the very file the <img> shows
+            await page.click("#download")
+        saved = await (await saving.value).path()
+        assert gif_frames(Path(saved).read_bytes()) == [100, 200, 300, 100]  # animated, in its timing
+
+        await page.set_input_files("#file", tmp_path / "me.mp4")
+        await expect(page.locator("#original-video")).to_be_visible()
+        await page.click("#go")
+        video = page.locator("#result-video")
+        await expect(video).to_be_visible(timeout=60_000)
+        await expect(result).to_be_hidden()
+        for attribute in ("controls", "loop", "autoplay", "muted", "playsinline"):
+            assert await video.get_attribute(attribute) is not None
+        await expect(page.locator("#download")).to_have_attribute("download", "toonbot-selfie2anime.mp4")
+        played = await video.evaluate(
+            """v => new Promise((done) => {
+                 const report = () => done({
+                   duration: v.duration, width: v.videoWidth, error: v.error && v.error.code,
+                 });
+                 if (v.readyState >= 1) report(); else { v.onloadedmetadata = report; v.onerror = report; }
+               })"""
+        )
+        await expect(page.locator("#error")).to_be_hidden()
+    assert played["error"] is None and played["width"] == 64
+    assert played["duration"] == pytest.approx(3.0, abs=1 / 30 + 0.05)
 
 
 async def test_an_empty_model_store_is_explained(page: Page, sqlite_db_url: str, tmp_path: Path) -> None:
