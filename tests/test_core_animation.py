@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,6 +21,7 @@ from fakes.stylizer import MemoryStylizer
 from media import gif_frames, make_gif, make_mp4, probe
 from serving import animation
 from serving.api import NoFace, Stylized
+from serving.engine import EmbeddedEngine
 
 if TYPE_CHECKING:
     from conftest import ReadUsage
@@ -193,3 +195,25 @@ async def test_every_spaces_out_progress() -> None:
         now[0] = frame * 0.1  # ten frames a second
         await progress(frame, 100)
     assert shown == [(30, 100), (60, 100), (90, 100)]  # none at the start, none at the end
+
+
+async def test_the_real_engine_draws_a_face_video_frame_by_frame(
+    read_usage: ReadUsage, core_over: Callable[..., Core], recorder: UsageRecorder,
+    engine_model_store: Path, sqlite_db_url: str, face_jpeg: bytes,
+) -> None:
+    engine = EmbeddedEngine(engine_model_store)
+    try:
+        core = core_over(engine)
+        video = make_mp4(1.0, 10)  # a public-domain face, panned
+        drawn = await core.handle(request("1", clip(video, "video/mp4")))
+        photo = await core.handle(request("2", clip(face_jpeg, "image/jpeg")))  # the same engine, meanwhile
+    finally:
+        await engine.close()
+    await recorder.close()
+    assert drawn.animated == "mp4" and drawn.image is not None, drawn.text
+    before, after = probe(video), probe(drawn.image)
+    assert after["frames"] == before["frames"] == 10
+    assert after["seconds"] == pytest.approx(before["seconds"], abs=1 / 10)
+    assert photo.image is not None
+    rows = await read_usage(sqlite_db_url)
+    assert [(r.status, r.faces) for r in rows] == [("ok", 1), ("ok", 1)]
