@@ -218,20 +218,23 @@ async def draw(
 ) -> Stylized:
     """Every frame through `stylizer`, one request at a time, then the clip written back.
 
-    A face style that finds no face in some frames (a turned head, a blink of
-    motion blur) shows the last frame it could draw; only a clip without any
-    face is refused.
+    Each frame's request hands on where the frame before had its faces
+    (`follow`), so the handler keeps them steady in their squares instead of
+    re-framing every frame from a detection that jitters by a few pixels. A
+    face style that finds no face before the first one is found (or a
+    runtime that does not follow) shows the last frame it could draw; only a
+    clip without any face is refused.
     """
     drawn: list[Image.Image | None] = []
-    version, faces = "", None
+    version, faces, follow = "", None, None
     for i, frame in enumerate(clip.frames):
         png = await asyncio.to_thread(_png, frame)  # ~0.1 s for a 720p frame: off the event loop
         try:
-            result = await stylizer.stylize(style, png, size=size, fmt="png")
+            result = await stylizer.stylize(style, png, size=size, fmt="png", follow=follow)
         except NoFace:
             drawn.append(None)
         else:
-            version = result.version
+            version, follow = result.version, result.frames or follow
             if result.faces is not None:
                 faces = max(faces or 0, result.faces)
             with Image.open(io.BytesIO(result.image)) as img:

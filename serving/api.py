@@ -72,15 +72,20 @@ class Stylized:
     version: str  # the model version that answered
     content_type: str  # e.g. "image/jpeg"
     faces: int | None = None  # faces drawn by a face style; None where the runtime did not say
+    frames: str | None = None  # where the faces were framed (X-Frames): a clip's next frame follows them
 
 
 class Stylizer(Protocol):
     """The one interface the bots use, whichever runtime answers."""
 
     async def stylize(
-        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
+        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
+        follow: str | None = None,
     ) -> Stylized:
-        """Translate one image; raises a `StylizeError` subclass the user can be told about."""
+        """Translate one image; raises a `StylizeError` subclass the user can be told about.
+
+        `follow`: the previous frame's `Stylized.frames`, when `image` is a clip's next frame.
+        """
         ...
 
     async def styles(self) -> list[StyleInfo]:

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 RETRY_STATUSES = {500, 503, 507}
 VERSION_HEADER = "X-Model-Version"
 FACES_HEADER = "X-Faces"  # how many faces the handler drew
+FRAMES_HEADER, FOLLOW_HEADER = "X-Frames", "X-Follow"  # a clip's faces, handed from frame to frame
 
 
 def default_management_url(inference_url: str) -> str:
@@ -115,21 +116,24 @@ class TorchServeClient:
         raise AssertionError("unreachable")
 
     async def stylize(
-        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
+        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
+        follow: str | None = None,
     ) -> Stylized:
-        """POST the image to /predictions/STYLE; options travel as X-Size / X-Format headers."""
+        """POST the image to /predictions/STYLE; options travel as X-Size / X-Format / X-Follow headers."""
         if len(image) > refusals.MAX_BYTES:  # TorchServe would refuse it after the whole upload
             raise BadInput(refusals.TOO_LARGE)
         headers = {"Content-Type": "application/octet-stream", "X-Format": fmt}
         if size is not None:
             headers["X-Size"] = str(size)
+        if follow is not None:
+            headers[FOLLOW_HEADER] = follow
         status, resp_headers, body = await self._request(
             "POST", f"{self.url}/predictions/{style}", self.token, data=image, headers=headers
         )
         if status == 200:
             faces = resp_headers.get(FACES_HEADER)
             return Stylized(body, style, resp_headers.get(VERSION_HEADER, ""), resp_headers.get("Content-Type", ""),
-                            int(faces) if faces and faces.isdigit() else None)
+                            int(faces) if faces and faces.isdigit() else None, resp_headers.get(FRAMES_HEADER))
         raise self._error(status, body, style)
 
     @staticmethod

@@ -13,7 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ts.service import Service
 
@@ -28,8 +28,22 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "toonbot" / "mar"
 FACES_HEADER = "X-Faces"  # the handler's count of faces drawn
+FRAMES_HEADER, FOLLOW_HEADER = "X-Frames", "X-Follow"  # a clip's faces, handed from frame to frame
 
-Answer = tuple[int, str | None, bytes, int | None]  # status, content type, body, faces drawn
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's answer, as TorchServe would send it."""
+
+    status: int
+    content_type: str | None
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def faces(self) -> int | None:
+        value = self.headers.get(FACES_HEADER)
+        return int(value) if value is not None else None
 
 
 @dataclass
@@ -39,6 +53,7 @@ class _Request:
     image: bytes
     size: int | None
     fmt: str
+    follow: str | None
     done: asyncio.Future[Answer]
 
 
@@ -55,11 +70,11 @@ class _Worker:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"style-{archive.name}")
         self.task = asyncio.create_task(self._serve())
 
-    async def submit(self, image: bytes, size: int | None, fmt: str) -> Answer:
-        """Queue one request; (status, content type, body, faces drawn) as TorchServe would answer it."""
+    async def submit(self, image: bytes, size: int | None, fmt: str, follow: str | None = None) -> Answer:
+        """Queue one request; its answer as TorchServe would give it."""
         done = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait(_Request(image, size, fmt, done))
+            self.queue.put_nowait(_Request(image, size, fmt, follow, done))
         except asyncio.QueueFull:
             raise Overloaded(replies.OVERLOADED) from None
         return await done
@@ -78,7 +93,7 @@ class _Worker:
                 answers = await loop.run_in_executor(self.thread, self._predict, batch)
             except Exception:  # the handler failed as a whole; TorchServe answers 503
                 logger.exception("style %s failed on a batch of %d", self.archive.name, len(batch))
-                answers = [(503, None, b"", None)] * len(batch)
+                answers = [Answer(503, None, b"", {})] * len(batch)
             for request, answer in zip(batch, answers):
                 if not request.done.done():
                     request.done.set_result(answer)
@@ -95,6 +110,7 @@ class _Worker:
                 "headers": [
                     {"name": b"X-Format", "value": r.fmt.encode()},
                     *([{"name": b"X-Size", "value": str(r.size).encode()}] if r.size else []),
+                    *([{"name": FOLLOW_HEADER.encode(), "value": r.follow.encode()}] if r.follow else []),
                 ],
             }
             for r in batch
@@ -105,7 +121,8 @@ class _Worker:
         context.metrics.request_ids = ids
         outputs = self.handler.handle(rows, context)
         return [
-            (context.get_response_status(i)[0], context.get_response_content_type(i), bytes(out), _faces(context, i))
+            Answer(context.get_response_status(i)[0], context.get_response_content_type(i), bytes(out),
+                   dict(context.get_response_headers(i)))
             for i, out in enumerate(outputs)
         ]
 
@@ -115,12 +132,6 @@ class _Worker:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         self.thread.shutdown(wait=True)
-
-
-def _faces(context: Any, idx: int) -> int | None:
-    """The handler's X-Faces header for one request, if it set one."""
-    value = context.get_response_headers(idx).get(FACES_HEADER)
-    return int(value) if value is not None else None
 
 
 def _info(archive: Archive) -> StyleInfo:
@@ -151,15 +162,17 @@ class EmbeddedEngine:
         return self._pinned.setdefault(shipped.name, shipped)
 
     async def stylize(
-        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
+        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
+        follow: str | None = None,
     ) -> Stylized:
         """Translate one image with the style's packaged handler."""
         worker = await self._worker(style)
-        status, content_type, body, faces = await worker.submit(image, size, fmt)
-        if status == 200:
-            return Stylized(body, style, worker.archive.version, content_type or "", faces)
-        if 400 <= status < 500:
-            raise replies.rejection(body)
+        answer = await worker.submit(image, size, fmt, follow)
+        if answer.status == 200:
+            return Stylized(answer.body, style, worker.archive.version, answer.content_type or "", answer.faces,
+                            answer.headers.get(FRAMES_HEADER))
+        if 400 <= answer.status < 500:
+            raise replies.rejection(answer.body)
         raise StylizeError(replies.FAILED)
 
     async def warm_up(self, first: str | None = None) -> None:
@@ -206,10 +219,10 @@ class EmbeddedEngine:
         """
         async with self._loading:
             worker = await self._load(archive)
-            status, _, body, _ = await worker.submit(sample, size, "png")
-            if status != 200:
+            answer = await worker.submit(sample, size, "png")
+            if answer.status != 200:
                 await worker.close()
-                raise StylizeError(f"it answered the sample image with {status}: {body[:200]!r}")
+                raise StylizeError(f"it answered the sample image with {answer.status}: {answer.body[:200]!r}")
             previous = self._workers.get(archive.name)
             self._workers[archive.name], self._pinned[archive.name] = worker, archive
         if previous is not None:

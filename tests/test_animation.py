@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,12 +91,14 @@ class FlakyFaces(MemoryStylizer):
     def __init__(self, missing: set[int]) -> None:
         super().__init__()
         self.missing, self.calls = missing, 0
+        self.followed: list[str | None] = []  # what each frame's request handed on
 
     async def stylize(self, style: str, image: bytes, **kw) -> Stylized:
         self.calls += 1
+        self.followed.append(kw.get("follow"))
         if self.calls - 1 in self.missing:
             raise NoFace("no face")
-        return await super().stylize(style, image, **kw)
+        return replace(await super().stylize(style, image, **kw), frames=f"faces of frame {self.calls - 1}")
 
 
 async def test_frames_without_a_face_hold_the_last_drawn_one() -> None:
@@ -109,3 +112,11 @@ async def test_frames_without_a_face_hold_the_last_drawn_one() -> None:
     assert total == 500
     with pytest.raises(NoFace, match="no face in any frame"):
         await animation.draw(FlakyFaces(set(range(5))), "selfie2anime", clip)
+
+
+async def test_each_frame_hands_on_where_the_faces_were() -> None:
+    """The runtime's X-Frames of one frame goes back as the next frame's X-Follow; a frame without
+    an answer hands on the last one there was."""
+    stylizer = FlakyFaces({0, 2})
+    await animation.draw(stylizer, "selfie2anime", animation.decode(make_gif([100] * 5)))
+    assert stylizer.followed == [None, None, "faces of frame 1", "faces of frame 1", "faces of frame 3"]

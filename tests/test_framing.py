@@ -130,3 +130,30 @@ def test_anime_and_the_other_styles_keep_the_centre_crop() -> None:
     frame = framing.centre_square(Image.new("RGB", (300, 180)))
     corners = frame.matrix @ np.array([[60, 240], [0, 180], [1, 1]])
     assert corners == pytest.approx(np.array([[0, 1], [0, 1]]))
+
+
+def shifted(frame: framing.Frame, dx: float) -> framing.Frame:
+    """The same crop moved `dx` photo pixels to the right."""
+    matrix = frame.matrix.copy()
+    matrix[:, 2] -= matrix[:, :2] @ np.array([dx, 0.0])
+    return framing.Frame(matrix)
+
+
+def test_a_clip_frame_follows_its_faces_part_of_the_way() -> None:
+    before = framing.box_frame((100, 100, 200, 200), 0.5, (0.5, 0.5))  # a 200 px crop around (150, 150)
+    (moved,) = framing.follow([before], [shifted(before, 10.0)])
+    assert framing.centre(moved)[0] == pytest.approx(150 + framing.FOLLOW_WEIGHT * 10)
+    (held,) = framing.follow([before], [])  # lost in this frame: held where it was
+    assert np.allclose(held.matrix, before.matrix)
+    far = shifted(before, 150.0)  # another face: not the one being followed
+    assert np.allclose(framing.follow([before], [far])[0].matrix, before.matrix)
+
+
+def test_frames_travel_as_text_and_hostile_text_is_refused() -> None:
+    frames = [framing.box_frame((10, 20, 60, 70), 0.6, (0.5, 0.55)), framing.centre_square(Image.new("RGB", (90, 40)))]
+    back = framing.frames_from_text(framing.frames_to_text(frames))
+    assert all(np.allclose(a.matrix, b.matrix) for a, b in zip(frames, back))
+    for text in ("", "[]", "nonsense", '{"a": 1}', "[[1,2,3]]", "[[0,0,0,0,0,0]]", '[[1,0,0,0,1,"x"]]',
+                 "[[1e400,0,0,0,1,0]]", str([[1, 0, 0, 0, 1, 0]] * (framing.MAX_FACES + 1))):
+        with pytest.raises(ValueError, match="X-Follow"):
+            framing.frames_from_text(text)

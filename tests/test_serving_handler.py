@@ -227,3 +227,23 @@ async def test_a_full_queue_answers_overloaded(serving_model_store: Path, servin
     kinds = [type(r).__name__ for r in results]
     assert "Overloaded" in kinds and "Stylized" in kinds, kinds
     assert all(r.message == replies.OVERLOADED for r in results if isinstance(r, Overloaded))
+
+
+async def test_a_clips_next_frame_follows_the_faces_of_the_one_before(engine: EmbeddedEngine) -> None:
+    """X-Frames of one frame, handed back as X-Follow, keeps the face's square steady in the next."""
+    face = Image.open(FACE).convert("RGB")
+    first = await engine.stylize("selfie2anime", encoded(face, "PNG"), size=64)
+    assert first.frames is not None
+    (start,) = framing.frames_from_text(first.frames)
+    moved = Image.new("RGB", face.size)
+    moved.paste(face, (12, 0))  # the head moved 12 px right
+    alone = framing.frames_from_text((await engine.stylize("selfie2anime", encoded(moved, "PNG"))).frames)[0]
+    followed = await engine.stylize("selfie2anime", encoded(moved, "PNG"), follow=first.frames)
+    (step,) = framing.frames_from_text(followed.frames)
+    shift, full = framing.centre(step)[0] - framing.centre(start)[0], framing.centre(alone)[0] - framing.centre(start)[0]
+    assert full > 8 and shift == pytest.approx(framing.FOLLOW_WEIGHT * full, rel=0.05)
+    black = encoded(Image.new("RGB", face.size), "PNG")  # the face lost: its square is held
+    held = await engine.stylize("selfie2anime", black, follow=followed.frames)
+    assert np.allclose(framing.frames_from_text(held.frames)[0].matrix, step.matrix)
+    with pytest.raises(BadInput, match="X-Follow"):
+        await engine.stylize("selfie2anime", black, follow="[[0,0,0,0,0,0]]")

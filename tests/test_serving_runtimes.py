@@ -96,9 +96,15 @@ async def test_torchserve_and_embedded_give_the_same_image(
             local = await engine.stylize(style, image, fmt="png")
             served = await client.stylize(style, image, fmt="png")
             assert served.faces == local.faces is not None  # X-Faces reaches both
+            assert served.frames == local.frames  # so does X-Frames, which a clip's next frame follows
             assert served.content_type == local.content_type == "image/png"
             assert served.version == local.version == "1.0"
             assert np.abs(pixels(local.image) - pixels(served.image)).max() <= 1
+        follow = (await engine.stylize("selfie2anime", FACE)).frames
+        assert follow is not None
+        local = await engine.stylize("selfie2anime", FACE, fmt="png", follow=follow)
+        served = await client.stylize("selfie2anime", FACE, fmt="png", follow=follow)  # X-Follow reaches both
+        assert served.frames == local.frames and np.abs(pixels(local.image) - pixels(served.image)).max() <= 1
     finally:
         await engine.close()
         await client.close()

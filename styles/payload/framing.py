@@ -13,6 +13,7 @@ photo to a square: `Frame.matrix` maps photo pixels to crop coordinates in
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -71,6 +72,58 @@ class Frame:
     def size(self) -> float:
         """The crop's side in photo pixels."""
         return 1.0 / math.hypot(self.matrix[0, 0], self.matrix[0, 1])
+
+
+# Steady framing across the frames of a clip (X-Follow): each face's crop moves this share of the
+# way to where it is detected now, the rest stays where the frame before had it. Detections jitter
+# by a few pixels from frame to frame; unsmoothed, the face shakes in its square.
+FOLLOW_WEIGHT = 0.35
+FOLLOW_RADIUS = 0.5  # a detection further than this share of the crop's side is another face
+NO_FRAMES = (
+    "X-Follow must be the X-Frames header of the clip's previous frame: a JSON list of faces, "
+    f"at most {MAX_FACES}, each six numbers."
+)
+
+
+def centre(frame: Frame) -> np.ndarray:
+    """Where the crop's centre lies in the photo."""
+    inverse = cv2.invertAffineTransform(frame.matrix)
+    return inverse @ np.array([0.5, 0.5, 1.0])
+
+
+def follow(previous: list[Frame], found: list[Frame]) -> list[Frame]:
+    """The faces of the clip's frame before, each moved part of the way to its detection in this
+    frame (FOLLOW_WEIGHT), or held where it was when this frame lost it (a turned head, motion
+    blur). The clip keeps the faces its first frame had, so every frame's reply looks alike."""
+    moved = []
+    for face in previous:
+        here = centre(face)
+        near = min(found, key=lambda f: float(np.linalg.norm(centre(f) - here)), default=None)
+        if near is not None and np.linalg.norm(centre(near) - here) <= FOLLOW_RADIUS * face.size:
+            moved.append(Frame(FOLLOW_WEIGHT * near.matrix + (1 - FOLLOW_WEIGHT) * face.matrix))
+        else:
+            moved.append(face)
+    return moved
+
+
+def frames_to_text(frames: list[Frame]) -> str:
+    """The X-Frames response header: each face's 2x3 map, for the clip's next frame to follow."""
+    return json.dumps([[round(float(v), 8) for v in f.matrix.ravel()] for f in frames], separators=(",", ":"))
+
+
+def frames_from_text(text: str) -> list[Frame]:
+    """An X-Follow request header back into frames; ValueError(NO_FRAMES) for anything else."""
+    try:
+        values = json.loads(text)
+        matrices = [np.array(v, dtype=np.float64).reshape(2, 3) for v in values]
+    except (ValueError, TypeError):
+        raise ValueError(NO_FRAMES) from None
+    if not 0 < len(matrices) <= MAX_FACES or any(
+        not np.isfinite(m).all() or np.abs(m).max() > 1e6 or abs(np.linalg.det(m[:, :2])) < 1e-12
+        for m in matrices
+    ):
+        raise ValueError(NO_FRAMES)
+    return [Frame(m) for m in matrices]
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

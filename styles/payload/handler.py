@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 GROUP_SIDE = 2048  # face styles work on a copy at most this large: it bounds a group photo's memory
 CHUNK = 4  # faces per generator call: a group photo's eight faces never make one big batch
 FACES_HEADER = "X-Faces"  # how many faces were drawn, for the reply and the usage log
+# A clip drawn frame by frame: each answer says where its faces were framed (X-Frames), and the
+# next frame's request hands that back (X-Follow), so the faces stay steady in their squares.
+FRAMES_HEADER, FOLLOW_HEADER = "X-Frames", "X-Follow"
 
 
 Item = Rejected | Job
@@ -72,29 +75,46 @@ class StyleHandler(BaseHandler):
         for idx, row in enumerate(data):
             try:
                 options = self._options(idx, row)
-                items.append(self._job(imaging.decode(imaging.request_body(row)), options))
+                follow = self._follow(idx)
+                items.append(self._job(imaging.decode(imaging.request_body(row)), options, follow))
             except Rejected as err:
                 items.append(err)
         return items
 
+    def _headers(self, idx: int) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.context.get_all_request_header(idx).items() if isinstance(v, str)}
+
     def _options(self, idx: int, row: dict[str, Any]) -> Options:
         """Output size and format from form fields, else from X-Size / X-Format headers."""
-        headers = {
-            k.lower(): v for k, v in self.context.get_all_request_header(idx).items() if isinstance(v, str)
-        }
+        headers = self._headers(idx)
         return imaging.parse_options(
             row.get("size", headers.get("x-size")), row.get("format", headers.get("x-format"))
         )
 
-    def _job(self, img: Image.Image, options: Options) -> Job:
-        """Frame the picture like the training data: one square, or one per face of a group photo."""
+    def _follow(self, idx: int) -> list[framing.Frame] | None:
+        """The faces of the clip's previous frame (X-Follow), if this is a clip's later frame."""
+        text = self._headers(idx).get(FOLLOW_HEADER.lower())
+        if not text or self.framer is None:
+            return None
+        try:
+            return framing.frames_from_text(text)
+        except ValueError as err:
+            raise Rejected("bad_option", str(err)) from None
+
+    def _job(self, img: Image.Image, options: Options, follow: list[framing.Frame] | None) -> Job:
+        """Frame the picture like the training data: one square, or one per face of a group photo;
+        a clip's later frame follows the faces of the frame before."""
         if self.framer is None:
             return Job(self._crops(img, [framing.centre_square(img)]), options, faces=0)
         img = _shrunk(img, GROUP_SIDE)
         try:
             frames = self.framer.frames(img)
         except ValueError as err:  # faces, but all too small to draw
-            raise Rejected("no_face", str(err), 422) from None
+            if follow is None:
+                raise Rejected("no_face", str(err), 422) from None
+            frames = []
+        if follow is not None:
+            frames = framing.follow(follow, frames)
         if not frames and self.needs_face:
             raise Rejected("no_face", framing.NO_FACE, 422)
         if not frames:  # e.g. no cat face found: frame it as the training data was, centred
@@ -137,6 +157,8 @@ class StyleHandler(BaseHandler):
             self.context.set_response_content_type(idx, item.options.content_type)
             self.context.set_response_header(idx, "X-Model-Version", self.manifest["model"]["modelVersion"])
             self.context.set_response_header(idx, FACES_HEADER, str(item.faces))
+            if item.frames:
+                self.context.set_response_header(idx, FRAMES_HEADER, framing.frames_to_text(item.frames))
             out.append(imaging.encode(img, item.options.fmt))
         return out
 

@@ -41,7 +41,8 @@ class MemoryStylizer:
         self.delay_s = delay_s  # each picture takes at least this long (e.g. for a clip's progress to show)
 
     async def stylize(
-        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg"
+        self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
+        follow: str | None = None,
     ) -> Stylized:
         """A posterised square of the photo, checked and encoded as the handler would."""
         info = self._styles.get(style)
