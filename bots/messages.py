@@ -59,6 +59,10 @@ DISCORD_NO_PICTURE_IN_REPLY = (
     "(right-click it, or long-press on a phone), or /style with the image."
 )
 DISCORD_NO_IMAGE_IN_MESSAGE = "That message has no image to restyle."
+DISCORD_RESULT_TOO_BIG = (
+    "The result is {size_mb:.1f} MB, more than the {limit_mb:g} MB Discord lets me upload here. "
+    "Try a shorter or smaller clip (an MP4 is far smaller than the same GIF)."
+)
 # Animated GIFs and short videos (serving words its own refusals; the core passes them on).
 DRAWING_FRAMES = "Drawing frame {done} of {total}…"
 CLIP_TOO_LONG = animation.TOO_LONG  # with the clip's length and the limits filled in

@@ -437,6 +437,9 @@ async def test_gifs_and_videos_come_back_as_files_of_their_kind(
         [menu_answer] = await answers(fake, menu, "edit_original")
         [refusal] = await answers(fake, too_long, "followup")
         [dm_answer] = await fake.wait_for("channel_message", channel_id="116")
+        fake.attachment_size_limit = 2000  # e.g. a long GIF, over what Discord takes from bots
+        over = await fake.slash_command(117, "style", attachment=fake.attachment(gif, "big.gif", "image/gif"))
+        [over_refusal] = await answers(fake, over, "followup")
 
     [upload] = gif_answer.files
     assert upload.filename == "toonbot.gif" and gif_frames(upload.data) == [100, 200, 300, 100]
@@ -453,9 +456,12 @@ async def test_gifs_and_videos_come_back_as_files_of_their_kind(
     assert fake.calls_to("delete_original", token=too_long.token)  # no public "thinking..." left behind
     [upload] = dm_answer.files
     assert upload.filename == "toonbot.gif" and gif_frames(upload.data) == [100, 200, 300, 100]
+    assert over_refusal.ephemeral and over_refusal.files == []
+    assert re.match(r"The result is \d+\.\d MB, more than the [\d.]+ MB Discord lets me upload here\.",
+                    over_refusal.json["content"])
     rows = await read_usage(sqlite_db_url)
     assert sorted((r.platform_user_id, r.status) for r in rows) == [
-        ("111", "ok"), ("112", "ok"), ("114", "ok"), ("115", "bad_input"), ("116", "ok"),
+        ("111", "ok"), ("112", "ok"), ("114", "ok"), ("115", "bad_input"), ("116", "ok"), ("117", "ok"),
     ]
 
 

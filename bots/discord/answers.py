@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 PROGRESS_EVERY_S = 3.0  # "Drawing frame N of M" changes at most this often (edits are rate-limited)
+DM_FILESIZE_LIMIT = 10 * 2**20  # what a bot may upload outside boosted servers
 
 
 def request(
@@ -81,9 +82,18 @@ async def forward(
     await answer(interaction, await core.handle(request(interaction, text, attachment)))
 
 
+def deliverable(reply: Reply, limit: int) -> Reply:
+    """`reply`, or words saying its file is over Discord's upload `limit` (a long GIF can be)."""
+    if reply.image is None or len(reply.image) <= limit:
+        return reply
+    text = messages.DISCORD_RESULT_TOO_BIG.format(size_mb=len(reply.image) / 2**20, limit_mb=limit / 2**20)
+    return Reply(text, problem="too_big")
+
+
 async def answer(interaction: discord.Interaction, reply: Reply) -> None:
     """The picture in the follow-up for all to see; words for the asker alone. A clip takes the
     place of its deferred message, which its progress may have edited into "Drawing frame N of M…"."""
+    reply = deliverable(reply, interaction.filesize_limit)
     if reply.image is not None and reply.animated is not None:  # drawn, so `read` has deferred
         await interaction.edit_original_response(content=reply.text, attachments=[image_file(reply)])
     elif reply.image is not None:

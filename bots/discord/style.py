@@ -67,6 +67,8 @@ class ProgressReply:
 
     async def answer(self, reply: Reply) -> None:
         """The core's answer, in place of the progress if there was any."""
+        guild = self._message.guild
+        reply = answers.deliverable(reply, guild.filesize_limit if guild else answers.DM_FILESIZE_LIMIT)
         file = image_file(reply) if reply.image is not None else None
         if self._shown is None:
             await self._message.reply(reply.text, file=file)

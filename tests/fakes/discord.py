@@ -121,6 +121,7 @@ class FakeDiscord:
         self.identify: JSON | None = None  # the bot's IDENTIFY payload
         self.downloads: list[str] = []  # attachment ids the bot fetched
         self.refused: list[Call] = []  # calls Discord would have refused (answered with an error)
+        self.attachment_size_limit = 10 * 2**20  # what the bot may upload, as interactions say
         self._interactions: dict[str, _InteractionState] = {}  # by token
         self._attachments: dict[str, bytes] = {}
         self._messages: dict[str, JSON] = {}  # every message sent, by id, to reply to or fetch
@@ -502,7 +503,7 @@ class FakeDiscord:
             "locale": "en-US",
             "app_permissions": "0",
             "entitlements": [],
-            "attachment_size_limit": 10 * 2**20,
+            "attachment_size_limit": self.attachment_size_limit,
         }
         if dm:
             recipient = _user(user_id, f"user{user_id}")
