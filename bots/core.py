@@ -24,7 +24,8 @@ from bots.limits import Refusal, UserLimits
 from db import users
 from db.models import Platform, UsageStatus
 from db.usage import UsageRecord, UsageRecorder
-from serving import animation, catalog
+from serving import animation
+from styles import catalog
 from serving.api import StyleInfo, Stylizer, StylizeError
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,8 @@ class _Outcome:
     input_pixels: int | None = None
     version: str | None = None
     faces: int | None = None
+    frames: int | None = None  # an animated GIF or a video: its frames and length
+    seconds: float | None = None
 
     def refuse(self, status: UsageStatus, problem: Problem, text: str, retry_after_s: int | None = None) -> None:
         """The request ends without a picture: `text` for the user, `status` for the log."""
@@ -371,6 +374,8 @@ class Core:
                 input_bytes=outcome.input_bytes,
                 input_pixels=outcome.input_pixels,
                 faces=outcome.faces,
+                frames=outcome.frames,
+                seconds=outcome.seconds,
             )
         )
 
@@ -449,6 +454,7 @@ class Core:
             # in a thread, as decoding a long video takes seconds of CPU.
             clip = await asyncio.to_thread(animation.decode, data, self._animation_limits)
             outcome.input_pixels = clip.frames[0].width * clip.frames[0].height
+            outcome.frames, outcome.seconds = len(clip.frames), round(clip.duration, 3)
             result = await animation.draw(
                 self._stylizer, style.name, clip, size=self._output_size, progress=progress
             )

@@ -21,6 +21,7 @@ from bots.settings import Settings
 from db.engine import create_engine, default_url, session_factory
 from db.usage import UsageRecorder
 from ops.management import Management, open_management
+from serving import animation
 from serving.api import Stylizer
 from serving.engine import EmbeddedEngine
 from serving.factory import open_stylizer
@@ -109,6 +110,9 @@ class SharedCore:
             max_in_flight=settings.max_in_flight,
             max_upload_bytes=settings.max_upload_bytes,
             output_size=settings.output_size,
+            animation_limits=animation.Limits(
+                settings.animation_max_seconds, settings.animation_max_frames, settings.animation_max_pixels
+            ),
         )
         self._stack.push_async_callback(core.settle, 5.0)  # style saves still in flight, before the engine goes
         self.admin = await open_admin(settings, open_configured_management(settings, stylizer), sessions, core)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Enum,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -93,6 +94,8 @@ class Usage(Base):
     input_bytes: Mapped[int | None] = mapped_column(Integer)
     input_pixels: Mapped[int | None] = mapped_column(Integer)
     faces: Mapped[int | None] = mapped_column(Integer)  # faces drawn (0: a centre crop); None: no picture
+    frames: Mapped[int | None] = mapped_column(Integer)  # an animated GIF's or a video's frames; None: a photo
+    seconds: Mapped[float | None] = mapped_column(Float)  # that clip's length
     created_at: Mapped[datetime] = created_column(index=True)
 
 

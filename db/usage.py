@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import reprlib
 import unicodedata
 from collections import deque
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 INT_MAX = 2**31 - 1  # the usage table's INTEGER columns
 # Column lengths of the usage table's text fields (db/models.py).
 TEXT_LENGTHS = {"platform_user_id": 64, "chat_id": 64, "style": 64, "model_version": 32}
-INT_FIELDS = ("latency_ms", "input_bytes", "input_pixels", "faces")
+INT_FIELDS = ("latency_ms", "input_bytes", "input_pixels", "faces", "frames")
 # SQLSTATE classes that mean "this row's data", not "this database": 22 data exception, 23 integrity.
 DATA_SQLSTATES = ("22", "23")
 
@@ -65,6 +66,8 @@ class UsageRecord:
     input_bytes: int | None = None
     input_pixels: int | None = None
     faces: int | None = None  # faces drawn, as the handler counted them
+    frames: int | None = None  # an animated GIF's or a video's frames; None for a photo
+    seconds: float | None = None  # that clip's length
     created_at: datetime = field(default_factory=now_utc)
 
     def __post_init__(self) -> None:
@@ -81,8 +84,13 @@ class UsageRecord:
             raise ValueError(f"unknown platform {self.platform!r}")
         if self.status not in get_args(UsageStatus):
             raise ValueError(f"unknown usage status {self.status!r}")
-        if min(self.latency_ms, self.input_bytes or 0, self.input_pixels or 0, self.faces or 0) < 0:
-            raise ValueError("latency_ms, input_bytes, input_pixels and faces must be >= 0")
+        if self.seconds is not None:
+            if not math.isfinite(self.seconds):
+                raise ValueError("seconds must be a finite number")
+            object.__setattr__(self, "seconds", float(self.seconds))
+        counts = (self.input_bytes, self.input_pixels, self.faces, self.frames, self.seconds)
+        if min(self.latency_ms, *(c or 0 for c in counts)) < 0:
+            raise ValueError("latency_ms, input_bytes, input_pixels, faces, frames and seconds must be >= 0")
         if self.created_at.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
 

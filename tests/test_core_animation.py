@@ -106,6 +106,8 @@ async def test_a_gif_and_a_video_come_back_animated_in_their_own_format(
     assert [(r.platform_user_id, r.status) for r in rows] == [("1", "ok"), ("2", "ok"), ("3", "ok")]
     assert rows[1].input_bytes == len(mp4) and rows[1].input_pixels == 128 * 96  # one frame's
     assert rows[1].model_version == "1.0" and rows[1].latency_ms >= 0
+    assert (rows[0].frames, rows[1].frames) == (4, 90)  # what the clip had drawn, and how long it was
+    assert rows[0].seconds == pytest.approx(0.7) and rows[1].seconds == pytest.approx(3.0, abs=0.04)
 
 
 async def test_clips_past_the_limits_damaged_or_foreign_get_plain_words(

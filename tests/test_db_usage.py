@@ -140,7 +140,8 @@ async def test_concurrent_records_all_land(db_sessions: Sessions) -> None:
 
     async def request(i: int) -> None:
         await asyncio.sleep(0)
-        recorder.record(usage(f"u{i:02d}", created_at=when, input_bytes=1000 + i, input_pixels=64 * 64, faces=i % 3))
+        recorder.record(usage(f"u{i:02d}", created_at=when, input_bytes=1000 + i, input_pixels=64 * 64, faces=i % 3,
+                              frames=i or None, seconds=i / 10 or None))
 
     await asyncio.gather(*(request(i) for i in range(20)))
     await recorder.flush()
@@ -149,6 +150,7 @@ async def test_concurrent_records_all_land(db_sessions: Sessions) -> None:
     async with db_sessions() as session:
         row = await session.scalar(select(Usage).where(Usage.platform_user_id == "u07"))
     assert (row.input_bytes, row.input_pixels, row.status, row.latency_ms, row.faces) == (1007, 4096, "ok", 120, 1)
+    assert (row.frames, row.seconds) == (7, pytest.approx(0.7))
     assert row.created_at == when  # the time of the request, not of the write
     await recorder.close()
 

@@ -36,7 +36,7 @@ from fakes.discord import (
 from fakes.stylizer import MemoryStylizer
 from fakes.telegram import FakeTelegram
 from media import gif_frames, make_gif, make_mp4, probe
-from serving.archive.framing import NO_FACE
+from styles.payload.framing import NO_FACE
 
 if TYPE_CHECKING:
     from conftest import ReadUsage

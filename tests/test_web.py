@@ -190,6 +190,18 @@ async def test_gifs_and_videos_through_the_http_api(
     assert after["audio_seconds"] == pytest.approx(before["audio_seconds"], abs=0.05)
     rows = await read_usage(sqlite_db_url)
     assert [r.status for r in rows] == ["ok", "ok", "bad_input", "bad_input"]
+    assert [(r.frames, r.seconds and round(r.seconds)) for r in rows[:2]] == [(4, 1), (90, 3)]
+
+
+@MEMORY_ONLY
+async def test_the_clip_limits_are_settings(bots_model_store: Path, sqlite_db_url: str) -> None:
+    clip = upload("me.mp4", make_mp4(3.0, 10, audio=False), "video/mp4")
+    async with (
+        running_page(bots_model_store, sqlite_db_url, animation_max_seconds=2) as url,
+        aiohttp.ClientSession() as client,
+        client.post(f"{url}/api/stylize", data=clip) as response,
+    ):
+        assert response.status == 400 and "at most 2 s and 300 frames" in (await response.json())["message"]
 
 
 @MEMORY_ONLY

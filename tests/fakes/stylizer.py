@@ -17,9 +17,10 @@ from PIL import ImageOps
 
 from db.models import ServingRuntime
 from ops.management import DeployError, StyleVersions
-from serving import catalog, replies
+from serving import replies
 from serving.api import BadInput, ImageFormat, StyleInfo, Stylized
-from serving.archive import imaging
+from styles import catalog
+from styles.payload import imaging
 
 DRAW_SIDE = 32  # what the tiny test archives draw at (their training size)
 
