@@ -453,7 +453,7 @@ class Core:
             # Decoded in the slot, so at most `max_in_flight` clips' frames are in memory at once;
             # in a thread, as decoding a long video takes seconds of CPU.
             clip = await asyncio.to_thread(animation.decode, data, self._animation_limits)
-            outcome.input_pixels = clip.frames[0].width * clip.frames[0].height
+            outcome.input_pixels = clip.size[0] * clip.size[1]
             outcome.frames, outcome.seconds = len(clip.frames), round(clip.duration, 3)
             result = await animation.draw(
                 self._stylizer, style.name, clip, size=self._output_size, progress=progress

@@ -41,6 +41,7 @@ DAMAGED_GIF = "I could not read that GIF; it may be damaged."
 DAMAGED_VIDEO = "I could not read that video; it may be damaged."
 NO_PICTURE_TRACK = "That video has no picture track."
 NO_FRAMES = "That video has no frames."
+FRAME_QUALITY = 95  # JPEG quality of the frames a clip keeps (see `Clip`)
 GIF_MIN_MS = 20  # browsers draw shorter GIF delays as 100 ms; keep what the file says, but never below this
 
 
@@ -55,10 +56,17 @@ class Limits:
 
 @dataclass
 class Clip:
-    """The decoded frames of one animation and what it takes to write it back."""
+    """The frames of one animation, each ready to send as a still image, and what it takes to
+    write the clip back.
+
+    Frames are kept as JPEG (quality 95, full colour resolution): 300 decoded
+    720p frames would hold 830 MB per clip, as JPEG about 60 MB; the
+    generator draws at 96-256 px, where the difference does not show.
+    """
 
     kind: Kind
-    frames: list[Image.Image]
+    frames: list[bytes]  # JPEG, at most `Limits.pixels` each
+    size: tuple[int, int]  # the frames' width and height
     times: list[float]  # start of each frame, seconds from the clip's start
     duration: float  # seconds
     source: bytes = field(repr=False)  # the original file: an MP4's audio is copied from it
@@ -98,6 +106,13 @@ def _fit(img: Image.Image, limits: Limits) -> Image.Image:
     return img
 
 
+def _kept(img: Image.Image) -> bytes:
+    """One frame as the clip keeps it and the handler reads it (about 10 ms for 720p)."""
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=FRAME_QUALITY, subsampling=0)
+    return out.getvalue()
+
+
 def decode(data: bytes, limits: Limits = Limits()) -> Clip:
     """Every frame of a GIF or a video, with its start time; `BadInput` when unreadable or too long."""
     kind = sniff(data)
@@ -109,7 +124,9 @@ def decode(data: bytes, limits: Limits = Limits()) -> Clip:
 
 
 def _decode_gif(data: bytes, limits: Limits) -> Clip:
-    frames, times, t = [], [], 0.0
+    frames: list[bytes] = []
+    times: list[float] = []
+    t, size = 0.0, (0, 0)
     try:
         with Image.open(io.BytesIO(data)) as img:
             n = img.n_frames
@@ -120,10 +137,12 @@ def _decode_gif(data: bytes, limits: Limits) -> Clip:
                 t += ms / 1000
                 if len(frames) >= limits.frames or t > limits.seconds + 1e-6:
                     raise too_long(limits, _gif_seconds(img), n)
-                frames.append(_fit(frame, limits))
+                fitted = _fit(frame, limits)
+                frames.append(_kept(fitted))
+                size = fitted.size
     except (UnidentifiedImageError, OSError, ValueError, EOFError) as err:
         raise BadInput(DAMAGED_GIF) from err
-    return Clip("gif", frames, times, t, data, loop)
+    return Clip("gif", frames, size, times, t, data, loop)
 
 
 def _gif_seconds(img: Image.Image) -> float:
@@ -144,21 +163,25 @@ def _decode_mp4(data: bytes, limits: Limits) -> Clip:
             declared = stream.frames or round(seconds * float(stream.average_rate or 0))
             if seconds > limits.seconds + 1e-6 or declared > limits.frames:
                 raise too_long(limits, seconds, declared)
-            frames, times = [], []
+            frames: list[bytes] = []
+            times: list[float] = []
+            size = (0, 0)
             for frame in container.decode(stream):
                 if len(frames) >= limits.frames:
                     raise too_long(limits, seconds, len(frames) + 1)
                 img = frame.to_image()
                 if frame.rotation:  # phone videos: stored sideways, turned by display metadata
                     img = img.rotate(frame.rotation, expand=True)
-                frames.append(_fit(img, limits))
+                fitted = _fit(img, limits)
+                frames.append(_kept(fitted))
+                size = fitted.size
                 times.append(float(frame.time or 0.0))
     except av.error.FFmpegError as err:
         raise BadInput(DAMAGED_VIDEO) from err
     if not frames:
         raise BadInput(NO_FRAMES)
     start = times[0]
-    return Clip("mp4", frames, [t - start for t in times], seconds, data, audio=audio)
+    return Clip("mp4", frames, size, [t - start for t in times], seconds, data, audio=audio)
 
 
 def _seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float:
@@ -228,9 +251,8 @@ async def draw(
     drawn: list[Image.Image | None] = []
     version, faces, follow = "", None, None
     for i, frame in enumerate(clip.frames):
-        png = await asyncio.to_thread(_png, frame)  # ~0.1 s for a 720p frame: off the event loop
         try:
-            result = await stylizer.stylize(style, png, size=size, fmt="png", follow=follow)
+            result = await stylizer.stylize(style, frame, size=size, fmt="png", follow=follow)
         except NoFace:
             drawn.append(None)
         else:
@@ -248,13 +270,6 @@ async def draw(
     frames = [f if f.size == side else f.resize(side, Image.LANCZOS) for f in frames]
     # Seconds of CPU for a long clip (GIF palettes, x264): off the event loop, so other chats go on.
     return Stylized(await asyncio.to_thread(encode, clip, frames), style, version, clip.content_type, faces)
-
-
-def _png(frame: Image.Image) -> bytes:
-    """One frame as the still image a handler reads, losslessly and fast."""
-    out = io.BytesIO()
-    frame.save(out, "PNG", compress_level=1)
-    return out.getvalue()
 
 
 def _held(drawn: list[Image.Image | None]) -> list[Image.Image] | None:
