@@ -80,11 +80,12 @@ class Stylizer(Protocol):
 
     async def stylize(
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
-        follow: str | None = None,
+        follow: str | None = None, compare: bool = False,
     ) -> Stylized:
         """Translate one image; raises a `StylizeError` subclass the user can be told about.
 
         `follow`: the previous frame's `Stylized.frames`, when `image` is a clip's next frame.
+        `compare`: the original (as the model saw it) on the left of the result, in one picture.
         """
         ...
 

@@ -117,9 +117,10 @@ class TorchServeClient:
 
     async def stylize(
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
-        follow: str | None = None,
+        follow: str | None = None, compare: bool = False,
     ) -> Stylized:
-        """POST the image to /predictions/STYLE; options travel as X-Size / X-Format / X-Follow headers."""
+        """POST the image to /predictions/STYLE; options travel as X-Size / X-Format / X-Follow /
+        X-Compare headers."""
         if len(image) > refusals.MAX_BYTES:  # TorchServe would refuse it after the whole upload
             raise BadInput(refusals.TOO_LARGE)
         headers = {"Content-Type": "application/octet-stream", "X-Format": fmt}
@@ -127,6 +128,8 @@ class TorchServeClient:
             headers["X-Size"] = str(size)
         if follow is not None:
             headers[FOLLOW_HEADER] = follow
+        if compare:
+            headers["X-Compare"] = "1"
         status, resp_headers, body = await self._request(
             "POST", f"{self.url}/predictions/{style}", self.token, data=image, headers=headers
         )

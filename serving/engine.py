@@ -54,6 +54,7 @@ class _Request:
     size: int | None
     fmt: str
     follow: str | None
+    compare: bool
     done: asyncio.Future[Answer]
 
 
@@ -70,11 +71,13 @@ class _Worker:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"style-{archive.name}")
         self.task = asyncio.create_task(self._serve())
 
-    async def submit(self, image: bytes, size: int | None, fmt: str, follow: str | None = None) -> Answer:
+    async def submit(
+        self, image: bytes, size: int | None, fmt: str, follow: str | None = None, compare: bool = False
+    ) -> Answer:
         """Queue one request; its answer as TorchServe would give it."""
         done = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait(_Request(image, size, fmt, follow, done))
+            self.queue.put_nowait(_Request(image, size, fmt, follow, compare, done))
         except asyncio.QueueFull:
             raise Overloaded(replies.OVERLOADED) from None
         return await done
@@ -111,6 +114,7 @@ class _Worker:
                     {"name": b"X-Format", "value": r.fmt.encode()},
                     *([{"name": b"X-Size", "value": str(r.size).encode()}] if r.size else []),
                     *([{"name": FOLLOW_HEADER.encode(), "value": r.follow.encode()}] if r.follow else []),
+                    *([{"name": b"X-Compare", "value": b"1"}] if r.compare else []),
                 ],
             }
             for r in batch
@@ -163,11 +167,11 @@ class EmbeddedEngine:
 
     async def stylize(
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
-        follow: str | None = None,
+        follow: str | None = None, compare: bool = False,
     ) -> Stylized:
         """Translate one image with the style's packaged handler."""
         worker = await self._worker(style)
-        answer = await worker.submit(image, size, fmt, follow)
+        answer = await worker.submit(image, size, fmt, follow, compare)
         if answer.status == 200:
             return Stylized(answer.body, style, worker.archive.version, answer.content_type or "", answer.faces,
                             answer.headers.get(FRAMES_HEADER))

@@ -114,6 +114,10 @@ async def test_unsupported_output_options_are_rejected(engine: EmbeddedEngine) -
     with pytest.raises(BadInput) as err:
         await engine.stylize("cat2dog", FACE.read_bytes(), size=4096)
     assert err.value.message == imaging.BAD_OPTION
+    for flag in ("yes", "2", "maybe"):  # X-Compare as a raw HTTP caller could send it
+        with pytest.raises(imaging.Rejected, match="compare 1 or 0"):
+            imaging.parse_options(compare=flag)
+    assert imaging.parse_options(compare="1").compare and not imaging.parse_options(compare="0").compare
 
 
 def group_png(count: int, width: int) -> bytes:
@@ -247,3 +251,20 @@ async def test_a_clips_next_frame_follows_the_faces_of_the_one_before(engine: Em
     assert np.allclose(framing.frames_from_text(held.frames)[0].matrix, step.matrix)
     with pytest.raises(BadInput, match="X-Follow"):
         await engine.stylize("selfie2anime", black, follow="[[0,0,0,0,0,0]]")
+
+
+@pytest.mark.parametrize("style", ["selfie2anime", "dog2cat"])
+async def test_compare_puts_the_original_beside_the_result(engine: EmbeddedEngine, style: str) -> None:
+    alone = decoded((await engine.stylize(style, FACE.read_bytes(), size=64, fmt="png")).image)
+    both = decoded((await engine.stylize(style, FACE.read_bytes(), size=64, fmt="png", compare=True)).image)
+    assert both.size == (128, 64)
+    after = np.asarray(both.convert("RGB"))[:, 64:].astype(int)
+    assert np.abs(after - np.asarray(alone.convert("RGB")).astype(int)).max() == 0  # the result, untouched
+    before = np.asarray(both.convert("RGB"))[:, :64].astype(int)
+    assert np.abs(before - after).mean() > 5  # and the original beside it, not a copy
+
+
+async def test_compare_on_a_group_photo_shows_the_whole_photo_before_and_after(engine: EmbeddedEngine) -> None:
+    both = decoded((await engine.stylize("selfie2anime", group_png(2, 200), size=300, compare=True)).image)
+    assert both.size == (600, 189)
+

@@ -30,6 +30,7 @@ from torchserve_fixture import (
     wait_for_workers,
 )
 
+from config import Settings
 from serving import replies
 from serving.factory import open_stylizer
 from serving.api import BadInput, NoFace, Stylizer, UnknownStyle, Unavailable
@@ -105,6 +106,10 @@ async def test_torchserve_and_embedded_give_the_same_image(
         local = await engine.stylize("selfie2anime", FACE, fmt="png", follow=follow)
         served = await client.stylize("selfie2anime", FACE, fmt="png", follow=follow)  # X-Follow reaches both
         assert served.frames == local.frames and np.abs(pixels(local.image) - pixels(served.image)).max() <= 1
+        local = await engine.stylize("selfie2anime", FACE, fmt="png", compare=True)
+        served = await client.stylize("selfie2anime", FACE, fmt="png", compare=True)  # X-Compare reaches both
+        assert pixels(served.image).shape == pixels(local.image).shape == (32, 64, 3)
+        assert np.abs(pixels(local.image) - pixels(served.image)).max() <= 1
     finally:
         await engine.close()
         await client.close()
@@ -151,7 +156,7 @@ async def test_rejections(stylizer: Stylizer, case: str, error: type, message: s
 async def test_unknown_style(stylizer: Stylizer) -> None:
     with pytest.raises(UnknownStyle) as err:
         await stylizer.stylize("dog2horse", FACE)
-    assert err.value.message == replies.UNKNOWN_STYLE.format(style="dog2horse")
+    assert err.value.message == replies.UNKNOWN_STYLE.format(name="dog2horse")
 
 
 async def test_torchserve_refuses_uploads_over_20_mb(torchserve: LocalTorchServe) -> None:
@@ -268,10 +273,10 @@ async def test_token_authorisation(serving_model_store: Path, tmp_path: Path) ->
         wait_for_workers(ts, "cat2dog", 1)
         anonymous = TorchServeClient(ts.inference_url, retries=0)
         wrong = TorchServeClient(ts.inference_url, keys["management"], retries=0)
-        stylizer = open_stylizer(
-            ts.inference_url, store, keys["inference"],
-            management_url=ts.management_url, management_token=keys["management"],
-        )
+        stylizer = open_stylizer(Settings(
+            _env_file=None, torchserve_url=ts.inference_url, model_store=store, torchserve_token=keys["inference"],
+            torchserve_management_url=ts.management_url, torchserve_management_token=keys["management"],
+        ))
         try:
             for refused in (anonymous, wrong):
                 with pytest.raises(Unavailable):

@@ -88,7 +88,8 @@ class StyleHandler(BaseHandler):
         """Output size and format from form fields, else from X-Size / X-Format headers."""
         headers = self._headers(idx)
         return imaging.parse_options(
-            row.get("size", headers.get("x-size")), row.get("format", headers.get("x-format"))
+            row.get("size", headers.get("x-size")), row.get("format", headers.get("x-format")),
+            row.get("compare", headers.get("x-compare")),
         )
 
     def _follow(self, idx: int) -> list[framing.Frame] | None:
@@ -163,23 +164,34 @@ class StyleHandler(BaseHandler):
         return out
 
     def _picture(self, job: Job) -> Image.Image:
-        """The reply: the restyled square, or the group photo with every face restyled in place.
+        """The reply: the restyled square, or the group photo with every face restyled in place;
+        with `compare`, the same view of the original on its left.
 
         A square comes at the requested side (default: what the model draws);
         a group photo keeps its own size, its long side cut to the requested one.
         """
         assert job.drawn is not None
-        pixels = ((job.drawn.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        squares = [Image.fromarray(p) for p in pixels]
+        squares = _images(job.drawn)
         if job.photo is not None:
-            return _shrunk(framing.paste(job.photo, list(zip(squares, job.frames))), job.options.size or GROUP_SIDE)
-        side = job.options.size or self.draw_size
-        return squares[0] if side == self.draw_size else squares[0].resize((side, side), Image.LANCZOS)
+            side = job.options.size or GROUP_SIDE
+            after = _shrunk(framing.paste(job.photo, list(zip(squares, job.frames))), side)
+            before = job.photo
+        else:
+            side = job.options.size or self.draw_size
+            after = squares[0] if side == self.draw_size else squares[0].resize((side, side), Image.LANCZOS)
+            before = _images(job.crops[:1])[0]  # the square the generator saw
+        return imaging.side_by_side(before, after) if job.options.compare else after
 
     def describe_handle(self) -> str:
         """The style's catalogue entry, for TorchServe's `GET /models/NAME?customized=true`."""
         keys = ("title", "description", "needs_face", "img_size")
         return json.dumps({**{k: self.config[k] for k in keys}, "output_size": self.draw_size})
+
+
+def _images(batch: torch.Tensor) -> list[Image.Image]:
+    """(N, 3, S, S) in [-1, 1] -> N RGB pictures."""
+    pixels = ((batch.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(p) for p in pixels]
 
 
 def _shrunk(img: Image.Image, side: int) -> Image.Image:

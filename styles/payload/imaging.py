@@ -35,8 +35,8 @@ ALPHA_MODES = ("RGBA", "LA", "PA")  # not LAB: its "A" band is a colour
 WIDE_MODES = ("I", "F")  # 32-bit integer and float greyscale (16-bit modes are "I;16...")
 
 BAD_OPTION = (
-    f"Unsupported output options: size must be {SIZES.start}-{SIZES.stop - 1} px "
-    f"and format one of {', '.join(FORMATS)}."
+    f"Unsupported output options: size must be {SIZES.start}-{SIZES.stop - 1} px, "
+    f"format one of {', '.join(FORMATS)}, and compare 1 or 0."
 )
 
 
@@ -54,10 +54,12 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Options:
-    """What the caller asked for: output side in pixels (None: the model's own) and encoding."""
+    """What the caller asked for: output side in pixels (None: the model's own), encoding, and
+    whether the original comes back beside the result (before/after)."""
 
     size: int | None = None
     fmt: str = DEFAULT_FORMAT
+    compare: bool = False
 
     @property
     def content_type(self) -> str:
@@ -69,7 +71,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def parse_options(size: Any = None, fmt: Any = None) -> Options:
+def parse_options(size: Any = None, fmt: Any = None, compare: Any = None) -> Options:
     """Validate the requested output side and format; None means the default
     (for the side: what the model draws, see the handler's `draw_size`).
 
@@ -83,7 +85,21 @@ def parse_options(size: Any = None, fmt: Any = None) -> Options:
     name = DEFAULT_FORMAT if fmt is None else _text(fmt).lower().replace("jpg", "jpeg")
     if (side is not None and side not in SIZES) or name not in FORMATS:
         raise Rejected("bad_option", BAD_OPTION)
-    return Options(side, name)
+    flag = "" if compare is None else _text(compare).strip().lower()
+    if flag not in ("", "0", "1", "false", "true"):
+        raise Rejected("bad_option", BAD_OPTION)
+    return Options(side, name, flag in ("1", "true"))
+
+
+def side_by_side(before: Image.Image, after: Image.Image) -> Image.Image:
+    """The original on the left and the result on the right, `before` scaled to `after`'s height."""
+    if before.height != after.height:
+        width = max(1, round(before.width * after.height / before.height))
+        before = before.resize((width, after.height), Image.LANCZOS)
+    both = Image.new("RGB", (before.width + after.width, after.height))
+    both.paste(before, (0, 0))
+    both.paste(after, (before.width, 0))
+    return both
 
 
 def request_body(row: dict[str, Any]) -> bytes:

@@ -43,19 +43,23 @@ class MemoryStylizer:
 
     async def stylize(
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
-        follow: str | None = None,
+        follow: str | None = None, compare: bool = False,
     ) -> Stylized:
-        """A posterised square of the photo, checked and encoded as the handler would."""
+        """A posterised square of the photo (with `compare`, the square it came from on its
+        left), checked and encoded as the handler would."""
         info = self._styles.get(style)
         if info is None:
             raise replies.unknown_style(style)
         try:
-            options = imaging.parse_options(size, fmt)
+            options = imaging.parse_options(size, fmt, compare)
             picture = imaging.decode(image)
         except imaging.Rejected as rejected:
             raise BadInput(rejected.message) from None
         side = options.size or DRAW_SIDE
-        drawn = ImageOps.posterize(ImageOps.fit(picture, (side, side)), 2)
+        square = ImageOps.fit(picture, (side, side))
+        drawn = ImageOps.posterize(square, 2)
+        if options.compare:
+            drawn = imaging.side_by_side(square, drawn)
         await asyncio.sleep(self.delay_s)  # a real runtime always yields to the event loop
         self.requests += 1
         return Stylized(
