@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots import charts, messages
 from bots.core import Command, Core, Reply, Request
-from bots.settings import Settings
+from config import Settings
 from db import users
 from db.jobs import describe
 from db.models import Platform

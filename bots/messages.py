@@ -9,7 +9,7 @@ takes serving's words.
 
 from __future__ import annotations
 
-from serving import animation
+from serving import animation, replies
 from styles.payload import refusals
 
 WELCOME = (
@@ -39,7 +39,7 @@ DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
 STYLES_HEADER = "Styles (yours now: {style}):"
 STYLE_LINE = "{name} - {description}"
 STYLE_SET = "Done: your style is now {title}. Send a photo!"
-UNKNOWN_STYLE = "I don't know the style \"{name}\"."
+UNKNOWN_STYLE = replies.UNKNOWN_STYLE  # the runtimes refuse an unknown style in the same words
 NO_STYLES = "No styles are available right now. Please try again later."
 NOT_A_COMMAND = "Send me a photo to restyle, or /help to see what I can do."
 RESULT_CAPTION = "{title}"

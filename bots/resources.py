@@ -13,43 +13,17 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from pydantic import SecretStr
-
 from bots.admin import Admin, open_admin
 from bots.core import Core
-from bots.settings import Settings
-from db.engine import create_engine, default_url, session_factory
+from config import Settings
+from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
-from ops.management import Management, open_management
+from ops.management import open_management
 from serving import animation
-from serving.api import Stylizer
 from serving.engine import EmbeddedEngine
 from serving.factory import open_stylizer
 
 logger = logging.getLogger(__name__)
-
-
-def open_configured_stylizer(settings: Settings) -> Stylizer:
-    """TorchServe when `TORCHSERVE_URL` is set, else the embedded engine over `MODEL_STORE`."""
-    return open_stylizer(
-        settings.torchserve_url,
-        settings.model_store,
-        _secret(settings.torchserve_token),
-        management_url=settings.torchserve_management_url,
-        management_token=_secret(settings.torchserve_management_token),
-    )
-
-
-def open_configured_management(settings: Settings, stylizer: Stylizer) -> Management:
-    """Deploys through the same runtime the stylizer draws with."""
-    return open_management(
-        stylizer, settings.torchserve_url, management_url=settings.torchserve_management_url,
-        token=_secret(settings.torchserve_token), management_token=_secret(settings.torchserve_management_token),
-    )
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 class SharedCore:
@@ -85,10 +59,10 @@ class SharedCore:
 
     async def _build(self) -> Core:
         settings = self._settings
-        engine = create_engine(settings.database_url or default_url())
+        engine = create_engine(settings.database_url)
         self._stack.push_async_callback(engine.dispose)
         sessions = session_factory(engine)
-        stylizer = open_configured_stylizer(settings)
+        stylizer = open_stylizer(settings)
         self._stack.push_async_callback(stylizer.close)
         if not await stylizer.styles():
             logger.warning(
@@ -115,6 +89,6 @@ class SharedCore:
             ),
         )
         self._stack.push_async_callback(core.settle, 5.0)  # style saves still in flight, before the engine goes
-        self.admin = await open_admin(settings, open_configured_management(settings, stylizer), sessions, core)
+        self.admin = await open_admin(settings, open_management(settings, stylizer), sessions, core)
         self._stack.push_async_callback(self.admin.close)
         return core

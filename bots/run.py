@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from bots import discord, telegram, web
 from bots.resources import SharedCore
-from bots.settings import Settings, get_settings
-from db.engine import default_url, migrate
+from config import Settings, get_settings
+from db.engine import migrate
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ async def run(names: Sequence[str], settings: Settings) -> None:
 
 
 async def _migrate_and_serve(names: Sequence[str], settings: Settings, stop: asyncio.Event) -> None:
-    await migrate(settings.database_url or default_url())
+    await migrate(settings.database_url)
     shared = SharedCore(settings)
     # One failing front end cancels the others, and each cleans up on the way out.
     async with asyncio.TaskGroup() as group:

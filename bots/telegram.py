@@ -41,7 +41,7 @@ from bots.announce import JobAnnouncer
 from bots.core import Attachment, Core, Progress, Reply, Request, TooBig, every
 from bots.limits import ChatLimits
 from bots.resources import SharedCore
-from bots.settings import Settings
+from config import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from bots import messages
 from bots.core import Attachment, Core, Problem, Reply, Request
 from bots.resources import SharedCore
-from bots.settings import Settings
+from config import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from alembic.config import Config
 from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = "db:migrations"
 MIGRATION_LOCK_KEY = 0x746F6F6E  # "toon": any constant shared by every toonbot process
 
@@ -20,13 +19,6 @@ ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "sqlite": "sqlite+aiosqlite",
 }
-
-
-def default_url() -> str:
-    """The SQLite file used when DATABASE_URL is not set: var/toonbot.sqlite3 in the repository."""
-    folder = REPO_ROOT / "var"
-    folder.mkdir(exist_ok=True)
-    return f"sqlite+aiosqlite:///{folder / 'toonbot.sqlite3'}"
 
 
 def async_url(url: str) -> str:
@@ -53,7 +45,10 @@ def create_engine(url: str, *, timeout: float = 10.0) -> AsyncEngine:
     engine recovers by itself after the database comes back.
     """
     url = async_url(url)
-    if make_url(url).get_backend_name() == "postgresql":
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # var/, on first use
+    if parsed.get_backend_name() == "postgresql":
         connect_args: dict[str, Any] = {"timeout": timeout, "command_timeout": 60}
     else:
         connect_args = {"timeout": timeout}

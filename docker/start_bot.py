@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bots.run import FRONT_ENDS
-from bots.settings import Settings
+from config import Settings
 from serving.torchserve import LocalTorchServe
 
 KEY_DIR = Path("/run/torchserve")  # TorchServe's working folder, the torchserve-keys volume

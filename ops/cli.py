@@ -1,10 +1,12 @@
 """`python -m ops deploy | rollback | models`: what /deploy, /rollback and /models do in chat.
 
-With `--torchserve URL` (or `TORCHSERVE_URL`) the change is made on that
-TorchServe at once. Without, the version is loaded and checked in this
-process and logged as the default; running bots on the embedded engine adopt
-the logged defaults when they next start (use /deploy in chat to switch a
-running bot at once).
+With `--torchserve URL` (or `TORCHSERVE_URL`; tokens `TORCHSERVE_TOKEN` and
+`TORCHSERVE_MANAGEMENT_TOKEN`, else the local instance's key file) the change
+is made on that TorchServe at once. Without, the version is loaded and checked
+in this process and logged as the default; running bots on the embedded engine
+adopt the logged defaults when they next start (use /deploy in chat to switch
+a running bot at once). Both build their runtime as the bots do
+(`serving.factory.open_stylizer`, `ops.management.open_management`).
 """
 
 from __future__ import annotations
@@ -12,40 +14,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import sys
 from collections.abc import Sequence
 
-from db.engine import create_engine, default_url, migrate, session_factory
+from db.engine import create_engine, migrate, session_factory
 from ops.deploy import Deployer, describe_models
-from ops.management import DeployError, EmbeddedManagement, Management, TorchServeManagement
+from ops.management import DeployError, open_management
 from serving.api import StylizeError
-from serving.cli import add_local_options, run_reporting
-from serving.client import default_management_url
-from serving.engine import EmbeddedEngine
-from serving.torchserve import LocalTorchServe, Ports
-
-
-def _management(args: argparse.Namespace) -> tuple[Management, EmbeddedEngine | None]:
-    """TorchServe's APIs when a URL is given (keys: env, else the local instance's), else an engine."""
-    url = args.torchserve or os.environ.get("TORCHSERVE_URL")
-    if not url:
-        engine = EmbeddedEngine(args.model_store)
-        return EmbeddedManagement(engine), engine
-    keys = LocalTorchServe(args.run_dir, args.model_store, Ports.from_base(args.port)).keys()
-    return TorchServeManagement(
-        url, os.environ.get("TORCHSERVE_MANAGEMENT_URL") or default_management_url(url),
-        token=os.environ.get("TORCHSERVE_TOKEN") or keys.get("inference"),
-        management_token=os.environ.get("TORCHSERVE_MANAGEMENT_TOKEN") or keys.get("management"),
-    ), None
+from serving.cli import add_local_options, configured, run_reporting
+from serving.factory import open_stylizer
 
 
 async def _run(args: argparse.Namespace) -> int:
-    database_url = os.environ.get("DATABASE_URL") or default_url()
-    await migrate(database_url)
-    db = create_engine(database_url)
-    management, engine = _management(args)
-    deployer = Deployer(management, session_factory(db), args.model_store)
+    settings = configured(args)
+    await migrate(settings.database_url)
+    db = create_engine(settings.database_url)
+    stylizer = open_stylizer(settings)
+    management = open_management(settings, stylizer)
+    deployer = Deployer(management, session_factory(db), settings.model_store)
     by = f"cli:{getpass.getuser()}"
     try:
         await deployer.restore()  # the logged defaults, as a bot starting now would serve
@@ -63,8 +49,7 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
     finally:
         await management.close()
-        if engine is not None:
-            await engine.close()
+        await stylizer.close()
         await db.dispose()
 
 

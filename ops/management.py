@@ -16,6 +16,7 @@ from typing import Protocol
 
 import aiohttp
 
+from config import Settings, reveal
 from db.models import ServingRuntime
 from serving.api import Stylizer
 from serving.client import TorchServeHTTP, default_management_url
@@ -188,18 +189,17 @@ class TorchServeManagement:
         await self._http.close()
 
 
-def open_management(
-    stylizer: Stylizer, torchserve_url: str | None, *, management_url: str | None = None,
-    token: str | None = None, management_token: str | None = None,
-) -> Management:
-    """Deploys through the runtime `stylizer` draws with: the embedded engine itself, else TorchServe's APIs."""
+def open_management(settings: Settings, stylizer: Stylizer) -> Management:
+    """Deploys through the runtime `stylizer` (from `serving.factory.open_stylizer(settings)`) draws
+    with: the embedded engine itself, else TorchServe's APIs."""
     if isinstance(stylizer, EmbeddedEngine):
         return EmbeddedManagement(stylizer)
-    if not torchserve_url:
+    url = settings.torchserve_url
+    if not url:
         raise ValueError("a TorchServe client needs its URL to manage versions")
     return TorchServeManagement(
-        torchserve_url, management_url or default_management_url(torchserve_url),
-        token=token, management_token=management_token,
+        url, settings.torchserve_management_url or default_management_url(url),
+        token=reveal(settings.torchserve_token), management_token=reveal(settings.torchserve_management_token),
     )
 
 

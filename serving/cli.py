@@ -3,7 +3,8 @@
 start/stop/status run a local TorchServe over the model store; styles and
 stylize use the embedded engine unless `--torchserve URL` (or
 `TORCHSERVE_URL`) points at a running TorchServe (token: `TORCHSERVE_TOKEN`,
-else the local instance's key file).
+else the local instance's key file). Settings come from the environment or
+`.env` (`config.Settings`); the flags override them.
 
 Every failure ends in one line on stderr and a non-zero exit (`-v` shows the log too).
 """
@@ -18,16 +19,34 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from serving.factory import open_stylizer
+from pydantic import SecretStr
+
+from config import Settings, get_settings
 from serving.api import Stylizer, StylizeError, Unavailable
+from serving.factory import open_stylizer
 from serving.torchserve import LocalTorchServe, Ports
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 NO_STYLES = "No styles in {store}/: export one with `python -m training export CKPT --out {store}`."
 
 
+def configured(args: argparse.Namespace) -> Settings:
+    """The settings with this command line's overrides: `--model-store`, `--torchserve`, and the
+    local TorchServe's keys (its run folder's key file) for tokens the settings leave unset."""
+    settings = get_settings()
+    update: dict[str, object] = {"model_store": args.model_store or settings.model_store}
+    url = getattr(args, "torchserve", None) or settings.torchserve_url
+    if url:
+        keys = _local(args).keys()
+        update["torchserve_url"] = url
+        for field, kind in (("torchserve_token", "inference"), ("torchserve_management_token", "management")):
+            if getattr(settings, field) is None and kind in keys:
+                update[field] = SecretStr(keys[kind])
+    return settings.model_copy(update=update)
+
+
 def _local(args: argparse.Namespace) -> LocalTorchServe:
-    return LocalTorchServe(args.run_dir, args.model_store, Ports.from_base(args.port))
+    return LocalTorchServe(args.run_dir, args.model_store or get_settings().model_store, Ports.from_base(args.port))
 
 
 def start(args: argparse.Namespace) -> int:
@@ -59,20 +78,17 @@ def status(args: argparse.Namespace) -> int:
     return 1
 
 
-def _stylizer(args: argparse.Namespace) -> Stylizer:
-    """The embedded engine, or a TorchServe client when a URL is given."""
+def _stylizer(settings: Settings) -> Stylizer:
+    """The embedded engine, or a TorchServe client when a URL is set."""
     # A one-off run compiles nothing: it uses a faster path only when one is cached on disk.
+    # (An environment variable, as the handler reads it inside TorchServe too.)
     os.environ.setdefault("TOONBOT_COMPILE", "cached")
-    url = args.torchserve or os.environ.get("TORCHSERVE_URL")
-    keys = _local(args).keys() if url else {}
-    return open_stylizer(
-        url, args.model_store, os.environ.get("TORCHSERVE_TOKEN") or keys.get("inference"),
-        management_token=os.environ.get("TORCHSERVE_MANAGEMENT_TOKEN") or keys.get("management"),
-    )
+    return open_stylizer(settings)
 
 
 async def _styles(args: argparse.Namespace) -> int:
-    stylizer = _stylizer(args)
+    settings = configured(args)
+    stylizer = _stylizer(settings)
     try:
         found = await stylizer.styles()
     except StylizeError as err:
@@ -81,7 +97,7 @@ async def _styles(args: argparse.Namespace) -> int:
     finally:
         await stylizer.close()
     if not found:
-        print(NO_STYLES.format(store=args.model_store), file=sys.stderr)
+        print(NO_STYLES.format(store=settings.model_store), file=sys.stderr)
         return 1
     for s in found:
         face = "  (needs a face)" if s.needs_face else ""
@@ -118,11 +134,12 @@ async def _stylize(args: argparse.Namespace) -> int:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1
-    stylizer = _stylizer(args)
+    settings = configured(args)
+    stylizer = _stylizer(settings)
     failed = 0
     try:
         if not await stylizer.styles():
-            print(NO_STYLES.format(store=args.model_store), file=sys.stderr)
+            print(NO_STYLES.format(store=settings.model_store), file=sys.stderr)
             return 1
         for source in args.inputs:
             try:
@@ -178,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def add_local_options(parser: argparse.ArgumentParser) -> None:
     """The model store, the local TorchServe (run folder with its keys, ports) and -v: every command line's."""
-    parser.add_argument("--model-store", type=Path, default=Path(os.environ.get("MODEL_STORE", "model_store")))
+    parser.add_argument("--model-store", type=Path, default=None,
+                        help="default: $MODEL_STORE, else model_store/ in the repository")
     parser.add_argument("--run-dir", type=Path, default=Path(".cache/torchserve"),
                         help="local TorchServe's config, keys and logs (default %(default)s)")
     parser.add_argument("--port", type=int, default=8080,

@@ -1,29 +1,25 @@
 """One factory for the runtime a process talks to: TorchServe or the embedded engine.
 
-Kept out of `serving/__init__.py` so that importing one serving module (the
-catalogue, the archive reader) does not pull in aiohttp and TorchServe.
+Every process builds its stylizer here from the one `Settings` (the bots,
+`python -m serving`, `python -m ops`); `ops.management.open_management` adds
+the deploy side over the same runtime. Kept out of `serving/__init__.py` so
+that importing one serving module does not pull in aiohttp and TorchServe.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from config import Settings, reveal
 from serving.api import Stylizer
 from serving.client import TorchServeClient
 from serving.engine import EmbeddedEngine
 
 
-def open_stylizer(
-    torchserve_url: str | None,
-    model_store: Path,
-    token: str | None,
-    *,
-    management_url: str | None = None,
-    management_token: str | None = None,
-) -> Stylizer:
-    """TorchServe when a URL is given, else the embedded engine over the model store."""
-    if torchserve_url:
+def open_stylizer(settings: Settings) -> Stylizer:
+    """TorchServe when `TORCHSERVE_URL` is set, else the embedded engine over `MODEL_STORE`."""
+    if settings.torchserve_url:
         return TorchServeClient(
-            torchserve_url, token, management_url=management_url, management_token=management_token
+            settings.torchserve_url, reveal(settings.torchserve_token),
+            management_url=settings.torchserve_management_url,
+            management_token=reveal(settings.torchserve_management_token),
         )
-    return EmbeddedEngine(Path(model_store))
+    return EmbeddedEngine(settings.model_store)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 
 from serving.api import BadInput, NoFace, StylizeError, UnknownStyle
+from styles import catalog
 
-UNKNOWN_STYLE = "I don't know the style {style!r}. Send /styles to see the ones I have."
+# The one wording for a style name nothing is deployed under: the bots say it too (with the list after it).
+UNKNOWN_STYLE = "I don't know the style \"{name}\"."
 OVERLOADED = "I'm busy with other pictures right now. Please try again in a minute."
 UNAVAILABLE = "The picture service is not reachable right now. Please try again later."
 FAILED = "Something went wrong while drawing your picture. Please try again."
 
 
 def unknown_style(style: str) -> UnknownStyle:
-    """The error for a style name nothing is deployed under."""
-    return UnknownStyle(UNKNOWN_STYLE.format(style=style))
+    """The error for a style name nothing is deployed under (the name cut to what may be repeated back)."""
+    return UnknownStyle(UNKNOWN_STYLE.format(name=catalog.shown(style)))
 
 
 def rejection(body: bytes) -> StylizeError:

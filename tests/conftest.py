@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from config import get_settings
 from db.engine import create_engine, migrate, session_factory
 from db.models import Usage
 
@@ -53,6 +54,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.module.__name__ if isinstance(item, pytest.Function) else ""
         if module in FULL_MODULES or FULL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.full)
+
+
+# --- settings: each test reads the environment it set ----------------------------
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """`config.get_settings` caches per process; a test's `monkeypatch.setenv` must reach the
+    command lines it runs in-process (and not leak into the next test)."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 # --- db: migrated SQLite and PostgreSQL databases -------------------------------
@@ -177,8 +188,8 @@ def bots_model_store(
     from fakes.stylizer import MemoryStylizer
 
     stylizer = MemoryStylizer()  # one per test, shared by its cores as one process's engine would be
-    monkeypatch.setattr(resources, "open_configured_stylizer", lambda settings: stylizer)
-    monkeypatch.setattr(resources, "open_configured_management", lambda settings, stylizer: stylizer)
+    monkeypatch.setattr(resources, "open_stylizer", lambda settings: stylizer)
+    monkeypatch.setattr(resources, "open_management", lambda settings, stylizer: stylizer)
     store = tmp_path / "memory_store"
     store.mkdir()
     return store

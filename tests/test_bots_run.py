@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from bots import run
-from bots.settings import get_settings
+from config import get_settings
 from fakes.telegram import FakeTelegram
 from torchserve_fixture import free_ports
 

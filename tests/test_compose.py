@@ -30,7 +30,7 @@ from packaging.requirements import Requirement
 from ts.arg_parser import ArgParser
 
 from bots.run import FRONT_ENDS
-from bots.settings import REPO_ROOT
+from config import REPO_ROOT
 from serving import torchserve
 from torchserve_fixture import running_torchserve
 from training.cli import build_parser

@@ -18,7 +18,7 @@ from bots import core as core_module
 from bots import messages
 from bots.core import Attachment, Core, Reply, Request
 from bots.resources import SharedCore
-from bots.settings import Settings
+from config import Settings
 from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
 from fakes.stylizer import MemoryStylizer

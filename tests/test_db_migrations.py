@@ -12,7 +12,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from db.engine import async_url, create_engine, default_url, migrate
+from config import default_database_url
+from db.engine import async_url, create_engine, migrate
 from db.models import Base
 from db.users import get_or_create_user
 
@@ -73,9 +74,13 @@ def test_async_url_adds_the_driver() -> None:
     assert async_url("postgresql+asyncpg://db/x") == "postgresql+asyncpg://db/x"
 
 
-def test_default_url_is_a_sqlite_file_in_an_existing_folder() -> None:
-    url = default_url()
+def test_default_url_is_a_sqlite_file_in_var() -> None:
+    url = default_database_url()
     assert url.startswith("sqlite+aiosqlite:///")
-    path = url.removeprefix("sqlite+aiosqlite:///")
-    assert path.endswith("var/toonbot.sqlite3")
-    assert Path(path).parent.is_dir()
+    assert url.removeprefix("sqlite+aiosqlite:///").endswith("var/toonbot.sqlite3")
+
+
+async def test_a_sqlite_file_gets_its_folder(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folder" / "toonbot.sqlite3"
+    await migrate(f"sqlite:///{path}")
+    assert path.is_file()

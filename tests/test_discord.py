@@ -22,7 +22,7 @@ from PIL import Image
 from bots import discord, messages, resources
 from bots.discord import answers as discord_answers
 from bots.resources import SharedCore
-from bots.settings import Settings
+from config import Settings
 from fakes.discord import (
     AUTOCOMPLETE_RESULT,
     CHANNEL_MESSAGE,
@@ -471,7 +471,7 @@ async def test_progress_edits_the_deferred_answer_every_few_seconds(
 ) -> None:
     every_s = 0.25  # 3 s in production
     monkeypatch.setattr(discord_answers, "PROGRESS_EVERY_S", every_s)
-    monkeypatch.setattr(resources, "open_configured_stylizer", lambda settings: MemoryStylizer(delay_s=0.02))
+    monkeypatch.setattr(resources, "open_stylizer", lambda settings: MemoryStylizer(delay_s=0.02))
     clip = make_mp4(6.0, 10, audio=False)  # 60 frames: 1.2 s or more
     async with running_bot(fake, bots_model_store, sqlite_db_url):
         drawing = await fake.slash_command(121, "style", attachment=fake.attachment(clip, "c.mp4", "video/mp4"))

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from bots import messages
 from bots.core import Attachment, Request
 from bots.resources import SharedCore
-from bots.settings import Settings
+from config import Settings
 from db.engine import create_engine, session_factory
 from db.models import TrainingJob, User
 from styles import catalog

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bots import messages, resources, telegram
 from bots.resources import SharedCore
-from bots.settings import Settings
+from config import Settings
 from fakes.stylizer import MemoryStylizer
 from fakes.telegram import Call, FakeTelegram
 from media import gif_frames, make_gif, make_mp4, probe
@@ -376,7 +376,7 @@ async def test_progress_is_one_message_edited_every_few_seconds_then_removed(
 ) -> None:
     every_s = 0.25  # 3 s in production
     monkeypatch.setattr(telegram, "PROGRESS_EVERY_S", every_s)
-    monkeypatch.setattr(resources, "open_configured_stylizer", lambda settings: MemoryStylizer(delay_s=0.02))
+    monkeypatch.setattr(resources, "open_stylizer", lambda settings: MemoryStylizer(delay_s=0.02))
     async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
         api.send_animation(601, make_mp4(6.0, 10, audio=False))  # 60 frames: 1.2 s or more
         [animation] = await api.wait_for("sendAnimation", chat_id=601)

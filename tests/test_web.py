@@ -18,7 +18,7 @@ from playwright.async_api import Page, Route, async_playwright, expect
 
 from bots import messages, web
 from bots.resources import SharedCore
-from bots.settings import Settings
+from config import Settings
 from media import gif_frames, make_gif, make_mp4, probe
 from torchserve_fixture import free_ports
 

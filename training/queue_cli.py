@@ -5,26 +5,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import sys
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from config import get_settings
 from db import jobs
-from db.engine import create_engine, default_url, session_factory
+from db.engine import create_engine, session_factory
 from db.jobs import describe
 from styles import catalog
 
 
 def add_database_argument(parser: argparse.ArgumentParser) -> None:
-    """--database-url, defaulting to DATABASE_URL (else the SQLite file the bots use)."""
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="default: $DATABASE_URL, else the bots' SQLite file")
+    """--database-url, overriding the settings' DATABASE_URL (else the SQLite file the bots use)."""
+    parser.add_argument("--database-url", default=None, help="default: $DATABASE_URL, else the bots' SQLite file")
+
+
+def database_url(args: argparse.Namespace) -> str:
+    """`--database-url`, else the configured one."""
+    return args.database_url or get_settings().database_url
 
 
 async def _with_session(args: argparse.Namespace, work: Callable[[AsyncSession], Awaitable[int]]) -> int:
-    engine = create_engine(args.database_url or default_url())
+    engine = create_engine(database_url(args))
     try:
         async with session_factory(engine)() as session:
             return await work(session)

@@ -21,11 +21,12 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from config import get_settings
 from db import jobs
-from db.engine import create_engine, default_url, session_factory
+from db.engine import create_engine, session_factory
 from db.models import TrainingJob
 from training import distributed, retrain
-from training.queue_cli import add_database_argument
+from training.queue_cli import add_database_argument, database_url
 from training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,9 @@ class TrainingWorker:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    engine = create_engine(args.database_url or default_url())
+    engine = create_engine(database_url(args))
     config = WorkerConfig(
-        datasets=args.datasets, model_store=args.model_store, runs_dir=args.runs_dir,
+        datasets=args.datasets, model_store=args.model_store or get_settings().model_store, runs_dir=args.runs_dir,
         heartbeat_every=args.heartbeat_every, stale_after_s=args.stale_after, threads=args.threads,
         **({"worker_id": args.worker_id} if args.worker_id else {}),
     )
@@ -141,6 +142,7 @@ async def _serve(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Serve the queue until interrupted (or idle, with --exit-when-idle)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args.datasets = args.datasets or get_settings().datasets_dir
     if args.datasets is None:
         raise SystemExit("the worker needs --datasets DIR or DATASETS_DIR (folders DIR/<pair>/trainA ...)")
     try:
@@ -151,13 +153,13 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `worker`."""
-    env_datasets = os.environ.get("DATASETS_DIR")
     p = sub.add_parser("worker", help="run queued training jobs (/retrain)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_database_argument(p)
-    p.add_argument("--datasets", type=Path, default=Path(env_datasets) if env_datasets else None,
+    p.add_argument("--datasets", type=Path, default=None,
                    help="dataset root holding <pair>/trainA ... (default: $DATASETS_DIR)")
-    p.add_argument("--model-store", type=Path, default=Path(os.environ.get("MODEL_STORE", "model_store")))
+    p.add_argument("--model-store", type=Path, default=None,
+                   help="default: $MODEL_STORE, else model_store/ in the repository")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--heartbeat-every", type=int, default=WorkerConfig.heartbeat_every,
                    help="iterations between heartbeats and checkpoints (default %(default)s)")

@@ -21,7 +21,7 @@ from bots.discord.answers import PLATFORM, answer, image_file
 from bots.discord.style import StyleCog
 from bots.limits import ChatLimits
 from bots.resources import SharedCore
-from bots.settings import Settings
+from config import Settings
 
 logger = logging.getLogger(__package__)  # one logger for the whole front end: "bots.discord"
 

@@ -1,17 +1,18 @@
 """Alembic environment: async engines on SQLite and PostgreSQL.
 
 `db.engine.migrate()` hands in an open connection; the `alembic` command line
-connects to DATABASE_URL, or to the default SQLite file when it is unset.
+connects to the configured DATABASE_URL (`config.Settings`: the environment or
+`.env`), or to the default SQLite file when it is unset.
 """
 
 import asyncio
-import os
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import Connection
 
-from db.engine import create_engine, default_url
+from config import get_settings
+from db.engine import create_engine
 from db.models import Base
 
 config = context.config
@@ -33,7 +34,7 @@ def run_migrations(connection: Connection) -> None:
 
 async def run_async_migrations() -> None:
     """Connect from the command line and migrate."""
-    engine = create_engine(os.environ.get("DATABASE_URL") or default_url())
+    engine = create_engine(get_settings().database_url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_migrations)

@@ -1,4 +1,11 @@
-"""Configuration: environment variables and an optional `.env` file, read once."""
+"""Configuration of every toonbot process: environment variables and an optional `.env` file, read once.
+
+The bots, `python -m serving`, `python -m ops`, the training worker and queue
+commands and Alembic's environment all read this one `Settings`; a command
+line's flags (`--model-store`, `--torchserve`, `--database-url`) override it
+for that run. It imports nothing of toonbot's but the handler's upload limit
+(`styles.payload.refusals`, itself a leaf), so every package may import it.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +21,14 @@ from styles.payload import refusals
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def default_database_url() -> str:
+    """The SQLite file used when DATABASE_URL is not set: var/toonbot.sqlite3 in the repository
+    (`db.engine.create_engine` makes the folder)."""
+    return f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 'toonbot.sqlite3'}"
+
+
 class Settings(BaseSettings):
-    """Everything the bots read from the environment; tokens stay `SecretStr` so they never print."""
+    """Everything any process reads from the environment; tokens stay `SecretStr` so they never print."""
 
     # Empty values count as unset, so .env.example's `TELEGRAM_TOKEN=` starts no bot.
     model_config = SettingsConfigDict(
@@ -42,7 +55,7 @@ class Settings(BaseSettings):
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
     # Data and models.
-    database_url: str | None = None  # unset: a SQLite file in var/ (see `db.default_url`)
+    database_url: str = Field(default_factory=default_database_url)
     torchserve_url: str | None = None  # unset: the embedded engine serves model_store/ in-process
     torchserve_token: SecretStr | None = None  # TorchServe's inference key
     torchserve_management_url: str | None = None  # unset: the inference port + 1, as TorchServe lays out
@@ -66,6 +79,9 @@ class Settings(BaseSettings):
     animation_max_pixels: int = Field(default=1280 * 720, ge=64 * 64)
     jobs_poll_s: float = Field(default=5.0, gt=0)  # how often finished training jobs are looked for
 
+    # Training worker: the dataset root holding <pair>/trainA, trainB, testA, testB.
+    datasets_dir: Path | None = None
+
     @field_validator("admin_ids", "web_allowed_hosts", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
@@ -79,3 +95,8 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read on first use."""
     return Settings()
+
+
+def reveal(secret: SecretStr | None) -> str | None:
+    """A token's text, for the one call that sends it."""
+    return secret.get_secret_value() if secret is not None else None
