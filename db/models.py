@@ -73,8 +73,7 @@ class User(Base):
     platform: Mapped[Platform] = mapped_column(choice(Platform, "platform"))
     platform_user_id: Mapped[str] = mapped_column(String(64))
     current_style: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = created_column()
-    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=utcnow())
+    created_at: Mapped[datetime] = created_column()  # when they first chose a style
 
 
 class Usage(Base):

@@ -10,7 +10,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Platform, Usage, User
-from db.types import utcnow
 
 
 @dataclass(frozen=True)
@@ -22,30 +21,12 @@ class Forgotten:
 
 
 async def _upsert(session: AsyncSession, platform: Platform, platform_user_id: str, **changes: Any) -> None:
-    """Insert the user, or apply `changes` to the existing row (nothing if none given)."""
+    """Insert the user with `changes`, or apply them to the existing row."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = insert(User).values(platform=platform, platform_user_id=platform_user_id, **changes)
-    keys = [User.platform, User.platform_user_id]
-    if changes:
-        statement = statement.on_conflict_do_update(index_elements=keys, set_=changes)
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=keys)
+    statement = statement.on_conflict_do_update(index_elements=[User.platform, User.platform_user_id], set_=changes)
     await session.execute(statement)
     await session.commit()
-
-
-async def get_or_create_user(session: AsyncSession, *, platform: Platform, platform_user_id: str) -> User:
-    """The user's row, created on first contact."""
-    await _upsert(session, platform, platform_user_id)
-    found = await session.scalars(
-        select(User).where(User.platform == platform, User.platform_user_id == platform_user_id)
-    )
-    return found.one()
-
-
-async def touch_user(session: AsyncSession, *, platform: Platform, platform_user_id: str) -> None:
-    """Mark the user as seen now (creating the row if needed)."""
-    await _upsert(session, platform, platform_user_id, last_seen_at=utcnow())
 
 
 async def set_style(session: AsyncSession, *, platform: Platform, platform_user_id: str, style: str) -> None:

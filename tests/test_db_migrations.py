@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from config import default_database_url
 from db.engine import async_url, create_engine, migrate
-from db.models import Base
-from db.users import get_or_create_user
+from db.models import Base, User
+from db.users import set_style
 
 TABLES = {"users", "usage", "deployments", "training_jobs"}
 
@@ -61,7 +61,8 @@ async def test_processes_starting_together_migrate_once(postgres_db_url: str) ->
 
 async def test_timestamps_are_utc_aware(db_sessions: async_sessionmaker[AsyncSession]) -> None:
     async with db_sessions() as session:
-        user = await get_or_create_user(session, platform="web", platform_user_id="u1")
+        await set_style(session, platform="web", platform_user_id="u1", style="cat2dog")
+        user = await session.scalar(select(User))
     assert user.created_at.utcoffset() is not None
     assert user.created_at.utcoffset().total_seconds() == 0
     assert abs((datetime.now(user.created_at.tzinfo) - user.created_at).total_seconds()) < 60

@@ -1,4 +1,4 @@
-"""Users: style round-trip, last seen, concurrent first contact, forgetting a user."""
+"""Users: style round-trip, concurrent first contact, forgetting a user."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Usage, User
 from db.usage import UsageRecord, UsageRecorder
-from db.users import forget_user, get_or_create_user, get_style, set_style, touch_user
+from db.users import forget_user, get_style, set_style
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -27,26 +27,15 @@ async def test_style_round_trip(db_sessions: Sessions) -> None:
         assert await session.scalar(select(func.count()).select_from(User)) == 2
 
 
-async def test_get_or_create_is_idempotent_and_touch_moves_last_seen(db_sessions: Sessions) -> None:
-    async with db_sessions() as session:
-        first = await get_or_create_user(session, platform="web", platform_user_id="abc")
-        assert first.current_style is None
-    await asyncio.sleep(0.01)
-    async with db_sessions() as session:
-        await touch_user(session, platform="web", platform_user_id="abc")
-        again = await get_or_create_user(session, platform="web", platform_user_id="abc")
-    assert again.id == first.id
-    assert again.created_at == first.created_at
-    assert again.last_seen_at > first.last_seen_at
-
-
 async def test_concurrent_first_contact_makes_one_row(db_sessions: Sessions) -> None:
-    async def contact() -> int:
+    async def contact(style: str) -> None:
         async with db_sessions() as session:
-            return (await get_or_create_user(session, platform="discord", platform_user_id="7")).id
+            await set_style(session, platform="discord", platform_user_id="7", style=style)
 
-    ids = await asyncio.gather(*(contact() for _ in range(8)))
-    assert len(set(ids)) == 1
+    await asyncio.gather(*(contact(f"style{i}") for i in range(8)))
+    async with db_sessions() as session:
+        rows = (await session.scalars(select(User).where(User.platform_user_id == "7"))).all()
+    assert len(rows) == 1 and rows[0].current_style.startswith("style")
 
 
 async def test_forget_user_removes_their_rows_only(db_sessions: Sessions) -> None:
