@@ -12,7 +12,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from PIL import Image
@@ -43,6 +43,7 @@ CATALOGUE_TTL_S = 10.0  # a new deployment shows within this long
 DB_DEADLINE_S = 0.5  # the longest a reply waits for the database; then it goes on without it
 SAVED_STYLE_TTL_S = 300.0  # another process's /style shows here within this long
 SAVED_STYLE_USERS = 100_000  # users whose style is remembered in memory
+COMPARE = "compare"  # the word after /style [NAME] that asks for before/after
 # Declared types that say nothing either way: let the decoder judge the bytes.
 _UNDECLARED = ("", "application/octet-stream")
 # (frames drawn, frames in all), called as a clip is drawn; an adapter shows it (`every` spaces it out).
@@ -73,6 +74,7 @@ class Request:
     attachment: Attachment | None = None
     network: str | None = None  # where it came from (the web page: the IP); limited per minute too
     progress: Progress | None = None  # told as an animated GIF or video is drawn, frame by frame
+    compare: bool = False  # the original beside the result, in one picture (also "/style NAME compare")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,14 @@ def parse_command(text: str) -> tuple[str | None, str]:
         return None, text
     head, _, arg = text[1:].partition(" ")
     return head.split("@", 1)[0].lower(), arg.strip()
+
+
+def split_compare(arg: str) -> tuple[str, bool]:
+    """`"cat2dog compare"` -> `("cat2dog", True)`; `"compare"` -> `("", True)`: before/after asked."""
+    words = arg.split()
+    if words and words[-1].lower() == COMPARE:
+        return " ".join(words[:-1]), True
+    return arg, False
 
 
 def image_pixels(data: bytes) -> int | None:
@@ -253,6 +263,9 @@ class Core:
 
     async def _style(self, request: Request, arg: str) -> Reply:
         """Switch the user's style for good; an unknown name gets the list."""
+        arg, compare = split_compare(arg)
+        if compare and not arg:
+            return Reply(messages.COMPARE_HOW)
         style = (await self._catalogue()).get(arg)
         if style is None:
             header = messages.UNKNOWN_STYLE.format(name=catalog.shown(arg)) if arg else ""
@@ -260,7 +273,7 @@ class Core:
         self.saved_styles.put((request.platform, request.user_id), arg)
         # This process knows the style at once; a slow database gets the save when it can.
         await self._within_deadline(("save", request.platform, request.user_id), self._save_style(request))
-        return Reply(messages.STYLE_SET.format(title=style.title))
+        return Reply(messages.STYLE_SET.format(title=style.title) + (" " + messages.COMPARE_HOW if compare else ""))
 
     async def _within_deadline(self, key: Hashable, work: Coroutine[None, None, None]) -> None:
         """Run `work` for at most `DB_DEADLINE_S` here, then leave it running in the background.
@@ -328,7 +341,9 @@ class Core:
         """Stylize one image within the limits, and log it whatever happens."""
         started = time.perf_counter()
         command, arg = parse_command(request.text)
+        arg, compare = split_compare(arg) if command == "style" else (arg, False)
         once = arg if command == "style" and arg else None  # a caption "/style NAME": this photo only
+        request = replace(request, compare=request.compare or compare)
         outcome = _Outcome(style=once or self._default_style, input_bytes=attachment.size)
         try:
             catalogue = await self._catalogue()
@@ -401,14 +416,15 @@ class Core:
                 outcome.refuse("rate_limited", "too_many", text, limits.retry_after(key))
                 return
         try:
-            await self._draw(style, attachment, outcome, request.progress)
+            await self._draw(style, attachment, outcome, request.progress, request.compare)
         finally:
             self._limits.release(user)
 
     async def _draw(
-        self, style: StyleInfo, attachment: Attachment, outcome: _Outcome, progress: Progress | None
+        self, style: StyleInfo, attachment: Attachment, outcome: _Outcome, progress: Progress | None,
+        compare: bool = False,
     ) -> None:
-        """Check the file, fetch it, wait for a model slot, and translate it."""
+        """Check the file, fetch it, wait for a model slot, and translate it (a clip has no before/after)."""
         declared = attachment.content_type.lower()
         if declared not in _UNDECLARED and not declared.startswith(("image/", "video/")):
             outcome.refuse("bad_input", "not_an_image", messages.NOT_AN_IMAGE)
@@ -433,7 +449,9 @@ class Core:
             outcome.refuse("bad_input", "not_an_image", messages.NOT_A_CLIP)
             return
         async with self._model_slots:
-            result = await self._stylizer.stylize(style.name, data, size=self._output_size, fmt="jpeg")
+            result = await self._stylizer.stylize(
+                style.name, data, size=self._output_size, fmt="jpeg", compare=compare
+            )
         outcome.status, outcome.version, outcome.faces = "ok", result.version, result.faces
         caption = messages.RESULT_CAPTION.format(title=style.title)
         if result.faces and result.faces > 1:

@@ -21,13 +21,15 @@ HELP = (
     "A GIF or a short video comes back restyled too, frame by frame.\n"
     "/styles - see the styles and pick one\n"
     "/style NAME - switch to a style\n"
-    "A photo with the caption /style NAME uses that style just once.\n"
+    "A photo with the caption /style NAME uses that style just once; add compare (/style NAME compare) "
+    "to get the original and the result side by side.\n"
     "In a group: reply /style (or /style NAME) to a photo, or send a photo with the caption /style NAME. "
     "I only see commands there; if other bots are in the group, add my @username (/style@me).\n"
     "/privacy - what I keep about you (never your photos); /forget - delete it"
 )
 DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
-    "/style with a photo - I send it back restyled (pick a style there to use it just once)\n"
+    "/style with a photo - I send it back restyled (pick a style there to use it just once; "
+    "compare: True puts the original beside it)\n"
     "A GIF or a short MP4 comes back restyled too, frame by frame.\n"
     "/styles - see the styles\n"
     "/mystyle NAME - switch to a style\n"
@@ -39,6 +41,7 @@ DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
 STYLES_HEADER = "Styles (yours now: {style}):"
 STYLE_LINE = "{name} - {description}"
 STYLE_SET = "Done: your style is now {title}. Send a photo!"
+COMPARE_HOW = "For the original and the result side by side, send a photo with the caption /style compare."
 UNKNOWN_STYLE = replies.UNKNOWN_STYLE  # the runtimes refuse an unknown style in the same words
 NO_STYLES = "No styles are available right now. Please try again later."
 NOT_A_COMMAND = "Send me a photo to restyle, or /help to see what I can do."

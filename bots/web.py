@@ -122,12 +122,14 @@ def content_security_policy(page: str) -> str:
     )
 
 
-def _request(request: web.Request, text: str, attachment: Attachment | None = None) -> Request:
+def _request(
+    request: web.Request, text: str, attachment: Attachment | None = None, *, compare: bool = False
+) -> Request:
     visitor = request.app[VISITORS].verify(request.cookies.get(VISITOR_COOKIE))
     user = f"v-{visitor}" if visitor else f"ip-{request.remote}"
     return Request(
         platform=PLATFORM, user_id=user, chat_id=user, text=text, attachment=attachment,
-        network=request.remote or "unknown",
+        network=request.remote or "unknown", compare=compare,
     )
 
 
@@ -164,7 +166,7 @@ async def stylize(request: web.Request) -> web.Response:
         return _answer(core.refuse(_request(request, ""), problem, messages.NOT_A_FORM,
                                    input_bytes=request.content_length))
     try:
-        style, content_type, data = await _read_form(request, request.app[MAX_UPLOAD])
+        style, compare, content_type, data = await _read_form(request, request.app[MAX_UPLOAD])
     except (ValueError, HttpProcessingError) as error:  # a broken multipart body (no boundary, bad headers)
         logger.info("unreadable upload from %s: %s", request.remote, error)
         return _answer(core.refuse(_request(request, ""), "bad_input", messages.NOT_A_FORM))
@@ -173,12 +175,13 @@ async def stylize(request: web.Request) -> web.Response:
         return data
 
     text = f"/style {style}" if style else ""
-    return _answer(await core.handle(_request(request, text, Attachment(content_type, len(data), read))))
+    attachment = Attachment(content_type, len(data), read)
+    return _answer(await core.handle(_request(request, text, attachment, compare=compare)))
 
 
-async def _read_form(request: web.Request, limit: int) -> tuple[str, str, bytes]:
-    """(style, the image's declared type, the image's bytes), each read only up to its cap."""
-    style, content_type, data = "", "", b""
+async def _read_form(request: web.Request, limit: int) -> tuple[str, bool, str, bytes]:
+    """(style, before/after asked, the image's declared type, the image's bytes), each read only up to its cap."""
+    style, compare, content_type, data = "", False, "", b""
     reader = await request.multipart()
     for _ in range(MAX_PARTS):
         part = await reader.next()
@@ -188,12 +191,14 @@ async def _read_form(request: web.Request, limit: int) -> tuple[str, str, bytes]
             continue
         if part.name == "style":
             style = (await _read_capped(part, MAX_STYLE_FIELD)).decode("utf-8", "replace").strip()
+        elif part.name == "compare":  # a checkbox: "1" (or the browser's "on") when ticked
+            compare = (await _read_capped(part, MAX_STYLE_FIELD)).strip().lower() in (b"1", b"on", b"true")
         elif part.name == "image":
             content_type = part.headers.get("Content-Type", "")
             data = await _read_capped(part, limit)
             if len(data) > limit:
                 break  # the core says "too big"; the rest is never read
-    return style, content_type, data
+    return style, compare, content_type, data
 
 
 async def _read_capped(part: BodyPartReader, limit: int) -> bytes:

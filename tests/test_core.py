@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -181,6 +182,25 @@ async def test_photo_is_stylized_and_logged(
     assert rows[0].input_bytes == len(face_jpeg) and rows[0].input_pixels == 256 * 256
     assert rows[0].latency_ms >= 0
     assert [r.faces for r in rows] == [1, 0]  # anime2selfie keeps the centre crop
+
+
+async def test_compare_puts_the_original_beside_the_result(shared: SharedCore, face_jpeg: bytes) -> None:
+    """A caption "/style [NAME] compare" or a front end's own option; the text command says how."""
+    core = await shared.open()
+    try:
+        captioned = await core.handle(request(text="/style anime2selfie compare", attachment=photo(face_jpeg)))
+        current = await core.handle(request(text="/style@toonbot compare", attachment=photo(face_jpeg)))
+        option = await core.handle(replace(request(attachment=photo(face_jpeg)), compare=True))
+        plain = await core.handle(request(attachment=photo(face_jpeg)))
+        told = await core.handle(request(text="/style compare"))
+        switched = await core.handle(request(text="/style anime2selfie compare"))
+    finally:
+        await shared.close()
+    sizes = [Image.open(io.BytesIO(r.image)).size for r in (captioned, current, option, plain) if r.image]
+    assert sizes == [(128, 64), (128, 64), (128, 64), (64, 64)]
+    assert (captioned.text, current.text) == ("Anime to selfie", "Selfie to anime")
+    assert told.text == messages.COMPARE_HOW
+    assert switched.text.startswith(messages.STYLE_SET.format(title="Anime to selfie")) and "compare" in switched.text
 
 
 async def test_a_group_photo_reply_says_how_many_faces_were_drawn(

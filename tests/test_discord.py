@@ -123,6 +123,7 @@ async def test_slash_style_defers_then_sends_the_picture(
         huge_file = fake.attachment(face_jpeg, "huge.png", "image/png", size=5 * 2**20)
         huge = await fake.slash_command(13, "style", attachment=huge_file)
         unknown = await fake.slash_command(14, "style", attachment=jpeg(fake, face_jpeg), style="van_gogh")
+        compared = await fake.slash_command(15, "style", attachment=jpeg(fake, face_jpeg), compare=True)
         [typed_choices] = await answers(fake, typing)
         [all_choices] = await answers(fake, everything)
         [deferral] = await answers(fake, face)
@@ -130,14 +131,16 @@ async def test_slash_style_defers_then_sends_the_picture(
         [pdf_refusal] = await answers(fake, pdf)
         [huge_refusal] = await answers(fake, huge)
         [unknown_refusal] = await answers(fake, unknown)
+        [before_and_after] = await answers(fake, compared, "followup")
 
     [sync] = fake.calls_to("sync", guild_id=str(fake.guild_id))  # development: one server, at once
     commands = {c["name"]: c for c in sync.json}
     assert sorted(commands) == ["Restyle", "forget", "help", "mystyle", "privacy", "style", "styles"]
     assert commands["Restyle"]["type"] == MESSAGE_COMMAND  # in a message's Apps menu
-    image, style = commands["style"]["options"]
+    image, style, compare = commands["style"]["options"]
     assert (image["name"], image["type"], image["required"]) == ("image", 11, True)
     assert (style["name"], style["type"], style["required"]) == ("style", 3, False)
+    assert (compare["name"], compare["type"], compare["required"]) == ("compare", 5, False)
     assert style["autocomplete"]
     assert fake.identify is not None and fake.identify["token"] == fake.token
     intents = fake.identify["intents"]
@@ -151,6 +154,7 @@ async def test_slash_style_defers_then_sends_the_picture(
     assert jpeg_size(picture) == (64, 64)
     assert picture.files[0].filename == "toonbot.jpg"
     assert picture.json["content"] == "Selfie to anime" and not picture.ephemeral
+    assert jpeg_size(before_and_after) == (128, 64)  # the original beside the result
 
     for refusal, words in [
         (pdf_refusal, messages.NOT_AN_IMAGE),
@@ -164,7 +168,7 @@ async def test_slash_style_defers_then_sends_the_picture(
 
     rows = await read_usage(sqlite_db_url)
     assert sorted((r.platform_user_id, r.status) for r in rows) == [
-        ("11", "ok"), ("12", "bad_input"), ("13", "bad_input"), ("14", "bad_input")
+        ("11", "ok"), ("12", "bad_input"), ("13", "bad_input"), ("14", "bad_input"), ("15", "ok")
     ]
     assert {(r.platform, r.chat_id) for r in rows} == {("discord", str(fake.channel_id))}
 

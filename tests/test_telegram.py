@@ -132,12 +132,16 @@ async def test_commands_and_a_caption_style(
         await api.wait_for("sendMessage", chat_id=9)
         api.send_photo(8, face_jpeg, caption="/style anime2selfie")
         [photo] = await api.wait_for("sendPhoto", chat_id=8)
+        api.send_photo(8, face_jpeg, caption="/style anime2selfie compare")  # before and after
+        _, compared = await api.wait_for("sendPhoto", chat_id=8, count=2)
     [welcome] = api.calls_to("sendMessage", 8)
     assert welcome.fields["text"] == messages.WELCOME.format(style="Selfie to anime")
     unknown = api.calls_to("sendMessage", 9)[0]
     assert unknown.fields["text"].startswith(messages.UNKNOWN_STYLE.format(name="van_gogh"))
     assert "inline_keyboard" in unknown.json("reply_markup")
     assert photo.fields["caption"] == "Anime to selfie"
+    sides = [Image.open(io.BytesIO(c.files["photo"].data)).size for c in (photo, compared)]
+    assert sides[1] == (2 * sides[0][0], sides[0][1])
 
 
 async def test_a_failure_is_answered_logged_and_survived(

@@ -95,6 +95,10 @@ async def test_http_api(
         async with client.post(f"{url}/api/stylize", data=form) as response:
             assert response.content_type == "image/jpeg"
             assert Image.open(io.BytesIO(await response.read())).size == (64, 64)
+        form = upload("me.jpg", face_jpeg, "image/jpeg", style="anime2selfie")
+        form.add_field("compare", "1")  # the page's "Before and after" box
+        async with client.post(f"{url}/api/stylize", data=form) as response:
+            assert Image.open(io.BytesIO(await response.read())).size == (128, 64)
         for form, status, words in [
             (upload("notes.txt", b"hello", "text/plain"), 415, messages.NOT_AN_IMAGE),
             (upload("big.png", b"\0" * (2**20 + 5), "image/png"), 413, messages.TOO_BIG.format(limit_mb=1)),
@@ -105,6 +109,7 @@ async def test_http_api(
 
     rows = await read_usage(sqlite_db_url)
     assert [(r.platform, r.platform_user_id, r.style, r.status) for r in rows] == [
+        ("web", visitor, "anime2selfie", "ok"),
         ("web", visitor, "anime2selfie", "ok"),
         ("web", visitor, "selfie2anime", "bad_input"),
         ("web", visitor, "selfie2anime", "bad_input"),

@@ -109,13 +109,17 @@ class StyleCog(commands.Cog):
         ][:MAX_CHOICES]
 
     @app_commands.command(name="style", description="Restyle a photo, a GIF or a short MP4")
-    @app_commands.describe(image="The photo, GIF or MP4 to restyle", style="Use this style just this once")
+    @app_commands.describe(
+        image="The photo, GIF or MP4 to restyle", style="Use this style just this once",
+        compare="Put the original beside the result (photos)",
+    )
     @app_commands.autocomplete(style=style_choices)
     async def style(
-        self, interaction: discord.Interaction, image: discord.Attachment, style: str | None = None
+        self, interaction: discord.Interaction, image: discord.Attachment, style: str | None = None,
+        compare: bool = False,
     ) -> None:
         """Draw the attached image in the chosen style, or the user's own."""
-        await self._draw_for(interaction, image, f"/style {style}" if style else "")
+        await self._draw_for(interaction, image, f"/style {style}" if style else "", compare=compare)
 
     async def restyle(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Apps → Restyle on a message: draw its image in the user's style."""
@@ -125,11 +129,13 @@ class StyleCog(commands.Cog):
         else:
             await self._draw_for(interaction, image, "")
 
-    async def _draw_for(self, interaction: discord.Interaction, image: discord.Attachment, text: str) -> None:
+    async def _draw_for(
+        self, interaction: discord.Interaction, image: discord.Attachment, text: str, *, compare: bool = False
+    ) -> None:
         """Draw `image` as `text` asks, "thinking..." from when drawing (or waiting for a turn) starts."""
         attachment = Attachment(image.content_type or "", image.size, deferring_read(interaction, image))
         progress = every(answers.PROGRESS_EVERY_S, partial(answers.show_progress, interaction))
-        asked = request(interaction, text, attachment, progress)
+        asked = replace(request(interaction, text, attachment, progress), compare=compare)
         await answer(interaction, await self._draw(interaction.guild_id, asked, lambda: defer(interaction)))
 
     @app_commands.command(name="styles", description="List the styles")

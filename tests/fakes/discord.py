@@ -51,7 +51,7 @@ APPLICATION_COMMAND, AUTOCOMPLETE = 2, 4
 # Interaction callback types.
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 4, 5, 8
 # Application command option types.
-STRING, ATTACHMENT = 3, 11
+STRING, BOOLEAN, ATTACHMENT = 3, 5, 11
 MESSAGE_CONTENT = 1 << 15  # the privileged intent
 MESSAGE_COMMAND = 3  # application command type: an entry in a message's Apps menu
 REPLY = 19  # message type of a reply
@@ -465,10 +465,13 @@ class FakeDiscord:
         self._attachments.clear()
 
     async def slash_command(
-        self, user_id: int, name: str, /, *, attachment: JSON | None = None, dm: bool = False, **options: str
+        self, user_id: int, name: str, /, *, attachment: JSON | None = None, dm: bool = False,
+        **options: str | bool,
     ) -> Interaction:
-        """The user runs `/name` with string `options` and maybe one attachment option (`image`)."""
-        values: list[JSON] = [{"name": k, "type": STRING, "value": v} for k, v in options.items()]
+        """The user runs `/name` with string or boolean `options` and maybe one attachment option (`image`)."""
+        values: list[JSON] = [
+            {"name": k, "type": BOOLEAN if isinstance(v, bool) else STRING, "value": v} for k, v in options.items()
+        ]
         resolved: JSON = {}
         if attachment is not None:
             values.insert(0, {"name": "image", "type": ATTACHMENT, "value": attachment["id"]})
