@@ -22,7 +22,8 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from config import Settings, get_settings
-from serving.api import Stylizer, StylizeError, Unavailable
+from serving import animation
+from serving.api import Stylized, Stylizer, StylizeError, Unavailable
 from serving.factory import open_stylizer
 from serving.torchserve import LocalTorchServe, Ports
 
@@ -105,10 +106,10 @@ async def _styles(args: argparse.Namespace) -> int:
     return 0
 
 
-def output_path(source: Path, out: str | None, style: str, fmt: str, many: bool) -> Path:
+def output_path(source: Path, out: str | None, style: str, extension: str, many: bool) -> Path:
     """Where one result goes: inside OUT when it is a folder (several inputs, an existing folder,
     or a name ending in "/"), else OUT itself; beside the input without OUT."""
-    name = f"{source.stem}.{style}.{EXTENSIONS[fmt]}"
+    name = f"{source.stem}.{style}.{extension}"
     if out is None:
         return source.with_name(name)
     if many or out.endswith(("/", os.sep)) or Path(out).is_dir():
@@ -130,7 +131,7 @@ def _make_folder(folder: Path) -> str | None:
 async def _stylize(args: argparse.Namespace) -> int:
     many = len(args.inputs) > 1
     if args.out is not None:  # every result goes into one folder: make sure it can be written first
-        problem = _make_folder(output_path(args.inputs[0], args.out, args.style, args.format, many).parent)
+        problem = _make_folder(output_path(args.inputs[0], args.out, args.style, "", many).parent)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1
@@ -143,14 +144,14 @@ async def _stylize(args: argparse.Namespace) -> int:
             return 1
         for source in args.inputs:
             try:
-                result = await stylizer.stylize(args.style, source.read_bytes(), size=args.size, fmt=args.format)
+                result, extension = await _draw(stylizer, settings, args, source.read_bytes())
             except Unavailable:
                 raise  # the same for every input: said once, by main
             except (OSError, StylizeError) as err:
                 failed += 1
                 print(f"{source}: {getattr(err, 'message', None) or err}", file=sys.stderr)
                 continue
-            target = output_path(source, args.out, args.style, args.format, many)
+            target = output_path(source, args.out, args.style, extension, many)
             try:
                 target.write_bytes(result.image)
             except OSError as err:
@@ -161,6 +162,19 @@ async def _stylize(args: argparse.Namespace) -> int:
     finally:
         await stylizer.close()
     return 1 if failed else 0
+
+
+async def _draw(stylizer: Stylizer, settings: Settings, args: argparse.Namespace, data: bytes) -> tuple[Stylized, str]:
+    """One input drawn, and the extension its result gets: an animated GIF or an MP4 frame by
+    frame, back in its own format (within the ANIMATION_MAX_* settings); a still image as asked."""
+    kind = animation.sniff(data)
+    if kind is None:
+        result = await stylizer.stylize(args.style, data, size=args.size, fmt=args.format, compare=args.compare)
+        return result, EXTENSIONS[args.format]
+    limits = animation.Limits(settings.animation_max_seconds, settings.animation_max_frames,
+                              settings.animation_max_pixels)
+    clip = await asyncio.to_thread(animation.decode, data, limits)
+    return await animation.draw(stylizer, args.style, clip, size=args.size), kind
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="output file (one input) or folder (several inputs, or a name ending in /)")
             p.add_argument("--size", type=int, default=None,
                            help="output side in pixels (default: the size the style draws at)")
-            p.add_argument("--format", choices=sorted(EXTENSIONS), default="jpeg")
+            p.add_argument("--format", choices=sorted(EXTENSIONS), default="jpeg",
+                           help="for still images; an animated GIF or an MP4 comes back as one")
+            p.add_argument("--compare", action="store_true",
+                           help="the original beside the result in one picture (still images)")
     return parser
 
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from torchserve_fixture import free_port_block, wait_for_workers
 
+from media import gif_frames, make_gif, make_mp4, probe
 from styles.payload import framing
 from serving.cli import NO_STYLES
 from serving.torchserve import LocalTorchServe, Ports
@@ -42,6 +43,19 @@ def test_stylize_one_file_to_a_named_output(serving_model_store: Path, tmp_path:
     result = serving_cli("--model-store", serving_model_store, "stylize", CAT, "--style", "cat2dog", "-o", target)
     assert result.returncode == 0, result.stderr
     assert Image.open(target).size == (64, 64)  # what the test store's cat2dog draws (32 px, exported at 2x)
+
+
+def test_gifs_and_videos_come_back_in_kind_and_stills_can_compare(serving_model_store: Path, tmp_path: Path) -> None:
+    gif, mp4 = tmp_path / "wave.gif", tmp_path / "me.mp4"
+    gif.write_bytes(make_gif([100, 200, 100]))
+    mp4.write_bytes(make_mp4(1.0, 10))
+    out = tmp_path / "out"
+    result = serving_cli("--model-store", serving_model_store, "stylize", gif, mp4, CAT,
+                         "--style", "dog2cat", "-o", out, "--compare")
+    assert result.returncode == 0, result.stderr
+    assert gif_frames((out / "wave.dog2cat.gif").read_bytes()) == [100, 200, 100]
+    assert probe((out / "me.dog2cat.mp4").read_bytes())["frames"] == 10
+    assert Image.open(out / "chelsea_256.dog2cat.jpg").size == (128, 64)  # before and after
 
 
 def test_styles_lists_the_store_and_explains_an_empty_one(serving_model_store: Path, tmp_path: Path) -> None:
