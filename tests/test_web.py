@@ -159,13 +159,31 @@ async def test_the_page_in_a_browser(
         await expect(page.locator("#caption")).to_have_text("Anime to selfie")
         await expect(page.locator("#progress")).to_be_hidden()
 
+        await page.check("#compare")  # before and after, with a divider to drag
+        await page.click("#go")
+        await expect(page.locator("#slider")).to_be_visible(timeout=60_000)
+        await expect(page.locator("#result")).to_be_hidden()
+        halves = await page.evaluate('["before-half", "after-half"].map(id => document.getElementById(id).width)')
+        assert halves == [64, 64]
+        box = await page.locator("#divider").bounding_box()
+        assert box is not None
+        await page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)  # drag it right
+        clip = await page.evaluate('document.getElementById("after-half").style.clipPath')
+        assert clip.startswith("inset(0px 0px 0px 7") or clip.startswith("inset(0px 0px 0px 8"), clip
+        alone = await page.evaluate(  # the download is the result alone, not the pair
+            """async () => { const img = new Image(); img.src = document.getElementById("download").href;
+                await img.decode(); return [img.naturalWidth, img.naturalHeight]; }"""
+        )
+        assert alone == [64, 64]
+        await page.uncheck("#compare")
+
         await page.set_input_files("#file", notes)
         await page.click("#go")
         await expect(page.locator("#error")).to_have_text(messages.NOT_AN_IMAGE, timeout=60_000)
         await expect(page.locator("#result")).to_be_hidden()
 
     statuses = [(r.platform, r.style, r.status) for r in await read_usage(sqlite_db_url)]
-    assert statuses == [("web", "anime2selfie", "ok"), ("web", "anime2selfie", "bad_input")]
+    assert statuses == [("web", "anime2selfie", status) for status in ("ok", "ok", "bad_input")]
 
 
 MEMORY_ONLY = pytest.mark.parametrize("bots_model_store", ["memory"], indirect=True)
