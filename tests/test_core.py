@@ -300,12 +300,12 @@ class CountingStylizer:
         self.now = self.most = 0
 
     async def stylize(
-        self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg"
+        self, style: str, image: bytes, *, size: int = 512, fmt: ImageFormat = "jpeg", **options: object
     ) -> Stylized:
         self.now += 1
         self.most = max(self.most, self.now)
         try:
-            return await self.engine.stylize(style, image, size=size, fmt=fmt)
+            return await self.engine.stylize(style, image, size=size, fmt=fmt, **options)  # type: ignore[arg-type]
         finally:
             self.now -= 1
 
