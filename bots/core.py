@@ -243,6 +243,14 @@ class Core:
         """What the bot does, in four lines."""
         return Reply(messages.HELP)
 
+    async def styles(self, request: Request) -> tuple[list[StyleInfo], StyleInfo | None]:
+        """The deployed styles and the user's own (None when nothing is deployed), for front ends
+        that show them their own way (the page's picker, Discord's autocomplete).
+
+        Raises `StylizeError` when the runtime cannot say (TorchServe unreachable)."""
+        catalogue = await self._catalogue()
+        return list(catalogue.values()), await self._current_style(request, catalogue)
+
     async def _styles(self, request: Request, arg: str, header: str = "") -> Reply:
         """The deployed styles, one per line, with a button each."""
         catalogue = await self._catalogue()

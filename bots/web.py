@@ -32,6 +32,7 @@ from bots import messages
 from bots.core import Attachment, Core, Problem, Reply, Request
 from bots.resources import SharedCore
 from config import Settings
+from serving.api import StylizeError
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +154,12 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def styles(request: web.Request) -> web.Response:
     """The deployed styles for the page's picker (the same list /styles shows)."""
-    reply = await request.app[CORE].handle(_request(request, "/styles"))
-    choices = [{"name": b.style, "title": b.label, "selected": b.selected} for b in reply.buttons]
-    return web.json_response({"styles": choices, "message": "" if choices else reply.text})
+    try:
+        found, current = await request.app[CORE].styles(_request(request, ""))
+    except StylizeError as error:  # e.g. TorchServe unreachable
+        return web.json_response({"styles": [], "message": error.message or messages.ERROR})
+    choices = [{"name": s.name, "title": s.title, "selected": s == current} for s in found]
+    return web.json_response({"styles": choices, "message": "" if choices else messages.NO_STYLES})
 
 
 async def stylize(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from bots.core import Attachment, Core, Reply, Request, every
 from bots.discord import answers
 from bots.discord.answers import PLATFORM, answer, defer, deferring_read, forward, image_file, request
 from bots.limits import ChatLimits
+from serving.api import StylizeError
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +101,15 @@ class StyleCog(commands.Cog):
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         """The deployed styles (the list /styles shows) matching what the user has typed."""
-        reply = await self._core.handle(request(interaction, "/styles"))
+        try:
+            found, _ = await self._core.styles(request(interaction, ""))
+        except StylizeError:  # no list to offer: the command itself will say why
+            return []
         typed = current.strip().lower()
         return [
-            app_commands.Choice(name=b.label, value=b.style)
-            for b in reply.buttons
-            if typed in b.style.lower() or typed in b.label.lower()
+            app_commands.Choice(name=s.title, value=s.name)
+            for s in found
+            if typed in s.name.lower() or typed in s.title.lower()
         ][:MAX_CHOICES]
 
     @app_commands.command(name="style", description="Restyle a photo, a GIF or a short MP4")
@@ -193,8 +197,11 @@ class StyleCog(commands.Cog):
         bare name ("@toonbot anime2selfie"); any other words are just chatter ("")."""
         if asked.text.startswith("/"):
             return asked.text
-        listing = await self._core.handle(replace(asked, text="/styles"))
-        return f"/style {asked.text}" if asked.text in {b.style for b in listing.buttons} else ""
+        try:
+            found, _ = await self._core.styles(asked)
+        except StylizeError:
+            return ""
+        return f"/style {asked.text}" if asked.text in {s.name for s in found} else ""
 
     async def _draw(
         self, guild_id: int | None, asked: Request, before_waiting: Callable[[], Awaitable[None]] | None = None
