@@ -109,13 +109,22 @@ class Admin:
         logger.info("forgot %s (%d usage records)", requester(request), gone.usage)
         return Reply(messages.FORGOTTEN.format(count=gone.users + gone.usage))
 
-    # Usage -------------------------------------------------------------------
+    # Typed commands: what a front end with typed options (Discord's slash commands) calls; the
+    # text commands below parse a chat line into the same calls. Each checks ADMIN_IDS itself.
 
-    async def _stats(self, request: Request, arg: str) -> Reply:
+    def _refused(self, request: Request, name: str) -> Reply | None:
+        """None for an admin; else the answer to an unknown command, and a log line."""
+        if self.is_admin(request):
+            return None
+        logger.warning("refused /%s from %s (not in ADMIN_IDS)", name, requester(request))
+        return Reply(messages.HELP)
+
+    async def stats(self, request: Request, days: int = 7) -> Reply:
         """The chart of requests per style per day, with success rates, latencies and top errors."""
-        if arg and (not arg.isdigit() or not 1 <= int(arg) <= MAX_STATS_DAYS):
+        if refused := self._refused(request, "stats"):
+            return refused
+        if not 1 <= days <= MAX_STATS_DAYS:
             return Reply(messages.ADMIN_USAGE["stats"])
-        days = int(arg or 7)
         report = await admin.usage_report(self.sessions, days=days)
         if not report.styles:
             return Reply(messages.STATS_EMPTY.format(days=days))
@@ -131,32 +140,85 @@ class Admin:
         chart = await asyncio.to_thread(charts.requests_chart, report.daily, days=days, today=now_utc().date())
         return Reply("\n".join(lines), image=chart, content_type="image/png")
 
-    # Deployments -------------------------------------------------------------
-
-    async def _models(self, request: Request, arg: str) -> Reply:
+    async def models(self, request: Request) -> Reply:
         """Each style's versions, the default marked, with who deployed them when."""
+        if refused := self._refused(request, "models"):
+            return refused
         reports = await self.deployer.models()
         return Reply("\n".join(describe_models(reports)) if reports else messages.MODELS_EMPTY)
 
-    async def _deploy(self, request: Request, arg: str) -> Reply:
+    async def deploy(self, request: Request, style: str, version: str) -> Reply:
         """Load, check on a sample image, then make default; the old one stays on any failure."""
+        if refused := self._refused(request, "deploy"):
+            return refused
+        outcome = await self.deployer.deploy(style, version, by=requester(request))
+        return Reply((messages.DEPLOYED if outcome.ok else messages.DEPLOY_FAILED).format(message=outcome.message))
+
+    async def rollback(self, request: Request, style: str) -> Reply:
+        """Back to the version deployed before the current one."""
+        if refused := self._refused(request, "rollback"):
+            return refused
+        outcome = await self.deployer.rollback(style, by=requester(request))
+        return Reply((messages.ROLLED_BACK if outcome.ok else messages.ROLLBACK_FAILED).format(message=outcome.message))
+
+    async def retrain(
+        self, request: Request, pair: str, iterations: int = DEFAULT_ITERATIONS, *,
+        from_version: str | None = None, deploy: bool = False,
+    ) -> Reply:
+        """Queue a job for the training worker."""
+        if refused := self._refused(request, "retrain"):
+            return refused
+        if iterations <= 0:
+            return Reply(messages.ADMIN_USAGE["retrain"])
+        try:
+            job = await admin.queue_retrain(
+                self.sessions, pair=pair, iterations=iterations, from_version=from_version, deploy=deploy,
+                by=requester(request), notify_platform=request.platform, notify_chat_id=request.chat_id,
+            )
+        except ValueError as error:
+            return Reply(f"{error}\n{messages.ADMIN_USAGE['retrain']}")
+        start = f", from {from_version}" if from_version else ""
+        return Reply(messages.JOB_QUEUED.format(id=job.id, pair=job.pair, iterations=iterations, start=start))
+
+    async def jobs(self, request: Request) -> Reply:
+        """The latest jobs with their progress."""
+        if refused := self._refused(request, "jobs"):
+            return refused
+        found = await admin.latest_jobs(self.sessions, limit=10)
+        return Reply("\n".join(describe(j) for j in found) if found else messages.JOBS_EMPTY)
+
+    async def cancel(self, request: Request, job_id: int) -> Reply:
+        """Cancel a queued job at once, a running one at its next heartbeat."""
+        if refused := self._refused(request, "cancel"):
+            return refused
+        job = await admin.cancel_job(self.sessions, job_id=job_id, by=requester(request))
+        if job is None:
+            return Reply(messages.NO_SUCH_JOB.format(id=job_id))
+        return Reply(messages.JOB_CANCELLED.format(job=describe(job)))
+
+    # Text commands: a chat line parsed into the typed calls above --------------
+
+    async def _stats(self, request: Request, arg: str) -> Reply:
+        if arg and not arg.isdigit():
+            return Reply(messages.ADMIN_USAGE["stats"])
+        return await self.stats(request, int(arg or 7))
+
+    async def _models(self, request: Request, arg: str) -> Reply:
+        return await self.models(request)
+
+    async def _deploy(self, request: Request, arg: str) -> Reply:
         parts = arg.split()
         if len(parts) != 2:
             return Reply(messages.ADMIN_USAGE["deploy"])
-        outcome = await self.deployer.deploy(parts[0], parts[1], by=requester(request))
-        return Reply((messages.DEPLOYED if outcome.ok else messages.DEPLOY_FAILED).format(message=outcome.message))
+        return await self.deploy(request, parts[0], parts[1])
 
     async def _rollback(self, request: Request, arg: str) -> Reply:
-        """Back to the version deployed before the current one."""
         if len(arg.split()) != 1:
             return Reply(messages.ADMIN_USAGE["rollback"])
-        outcome = await self.deployer.rollback(arg, by=requester(request))
-        return Reply((messages.ROLLED_BACK if outcome.ok else messages.ROLLBACK_FAILED).format(message=outcome.message))
-
-    # Training ----------------------------------------------------------------
+        return await self.rollback(request, arg)
 
     async def _retrain(self, request: Request, arg: str) -> Reply:
-        """Queue a job for the training worker: PAIR [iterations] [from VERSION] [deploy]."""
+        """PAIR [iterations] [from VERSION] [deploy]."""
         parts = arg.split()
         deploy = bool(parts) and parts[-1] == "deploy"
         parts = parts[:-1] if deploy else parts
@@ -166,29 +228,15 @@ class Admin:
         if len(parts) not in (1, 2) or (len(parts) == 2 and not (parts[1].isdigit() and int(parts[1]) > 0)):
             return Reply(messages.ADMIN_USAGE["retrain"])
         iterations = int(parts[1]) if len(parts) == 2 else DEFAULT_ITERATIONS
-        try:
-            job = await admin.queue_retrain(
-                self.sessions, pair=parts[0], iterations=iterations, from_version=from_version, deploy=deploy,
-                by=requester(request), notify_platform=request.platform, notify_chat_id=request.chat_id,
-            )
-        except ValueError as error:
-            return Reply(f"{error}\n{messages.ADMIN_USAGE['retrain']}")
-        start = f", from {from_version}" if from_version else ""
-        return Reply(messages.JOB_QUEUED.format(id=job.id, pair=job.pair, iterations=iterations, start=start))
+        return await self.retrain(request, parts[0], iterations, from_version=from_version, deploy=deploy)
 
     async def _jobs(self, request: Request, arg: str) -> Reply:
-        """The latest jobs with their progress."""
-        found = await admin.latest_jobs(self.sessions, limit=10)
-        return Reply("\n".join(describe(j) for j in found) if found else messages.JOBS_EMPTY)
+        return await self.jobs(request)
 
     async def _cancel(self, request: Request, arg: str) -> Reply:
-        """Cancel a queued job at once, a running one at its next heartbeat."""
         if not arg.isdigit():
             return Reply(messages.ADMIN_USAGE["cancel"])
-        job = await admin.cancel_job(self.sessions, job_id=int(arg), by=requester(request))
-        if job is None:
-            return Reply(messages.NO_SUCH_JOB.format(id=arg))
-        return Reply(messages.JOB_CANCELLED.format(job=describe(job)))
+        return await self.cancel(request, int(arg))
 
 
 def _ms(value: float | None) -> str:

@@ -41,7 +41,7 @@ async def test_admin_commands_refusals_and_an_announcement(
                 break
             await asyncio.sleep(0.1)
 
-        stats = await fake.slash_command(ADMIN, "stats", days="7")
+        stats = await fake.slash_command(ADMIN, "stats", days=7)
         [chart] = await fake.wait_for("followup", token=stats.token)
         assert chart.ephemeral and chart.files[0].data.startswith(PNG)
         assert "selfie2anime: 1 requests, 100% ok" in chart.json["content"]

@@ -8,77 +8,80 @@ server's administrators are not necessarily the bot's. Each command defers
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bots.core import Core
-from bots.discord.answers import forward
+from bots.admin import DEFAULT_ITERATIONS, Admin
+from bots.core import Core, Reply
+from bots.discord.answers import answer, forward, request
 
 
-async def _privately(core: Core, interaction: discord.Interaction, text: str) -> None:
-    """Defer ("thinking...", seen only by the asker), then answer as the core says."""
+async def _privately(interaction: discord.Interaction, work: Awaitable[Reply]) -> None:
+    """Defer ("thinking...", seen only by the asker), then answer with what `work` comes to."""
     await interaction.response.defer(thinking=True, ephemeral=True)
-    await forward(core, interaction, text.strip())
+    await answer(interaction, await work)
 
 
 ADMINS_ONLY = app_commands.default_permissions(administrator=True)
 
 
 class AdminCog(commands.Cog):
-    """/stats, /deploy ...: the chat commands of the README's Admin section."""
+    """/stats, /deploy ...: the chat commands of the README's Admin section, as typed calls."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
+    def __init__(self, admin: Admin) -> None:
+        self._admin = admin
 
     @ADMINS_ONLY
     @app_commands.command(name="stats", description="Requests per style per day, success rate, latency")
-    async def stats(self, interaction: discord.Interaction, days: int | None = None) -> None:
+    async def stats(self, interaction: discord.Interaction, days: int = 7) -> None:
         """The usage chart and summary."""
-        await _privately(self._core, interaction, f"/stats {days or ''}")
+        await _privately(interaction, self._admin.stats(request(interaction, ""), days))
 
     @ADMINS_ONLY
     @app_commands.command(name="models", description="Each style's versions and its default")
     async def models(self, interaction: discord.Interaction) -> None:
         """Deployed versions, who deployed them and when."""
-        await _privately(self._core, interaction, "/models")
+        await _privately(interaction, self._admin.models(request(interaction, "")))
 
     @ADMINS_ONLY
     @app_commands.command(name="deploy", description="Make a model-store version a style's default")
     async def deploy(self, interaction: discord.Interaction, style: str, version: str) -> None:
         """Load, check on a sample image, then switch."""
-        await _privately(self._core, interaction, f"/deploy {style} {version}")
+        await _privately(interaction, self._admin.deploy(request(interaction, ""), style, version))
 
     @ADMINS_ONLY
     @app_commands.command(name="rollback", description="Make the previous version the default again")
     async def rollback(self, interaction: discord.Interaction, style: str) -> None:
         """Back one deployment."""
-        await _privately(self._core, interaction, f"/rollback {style}")
+        await _privately(interaction, self._admin.rollback(request(interaction, ""), style))
 
     @ADMINS_ONLY
     @app_commands.command(name="retrain", description="Queue a training job for a pair, e.g. selfie2anime")
     @app_commands.rename(from_version="from")
     async def retrain(
-        self, interaction: discord.Interaction, pair: str, iterations: int | None = None,
+        self, interaction: discord.Interaction, pair: str, iterations: int = DEFAULT_ITERATIONS,
         from_version: str | None = None, deploy: bool = False,
     ) -> None:
         """A row in training_jobs for the training worker."""
-        text = f"/retrain {pair} {iterations or ''}"
-        if from_version:
-            text += f" from {from_version}"
-        await _privately(self._core, interaction, text + (" deploy" if deploy else ""))
+        asked = request(interaction, "")
+        await _privately(
+            interaction, self._admin.retrain(asked, pair, iterations, from_version=from_version, deploy=deploy)
+        )
 
     @ADMINS_ONLY
     @app_commands.command(name="jobs", description="The latest training jobs")
     async def jobs(self, interaction: discord.Interaction) -> None:
         """Jobs with their progress."""
-        await _privately(self._core, interaction, "/jobs")
+        await _privately(interaction, self._admin.jobs(request(interaction, "")))
 
     @ADMINS_ONLY
     @app_commands.command(name="cancel", description="Cancel a training job")
     async def cancel(self, interaction: discord.Interaction, job: int) -> None:
         """Queued: at once; running: at its next heartbeat."""
-        await _privately(self._core, interaction, f"/cancel {job}")
+        await _privately(interaction, self._admin.cancel(request(interaction, ""), job))
 
 
 class PrivacyCog(commands.Cog):

@@ -63,8 +63,8 @@ class ToonBot(commands.Bot):
         self._core = await self._shared.open()
         await self.add_cog(StyleCog(self, self._core, self._chat_limits))
         await self.add_cog(PrivacyCog(self._core))
-        if self._has_admins:  # no ADMIN_IDS: nobody could use them, so don't list them
-            await self.add_cog(AdminCog(self._core))
+        if self._has_admins and self._shared.admin is not None:  # no ADMIN_IDS: nobody could use them
+            await self.add_cog(AdminCog(self._shared.admin))
         if self._shared.admin is not None:
             announcer = JobAnnouncer(self._shared.admin, PLATFORM, self.notify, poll_s=self._jobs_poll_s)
             self._announcer = asyncio.create_task(announcer.run())

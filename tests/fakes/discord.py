@@ -51,7 +51,7 @@ APPLICATION_COMMAND, AUTOCOMPLETE = 2, 4
 # Interaction callback types.
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 4, 5, 8
 # Application command option types.
-STRING, BOOLEAN, ATTACHMENT = 3, 5, 11
+STRING, INTEGER, BOOLEAN, ATTACHMENT = 3, 4, 5, 11
 MESSAGE_CONTENT = 1 << 15  # the privileged intent
 MESSAGE_COMMAND = 3  # application command type: an entry in a message's Apps menu
 REPLY = 19  # message type of a reply
@@ -466,12 +466,11 @@ class FakeDiscord:
 
     async def slash_command(
         self, user_id: int, name: str, /, *, attachment: JSON | None = None, dm: bool = False,
-        **options: str | bool,
+        **options: str | int | bool,
     ) -> Interaction:
-        """The user runs `/name` with string or boolean `options` and maybe one attachment option (`image`)."""
-        values: list[JSON] = [
-            {"name": k, "type": BOOLEAN if isinstance(v, bool) else STRING, "value": v} for k, v in options.items()
-        ]
+        """The user runs `/name` with string, integer or boolean `options` and maybe one attachment option
+        (`image`), typed as Discord types them."""
+        values: list[JSON] = [{"name": k, "type": _option_type(v), "value": v} for k, v in options.items()]
         resolved: JSON = {}
         if attachment is not None:
             values.insert(0, {"name": "image", "type": ATTACHMENT, "value": attachment["id"]})
@@ -641,3 +640,10 @@ def _message(message_id: int, channel_id: str, author: JSON, content: str, attac
         "pinned": False,
         "type": 0,
     }
+
+
+def _option_type(value: object) -> int:
+    """Discord's application-command option type for a value the test passes."""
+    if isinstance(value, bool):
+        return BOOLEAN
+    return INTEGER if isinstance(value, int) else STRING
