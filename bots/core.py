@@ -47,7 +47,7 @@ COMPARE = "compare"  # the word after /style [NAME] that asks for before/after
 # Declared types that say nothing either way: let the decoder judge the bytes.
 _UNDECLARED = ("", "application/octet-stream")
 # (frames drawn, frames in all), called as a clip is drawn; an adapter shows it (`every` spaces it out).
-Progress = Callable[[int, int], Awaitable[None]]
+Progress = animation.Progress
 
 
 class TooBig(Exception):
@@ -253,20 +253,15 @@ class Core:
 
     async def _styles(self, request: Request, arg: str, header: str = "") -> Reply:
         """The deployed styles, one per line, with a button each."""
-        catalogue = await self._catalogue()
-        if not catalogue:
+        found, current = await self.styles(request)
+        if not found:
             return Reply(messages.NO_STYLES)
-        current = await self._current_style(request, catalogue)
         lines = [header] if header else []
         lines.append(messages.STYLES_HEADER.format(style=current.name if current else "-"))
         lines += [
-            messages.STYLE_LINE.format(name=s.name, description=s.description)
-            for s in catalogue.values()
+            messages.STYLE_LINE.format(name=s.name, description=s.description) for s in found
         ]
-        buttons = tuple(
-            StyleButton(style=s.name, label=s.title, selected=s == current)
-            for s in catalogue.values()
-        )
+        buttons = tuple(StyleButton(style=s.name, label=s.title, selected=s == current) for s in found)
         return Reply("\n".join(lines), buttons=buttons)
 
     async def _style(self, request: Request, arg: str) -> Reply:
@@ -430,7 +425,7 @@ class Core:
 
     async def _draw(
         self, style: StyleInfo, attachment: Attachment, outcome: _Outcome, progress: Progress | None,
-        compare: bool = False,
+        compare: bool,
     ) -> None:
         """Check the file, fetch it, wait for a model slot, and translate it (a clip has no before/after)."""
         declared = attachment.content_type.lower()

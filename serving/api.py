@@ -6,10 +6,35 @@ implement `Stylizer`; the bots only ever see this module's names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 ImageFormat = Literal["jpeg", "png", "webp"]
+
+# The handler's reply headers (styles/payload/handler.py sets them), read alike by both runtimes.
+FACES_HEADER = "X-Faces"  # how many faces were drawn
+FRAMES_HEADER = "X-Frames"  # where they were framed, for a clip's next frame to follow
+
+
+def request_headers(
+    size: int | None, fmt: str, follow: str | None = None, compare: bool = False
+) -> dict[str, str]:
+    """One request's options as the handler reads them (TorchServe passes no query string)."""
+    headers = {"X-Format": fmt}
+    if size is not None:
+        headers["X-Size"] = str(size)
+    if follow is not None:
+        headers["X-Follow"] = follow
+    if compare:
+        headers["X-Compare"] = "1"
+    return headers
+
+
+def faces_drawn(headers: Mapping[str, str]) -> int | None:
+    """The handler's X-Faces count, where it gave one."""
+    value = headers.get(FACES_HEADER)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 @dataclass(frozen=True)

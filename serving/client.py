@@ -19,6 +19,7 @@ import aiohttp
 
 from serving import replies
 from serving.api import (
+    FRAMES_HEADER,
     BadInput,
     ImageFormat,
     Overloaded,
@@ -26,6 +27,8 @@ from serving.api import (
     Stylized,
     StylizeError,
     Unavailable,
+    faces_drawn,
+    request_headers,
 )
 from styles.payload import refusals
 
@@ -36,8 +39,6 @@ logger = logging.getLogger(__name__)
 # all are retried.
 RETRY_STATUSES = {500, 503, 507}
 VERSION_HEADER = "X-Model-Version"
-FACES_HEADER = "X-Faces"  # how many faces the handler drew
-FRAMES_HEADER, FOLLOW_HEADER = "X-Frames", "X-Follow"  # a clip's faces, handed from frame to frame
 
 
 def default_management_url(inference_url: str) -> str:
@@ -119,24 +120,16 @@ class TorchServeClient:
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
         follow: str | None = None, compare: bool = False,
     ) -> Stylized:
-        """POST the image to /predictions/STYLE; options travel as X-Size / X-Format / X-Follow /
-        X-Compare headers."""
+        """POST the image to /predictions/STYLE; options travel as headers (`request_headers`)."""
         if len(image) > refusals.MAX_BYTES:  # TorchServe would refuse it after the whole upload
             raise BadInput(refusals.TOO_LARGE)
-        headers = {"Content-Type": "application/octet-stream", "X-Format": fmt}
-        if size is not None:
-            headers["X-Size"] = str(size)
-        if follow is not None:
-            headers[FOLLOW_HEADER] = follow
-        if compare:
-            headers["X-Compare"] = "1"
+        headers = {"Content-Type": "application/octet-stream", **request_headers(size, fmt, follow, compare)}
         status, resp_headers, body = await self._request(
             "POST", f"{self.url}/predictions/{style}", self.token, data=image, headers=headers
         )
         if status == 200:
-            faces = resp_headers.get(FACES_HEADER)
             return Stylized(body, style, resp_headers.get(VERSION_HEADER, ""), resp_headers.get("Content-Type", ""),
-                            int(faces) if faces and faces.isdigit() else None, resp_headers.get(FRAMES_HEADER))
+                            faces_drawn(resp_headers), resp_headers.get(FRAMES_HEADER))
         raise self._error(status, body, style)
 
     @staticmethod

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 from ts.service import Service
 
 from serving import loader, replies
-from serving.api import ImageFormat, Overloaded, StyleInfo, Stylized, StylizeError
+from serving.api import (
+    FRAMES_HEADER, ImageFormat, Overloaded, StyleInfo, Stylized, StylizeError, faces_drawn, request_headers,
+)
 from styles.archive import Archive, scan
 
 if TYPE_CHECKING:
@@ -27,8 +29,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "toonbot" / "mar"
-FACES_HEADER = "X-Faces"  # the handler's count of faces drawn
-FRAMES_HEADER, FOLLOW_HEADER = "X-Frames", "X-Follow"  # a clip's faces, handed from frame to frame
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,6 @@ class Answer:
     body: bytes
     headers: dict[str, str]
 
-    @property
-    def faces(self) -> int | None:
-        value = self.headers.get(FACES_HEADER)
-        return int(value) if value is not None else None
 
 
 @dataclass
@@ -51,10 +47,7 @@ class _Request:
     """One queued request and the future its caller awaits."""
 
     image: bytes
-    size: int | None
-    fmt: str
-    follow: str | None
-    compare: bool
+    headers: dict[str, str]  # the options, as `request_headers` writes them
     done: asyncio.Future[Answer]
 
 
@@ -71,13 +64,11 @@ class _Worker:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"style-{archive.name}")
         self.task = asyncio.create_task(self._serve())
 
-    async def submit(
-        self, image: bytes, size: int | None, fmt: str, follow: str | None = None, compare: bool = False
-    ) -> Answer:
+    async def submit(self, image: bytes, headers: dict[str, str]) -> Answer:
         """Queue one request; its answer as TorchServe would give it."""
         done = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait(_Request(image, size, fmt, follow, compare, done))
+            self.queue.put_nowait(_Request(image, headers, done))
         except asyncio.QueueFull:
             raise Overloaded(replies.OVERLOADED) from None
         return await done
@@ -110,12 +101,7 @@ class _Worker:
                 "parameters": [
                     {"name": "body", "contentType": "application/octet-stream", "value": r.image}
                 ],
-                "headers": [
-                    {"name": b"X-Format", "value": r.fmt.encode()},
-                    *([{"name": b"X-Size", "value": str(r.size).encode()}] if r.size else []),
-                    *([{"name": FOLLOW_HEADER.encode(), "value": r.follow.encode()}] if r.follow else []),
-                    *([{"name": b"X-Compare", "value": b"1"}] if r.compare else []),
-                ],
+                "headers": [{"name": k.encode(), "value": v.encode()} for k, v in r.headers.items()],
             }
             for r in batch
         ]
@@ -171,10 +157,10 @@ class EmbeddedEngine:
     ) -> Stylized:
         """Translate one image with the style's packaged handler."""
         worker = await self._worker(style)
-        answer = await worker.submit(image, size, fmt, follow, compare)
+        answer = await worker.submit(image, request_headers(size, fmt, follow, compare))
         if answer.status == 200:
-            return Stylized(answer.body, style, worker.archive.version, answer.content_type or "", answer.faces,
-                            answer.headers.get(FRAMES_HEADER))
+            return Stylized(answer.body, style, worker.archive.version, answer.content_type or "",
+                            faces_drawn(answer.headers), answer.headers.get(FRAMES_HEADER))
         if 400 <= answer.status < 500:
             raise replies.rejection(answer.body)
         raise StylizeError(replies.FAILED)
@@ -223,7 +209,7 @@ class EmbeddedEngine:
         """
         async with self._loading:
             worker = await self._load(archive)
-            answer = await worker.submit(sample, size, "png")
+            answer = await worker.submit(sample, request_headers(size, "png"))
             if answer.status != 200:
                 await worker.close()
                 raise StylizeError(f"it answered the sample image with {answer.status}: {answer.body[:200]!r}")
