@@ -69,14 +69,14 @@ class Admin:
     def install(self, core: Core) -> None:
         """Add the commands to the core (admin ones behind the ADMIN_IDS check)."""
         self._forget_style = core.saved_styles.forget
-        core.commands["privacy"] = self._privacy
-        core.commands["forget"] = self._forget
+        core.commands["privacy"] = lambda request, arg: self.privacy(request)
+        core.commands["forget"] = lambda request, arg: self.forget(request)
         admin_only = {
             "stats": self._stats, "models": self._models, "deploy": self._deploy, "rollback": self._rollback,
             "retrain": self._retrain, "jobs": self._jobs, "cancel": self._cancel,
         }
         for name, command in admin_only.items():
-            core.commands[name] = self._guard(name, command, core.commands["help"])
+            core.commands[name] = self._guard(name, command)
 
     def is_admin(self, request: Request) -> bool:
         """True for a Telegram or Discord user listed in ADMIN_IDS."""
@@ -86,22 +86,22 @@ class Admin:
             and int(request.user_id) in self._admin_ids
         )
 
-    def _guard(self, name: str, command: Command, unknown: Command) -> Command:
+    def _guard(self, name: str, command: Command) -> Command:
+        """`command` for admins; anyone else is refused before its text is parsed, so a usage line
+        never shows a non-admin that the command exists."""
+
         async def guarded(request: Request, arg: str) -> Reply:
-            if self.is_admin(request):
-                return await command(request, arg)
-            logger.warning("refused /%s from %s (not in ADMIN_IDS)", name, requester(request))
-            return await unknown(request, arg)
+            return self._refused(request, name) or await command(request, arg)
 
         return guarded
 
     # Everyone ----------------------------------------------------------------
 
-    async def _privacy(self, request: Request, arg: str) -> Reply:
+    async def privacy(self, request: Request) -> Reply:
         """What is stored, and that photos never are."""
         return Reply(messages.PRIVACY)
 
-    async def _forget(self, request: Request, arg: str) -> Reply:
+    async def forget(self, request: Request) -> Reply:
         """Delete the user's row and usage records."""
         async with self.sessions() as session:
             gone = await users.forget_user(session, platform=request.platform, platform_user_id=request.user_id)
@@ -177,7 +177,7 @@ class Admin:
             )
         except ValueError as error:
             return Reply(f"{error}\n{messages.ADMIN_USAGE['retrain']}")
-        start = f", from {from_version}" if from_version else ""
+        start = messages.JOB_FROM.format(version=from_version) if from_version else ""
         return Reply(messages.JOB_QUEUED.format(id=job.id, pair=job.pair, iterations=iterations, start=start))
 
     async def jobs(self, request: Request) -> Reply:

@@ -21,7 +21,7 @@ def reply(finished: announce.Finished) -> Reply:
     """The outcome in words, with the final sample grid when the job trained to the end."""
     job = finished.job
     if not finished.done:
-        error = job.error or "no reason recorded"
+        error = job.error or messages.JOB_NO_REASON
         return Reply(messages.JOB_FAILED.format(id=job.id, pair=job.pair, status=job.status, error=error))
     versions = ", ".join(f"{style} {version}" for style, version in finished.versions.items())
     if job.deploy_when_done:

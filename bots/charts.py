@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # before pyplot: render to memory, never to a window
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bots import messages  # noqa: E402
 from db.stats import DailyCount  # noqa: E402
 
 
@@ -28,8 +29,8 @@ def requests_chart(counts: list[DailyCount], *, days: int, today: date) -> bytes
             heights = [per_style[style].get(d, 0) for d in span]
             axes.bar([d.isoformat()[5:] for d in span], heights, bottom=bottom, label=style)
             bottom = [b + h for b, h in zip(bottom, heights)]
-        axes.set_title(f"Requests per day, last {days} days (UTC)")
-        axes.set_ylabel("requests")
+        axes.set_title(messages.STATS_CHART_TITLE.format(days=days))
+        axes.set_ylabel(messages.STATS_CHART_AXIS)
         axes.legend(loc="upper left", fontsize="small")
         axes.tick_params(axis="x", labelrotation=45, labelsize="small")
         figure.tight_layout()

@@ -65,7 +65,11 @@ class Attachment:
 
 @dataclass(frozen=True)
 class Request:
-    """One thing a user did: a message text or caption, maybe with a file."""
+    """One thing a user did: a message text or caption, maybe with a file, and how to draw it.
+
+    `style` and `compare` are what a front end with typed options (the page's
+    form, Discord's slash options) sets; a chat caption "/style NAME compare"
+    comes to the same fields (`Core.handle`)."""
 
     platform: Platform
     user_id: str
@@ -74,12 +78,13 @@ class Request:
     attachment: Attachment | None = None
     network: str | None = None  # where it came from (the web page: the IP); limited per minute too
     progress: Progress | None = None  # told as an animated GIF or video is drawn, frame by frame
-    compare: bool = False  # the original beside the result, in one picture (also "/style NAME compare")
+    style: str | None = None  # draw this photo in this style, this once (None: the user's own)
+    compare: bool = False  # the original beside the result, in one picture
 
 
 @dataclass(frozen=True)
 class StyleButton:
-    """A button that, when pressed, asks for `/style <style>`."""
+    """A button that, when pressed, switches the user to `style` (`Core.set_style`)."""
 
     style: str
     label: str
@@ -211,25 +216,29 @@ class Core:
         self.saved_styles = SavedStyles()
         # Database work that outlived its reply's deadline: it finishes (or fails) on its own.
         self._pending: dict[Hashable, asyncio.Task[None]] = {}
-        # Later front-end features (admin commands) register here: name -> handler.
+        # The chat text commands, each parsed into a typed call; the admin commands register here too.
         self.commands: dict[str, Command] = {
             "start": self._start,
             "help": self._help,
-            "styles": self._styles,
+            "styles": lambda request, arg: self.list_styles(request),
             "style": self._style,
         }
 
     async def handle(self, request: Request) -> Reply:
-        """The single entry point for every front end."""
+        """Every photo, and a chat's text: a command, or a caption "/style [NAME] [compare]" that
+        sets the photo's `style` (this once) and `compare` as a typed front end does."""
+        command, arg = parse_command(request.text)
         if request.attachment is not None:
+            if command == "style":
+                name, compare = split_compare(arg)
+                request = replace(request, style=name or request.style, compare=request.compare or compare)
             return await self._photo(request, request.attachment)
-        name, arg = parse_command(request.text)
-        if name is None:
+        if command is None:
             return Reply(messages.NOT_A_COMMAND)
         try:
-            return await self.commands.get(name, self._help)(request, arg)
-        except StylizeError as error:  # e.g. TorchServe unreachable while listing styles
-            return Reply(error.message or messages.ERROR)
+            return await self.commands.get(command, self._help)(request, arg)
+        except StylizeError as error:  # e.g. TorchServe unreachable while greeting
+            return _unreachable(error)
 
     # Commands ---------------------------------------------------------------
 
@@ -251,8 +260,15 @@ class Core:
         catalogue = await self._catalogue()
         return list(catalogue.values()), await self._current_style(request, catalogue)
 
-    async def _styles(self, request: Request, arg: str, header: str = "") -> Reply:
-        """The deployed styles, one per line, with a button each."""
+    async def list_styles(self, request: Request) -> Reply:
+        """/styles: the deployed styles, one per line, with a button each, the user's ticked."""
+        try:
+            return await self._listing(request)
+        except StylizeError as error:
+            return _unreachable(error)
+
+    async def _listing(self, request: Request, header: str = "") -> Reply:
+        """The /styles reply, under `header` (why it is shown, e.g. an unknown name)."""
         found, current = await self.styles(request)
         if not found:
             return Reply(messages.NO_STYLES)
@@ -265,15 +281,22 @@ class Core:
         return Reply("\n".join(lines), buttons=buttons)
 
     async def _style(self, request: Request, arg: str) -> Reply:
-        """Switch the user's style for good; an unknown name gets the list."""
-        arg, compare = split_compare(arg)
-        if compare and not arg:
-            return Reply(messages.COMPARE_HOW)
-        style = (await self._catalogue()).get(arg)
-        if style is None:
-            header = messages.UNKNOWN_STYLE.format(name=catalog.shown(arg)) if arg else ""
-            return await self._styles(request, "", header=header)
-        self.saved_styles.put((request.platform, request.user_id), arg)
+        """/style NAME [compare]; a bare /style lists the styles."""
+        name, compare = split_compare(arg)
+        if not name:
+            return Reply(messages.COMPARE_HOW) if compare else await self.list_styles(request)
+        return await self.set_style(request, name, compare=compare)
+
+    async def set_style(self, request: Request, name: str, *, compare: bool = False) -> Reply:
+        """Switch the user's style for good; an unknown name gets the list. `compare`: before/after
+        was asked too, which only a photo can have, so the reply says how."""
+        try:
+            style = (await self._catalogue()).get(name)
+            if style is None:
+                return await self._listing(request, messages.UNKNOWN_STYLE.format(name=catalog.shown(name)))
+        except StylizeError as error:
+            return _unreachable(error)
+        self.saved_styles.put((request.platform, request.user_id), name)
         # This process knows the style at once; a slow database gets the save when it can.
         await self._within_deadline(("save", request.platform, request.user_id), self._save_style(request))
         return Reply(messages.STYLE_SET.format(title=style.title) + (" " + messages.COMPARE_HOW if compare else ""))
@@ -343,10 +366,7 @@ class Core:
     async def _photo(self, request: Request, attachment: Attachment) -> Reply:
         """Stylize one image within the limits, and log it whatever happens."""
         started = time.perf_counter()
-        command, arg = parse_command(request.text)
-        arg, compare = split_compare(arg) if command == "style" else (arg, False)
-        once = arg if command == "style" and arg else None  # a caption "/style NAME": this photo only
-        request = replace(request, compare=request.compare or compare)
+        once = request.style  # this photo only
         outcome = _Outcome(style=once or self._default_style, input_bytes=attachment.size)
         try:
             catalogue = await self._catalogue()
@@ -354,8 +374,8 @@ class Core:
             if not catalogue:  # nothing deployed: our fault, not the user's
                 outcome.refuse("error", "no_styles", messages.NO_STYLES, RETRY_OVERLOADED_S)
             elif style is None:
-                header = messages.UNKNOWN_STYLE.format(name=catalog.shown(once or ""))
-                listing = await self._styles(request, "", header=header)
+                unknown = messages.UNKNOWN_STYLE.format(name=catalog.shown(once or ""))
+                listing = await self._listing(request, unknown)
                 outcome.status = "bad_input"
                 outcome.reply = Reply(listing.text, buttons=listing.buttons, problem="unknown_style")
             else:
@@ -522,6 +542,11 @@ class Core:
             if name in catalogue:
                 return catalogue[name]
         return next(iter(catalogue.values()), None)
+
+
+def _unreachable(error: StylizeError) -> Reply:
+    """The runtime could not say which styles there are (TorchServe unreachable): serving's words."""
+    return Reply(error.message or messages.ERROR)
 
 
 def every(seconds: float, show: Progress, clock: Callable[[], float] = time.monotonic) -> Progress:

@@ -16,6 +16,7 @@ WELCOME = (
     "Hi! Send me a photo and I'll redraw it.\n"
     "Your style now: {style}. /styles lists them all, /help says more."
 )
+PRIVACY_COMMANDS = "/privacy - what I keep about you (never your photos); /forget - delete it"  # the last line of both helps
 HELP = (
     "Send a photo (or an image file) and I'll send it back restyled.\n"
     "A GIF or a short video comes back restyled too, frame by frame.\n"
@@ -25,7 +26,7 @@ HELP = (
     "to get the original and the result side by side.\n"
     "In a group: reply /style (or /style NAME) to a photo, or send a photo with the caption /style NAME. "
     "I only see commands there; if other bots are in the group, add my @username (/style@me).\n"
-    "/privacy - what I keep about you (never your photos); /forget - delete it"
+    + PRIVACY_COMMANDS
 )
 DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
     "/style with a photo - I send it back restyled (pick a style there to use it just once; "
@@ -36,7 +37,7 @@ DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
     "You can also send me a photo in a DM, or mention me with one in a channel, "
     "or mention me in a reply to a message with an image (add a style name to use it once).\n"
     "Apps → Restyle on any message with an image draws it too.\n"
-    "/privacy - what I keep about you (never your photos); /forget - delete it"
+    + PRIVACY_COMMANDS
 )
 STYLES_HEADER = "Styles (yours now: {style}):"
 STYLE_LINE = "{name} - {description}"
@@ -49,7 +50,8 @@ RESULT_CAPTION = "{title}"
 FACES_DRAWN = " · {count} faces drawn"  # after the caption, for a group photo
 
 NOT_AN_IMAGE = refusals.NOT_AN_IMAGE  # the handler refuses in the same words what it cannot decode
-TOO_BIG = "That file is too big. Please send an image under {limit_mb} MB."
+# The handler's refusal (refusals.TOO_LARGE) in its words, at the bots' own limit (MAX_UPLOAD_BYTES).
+TOO_BIG = "That file is too big (the limit is {limit_mb} MB). Please send a smaller photo."
 BUSY_USER = "I'm still working on your last photo. One at a time, please!"
 SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."
 CHAT_SLOW_DOWN = "This group is busy: at most {limit} photos a minute here. Try again shortly."
@@ -102,15 +104,22 @@ STATS_EMPTY = "No requests in the last {days} days."
 STATS_TOTAL = "Last {days} days: {requests} requests, {rate:.0%} ok."
 STATS_STYLE = "{style}: {requests} requests, {rate:.0%} ok, p50 {p50}, p95 {p95}"
 STATS_ERRORS = "Top errors: {errors}"
+STATS_CHART_TITLE = "Requests per day, last {days} days (UTC)"
+STATS_CHART_AXIS = "requests"
 MODELS_EMPTY = "No styles are deployed."
 DEPLOYED = "Deployed: {message}"
 DEPLOY_FAILED = "Not deployed, the old default keeps serving: {message}"
 ROLLED_BACK = "Rolled back: {message}"
 ROLLBACK_FAILED = "No rollback: {message}"
-JOB_QUEUED = "Queued job #{id}: {pair}, {iterations} iterations{start}. /jobs shows its progress; I'll message you here when it ends."
+JOB_QUEUED = (
+    "Queued job #{id}: {pair}, {iterations} iterations{start}. "
+    "/jobs shows its progress; I'll message you here when it ends."
+)
+JOB_FROM = ", from {version}"  # the start of JOB_QUEUED, when it continues a version
 JOBS_EMPTY = "No training jobs yet."
 NO_SUCH_JOB = "There is no job #{id}."
 JOB_CANCELLED = "Cancelling: {job}"
 JOB_DONE = "Job #{id} ({pair}) is done: {versions}. Deploy with /deploy STYLE VERSION."
 JOB_DONE_DEPLOYED = "Job #{id} ({pair}) is done: {versions}.\n{deployments}"
 JOB_FAILED = "Job #{id} ({pair}) {status}: {error}"
+JOB_NO_REASON = "no reason recorded"  # JOB_FAILED's error when the worker recorded none

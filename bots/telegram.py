@@ -66,7 +66,7 @@ def _core(context: ContextTypes.DEFAULT_TYPE) -> Core:
 
 
 def _request(
-    update: Update, text: str, attachment: Attachment | None = None, progress: Progress | None = None
+    update: Update, text: str = "", attachment: Attachment | None = None, progress: Progress | None = None
 ) -> Request:
     assert update.effective_user is not None and update.effective_chat is not None
     return Request(
@@ -275,10 +275,11 @@ async def download(file: File, limit: int) -> bytes:
 
 
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A style button works like typing /style NAME; the list is replaced by the confirmation."""
+    """A style button switches the user's style, as /style NAME does; the list is replaced by the
+    confirmation."""
     query = update.callback_query
     assert query is not None
-    reply = await _core(context).handle(_request(update, f"/style {query.data}"))
+    reply = await _core(context).set_style(_request(update), query.data or "")
     await query.answer()
     await query.edit_message_text(reply.text, reply_markup=_keyboard(reply))
 

@@ -124,13 +124,14 @@ def content_security_policy(page: str) -> str:
 
 
 def _request(
-    request: web.Request, text: str, attachment: Attachment | None = None, *, compare: bool = False
+    request: web.Request, attachment: Attachment | None = None, *, style: str | None = None, compare: bool = False
 ) -> Request:
+    """The core's request: the visitor, their network, and the form's typed fields."""
     visitor = request.app[VISITORS].verify(request.cookies.get(VISITOR_COOKIE))
     user = f"v-{visitor}" if visitor else f"ip-{request.remote}"
     return Request(
-        platform=PLATFORM, user_id=user, chat_id=user, text=text, attachment=attachment,
-        network=request.remote or "unknown", compare=compare,
+        platform=PLATFORM, user_id=user, chat_id=user, attachment=attachment,
+        network=request.remote or "unknown", style=style, compare=compare,
     )
 
 
@@ -155,7 +156,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def styles(request: web.Request) -> web.Response:
     """The deployed styles for the page's picker (the same list /styles shows)."""
     try:
-        found, current = await request.app[CORE].styles(_request(request, ""))
+        found, current = await request.app[CORE].styles(_request(request))
     except StylizeError as error:  # e.g. TorchServe unreachable
         return web.json_response({"styles": [], "message": error.message or messages.ERROR})
     choices = [{"name": s.name, "title": s.title, "selected": s == current} for s in found]
@@ -167,20 +168,19 @@ async def stylize(request: web.Request) -> web.Response:
     core = request.app[CORE]
     if request.content_type != "multipart/form-data":  # JSON, a raw image, a form, nothing
         problem: Problem = "not_a_form" if request.body_exists else "bad_input"
-        return _answer(core.refuse(_request(request, ""), problem, messages.NOT_A_FORM,
+        return _answer(core.refuse(_request(request), problem, messages.NOT_A_FORM,
                                    input_bytes=request.content_length))
     try:
         style, compare, content_type, data = await _read_form(request, request.app[MAX_UPLOAD])
     except (ValueError, HttpProcessingError) as error:  # a broken multipart body (no boundary, bad headers)
         logger.info("unreadable upload from %s: %s", request.remote, error)
-        return _answer(core.refuse(_request(request, ""), "bad_input", messages.NOT_A_FORM))
+        return _answer(core.refuse(_request(request), "bad_input", messages.NOT_A_FORM))
 
     async def read() -> bytes:
         return data
 
-    text = f"/style {style}" if style else ""
     attachment = Attachment(content_type, len(data), read)
-    return _answer(await core.handle(_request(request, text, attachment, compare=compare)))
+    return _answer(await core.handle(_request(request, attachment, style=style or None, compare=compare)))
 
 
 async def _read_form(request: web.Request, limit: int) -> tuple[str, bool, str, bytes]:

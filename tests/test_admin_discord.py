@@ -55,6 +55,9 @@ async def test_admin_commands_refusals_and_an_announcement(
         privacy = await fake.slash_command(USER, "privacy")
         [told] = await fake.wait_for("interaction_callback", token=privacy.token)
         assert told.ephemeral and told.json["data"]["content"] == messages.PRIVACY
+        forget = await fake.slash_command(USER, "forget")
+        [forgotten] = await fake.wait_for("interaction_callback", token=forget.token)
+        assert forgotten.ephemeral and forgotten.json["data"]["content"] == messages.FORGOTTEN.format(count=1)
 
         engine = create_engine(sqlite_db_url)
         try:

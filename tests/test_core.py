@@ -24,8 +24,10 @@ from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
 from fakes.stylizer import MemoryStylizer
 from group_photos import group_photo
-from serving.api import ImageFormat, Stylized
+from serving import replies
+from serving.api import ImageFormat, StyleInfo, Stylized, Unavailable
 from serving.engine import EmbeddedEngine
+from styles.payload import refusals
 
 if TYPE_CHECKING:
     from conftest import ReadUsage
@@ -201,6 +203,68 @@ async def test_compare_puts_the_original_beside_the_result(shared: SharedCore, f
     assert (captioned.text, current.text) == ("Anime to selfie", "Selfie to anime")
     assert told.text == messages.COMPARE_HOW
     assert switched.text.startswith(messages.STYLE_SET.format(title="Anime to selfie")) and "compare" in switched.text
+
+
+async def test_typed_calls_answer_as_the_chat_text_does(shared: SharedCore, face_jpeg: bytes) -> None:
+    """What the page, Discord's slash commands and Telegram's buttons call, with no command text:
+    the replies of the chat text that parses into the same calls."""
+    core = await shared.open()
+    try:
+        listing = await core.list_styles(request())
+        assert listing == await core.handle(request(text="/styles"))
+        unknown = await core.set_style(request(), "mona_lisa")
+        assert unknown == await core.handle(request(text="/style mona_lisa"))
+        assert unknown.text.startswith(messages.UNKNOWN_STYLE.format(name="mona_lisa")) and len(unknown.buttons) == 2
+        chosen = await core.set_style(request(), "anime2selfie")
+        assert chosen == Reply(messages.STYLE_SET.format(title="Anime to selfie"))
+        compared = await core.set_style(request(user="2"), "anime2selfie", compare=True)
+        assert compared == await core.handle(request(user="3", text="/style anime2selfie compare"))
+        assert [b.style for b in (await core.list_styles(request())).buttons if b.selected] == ["anime2selfie"]
+
+        once = await core.handle(replace(request(user="4", attachment=photo(face_jpeg)), style="anime2selfie"))
+        captioned = await core.handle(request(user="5", text="/style anime2selfie", attachment=photo(face_jpeg)))
+        assert once.image is not None and captioned.image is not None
+        assert once.text == captioned.text == "Anime to selfie"
+        kept = await core.list_styles(request(user="4"))
+        assert [b.style for b in kept.buttons if b.selected] == ["selfie2anime"]  # just once
+        wrong = await core.handle(replace(request(user="4", attachment=photo(face_jpeg)), style="mona_lisa"))
+        assert wrong.problem == "unknown_style" and wrong.buttons == listing.buttons
+        assert wrong.text.startswith(messages.UNKNOWN_STYLE.format(name="mona_lisa"))
+    finally:
+        await shared.close()
+
+
+class Unreachable(MemoryStylizer):
+    """A runtime that cannot list its styles (TorchServe down)."""
+
+    async def styles(self) -> list[StyleInfo]:
+        raise Unavailable(replies.UNAVAILABLE)
+
+
+async def test_an_unreachable_runtime_is_answered_in_servings_words(sqlite_db_url: str, face_jpeg: bytes) -> None:
+    engine = create_engine(sqlite_db_url)
+    sessions = session_factory(engine)
+    recorder = UsageRecorder(sessions)
+    core = Core(stylizer=Unreachable(), sessions=sessions, recorder=recorder, **CORE_LIMITS)
+    try:
+        answered = [
+            await core.list_styles(request()),
+            await core.set_style(request(), "anime2selfie"),
+            await core.handle(request(text="/styles")),
+            await core.handle(request(text="/style anime2selfie")),
+            await core.handle(request(text="/start")),
+        ]
+        drawn = await core.handle(replace(request(attachment=photo(face_jpeg)), style="anime2selfie"))
+    finally:
+        await recorder.close(timeout_s=1.0)
+        await engine.dispose()
+    assert answered == [Reply(replies.UNAVAILABLE)] * 5
+    assert drawn == Reply(replies.UNAVAILABLE, problem="unavailable", retry_after_s=core_module.RETRY_OVERLOADED_S)
+
+
+def test_a_file_over_the_limit_is_refused_in_the_handlers_words() -> None:
+    """The core refuses first, at its own limit; at the handler's it says just what the handler says."""
+    assert messages.TOO_BIG.format(limit_mb=refusals.MAX_BYTES // 2**20) == refusals.TOO_LARGE
 
 
 async def test_a_group_photo_reply_says_how_many_faces_were_drawn(

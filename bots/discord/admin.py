@@ -15,8 +15,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bots.admin import DEFAULT_ITERATIONS, Admin
-from bots.core import Core, Reply
-from bots.discord.answers import answer, forward, request
+from bots.core import Reply
+from bots.discord.answers import answer, request
 
 
 async def _privately(interaction: discord.Interaction, work: Awaitable[Reply]) -> None:
@@ -38,25 +38,25 @@ class AdminCog(commands.Cog):
     @app_commands.command(name="stats", description="Requests per style per day, success rate, latency")
     async def stats(self, interaction: discord.Interaction, days: int = 7) -> None:
         """The usage chart and summary."""
-        await _privately(interaction, self._admin.stats(request(interaction, ""), days))
+        await _privately(interaction, self._admin.stats(request(interaction), days))
 
     @ADMINS_ONLY
     @app_commands.command(name="models", description="Each style's versions and its default")
     async def models(self, interaction: discord.Interaction) -> None:
         """Deployed versions, who deployed them and when."""
-        await _privately(interaction, self._admin.models(request(interaction, "")))
+        await _privately(interaction, self._admin.models(request(interaction)))
 
     @ADMINS_ONLY
     @app_commands.command(name="deploy", description="Make a model-store version a style's default")
     async def deploy(self, interaction: discord.Interaction, style: str, version: str) -> None:
         """Load, check on a sample image, then switch."""
-        await _privately(interaction, self._admin.deploy(request(interaction, ""), style, version))
+        await _privately(interaction, self._admin.deploy(request(interaction), style, version))
 
     @ADMINS_ONLY
     @app_commands.command(name="rollback", description="Make the previous version the default again")
     async def rollback(self, interaction: discord.Interaction, style: str) -> None:
         """Back one deployment."""
-        await _privately(interaction, self._admin.rollback(request(interaction, ""), style))
+        await _privately(interaction, self._admin.rollback(request(interaction), style))
 
     @ADMINS_ONLY
     @app_commands.command(name="retrain", description="Queue a training job for a pair, e.g. selfie2anime")
@@ -66,7 +66,7 @@ class AdminCog(commands.Cog):
         from_version: str | None = None, deploy: bool = False,
     ) -> None:
         """A row in training_jobs for the training worker."""
-        asked = request(interaction, "")
+        asked = request(interaction)
         await _privately(
             interaction, self._admin.retrain(asked, pair, iterations, from_version=from_version, deploy=deploy)
         )
@@ -75,27 +75,27 @@ class AdminCog(commands.Cog):
     @app_commands.command(name="jobs", description="The latest training jobs")
     async def jobs(self, interaction: discord.Interaction) -> None:
         """Jobs with their progress."""
-        await _privately(interaction, self._admin.jobs(request(interaction, "")))
+        await _privately(interaction, self._admin.jobs(request(interaction)))
 
     @ADMINS_ONLY
     @app_commands.command(name="cancel", description="Cancel a training job")
     async def cancel(self, interaction: discord.Interaction, job: int) -> None:
         """Queued: at once; running: at its next heartbeat."""
-        await _privately(interaction, self._admin.cancel(request(interaction, ""), job))
+        await _privately(interaction, self._admin.cancel(request(interaction), job))
 
 
 class PrivacyCog(commands.Cog):
     """What is stored about users, and deleting it: for everyone."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
+    def __init__(self, admin: Admin) -> None:
+        self._admin = admin
 
     @app_commands.command(name="privacy", description="What this bot stores about you")
     async def privacy(self, interaction: discord.Interaction) -> None:
         """Photos are never kept."""
-        await forward(self._core, interaction, "/privacy")
+        await answer(interaction, await self._admin.privacy(request(interaction)))
 
     @app_commands.command(name="forget", description="Delete everything this bot stores about you")
     async def forget(self, interaction: discord.Interaction) -> None:
         """The user's row and usage records."""
-        await forward(self._core, interaction, "/forget")
+        await answer(interaction, await self._admin.forget(request(interaction)))

@@ -1,8 +1,9 @@
 """How the Discord front end talks to the core: an interaction in, the core's reply out.
 
-Every cog answers through `forward`: pictures come back for everyone to see;
-every text answer (refusals, lists, settings, errors) goes only to the asker,
-as an ephemeral message.
+Every cog calls the core's typed methods with its slash options and answers
+through `answer`: pictures come back for everyone to see; every text answer
+(refusals, lists, settings, errors) goes only to the asker, as an ephemeral
+message.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import discord
 
 from bots import messages
-from bots.core import Attachment, Core, Progress, Reply, Request
+from bots.core import Attachment, Progress, Reply, Request
 
 logger = logging.getLogger(__name__)
 
@@ -25,15 +26,13 @@ DM_FILESIZE_LIMIT = 10 * 2**20  # what a bot may upload outside boosted servers
 
 
 def request(
-    interaction: discord.Interaction, text: str, attachment: Attachment | None = None,
-    progress: Progress | None = None,
+    interaction: discord.Interaction, attachment: Attachment | None = None, progress: Progress | None = None
 ) -> Request:
-    """The core's request for what the user asked as typed text."""
+    """The core's request for who asked where (a slash command's options go to the typed call)."""
     return Request(
         platform=PLATFORM,
         user_id=str(interaction.user.id),
         chat_id=str(interaction.channel_id),
-        text=text,
         attachment=attachment,
         progress=progress,
     )
@@ -72,14 +71,6 @@ async def show_progress(interaction: discord.Interaction, done: int, total: int)
         await interaction.edit_original_response(content=messages.DRAWING_FRAMES.format(done=done, total=total))
     except discord.HTTPException as error:
         logger.debug("progress not shown: %s", error)
-
-
-async def forward(
-    core: Core, interaction: discord.Interaction, text: str, attachment: Attachment | None = None
-) -> None:
-    """Ask the core what the command amounts to as typed text (`/styles`, `/style NAME`), and
-    answer in kind; every cog answers this way."""
-    await answer(interaction, await core.handle(request(interaction, text, attachment)))
 
 
 def deliverable(reply: Reply, limit: int) -> Reply:

@@ -61,13 +61,14 @@ class ToonBot(commands.Bot):
     async def setup_hook(self) -> None:
         """Open the core, add the commands and sync them (to the dev guild at once, else globally)."""
         self._core = await self._shared.open()
+        admin = self._shared.admin
+        assert admin is not None  # built with the core
         await self.add_cog(StyleCog(self, self._core, self._chat_limits))
-        await self.add_cog(PrivacyCog(self._core))
-        if self._has_admins and self._shared.admin is not None:  # no ADMIN_IDS: nobody could use them
-            await self.add_cog(AdminCog(self._shared.admin))
-        if self._shared.admin is not None:
-            announcer = JobAnnouncer(self._shared.admin, PLATFORM, self.notify, poll_s=self._jobs_poll_s)
-            self._announcer = asyncio.create_task(announcer.run())
+        await self.add_cog(PrivacyCog(admin))
+        if self._has_admins:  # no ADMIN_IDS: nobody could use them
+            await self.add_cog(AdminCog(admin))
+        announcer = JobAnnouncer(admin, PLATFORM, self.notify, poll_s=self._jobs_poll_s)
+        self._announcer = asyncio.create_task(announcer.run())
         guild = discord.Object(self._dev_guild) if self._dev_guild else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)

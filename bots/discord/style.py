@@ -16,7 +16,7 @@ from discord.ext import commands
 from bots import messages
 from bots.core import Attachment, Core, Reply, Request, every
 from bots.discord import answers
-from bots.discord.answers import PLATFORM, answer, defer, deferring_read, forward, image_file, request
+from bots.discord.answers import PLATFORM, answer, defer, deferring_read, image_file, request
 from bots.limits import ChatLimits
 from serving.api import StylizeError
 
@@ -79,7 +79,7 @@ class ProgressReply:
 
 class StyleCog(commands.Cog):
     """What every user can do. More commands join as another cog over the same core, added in
-    `ToonBot.setup_hook`, each answering through `answers.forward`."""
+    `ToonBot.setup_hook`, each answering through `answers.answer`."""
 
     def __init__(self, bot: commands.Bot, core: Core, chat_limits: ChatLimits) -> None:
         self._bot = bot
@@ -102,7 +102,7 @@ class StyleCog(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         """The deployed styles (the list /styles shows) matching what the user has typed."""
         try:
-            found, _ = await self._core.styles(request(interaction, ""))
+            found, _ = await self._core.styles(request(interaction))
         except StylizeError:  # no list to offer: the command itself will say why
             return []
         typed = current.strip().lower()
@@ -123,7 +123,7 @@ class StyleCog(commands.Cog):
         compare: bool = False,
     ) -> None:
         """Draw the attached image in the chosen style, or the user's own."""
-        await self._draw_for(interaction, image, f"/style {style}" if style else "", compare=compare)
+        await self._draw_for(interaction, image, style=style or None, compare=compare)
 
     async def restyle(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Apps → Restyle on a message: draw its image in the user's style."""
@@ -131,28 +131,30 @@ class StyleCog(commands.Cog):
         if image is None:
             await answer(interaction, Reply(messages.DISCORD_NO_IMAGE_IN_MESSAGE))
         else:
-            await self._draw_for(interaction, image, "")
+            await self._draw_for(interaction, image)
 
     async def _draw_for(
-        self, interaction: discord.Interaction, image: discord.Attachment, text: str, *, compare: bool = False
+        self, interaction: discord.Interaction, image: discord.Attachment, *, style: str | None = None,
+        compare: bool = False,
     ) -> None:
-        """Draw `image` as `text` asks, "thinking..." from when drawing (or waiting for a turn) starts."""
+        """Draw `image` in `style` (None: the user's), "thinking..." from when drawing (or waiting for a
+        turn) starts."""
         attachment = Attachment(image.content_type or "", image.size, deferring_read(interaction, image))
         progress = every(answers.PROGRESS_EVERY_S, partial(answers.show_progress, interaction))
-        asked = replace(request(interaction, text, attachment, progress), compare=compare)
+        asked = replace(request(interaction, attachment, progress), style=style, compare=compare)
         await answer(interaction, await self._draw(interaction.guild_id, asked, lambda: defer(interaction)))
 
     @app_commands.command(name="styles", description="List the styles")
     async def styles(self, interaction: discord.Interaction) -> None:
         """The deployed styles, the user's marked."""
-        await forward(self._core, interaction, "/styles")
+        await answer(interaction, await self._core.list_styles(request(interaction)))
 
     @app_commands.command(name="mystyle", description="Choose your style for every photo")
     @app_commands.describe(name="The style to use from now on")
     @app_commands.autocomplete(name=style_choices)
     async def mystyle(self, interaction: discord.Interaction, name: str) -> None:
         """Switch the user's style for good (Telegram's /style NAME)."""
-        await forward(self._core, interaction, f"/style {name}")
+        await answer(interaction, await self._core.set_style(request(interaction), name))
 
     @app_commands.command(name="help", description="What this bot does")
     async def help(self, interaction: discord.Interaction) -> None:
@@ -183,25 +185,26 @@ class StyleCog(commands.Cog):
             chat_id=str(message.channel.id),
             text=re.sub(rf"<@!?{me.id}>", "", message.content).strip(),
         )
-        text = await self._style_asked(asked)
         shown = ProgressReply(message)
         progress = every(answers.PROGRESS_EVERY_S, shown.show)
         attachment = Attachment(image.content_type or "", image.size, image.read)
-        asked = replace(asked, text=text, attachment=attachment, progress=progress)
+        asked = replace(await self._style_asked(asked), attachment=attachment, progress=progress)
         async with message.channel.typing():
             reply = await self._draw(message.guild.id if message.guild else None, asked)
         await shown.answer(reply)
 
-    async def _style_asked(self, asked: Request) -> str:
-        """A mention's words as the core reads them: "/style NAME" as typed, or a deployed style's
-        bare name ("@toonbot anime2selfie"); any other words are just chatter ("")."""
+    async def _style_asked(self, asked: Request) -> Request:
+        """A mention's words as the core reads them: a caption as typed ("/style NAME compare"), or
+        a deployed style's bare name ("@toonbot anime2selfie": that style this once); any other
+        words are just chatter."""
         if asked.text.startswith("/"):
-            return asked.text
+            return asked
         try:
             found, _ = await self._core.styles(asked)
         except StylizeError:
-            return ""
-        return f"/style {asked.text}" if asked.text in {s.name for s in found} else ""
+            found = []
+        named = asked.text if asked.text in {s.name for s in found} else None
+        return replace(asked, text="", style=named)
 
     async def _draw(
         self, guild_id: int | None, asked: Request, before_waiting: Callable[[], Awaitable[None]] | None = None
