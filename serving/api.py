@@ -7,7 +7,7 @@ implement `Stylizer`; the bots only ever see this module's names.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 ImageFormat = Literal["jpeg", "png", "webp"]
@@ -46,6 +46,9 @@ class StyleInfo:
     description: str  # one line for /styles
     needs_face: bool
     version: str  # default model version, e.g. "1.0"
+    # The style on a public-domain picture, before | after, as a JPEG (drawn at export);
+    # None for an archive exported before previews.
+    preview: bytes | None = field(default=None, repr=False)
 
 
 class StylizeError(Exception):

@@ -2,13 +2,14 @@
 
 Predictions go to the inference API; the style list comes from the
 management API, whose `?customized=true` describe asks each handler for the
-catalogue entry it carries. 503s, worker deaths (500/507) and refused connections
+catalogue entry and preview it carries. 503s, worker deaths (500/507) and refused connections
 are retried with exponential backoff; every other outcome maps to one `StylizeError` subclass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Mapping
@@ -166,7 +167,7 @@ class TorchServeClient:
         return sorted((s for s in found if s is not None), key=lambda s: s.name)
 
     async def _describe(self, name: str) -> StyleInfo | None:
-        """The default version's catalogue entry, or None for a model that is no toonbot style."""
+        """The default version's catalogue entry and preview, or None for a model that is no toonbot style."""
         status, _, body = await self._request(
             "GET", f"{self.management_url}/models/{name}", self.management_token, params={"customized": "true"}
         )
@@ -176,8 +177,10 @@ class TorchServeClient:
             model = json.loads(body)[0]
             meta = model["customizedMetadata"]
             meta = json.loads(meta) if isinstance(meta, str) else meta
-            return StyleInfo(name, meta["title"], meta["description"], bool(meta["needs_face"]), model["modelVersion"])
-        except (ValueError, KeyError, IndexError, TypeError):
+            preview = base64.b64decode(meta["preview"], validate=True) if "preview" in meta else None
+            return StyleInfo(name, meta["title"], meta["description"], bool(meta["needs_face"]), model["modelVersion"],
+                             preview)
+        except (ValueError, KeyError, IndexError, TypeError):  # binascii.Error is a ValueError
             return None
 
     async def health(self) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,13 @@ from typing import TYPE_CHECKING
 
 from ts.service import Service
 
-from serving import loader, replies
+from serving import replies
 from serving.api import (
     FRAMES_HEADER, ImageFormat, Overloaded, StyleInfo, Stylized, StylizeError, faces_drawn, request_headers,
 )
+from styles import loader
 from styles.archive import Archive, scan
+from styles.loader import Answer
 
 if TYPE_CHECKING:
     from ts.torch_handler.base_handler import BaseHandler
@@ -29,17 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "toonbot" / "mar"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One request's answer, as TorchServe would send it."""
-
-    status: int
-    content_type: str | None
-    body: bytes
-    headers: dict[str, str]
-
 
 
 @dataclass
@@ -94,27 +84,8 @@ class _Worker:
                 self.queue.task_done()
 
     def _predict(self, batch: list[_Request]) -> list[Answer]:
-        """Run the handler on one batch, with the request layout of a TorchServe worker."""
-        wire = [
-            {
-                "requestId": str(uuid.uuid4()).encode(),
-                "parameters": [
-                    {"name": "body", "contentType": "application/octet-stream", "value": r.image}
-                ],
-                "headers": [{"name": k.encode(), "value": v.encode()} for k, v in r.headers.items()],
-            }
-            for r in batch
-        ]
-        headers, rows, ids = Service.retrieve_data_for_inference(wire)
-        context = self.service.context
-        context.request_ids, context.request_processor = ids, headers
-        context.metrics.request_ids = ids
-        outputs = self.handler.handle(rows, context)
-        return [
-            Answer(context.get_response_status(i)[0], context.get_response_content_type(i), bytes(out),
-                   dict(context.get_response_headers(i)))
-            for i, out in enumerate(outputs)
-        ]
+        """Run the handler on one batch in this worker's thread."""
+        return loader.predict(self.handler, self.service, [(r.image, r.headers) for r in batch])
 
     async def close(self) -> None:
         """Answer what is queued, then stop the loop and the thread."""
@@ -125,9 +96,10 @@ class _Worker:
 
 
 def _info(archive: Archive) -> StyleInfo:
-    """A served archive as the bots see it: its catalogue entry and version."""
+    """A served archive as the bots see it: its catalogue entry, version and preview."""
     entry = archive.entry
-    return StyleInfo(archive.name, entry.title, entry.description, entry.needs_face, archive.version)
+    return StyleInfo(archive.name, entry.title, entry.description, entry.needs_face, archive.version,
+                     archive.preview())
 
 
 class EmbeddedEngine:

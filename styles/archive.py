@@ -3,8 +3,9 @@
 One archive is one version of one style: the manifest names both, the
 model-config.yaml carries TorchServe's worker and batching settings at the top
 and the handler's under `handler` (network arguments, image size, the
-catalogue entry, the training record). Everything that reads or writes those
-fields does it here.
+catalogue entry, the training record); preview.jpg shows the style on a
+public-domain picture (`styles.preview` draws it). Everything that reads or
+writes those fields does it here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ HANDLER = "handler.py"
 NETWORKS = "networks.py"
 WEIGHTS = "generator.pt"
 CONFIG = "model-config.yaml"
+PREVIEW = "preview.jpg"  # before | after, drawn at export by the archive's own handler
 DEFAULT_VERSION = "1.0"
 ENTRY_FIELDS = ("title", "description", "needs_face")  # the catalogue entry inside model-config.yaml
 
@@ -61,6 +63,11 @@ class Archive:
         """The catalogue entry the exporter wrote into model-config.yaml."""
         h = self.handler
         return Entry(h["title"], h["description"], bool(h["needs_face"]))
+
+    def preview(self) -> bytes | None:
+        """The style's before|after JPEG; None for an archive exported before previews."""
+        with zipfile.ZipFile(self.path) as z:
+            return z.read(PREVIEW) if PREVIEW in z.namelist() else None
 
     def generator_weights(self) -> dict[str, torch.Tensor]:
         """The generator's weights in float32 (archives keep them in fp16)."""

@@ -1,7 +1,8 @@
-"""Style names and their catalogue entries (title, one-line description, needs a face).
+"""Style names and their catalogue entries (title, one-line description, needs a face) and previews.
 
-The exporter writes an entry into each `.mar`'s model-config.yaml; from then
-on the archive, not this table, is what the bots read.
+The exporter writes an entry into each `.mar`'s model-config.yaml, and draws
+the style's preview from the picture named here into it; from then on the
+archive, not this table, is what the bots read.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 # Names reach file names (<style>-<version>.mar, datasets/<pair>/), URLs and
 # database columns: one short word, never a path. TorchServe model names allow
@@ -40,6 +42,37 @@ KNOWN: dict[str, Entry] = {
     "photo2vangogh": Entry("Photo to Van Gogh", "Repaints a landscape photo in Van Gogh's style.", False),
     "vangogh2photo": Entry("Van Gogh to photo", "Turns a Van Gogh painting into a photo-like picture.", False),
 }
+
+
+# Preview pictures: public domain, never dataset images. grace_hopper.jpg (US Navy photo, via
+# scikit-image), chelsea.jpg (scikit-image's cat, CC0), astronaut.jpg (Eileen Collins, NASA, via scikit-image).
+PREVIEW_PICTURES = Path(__file__).resolve().parent / "previews"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a style's preview shows: a picture from `PREVIEW_PICTURES`, first drawn by the style
+    `through` where no public-domain picture of the style's subject is at hand."""
+
+    picture: str
+    through: str | None = None
+
+
+PREVIEWS: dict[str, Preview] = {
+    "selfie2anime": Preview("grace_hopper.jpg"),
+    "anime2selfie": Preview("grace_hopper.jpg", through="selfie2anime"),  # no public-domain anime face
+    "cat2dog": Preview("chelsea.jpg"),
+    "dog2cat": Preview("chelsea.jpg", through="cat2dog"),  # no public-domain dog
+    "horse2zebra": Preview("chelsea.jpg"),  # no public-domain horse: stripes on a cat's coat instead
+    "zebra2horse": Preview("chelsea.jpg", through="horse2zebra"),
+    "photo2vangogh": Preview("astronaut.jpg"),  # a photo, though not a landscape
+    "vangogh2photo": Preview("astronaut.jpg", through="photo2vangogh"),  # no Van Gogh at hand
+}
+
+
+def preview(style: str) -> Preview:
+    """The preview source of a style; styles the table does not know show a portrait (face styles need one)."""
+    return PREVIEWS.get(style, Preview("grace_hopper.jpg"))
 
 
 def shown(text: str) -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from torchserve_fixture import export_tiny_styles, tiny_checkpoint
 
 from styles import catalog
@@ -59,6 +62,34 @@ def test_archive_holds_fp16_weights_code_handler_and_config(tmp_path: Path) -> N
     assert handler["needs_face"] is False  # anime faces are centre-cropped
     assert handler["inference"] == "auto"
     assert "acceleration.py" in names
+
+
+def halves(preview: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """A preview's before and after halves, as int16 pixels."""
+    pixels = np.asarray(Image.open(io.BytesIO(preview)).convert("RGB"), dtype=np.int16)
+    return pixels[:, : pixels.shape[1] // 2], pixels[:, pixels.shape[1] // 2 :]
+
+
+def test_each_archive_carries_a_small_preview_of_its_public_domain_picture(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    export_tiny_styles(store, "cat2dog", "--draw-size-factor", "2")
+    previews = {name: archive.preview() for name, archive in scan(store).items()}
+    for preview in previews.values():
+        assert preview is not None and preview.startswith(b"\xff\xd8") and len(preview) < 40_000
+        assert Image.open(io.BytesIO(preview)).size == (128, 64)  # before | after, at the size it draws
+    with Image.open(catalog.PREVIEW_PICTURES / "chelsea.jpg") as cat:  # cat2dog's before: the Chelsea cat
+        square = np.asarray(cat.convert("RGB").resize((64, 64), Image.LANCZOS), dtype=np.int16)
+    assert np.abs(halves(previews["cat2dog"])[0] - square).mean() < 8
+    # No public-domain dog: dog2cat's before is cat2dog's drawing of the cat.
+    assert np.abs(halves(previews["dog2cat"])[0] - halves(previews["cat2dog"])[1]).mean() < 8
+    assert catalog.preview("dog2cat").through == "cat2dog"
+
+
+def test_the_catalogue_previews_every_known_style_from_a_picture_on_disk() -> None:
+    assert set(catalog.PREVIEWS) == set(catalog.KNOWN)
+    for style, source in catalog.PREVIEWS.items():
+        assert (catalog.PREVIEW_PICTURES / source.picture).is_file()
+        assert source.through is None or catalog.split_pair(style)[1] == source.through
 
 
 def test_b2a_archive_holds_the_b2a_generator(tmp_path: Path) -> None:

@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 
 from group_photos import group_photo
-from serving import loader, replies
+from serving import replies
 from serving.api import BadInput, NoFace, Overloaded, Stylized
-from styles.payload import framing, imaging
 from serving.engine import EmbeddedEngine
+from styles import loader
 from styles.archive import scan
+from styles.payload import framing, imaging
 
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).with_name("fixtures")

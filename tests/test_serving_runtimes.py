@@ -38,6 +38,7 @@ from styles.payload import framing, imaging
 from serving.client import TorchServeClient
 from serving.engine import EmbeddedEngine
 from serving.torchserve import LocalTorchServe
+from styles.archive import read_archive
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.slow
@@ -115,13 +116,16 @@ async def test_torchserve_and_embedded_give_the_same_image(
         await client.close()
 
 
-async def test_styles_and_health_agree(stylizer: Stylizer) -> None:
+async def test_styles_and_health_agree(stylizer: Stylizer, serving_model_store: Path) -> None:
     styles = await stylizer.styles()
     assert [(s.name, s.needs_face, s.version) for s in styles] == [
         ("anime2selfie", False, "1.0"), ("cat2dog", False, "1.0"),
         ("dog2cat", False, "1.0"), ("selfie2anime", True, "1.0"),
     ]
     assert styles[3].title == "Selfie to anime"
+    for style in styles:  # the preview export drew into each archive, through either runtime
+        assert style.preview == read_archive(serving_model_store / f"{style.name}.mar").preview()
+        assert style.preview is not None and Image.open(io.BytesIO(style.preview)).format == "JPEG"
     assert await stylizer.health()
 
 

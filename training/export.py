@@ -1,10 +1,11 @@
 """`python -m training export CKPT --out model_store/`: one TorchServe `.mar` per direction.
 
 Each archive holds the generator's fp16 weights, the payload from
-`styles/payload/` (the handler files and the model code, `networks.py`) and a
+`styles/payload/` (the handler files and the model code, `networks.py`), a
 model-config.yaml carrying the network's constructor arguments, the style's
-catalogue entry and TorchServe's worker and batching settings; `styles.archive`
-writes them.
+catalogue entry and TorchServe's worker and batching settings, and the style's
+preview (`styles.preview`: the catalogue's public-domain picture before and
+after, drawn by the archive's own handler); `styles.archive` writes them.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ from pathlib import Path
 
 from styles import catalog
 from styles.archive import DEFAULT_VERSION, model_config, write_archive
+from styles.preview import add_previews
 from training import warm_start
 from training.checkpoint import load_checkpoint
 
 
 def export(args: argparse.Namespace) -> int:
-    """Write both directions of a checkpoint (or of a pair's archives, with today's handler) into the model store."""
+    """Write both directions of a checkpoint (or of a pair's archives, with today's handler) into the model store,
+    each with its preview."""
     if args.checkpoint.suffix == ".mar":
         state = warm_start.checkpoint_from_archives(args.checkpoint)
     else:
         state = load_checkpoint(args.checkpoint)
     options = state["options"]
     names = tuple(args.names) if args.names else catalog.split_pair(options["name"])
+    paths = []
     for i, (style, key) in enumerate(zip(names, ("genA2B", "genB2A"))):
         info = catalog.entry(style)
         if args.title:
@@ -41,7 +45,9 @@ def export(args: argparse.Namespace) -> int:
             response_timeout=args.response_timeout, inference=args.inference, training=state.get("history"),
             draw_size=args.draw_size_factor * int(options["img_size"]),
         )
-        path = write_archive(Path(args.out), style, args.version, state["networks"][key], config)
+        paths.append(write_archive(Path(args.out), style, args.version, state["networks"][key], config))
+    add_previews(paths)
+    for style, path in zip(names, paths):
         print(f"{style} {args.version}: {path}")
     if args.warm_start:
         path = warm_start.save_discriminators(state["networks"], options["name"], int(state["step"]))

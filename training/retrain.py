@@ -16,6 +16,7 @@ from packaging.version import Version
 
 from styles import catalog
 from styles.archive import DEFAULT_VERSION, Archive, model_config, store_versions, version_order, write_archive
+from styles.preview import add_previews
 from styles.payload.networks import min_image_size
 from training.options import TrainOptions
 from training.trainer import Trainer
@@ -97,9 +98,10 @@ def next_version(model_store: Path, styles: tuple[str, str]) -> str:
 
 
 def export_versions(trainer: Trainer, plan: Plan, model_store: Path) -> dict[str, str]:
-    """Write both directions as the next version into the model store; {style: version}."""
+    """Write both directions as the next version into the model store, with their previews; {style: version}."""
     version = next_version(model_store, plan.styles)
     arch = trainer.nets["genA2B"].arch()
+    paths = []
     for style, key, template in zip(plan.styles, ("genA2B", "genB2A"), plan.templates):
         serving = {**DEFAULT_SERVING, **(template.config if template else {})}
         info = template.entry if template else catalog.entry(style)
@@ -108,5 +110,6 @@ def export_versions(trainer: Trainer, plan: Plan, model_store: Path) -> dict[str
             batch_size=int(serving["batchSize"]), max_batch_delay=int(serving["maxBatchDelay"]),
             response_timeout=int(serving["responseTimeout"]),
         )
-        write_archive(model_store, style, version, trainer.nets[key].state_dict(), config)
+        paths.append(write_archive(model_store, style, version, trainer.nets[key].state_dict(), config))
+    add_previews(paths)
     return {style: version for style in plan.styles}

@@ -8,6 +8,7 @@ TorchServe wants exactly one class in this module: the handler.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ FACES_HEADER = "X-Faces"  # how many faces were drawn, for the reply and the usa
 # A clip drawn frame by frame: each answer says where its faces were framed (X-Frames), and the
 # next frame's request hands that back (X-Follow), so the faces stay steady in their squares.
 FRAMES_HEADER, FOLLOW_HEADER = "X-Frames", "X-Follow"
+PREVIEW = "preview.jpg"  # the style on a public-domain picture, before | after (styles/preview.py)
 
 
 Item = Rejected | Job
@@ -183,9 +185,15 @@ class StyleHandler(BaseHandler):
         return imaging.side_by_side(before, after) if job.options.compare else after
 
     def describe_handle(self) -> str:
-        """The style's catalogue entry, for TorchServe's `GET /models/NAME?customized=true`."""
+        """The style's catalogue entry and preview (base64 JPEG, where the archive has one: export draws it),
+        for TorchServe's `GET /models/NAME?customized=true`."""
         keys = ("title", "description", "needs_face", "img_size")
-        return json.dumps({**{k: self.config[k] for k in keys}, "output_size": self.draw_size})
+        meta = {**{k: self.config[k] for k in keys}, "output_size": self.draw_size}
+        preview = os.path.join(self.context.system_properties["model_dir"], PREVIEW)
+        if os.path.exists(preview):
+            with open(preview, "rb") as f:
+                meta["preview"] = base64.b64encode(f.read()).decode("ascii")
+        return json.dumps(meta)
 
 
 def _images(batch: torch.Tensor) -> list[Image.Image]:

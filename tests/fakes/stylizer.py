@@ -3,7 +3,8 @@
 It reads and writes pictures with the handler's own `imaging` module, so bad
 input gets the very words (and exceptions) the real runtimes give, and it
 honours the requested size and format; instead of a generator it draws a
-deterministic picture (the photo, square-cropped and posterised). It also
+deterministic picture (the photo, square-cropped and posterised), and each
+style's preview is that drawing of its catalogue picture. It also
 answers the `Management` calls, so the admin side of a core can sit on it.
 Tests that exist to check the engine or TorchServe use those, not this.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from PIL import ImageOps
+from PIL import Image, ImageOps
 
 from db.models import ServingRuntime
 from ops.management import DeployError, StyleVersions
@@ -34,7 +35,7 @@ class MemoryStylizer:
         self, names: Iterable[str] = ("anime2selfie", "selfie2anime"), *, version: str = "1.0", delay_s: float = 0.0
     ) -> None:
         self._styles = {
-            name: StyleInfo(name, entry.title, entry.description, entry.needs_face, version)
+            name: StyleInfo(name, entry.title, entry.description, entry.needs_face, version, _preview(name))
             for name in sorted(names)
             for entry in [catalog.KNOWN[name]]
         }
@@ -55,11 +56,7 @@ class MemoryStylizer:
             picture = imaging.decode(image)
         except imaging.Rejected as rejected:
             raise BadInput(rejected.message) from None
-        side = options.size or DRAW_SIDE
-        square = ImageOps.fit(picture, (side, side))
-        drawn = ImageOps.posterize(square, 2)
-        if options.compare:
-            drawn = imaging.side_by_side(square, drawn)
+        drawn = _drawn(picture, options.size or DRAW_SIDE, options.compare)
         await asyncio.sleep(self.delay_s)  # a real runtime always yields to the event loop
         self.requests += 1
         return Stylized(
@@ -84,3 +81,16 @@ class MemoryStylizer:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+def _drawn(picture: Image.Image, side: int, compare: bool) -> Image.Image:
+    """The fake's drawing: a posterised square of `picture`, with `compare` the square on its left."""
+    square = ImageOps.fit(picture, (side, side))
+    drawn = ImageOps.posterize(square, 2)
+    return imaging.side_by_side(square, drawn) if compare else drawn
+
+
+def _preview(style: str) -> bytes:
+    """The style's preview, as the fake draws: its catalogue picture before | after."""
+    with Image.open(catalog.PREVIEW_PICTURES / catalog.preview(style).picture) as picture:
+        return imaging.encode(_drawn(picture.convert("RGB"), DRAW_SIDE, True), "jpeg")

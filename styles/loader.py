@@ -1,8 +1,9 @@
-"""Loading a `.mar` in this process, as a TorchServe worker does: unpack it, import its handler.
+"""Running a `.mar` in this process, as a TorchServe worker does: unpack it, import its handler, predict.
 
 Unpack once (into a cache keyed by the archive's hash), import the packaged
 handler with the archive's folder on `sys.path`, and build the same `Service`
-(hence the same `Context`) the TorchServe worker builds.
+(hence the same `Context`) the TorchServe worker builds. The embedded engine
+serves with it, and export draws each archive's preview with it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import shutil
 import sys
 import tempfile
 import threading
+import uuid
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,3 +99,35 @@ def load_service(archive: Archive, model_dir: Path) -> tuple[BaseHandler, Servic
     )
     handler.initialize(service.context)
     return handler, service
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's answer, as TorchServe would send it."""
+
+    status: int
+    content_type: str | None
+    body: bytes
+    headers: dict[str, str]
+
+
+def predict(handler: BaseHandler, service: Service, batch: Sequence[tuple[bytes, dict[str, str]]]) -> list[Answer]:
+    """Run the handler on one batch of (image, request headers), with the request layout of a TorchServe worker."""
+    wire = [
+        {
+            "requestId": str(uuid.uuid4()).encode(),
+            "parameters": [{"name": "body", "contentType": "application/octet-stream", "value": image}],
+            "headers": [{"name": k.encode(), "value": v.encode()} for k, v in headers.items()],
+        }
+        for image, headers in batch
+    ]
+    headers, rows, ids = Service.retrieve_data_for_inference(wire)
+    context = service.context
+    context.request_ids, context.request_processor = ids, headers
+    context.metrics.request_ids = ids
+    outputs = handler.handle(rows, context)
+    return [
+        Answer(context.get_response_status(i)[0], context.get_response_content_type(i), bytes(out),
+               dict(context.get_response_headers(i)))
+        for i, out in enumerate(outputs)
+    ]
