@@ -61,18 +61,19 @@ saturating 16-bit pairs: the full-range RGB input of the first 7x7
 convolution loses 18 dB in PT2E and ONNX Runtime (ONNX Runtime's 7-bit
 `reduce_range` gets 33 dB back), and only 1.4 dB in OpenVINO.
 
-Recommendation: OpenVINO int8 by NNCF (MIXED preset, every convolution but
-the first, all else float32) — `openvino_int8.py`, the prototype this
-bench uses. It is the fastest path that passes the check here (2.5-2.95x
-eager float32 on 1 thread, 1.4-2x the best float32 runtime), with the
-widest margin (39.8 / 38.6 dB against 35 / 30; 39.7 / 38.6, and as fast,
-converted through torch.export as the prototype now does), and it needs no C++
-compiler: its artefact is a portable IR that loads in about a second.
-PT2E passes too but is 1.2-1.6x slower, compiles 30-100 s and needs g++;
-ONNX Runtime has the fastest int8 kernel but fails the check even with the
-first convolution in float. At 256 px it reaches 64 % of the int8 peak
-measured here. Not measured: a VNNI or AMX CPU (issue 17's Xeon), where
-int8 should gain more; calibrated and checked on the same five photos.
+Decision: serving's int8 path is PT2E (`acceleration.py`'s
+`cpu-compiled-int8`: X86InductorQuantizer on every convolution but the
+first, calibrated on the photos mirrored, compiled into the same
+AOTInductor graph as the float32 path and cached beside it). OpenVINO is
+1.2-1.6x faster still and needs no C++ compiler, but importing it costs
+about 160 MB per process — and TorchServe's base handler imports
+`openvino.torch` in every worker whenever it is installed — against a
+600 MB budget for all eight styles; NNCF brings scikit-learn and SciPy.
+PT2E needs nothing at run time beyond torch (torchao, 3.4 MB, only where
+the graph is built) and reuses the compile, cache and check machinery every
+other path already has. ONNX Runtime has the fastest int8 kernel but fails
+the check even with the first convolution in float. Not measured: a VNNI or
+AMX CPU (issue 17's Xeon), where int8 should gain more.
 
 Models: the bundled styles' generator (selfie2anime's trained weights from
 `model_store/`, U-GAT-IT light, 32 channels, 96 px) and the paper's light
@@ -119,7 +120,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency  # noqa: E402  (puts the repository and the archive payload on sys.path)
 
 import acceleration  # noqa: E402
-import openvino_int8  # noqa: E402
 from training.hardware import cpu_flags, cpu_name  # noqa: E402
 from training.showcase import load_generator  # noqa: E402
 from training.summary import gflops_per_image  # noqa: E402
@@ -128,6 +128,20 @@ ROOT = latency.ROOT
 BUNDLED = ROOT / "model_store" / "selfie2anime.mar"
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 PAUSE = 0.05  # seconds between timed calls, so one runtime's spinning threads do not slow the next
+
+
+CONV_OPS = {"Convolution", "Pad", "Parameter", "Result", "Constant"}  # what NNCF may touch
+
+
+class ImageOnly(nn.Module):
+    """The generator's picture alone (it also returns CAM logits and a heatmap): what gets exported."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x)[0]
 Run = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -251,18 +265,49 @@ def ort_int8(model: nn.Module, calib: torch.Tensor, threads: int, recipe: Recipe
         return _ort_run(quantized, threads)
 
 
+def _ov_convert(generator: nn.Module, example: torch.Tensor):  # -> openvino.Model
+    """The generator as a float32 OpenVINO model, through torch.export (not the deprecated jit trace)."""
+    import openvino as ov
+
+    with torch.no_grad():
+        return ov.convert_model(torch.export.export(ImageOnly(generator.eval()), (example,)))
+
+
+def _ov_run(ov_model, threads: int) -> Run:
+    """One image at a time on `threads`, float32 for the layers left in float."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(ov_model, "CPU", {
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",  # one request, all threads on it (THROUGHPUT would split them)
+        "INFERENCE_PRECISION_HINT": "f32",  # else OpenVINO picks bf16 for the float layers where the CPU has it
+    })
+    request = compiled.create_infer_request()
+    return lambda x: torch.cat([torch.from_numpy(request.infer([x[i : i + 1].numpy()])[0].copy())
+                                for i in range(x.shape[0])])
+
+
 def ov_fp32(model: nn.Module, calib: torch.Tensor, threads: int, recipe: Recipe | None) -> Run:
     """OpenVINO, float32 (the runtime's own speed, without int8)."""
-    return openvino_int8.runner(openvino_int8.convert(model.generator, calib[:1]), threads)
+    return _ov_run(_ov_convert(model.generator, calib[:1]), threads)
 
 
 def ov_int8(model: nn.Module, calib: torch.Tensor, threads: int, recipe: Recipe | None) -> Run:
-    """OpenVINO int8 by NNCF, MIXED preset: the prototype path (`openvino_int8.py`)."""
-    float_model = openvino_int8.convert(model.generator, calib[:1])
+    """OpenVINO int8 by NNCF, MIXED preset (symmetric int8 weights per channel, asymmetric uint8
+    activations); `recipe` limits it to convolutions and keeps the first in float."""
+    import nncf
+
+    float_model = _ov_convert(model.generator, calib[:1])
+    ops = float_model.get_ordered_ops()
+    first = next(op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution")
+    others = sorted({op.get_type_name() for op in ops} - CONV_OPS)
+    ignored = nncf.IgnoredScope(types=others if recipe and recipe.convs_only else [],
+                                names=[first] if recipe and recipe.float_first else [])
+    data = nncf.Dataset([calib[i : i + 1].numpy() for i in range(len(calib))])
     with quiet():
-        quantized = openvino_int8.quantize(float_model, calib, convs_only=bool(recipe and recipe.convs_only),
-                                           float_first=bool(recipe and recipe.float_first))
-    return openvino_int8.runner(quantized, threads)
+        quantized = nncf.quantize(float_model, data, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib),
+                                  ignored_scope=ignored)
+    return _ov_run(quantized, threads)
 
 
 Builder = Callable[[nn.Module, torch.Tensor, int, "Recipe | None"], Run]
@@ -360,7 +405,7 @@ PEAK_GOP = 2 * latency.PEAK_CONV[0] ** 2 * 9 * latency.PEAK_CONV[1] ** 2 / 1e9  
 def int8_peak_calls(threads: int) -> dict[str, Callable[[], object]]:
     """Per int8 engine: one image through the peak convolution (calibrated on the batch), as a call to time."""
     c, side, n = latency.PEAK_CONV
-    model, x = openvino_int8.ImageOnly(PeakConv()).eval(), torch.randn(n, c, side, side)
+    model, x = ImageOnly(PeakConv()).eval(), torch.randn(n, c, side, side)
     calls: dict[str, Callable[[], object]] = {}
     for name in ("pt2e-int8", "ort-int8", "openvino-int8"):
         build, packages = ENGINES[name]
@@ -462,9 +507,9 @@ def main() -> int:
     describe_cpu()
     bundled, config = load_generator(BUNDLED)
     models = {"bundled": (f"{BUNDLED.stem} (trained, ch {bundled.ngf}, {config['img_size']} px)",
-                          openvino_int8.ImageOnly(bundled).eval(), int(config["img_size"])),
+                          ImageOnly(bundled).eval(), int(config["img_size"])),
               "paper": (f"paper's light generator (random weights, ch 64, {latency.SIZE} px)",
-                        openvino_int8.ImageOnly(latency.light_generator()).eval(), latency.SIZE)}
+                        ImageOnly(latency.light_generator()).eval(), latency.SIZE)}
     for threads in args.threads:
         torch.set_num_threads(threads)
         int8_peaks = int8_peak_calls(threads)

@@ -54,6 +54,8 @@ def test_every_supported_path_stays_within_the_quality_floors_on_photos(generato
         assert "cpu-eager-bf16" in names
     if acceleration.can_compile():
         assert "cpu-compiled-fp32" in names
+        if acceleration.can_quantize():
+            assert "cpu-compiled-int8" in names
 
 
 def test_a_path_that_spoils_only_the_faces_is_dropped() -> None:

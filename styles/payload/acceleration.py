@@ -13,10 +13,13 @@ only loads them. `$TOONBOT_COMPILE`: `background` (default) builds what is
 missing; `cached` only loads a verdict already on disk (one-off CLI runs);
 `never` stays eager.
 
-Candidates, fastest-expected first: bf16 autocast (compiled, then eager)
-where the CPU has bf16 instructions (AVX512-BF16 or AMX), an AOTInductor
-float32 graph (needs a C++ compiler), channels-last eager; fp16 autocast on
-CUDA. Inputs always have one shape (the handler runs one square at a time at
+Candidates, fastest-expected first: an int8 AOTInductor graph (PyTorch's
+PT2E static quantization for x86, torchao's X86InductorQuantizer: oneDNN
+kernels with VNNI where the CPU has it, AVX2 otherwise; calibrated on the
+shipped photos mirrored, checked on them as they are), bf16 autocast
+(compiled, then eager) where the CPU has bf16 instructions (AVX512-BF16 or
+AMX), an AOTInductor float32 graph (needs a C++ compiler), channels-last
+eager; fp16 autocast on CUDA. Inputs always have one shape (the handler runs one square at a time at
 the draw size), so a compiled graph never recompiles.
 """
 
@@ -87,6 +90,11 @@ def can_compile() -> bool:
     return shutil.which(os.environ.get("CXX", "g++")) is not None or shutil.which("c++") is not None
 
 
+def can_quantize() -> bool:
+    """The int8 graph is prepared with torchao's quantizer (only where it is built; the graph needs torch alone)."""
+    return importlib.util.find_spec("torchao") is not None
+
+
 # --- the paths ----------------------------------------------------------------
 
 
@@ -117,19 +125,40 @@ def _channels_last(run: Run) -> Run:
 
 
 class _Export(nn.Module):
-    """What gets compiled: the generator's image alone, under autocast to `dtype` if one is given."""
+    """What gets compiled: the generator's image alone, under autocast to `dtype` if one is given
+    (none: no autocast node, which would hide the convolutions from the int8 quantizer)."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype | None) -> None:
         super().__init__()
         self.model, self.dtype = model, dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
+        if self.dtype is None:
+            return self.model(x)[0]
+        with torch.autocast("cpu", dtype=self.dtype):
             return self.model(x)[0].float()
 
 
-def _compiled(model: nn.Module, img_size: int, dtype: torch.dtype | None, artefact: pathlib.Path | None) -> Run:
-    """An AOTInductor graph: loaded from `artefact` when it exists, else compiled (and saved there).
+def _quantized(program: torch.export.ExportedProgram, first_conv: str, side: int) -> torch.export.ExportedProgram:
+    """int8 convolutions but the first (7x7 on the RGB input: 2-3 % of the work, ~18 dB lost on AVX2 when
+    quantized); norms, CAM and upsampling stay float32. Calibrated on the shipped photos mirrored, so the
+    check on the photos as they are is not the calibration set."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    quantizer = x86.X86InductorQuantizer()
+    quantizer.set_module_type_qconfig(nn.Conv2d, x86.get_default_x86_inductor_quantization_config())
+    quantizer.set_module_name_qconfig(first_conv, None)
+    prepared = prepare_pt2e(program.module(), quantizer)
+    for image in photo_batch(side).flip(-1):
+        prepared(image[None])
+    return torch.export.export(convert_pt2e(prepared), (torch.zeros(1, 3, side, side),))
+
+
+def _compiled(model: nn.Module, img_size: int, dtype: torch.dtype | None, artefact: pathlib.Path | None,
+              int8: bool = False) -> Run:
+    """An AOTInductor graph (`int8`: quantized first): loaded from `artefact` when it exists, else
+    compiled (and saved there).
 
     Compiling runs in a child process: torch.export swaps process-wide state
     while it traces, which breaks eager requests running in other threads, and
@@ -143,7 +172,7 @@ def _compiled(model: nn.Module, img_size: int, dtype: torch.dtype | None, artefa
             out = artefact or tmp / "graph.pt2"
             cls = type(model)
             torch.save({"source": cls.forward.__code__.co_filename, "cls": cls.__name__, "arch": model.arch(),
-                        "state": model.state_dict(), "dtype": str(dtype)}, tmp / "model.pt")
+                        "state": model.state_dict(), "dtype": str(dtype), "int8": int8}, tmp / "model.pt")
             env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
             with (tmp / "log").open("wb") as log:
                 child = subprocess.Popen([sys.executable, "-c", CHILD, str(os.getpid()), str(tmp), str(img_size),
@@ -184,6 +213,9 @@ def compile_main(folder_name: str, side_text: str, out_name: str) -> None:
     dtype = None if saved["dtype"] == "None" else getattr(torch, saved["dtype"].removeprefix("torch."))
     with torch.no_grad():
         program = torch.export.export(_Export(generator.eval(), dtype), (torch.zeros(1, 3, side, side),))
+        if saved.get("int8"):
+            first = next(name for name, m in generator.named_modules() if isinstance(m, nn.Conv2d))
+            program = _quantized(program, f"model.{first}", side)
     # Freezing folds the weights into the graph as constants (inference only).
     torch._inductor.aoti_compile_and_package(
         program, package_path=str(folder / "graph.pt2"), inductor_configs={"freezing": True})
@@ -210,6 +242,9 @@ def candidates(model: nn.Module, device: torch.device, img_size: int = 0,
     def artefact(name: str) -> pathlib.Path | None:
         return artefacts / f"{name}.pt2" if artefacts else None
 
+    if compile_ok and can_quantize():
+        out.append(("cpu-compiled-int8", lambda: _one_at_a_time(
+            _compiled(model, size, None, artefact("cpu-compiled-int8"), int8=True))))
     if cpu_has_bf16():
         if compile_ok:
             out.append(("cpu-compiled-bf16", lambda: _one_at_a_time(
