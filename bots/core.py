@@ -19,7 +19,7 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bots import messages
+from bots import collage, messages
 from bots.limits import Refusal, UserLimits
 from db import users
 from db.models import Platform, UsageStatus
@@ -261,13 +261,14 @@ class Core:
         return list(catalogue.values()), await self._current_style(request, catalogue)
 
     async def list_styles(self, request: Request) -> Reply:
-        """/styles: the deployed styles, one per line, with a button each, the user's ticked."""
+        """/styles: the deployed styles, one per line, with a button each, the user's ticked, and a
+        picture of what each does (every style's preview, `bots.collage`) for the chats to show."""
         try:
-            return await self._listing(request)
+            return await self._listing(request, previews=True)
         except StylizeError as error:
             return _unreachable(error)
 
-    async def _listing(self, request: Request, header: str = "") -> Reply:
+    async def _listing(self, request: Request, header: str = "", *, previews: bool = False) -> Reply:
         """The /styles reply, under `header` (why it is shown, e.g. an unknown name)."""
         found, current = await self.styles(request)
         if not found:
@@ -278,7 +279,8 @@ class Core:
             messages.STYLE_LINE.format(name=s.name, description=s.description) for s in found
         ]
         buttons = tuple(StyleButton(style=s.name, label=s.title, selected=s == current) for s in found)
-        return Reply("\n".join(lines), buttons=buttons)
+        image = collage.collage(found) if previews else None
+        return Reply("\n".join(lines), image=image, content_type="image/jpeg" if image else None, buttons=buttons)
 
     async def _style(self, request: Request, arg: str) -> Reply:
         """/style NAME [compare]; a bare /style lists the styles."""

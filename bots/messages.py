@@ -41,6 +41,8 @@ DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
 )
 STYLES_HEADER = "Styles (yours now: {style}):"
 STYLE_LINE = "{name} - {description}"
+STYLES_TITLE = "What each style does"  # above the picture of every style's before and after (Discord)
+NO_PREVIEW = "no preview in this archive"  # in that picture, for a style exported before previews
 STYLE_SET = "Done: your style is now {title}. Send a photo!"
 COMPARE_HOW = "For the original and the result side by side, send a photo with the caption /style compare."
 UNKNOWN_STYLE = replies.UNKNOWN_STYLE  # the runtimes refuse an unknown style in the same words

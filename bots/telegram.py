@@ -49,6 +49,7 @@ PLATFORM = "telegram"
 ACTION_REPEAT_S = 4.0  # Telegram shows a chat action for 5 s
 DOWNLOAD_TIMEOUT_S = 60.0
 PROGRESS_EVERY_S = 3.0  # Telegram rate-limits edits: "drawing frame N of M" changes at most this often
+CAPTION_LIMIT = 1024  # characters in a photo's caption
 # Private chats: every photo, file, GIF (Telegram delivers those as MP4 animations), video or video
 # message. Groups, where privacy mode (the default) delivers only commands and replies to the bot: one
 # captioned /style (for us), or /style replying to one.
@@ -93,9 +94,15 @@ def _keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
 
 async def _send(message: Message, reply: Reply, *, as_document: bool) -> None:
     """Answer in kind: a file for a file, a video for a video with sound, an animation for a GIF
-    or a silent video (Telegram shows it as a GIF), a photo for a photo, else text (with buttons)."""
+    or a silent video (Telegram shows it as a GIF), a photo for a photo, else text (with buttons);
+    /styles: the picture of every style's before and after, the list and buttons its caption."""
     suffix = mimetypes.guess_extension(reply.content_type or "") or ""
     if reply.image is None:
+        await message.reply_text(reply.text, reply_markup=_keyboard(reply))
+    elif reply.buttons and len(reply.text) <= CAPTION_LIMIT:
+        await message.reply_photo(reply.image, caption=reply.text, reply_markup=_keyboard(reply))
+    elif reply.buttons:  # a list too long for a caption follows its picture
+        await message.reply_photo(reply.image)
         await message.reply_text(reply.text, reply_markup=_keyboard(reply))
     elif as_document:
         await message.reply_document(reply.image, filename=f"toonbot{suffix}", caption=reply.text)
@@ -281,7 +288,10 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert query is not None
     reply = await _core(context).set_style(_request(update), query.data or "")
     await query.answer()
-    await query.edit_message_text(reply.text, reply_markup=_keyboard(reply))
+    if isinstance(query.message, Message) and query.message.photo:  # the list was the styles' picture's caption
+        await query.edit_message_caption(reply.text, reply_markup=_keyboard(reply))
+    else:
+        await query.edit_message_text(reply.text, reply_markup=_keyboard(reply))
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -1,8 +1,9 @@
 """The local web page: the third front end, so toonbot works on a fresh machine with no tokens.
 
-One page (`static/index.html`) and two JSON-or-image endpoints over the core:
-`GET /api/styles` and `POST /api/stylize` (multipart: `image`, `style`; the image may be an
-animated GIF or an MP4, which comes back as a GIF or an MP4).
+One page (`static/index.html`) and three JSON-or-image endpoints over the core:
+`GET /api/styles` (the page's gallery), `GET /api/styles/{name}/preview` (a style's before
+and after, drawn at export) and `POST /api/stylize` (multipart: `image`, `style`; the image
+may be an animated GIF or an MP4, which comes back as a GIF or an MP4).
 
 A visitor is known by a cookie the server signs, so a client cannot mint its
 own identities; the core also limits each IP address per minute, so fresh
@@ -44,6 +45,7 @@ MAX_UPLOAD = web.AppKey("max_upload", int)
 READ_CHUNK = 2**16
 MAX_STYLE_FIELD = 256  # bytes of the `style` field read; a name is at most 64
 MAX_PARTS = 8  # form fields looked at; the page sends two
+PREVIEW_CACHE = "private, max-age=3600"  # its address names the version; a re-export of one shows within the hour
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
@@ -154,13 +156,32 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def styles(request: web.Request) -> web.Response:
-    """The deployed styles for the page's picker (the same list /styles shows)."""
+    """The deployed styles for the page's gallery (the same list /styles shows), each with the
+    address of its preview (None for an archive without one; the version keeps caches apart)."""
     try:
         found, current = await request.app[CORE].styles(_request(request))
     except StylizeError as error:  # e.g. TorchServe unreachable
         return web.json_response({"styles": [], "message": error.message or messages.ERROR})
-    choices = [{"name": s.name, "title": s.title, "selected": s == current} for s in found]
+    choices = [
+        {
+            "name": s.name, "title": s.title, "description": s.description, "selected": s == current,
+            "preview": None if s.preview is None else f"/api/styles/{s.name}/preview?version={s.version}",
+        }
+        for s in found
+    ]
     return web.json_response({"styles": choices, "message": "" if choices else messages.NO_STYLES})
+
+
+async def preview(request: web.Request) -> web.Response:
+    """A deployed style's before and after, a JPEG the page's card shows."""
+    try:
+        found, _ = await request.app[CORE].styles(_request(request))
+    except StylizeError as error:
+        return web.json_response({"message": error.message or messages.ERROR}, status=503)
+    shown = next((s.preview for s in found if s.name == request.match_info["name"]), None)
+    if shown is None:
+        return web.json_response({"message": messages.NO_PREVIEW}, status=404)
+    return web.Response(body=shown, content_type="image/jpeg", headers={"Cache-Control": PREVIEW_CACHE})
 
 
 async def stylize(request: web.Request) -> web.Response:
@@ -275,6 +296,7 @@ def build_app(settings: Settings, shared: SharedCore) -> web.Application:
     app.on_response_prepare.append(add_headers)
     app.router.add_get("/", index)
     app.router.add_get("/api/styles", styles)
+    app.router.add_get("/api/styles/{name}/preview", preview)
     app.router.add_post("/api/stylize", stylize)
     return app
 

@@ -260,7 +260,12 @@ async def test_mystyle_styles_and_help(
 
     assert all(c.ephemeral for c in (chosen, listing, help_text))
     assert chosen.json["data"]["content"] == messages.STYLE_SET.format(title="Anime to selfie")
-    assert listing.json["data"]["content"].startswith(messages.STYLES_HEADER.format(style="anime2selfie"))
+    [embed] = listing.json["data"]["embeds"]  # the list around the picture of what each style does
+    assert embed["title"] == messages.STYLES_TITLE
+    assert embed["description"].startswith(messages.STYLES_HEADER.format(style="anime2selfie"))
+    assert embed["image"]["url"] == "attachment://styles.jpg"
+    [picture_file] = listing.files
+    assert picture_file.filename == "styles.jpg" and picture_file.data.startswith(b"\xff\xd8")
     assert help_text.json["data"]["content"] == messages.DISCORD_HELP
     assert picture.json["content"] == "Anime to selfie" and jpeg_size(picture) == (64, 64)
 

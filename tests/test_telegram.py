@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bots import messages, resources, telegram
+from bots import collage, messages, resources, telegram
 from bots.resources import SharedCore
 from config import Settings
 from fakes.stylizer import MemoryStylizer
@@ -33,7 +33,8 @@ torch.set_num_threads(1)
 # Every method the bot may call; anything else would be a 404 from the fake.
 EXPECTED_METHODS = {
     "getMe", "deleteWebhook", "getFile", "sendPhoto", "sendDocument", "sendMessage",
-    "sendChatAction", "answerCallbackQuery", "editMessageText", "sendAnimation", "sendVideo", "deleteMessage",
+    "sendChatAction", "answerCallbackQuery", "editMessageText", "editMessageCaption", "sendAnimation", "sendVideo",
+    "deleteMessage",
 }
 
 
@@ -105,19 +106,24 @@ async def test_styles_keyboard_changes_the_style(
 ) -> None:
     async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
         api.send_text(7, "/styles")
-        [listing] = await api.wait_for("sendMessage", chat_id=7)
+        [listing] = await api.wait_for("sendPhoto", chat_id=7)  # what every style does, the list its caption
+        assert listing.fields["caption"].startswith(messages.STYLES_HEADER.format(style="selfie2anime"))
+        assert jpeg_size(listing, "photo") == (
+            collage.COLUMNS * (2 * collage.TILE_HEIGHT + collage.GAP) + collage.GAP,
+            collage.TILE_HEIGHT + collage.LABEL_HEIGHT + 2 * collage.GAP,  # two styles: one row
+        )
         keyboard = listing.json("reply_markup")["inline_keyboard"]
         assert [[b["callback_data"] for b in row] for row in keyboard] == [["anime2selfie"], ["selfie2anime"]]
         assert keyboard[1][0]["text"] == "✓ Selfie to anime"
 
         api.press_button(7, listing.result["message_id"], "anime2selfie")
         await api.wait_for("answerCallbackQuery")
-        [edit] = await api.wait_for("editMessageText", chat_id=7)
-        assert edit.fields["text"] == messages.STYLE_SET.format(title="Anime to selfie")
+        [edit] = await api.wait_for("editMessageCaption", chat_id=7)  # the picture stays, with the answer
+        assert edit.fields["caption"] == messages.STYLE_SET.format(title="Anime to selfie")
         assert "reply_markup" not in edit.fields  # the keyboard is gone once used
 
         api.send_photo(7, face_jpeg)
-        [photo] = await api.wait_for("sendPhoto", chat_id=7)
+        [_, photo] = await api.wait_for("sendPhoto", chat_id=7, count=2)
     assert photo.fields["caption"] == "Anime to selfie"
 
 
@@ -195,7 +201,7 @@ async def test_torchserve_answers_when_its_url_is_set(
         async with running_bot(api, settings):
             api.send_text(3, "/styles")
             api.send_photo(4, face_jpeg)
-            [listing] = await api.wait_for("sendMessage", chat_id=3)
+            [listing] = await api.wait_for("sendPhoto", chat_id=3)
             [photo] = await api.wait_for("sendPhoto", chat_id=4, timeout=120)
     assert [b["callback_data"] for [b] in listing.json("reply_markup")["inline_keyboard"]] == [
         "anime2selfie", "selfie2anime",

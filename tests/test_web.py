@@ -19,6 +19,7 @@ from playwright.async_api import Page, Route, async_playwright, expect
 from bots import messages, web
 from bots.resources import SharedCore
 from config import Settings
+from styles import catalog
 from media import gif_frames, make_gif, make_mp4, probe
 from torchserve_fixture import free_ports
 
@@ -87,10 +88,18 @@ async def test_http_api(
         visitor = "v-" + cookie.partition(".")[0]  # the id the cookie signs
         async with client.get(f"{url}/api/styles") as response:
             body = await response.json()
-        assert [(s["name"], s["title"], s["selected"]) for s in body["styles"]] == [
-            ("anime2selfie", "Anime to selfie", False),
-            ("selfie2anime", "Selfie to anime", True),
+        assert [(s["name"], s["title"], s["description"], s["selected"]) for s in body["styles"]] == [
+            ("anime2selfie", "Anime to selfie", catalog.KNOWN["anime2selfie"].description, False),
+            ("selfie2anime", "Selfie to anime", catalog.KNOWN["selfie2anime"].description, True),
         ]
+        for style in body["styles"]:  # each card's before and after, as the archive carries it
+            assert style["preview"] == f"/api/styles/{style['name']}/preview?version=1.0"
+            async with client.get(f"{url}{style['preview']}") as response:
+                assert response.content_type == "image/jpeg" and "max-age" in response.headers["Cache-Control"]
+                with Image.open(io.BytesIO(await response.read())) as preview:
+                    assert preview.width == 2 * preview.height  # before | after
+        async with client.get(f"{url}/api/styles/cat2dog/preview") as response:
+            assert response.status == 404  # not deployed here
         form = upload("me.jpg", face_jpeg, "image/jpeg", style="anime2selfie")
         async with client.post(f"{url}/api/stylize", data=form) as response:
             assert response.content_type == "image/jpeg"
@@ -137,13 +146,22 @@ async def test_the_page_in_a_browser(
     notes.write_text("not a photo")
     async with running_page(bots_model_store, sqlite_db_url) as url:
         await page.goto(url)
-        await expect(page.locator("#style option")).to_have_count(2)
-        await expect(page.locator("#style")).to_have_value("selfie2anime")  # the default
+        cards = page.locator("#gallery .card")  # one card per style: what it does, before and after
+        await expect(cards).to_have_count(2)
+        await expect(cards.nth(0)).to_contain_text("Anime to selfie")
+        await expect(cards.nth(0)).to_contain_text(catalog.KNOWN["anime2selfie"].description)
+        sizes = "imgs => Promise.all(imgs.map(i => i.decode().then(() => [i.naturalWidth, i.naturalHeight])))"
+        previews = await page.eval_on_selector_all("#gallery img", sizes)  # each card's preview loads
+        assert len(previews) == 2 and all(w == 2 * h > 0 for w, h in previews)
+        chosen = page.locator('#gallery .card[aria-checked="true"]')
+        await expect(chosen).to_have_attribute("data-style", "selfie2anime")  # the default
         await expect(page.locator("#no-styles-help")).to_be_hidden()
 
         await page.set_input_files("#file", FIXTURES / "grace_hopper_256.jpg")
         await expect(page.locator("#original")).to_be_visible()
-        await page.select_option("#style", "anime2selfie")
+        await cards.nth(0).click()  # choose anime2selfie: the uploads below are drawn in it
+        await expect(chosen).to_have_attribute("data-style", "anime2selfie")
+        await expect(chosen).to_have_count(1)
         held: asyncio.Queue[Route] = asyncio.Queue()  # hold the upload to see the progress shown
         await page.route("**/api/stylize", held.put_nowait)
         await page.click("#go")
@@ -165,6 +183,7 @@ async def test_the_page_in_a_browser(
         await expect(page.locator("#result")).to_be_hidden()
         halves = await page.evaluate('["before-half", "after-half"].map(id => document.getElementById(id).width)')
         assert halves == [64, 64]
+        await page.locator("#divider").scroll_into_view_if_needed()  # below the gallery
         box = await page.locator("#divider").bounding_box()
         assert box is not None
         await page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)  # drag it right
@@ -235,7 +254,7 @@ async def test_a_gif_and_a_video_round_trip_in_the_browser(
     (tmp_path / "me.mp4").write_bytes(make_mp4(3.0, 30))
     async with running_page(bots_model_store, sqlite_db_url) as url:
         await page.goto(url)
-        await expect(page.locator("#style option")).to_have_count(2)
+        await expect(page.locator("#gallery .card")).to_have_count(2)
         assert "video/mp4" in (await page.locator("#file").get_attribute("accept") or "")
 
         await page.set_input_files("#file", tmp_path / "dance.gif")

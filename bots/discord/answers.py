@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 PLATFORM = "discord"
 PROGRESS_EVERY_S = 3.0  # "Drawing frame N of M" changes at most this often (edits are rate-limited)
 DM_FILESIZE_LIMIT = 10 * 2**20  # what a bot may upload outside boosted servers
+STYLES_PICTURE = "styles.jpg"  # the embed of /styles shows the attachment of this name
 
 
 def request(
@@ -95,3 +96,15 @@ async def answer(interaction: discord.Interaction, reply: Reply) -> None:
         await interaction.followup.send(reply.text, ephemeral=True)
     else:
         await interaction.response.send_message(reply.text, ephemeral=True)
+
+
+async def show_styles(interaction: discord.Interaction, reply: Reply) -> None:
+    """/styles for the asker alone: the list in an embed around the picture of every style's before
+    and after (words alone when there is no picture: nothing deployed, or no previews)."""
+    if reply.image is None:
+        await answer(interaction, reply)
+        return
+    embed = discord.Embed(title=messages.STYLES_TITLE, description=reply.text)
+    embed.set_image(url=f"attachment://{STYLES_PICTURE}")
+    picture = discord.File(io.BytesIO(reply.image), filename=STYLES_PICTURE)
+    await interaction.response.send_message(embed=embed, file=picture, ephemeral=True)

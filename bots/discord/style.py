@@ -146,8 +146,8 @@ class StyleCog(commands.Cog):
 
     @app_commands.command(name="styles", description="List the styles")
     async def styles(self, interaction: discord.Interaction) -> None:
-        """The deployed styles, the user's marked."""
-        await answer(interaction, await self._core.list_styles(request(interaction)))
+        """The deployed styles, the user's marked, with what each does."""
+        await answers.show_styles(interaction, await self._core.list_styles(request(interaction)))
 
     @app_commands.command(name="mystyle", description="Choose your style for every photo")
     @app_commands.describe(name="The style to use from now on")

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -107,9 +108,9 @@ class FakeTelegram:
             "deleteMessage": self._delete,
             "sendChatAction": lambda f, u: True,
             "answerCallbackQuery": lambda f, u: True,
-            "editMessageText": self._edit,
-            "editMessageCaption": self._edit,
-            "editMessageReplyMarkup": self._edit,
+            "editMessageText": partial(self._edit, "text"),
+            "editMessageCaption": partial(self._edit, "caption"),
+            "editMessageReplyMarkup": partial(self._edit, None),
         }
 
     # Server ---------------------------------------------------------------
@@ -244,10 +245,14 @@ class FakeTelegram:
             raise ApiError(400, "Bad Request: message to delete not found")
         return True
 
-    def _edit(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+    def _edit(self, part: str | None, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
+        """editMessageText / Caption / ReplyMarkup (`part`: what it edits); a photo has no text to
+        edit and a text message no caption, as Telegram says."""
         if int(fields["message_id"]) not in self._messages:
             raise ApiError(400, "Bad Request: message to edit not found")
         message = self._messages[int(fields["message_id"])]
+        if part is not None and ("text" in message) != (part == "text"):
+            raise ApiError(400, f"Bad Request: there is no {part} in the message to edit")
         for name in ("text", "caption"):
             if name in fields:
                 message[name] = fields[name]
