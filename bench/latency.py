@@ -265,7 +265,7 @@ async def measure(archive: Archive, store: Path, cache: Path, url: str, token: s
     """The three paths on the same picture, interleaved."""
     style = archive.name
     image = IMAGES[archive.entry.needs_face].read_bytes()
-    engine = EmbeddedEngine(store, cache_dir=cache)
+    engine = EmbeddedEngine(store, cache_dir=cache, lanes=1)  # one at a time, on every thread, like the rest
     client = TorchServeClient(url, token)
     try:
         await wait_until_served(client, style, image)

@@ -1,10 +1,12 @@
 """Many users at once: the page as `make run` serves it, measured from outside its process.
 
-    .venv/bin/python bench/load.py [--users 30] [--bursts 3] [--style selfie2anime]
+    .venv/bin/python bench/load.py [--users 30] [--bursts 3] [--style selfie2anime] [--lanes N] [--payload]
 
 Starts `python -m bots web` on the bundled model store (its own SQLite file,
-a free port, the per-IP cap raised so one machine can play many visitors)
-and measures, from this process:
+a free port, the per-IP cap raised so one machine can play many visitors;
+`--payload`: the same archives with this source tree's handler files, so a
+handler change counts before the archives are exported again) and measures,
+from this process:
 
 - start-up (`--fresh`: with an empty compile cache, as a fresh clone):
   seconds until the page answers, until the first picture, and until every
@@ -13,11 +15,16 @@ and measures, from this process:
   background compile) once every style is loaded, and its peak;
 - a burst: USERS visitors, each with its own cookie, upload a face photo at
   the same moment; latency per request (median, p95, max) and how many got a
-  picture, repeated BURSTS times;
+  picture, repeated BURSTS times; and the server's CPU-seconds per upload
+  (USERS x that / cores is the least the last of a burst can wait);
 - a Telegram burst (`--telegram-users N`, 20 by default; 0 skips): then
   `python -m bots telegram` against the fake Bot API server the tests use
   (tests/fakes/telegram.py, on 127.0.0.1), N users sending a photo at the
   same moment; seconds until each has the picture back (goal: all within 6 s).
+
+`--lanes N` sets TOONBOT_LANES (photos of one style drawn at once, see
+serving/engine.py): `--lanes 1` is the engine as it was, one photo at a time
+on all the threads.
 
 Figures are printed with the CPU they ran on; judge them by the goal ratios
 (p95 against 2 s, memory against 600 MB), and only on an otherwise idle
@@ -38,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
@@ -79,6 +87,12 @@ def resident_mib(pid: int, children: bool = True) -> tuple[float, float]:
     return now / 1024, peak / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time `pid` has used so far, all its threads, user and system."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -89,6 +103,19 @@ def _children(pid: int) -> list[int]:
         for kid in kids:
             found += [kid, *_children(kid)]
     return found
+
+
+def with_payload(archive: Path, store: Path) -> Path:
+    """A copy of `archive` in `store` whose Python files are this source tree's payload."""
+    store.mkdir(parents=True, exist_ok=True)
+    target = store / archive.name
+    with zipfile.ZipFile(archive) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
+        for item in old.infolist():
+            if not item.filename.endswith(".py"):
+                new.writestr(item, old.read(item))
+        for source in sorted((ROOT / "styles" / "payload").glob("*.py")):
+            new.write(source, source.name)
+    return target
 
 
 def start_bots(front_end: str, folder: Path, threads: int, fresh: bool, **env: str) -> subprocess.Popen[bytes]:
@@ -175,6 +202,7 @@ async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[b
           f"{time.perf_counter() - began:.0f} s after start{busy}")
 
     clients = await asyncio.gather(*(visitor(url) for _ in range(args.users)))
+    cpu = cpu_seconds(server.pid)
     try:
         latencies: list[float] = []
         ok = 0
@@ -188,8 +216,11 @@ async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[b
             print(f"burst {burst + 1}: {args.users} uploads at once, last answered after {last:.2f} s")
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+    cpu = (cpu_seconds(server.pid) - cpu) / len(latencies)
     print(f"web, {args.users} users x {args.bursts}: median {statistics.median(latencies):.2f} s, "
           f"p95 {p95(latencies):.2f} s (goal <= 2 s), max {max(latencies):.2f} s; {ok}/{len(latencies)} pictures")
+    print(f"server CPU per upload  {cpu:.3f} s (all its threads; {args.users} at once need "
+          f"{args.users * cpu / args.threads:.2f} s on {args.threads} cores however they are shared out)")
     rss, peak = resident_mib(server.pid)
     print(f"memory after bursts   {rss:6.0f} MiB resident (peak {peak:.0f} MiB)")
 
@@ -211,7 +242,7 @@ async def telegram_burst(args: argparse.Namespace, folder: Path) -> None:
     from tests.fakes.telegram import FakeTelegram
 
     async with FakeTelegram() as api:
-        bot = start_bots("telegram", folder, args.threads, args.fresh,
+        bot = start_bots("telegram", folder, args.threads, args.fresh, MODEL_STORE=str(args.store),
                          TELEGRAM_TOKEN=api.token, TELEGRAM_API_URL=api.url)
         try:
             began = time.perf_counter()
@@ -224,15 +255,16 @@ async def telegram_burst(args: argparse.Namespace, folder: Path) -> None:
                 await api.wait_for("sendPhoto", chat_id=user, timeout=120)
                 return time.perf_counter() - sent
 
-            sent = time.perf_counter()
+            sent, cpu = time.perf_counter(), cpu_seconds(bot.pid)
             for i, user in enumerate(users):
                 api.send_photo(user, FACES[i % len(FACES)].read_bytes(), caption=f"/style {args.style}")
             everyone = asyncio.gather(*(picture(u) for u in users))
             seconds = await while_running(bot, folder / "telegram.log", everyone)
+            cpu = (cpu_seconds(bot.pid) - cpu) / len(seconds)
         finally:
             stop(bot)
     print(f"telegram, {args.telegram_users} users at once: median {statistics.median(seconds):.2f} s, "
-          f"p95 {p95(seconds):.2f} s, all within {max(seconds):.2f} s (goal <= 6 s)")
+          f"p95 {p95(seconds):.2f} s, all within {max(seconds):.2f} s (goal <= 6 s); bot CPU per photo {cpu:.3f} s")
 
 
 def main() -> int:
@@ -246,12 +278,25 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="an empty compile cache, as on a fresh clone (default: this user's cache)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the server's OpenMP threads")
+    parser.add_argument("--payload", action="store_true",
+                        help="the bundled archives with this source tree's handler files")
+    parser.add_argument("--lanes", type=int,
+                        help="photos of one style drawn at once (TOONBOT_LANES; default: one per thread)")
     args = parser.parse_args()
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; server threads {args.threads}")
+    if args.lanes:
+        os.environ["TOONBOT_LANES"] = str(args.lanes)
+    lanes = int(os.environ.get("TOONBOT_LANES") or args.threads)
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; server threads {args.threads}, {lanes} lanes "
+          f"of {max(1, args.threads // lanes)} thread(s); load average {os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory(prefix="toonbot-load-") as tmp:
+        args.store = ROOT / "model_store"
+        if args.payload:
+            args.store = Path(tmp) / "store"
+            for archive in sorted((ROOT / "model_store").glob("*.mar")):
+                with_payload(archive, args.store)
         port = free_port()
         began = time.perf_counter()
-        server = start_bots("web", Path(tmp), args.threads, args.fresh,
+        server = start_bots("web", Path(tmp), args.threads, args.fresh, MODEL_STORE=str(args.store),
                             WEB_PORT=str(port), WEB_REQUESTS_PER_MINUTE_PER_IP="100000")
         args.log = str(Path(tmp) / "web.log")
         try:

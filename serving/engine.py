@@ -1,19 +1,22 @@
 """The embedded engine: the `.mar` files' own handlers, run in-process.
 
-No Java, no server: each style's handler runs on its own worker thread (one
-TorchServe worker's worth), fed by a queue that gathers batches under the
-archive's `batchSize` / `maxBatchDelay`, exactly as TorchServe would.
+No Java, no server: each style's handler runs on its own worker threads (one
+TorchServe worker's worth per lane), fed by a queue that gathers batches under
+the archive's `batchSize` / `maxBatchDelay`, exactly as TorchServe would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from ts.service import Service
 
 from serving import replies
@@ -42,17 +45,23 @@ class _Request:
 
 
 class _Worker:
-    """One loaded archive: a queue, a batching loop and a thread that runs the handler."""
+    """One loaded archive: a queue, and `lanes` batching loops, each running the handler in its own thread.
 
-    def __init__(self, archive: Archive, handler: BaseHandler, service: Service, queue_size: int) -> None:
+    A TorchServe worker runs one batch at a time. Here every lane runs one: the first on the loaded
+    handler, the others on copies of it that share its model and framer but keep their own request
+    context (`BaseHandler.handle` stores it on the handler), so one style's requests use every core.
+    """
+
+    def __init__(self, archive: Archive, handler: BaseHandler, service: Service, queue_size: int,
+                 lanes: int = 1) -> None:
         self.archive = archive
         self.handler = handler
-        self.service = service
         self.batch_size = max(1, int(archive.config.get("batchSize", 1)))
         self.max_delay = int(archive.config.get("maxBatchDelay", 0)) / 1000
         self.queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=queue_size)
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"style-{archive.name}")
-        self.task = asyncio.create_task(self._serve())
+        self.thread = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix=f"style-{archive.name}")
+        twins = [(copy.copy(handler), _own_context(service)) for _ in range(lanes - 1)]
+        self.tasks = [asyncio.create_task(self._serve(h, s)) for h, s in [(handler, service), *twins]]
 
     async def submit(self, image: bytes, headers: dict[str, str]) -> Answer:
         """Queue one request; its answer as TorchServe would give it."""
@@ -63,7 +72,7 @@ class _Worker:
             raise Overloaded(replies.OVERLOADED) from None
         return await done
 
-    async def _serve(self) -> None:
+    async def _serve(self, handler: BaseHandler, service: Service) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
@@ -74,7 +83,7 @@ class _Worker:
                 except TimeoutError:
                     break
             try:
-                answers = await loop.run_in_executor(self.thread, self._predict, batch)
+                answers = await loop.run_in_executor(self.thread, _predict, handler, service, batch)
             except Exception:  # the handler failed as a whole; TorchServe answers 503
                 logger.exception("style %s failed on a batch of %d", self.archive.name, len(batch))
                 answers = [Answer(503, None, b"", {})] * len(batch)
@@ -83,16 +92,26 @@ class _Worker:
                     request.done.set_result(answer)
                 self.queue.task_done()
 
-    def _predict(self, batch: list[_Request]) -> list[Answer]:
-        """Run the handler on one batch in this worker's thread."""
-        return loader.predict(self.handler, self.service, [(r.image, r.headers) for r in batch])
-
     async def close(self) -> None:
-        """Answer what is queued, then stop the loop and the thread."""
+        """Answer what is queued, then stop the loops and the threads."""
         await self.queue.join()
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         self.thread.shutdown(wait=True)
+
+
+def _predict(handler: BaseHandler, service: Service, batch: list[_Request]) -> list[Answer]:
+    """Run a lane's handler on one batch, in one of its worker's threads."""
+    return loader.predict(handler, service, [(r.image, r.headers) for r in batch])
+
+
+def _own_context(service: Service) -> Service:
+    """`service` with a request context (and metrics) of its own, for another lane of the same handler."""
+    twin = copy.copy(service)
+    twin._context = copy.copy(service.context)  # noqa: SLF001 - Service exposes no setter
+    twin.context.metrics = copy.copy(service.context.metrics)
+    return twin
 
 
 def _info(archive: Archive) -> StyleInfo:
@@ -105,10 +124,18 @@ def _info(archive: Archive) -> StyleInfo:
 class EmbeddedEngine:
     """`Stylizer` over the `.mar` files in a model store, run in this process."""
 
-    def __init__(self, model_store: Path, *, cache_dir: Path = DEFAULT_CACHE, queue_size: int = 32) -> None:
+    def __init__(self, model_store: Path, *, cache_dir: Path = DEFAULT_CACHE, queue_size: int = 32,
+                 lanes: int | None = None) -> None:
+        """`lanes`: requests of one style drawn at once (default: `TOONBOT_LANES`, else one per thread
+        torch may use, OMP_NUM_THREADS or the cores), torch's threads shared out among them: on 2 cores
+        two photos drawn at once on one thread each cost less CPU than one at a time on two threads, and
+        no core waits on another's part of the work (bench/request_cost.py)."""
         self.model_store = Path(model_store)
         self.cache_dir = Path(cache_dir)
         self.queue_size = queue_size
+        self.lanes = lanes or int(os.environ.get("TOONBOT_LANES") or torch.get_num_threads())
+        if self.lanes > 1:  # process-wide: torch has one thread count for every thread
+            torch.set_num_threads(max(1, torch.get_num_threads() // self.lanes))
         self._workers: dict[str, _Worker] = {}
         self._pinned: dict[str, Archive] = {}  # style -> the version it serves
         self._loading = asyncio.Lock()
@@ -170,7 +197,7 @@ class EmbeddedEngine:
         model_dir = await asyncio.to_thread(loader.unpack, archive, self.cache_dir)
         handler, service = await asyncio.to_thread(loader.load_service, archive, model_dir)
         logger.info("loaded %s %s from %s", archive.name, archive.version, archive.path)
-        return _Worker(archive, handler, service, self.queue_size)
+        return _Worker(archive, handler, service, self.queue_size, self.lanes)
 
     async def make_default(self, archive: Archive, sample: bytes, *, size: int = 64) -> None:
         """Load `archive` beside the version serving now, check it draws `sample`, and only then

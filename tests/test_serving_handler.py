@@ -204,6 +204,23 @@ async def _gather(engine: EmbeddedEngine, style: str, images: list[bytes]) -> li
     return await asyncio.gather(*(engine.stylize(style, image, size=32, fmt="png") for image in images))
 
 
+async def test_lanes_draw_at_once_each_request_with_its_own_options(
+    serving_model_store: Path, serving_mar_cache: Path
+) -> None:
+    """Copies of one handler run side by side (the cat framer too): no reply takes another's options."""
+    engine = EmbeddedEngine(serving_model_store, cache_dir=serving_mar_cache, lanes=3)
+    face = FACE.read_bytes()
+    try:
+        calls = [(style, 32 + 8 * i, fmt) for i, (style, fmt) in
+                 enumerate([("cat2dog", "png"), ("selfie2anime", "jpeg"), ("cat2dog", "webp")] * 4)]
+        results = await asyncio.gather(*(engine.stylize(st, face, size=sz, fmt=f) for st, sz, f in calls))
+    finally:
+        await engine.close()
+    assert [(r.style, decoded(r.image).size, r.content_type) for r in results] == [
+        (st, (sz, sz), imaging.FORMATS[f]) for st, sz, f in calls
+    ]
+
+
 def test_pixels_of_identical_requests_are_identical(serving_model_store: Path) -> None:
     # Batch composition must not change a request's pixels (instance norm is per sample).
     async def run() -> list[bytes]:

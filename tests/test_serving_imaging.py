@@ -105,3 +105,27 @@ def test_every_mode_decodes_to_the_picture(case: str) -> None:
         want[:, : HALF // 8] = 255  # transparent: white
     assert np.abs(got - want).mean() < 4, f"{case}: decoded picture differs from the portrait"
     assert np.abs(got - want).max() < 40
+
+
+@pytest.mark.parametrize(
+    ("need", "size"),
+    [({}, (2048, 1536)), ({"min_long": 1000}, (1024, 768)), ({"min_long": 1100}, (2048, 1536)),
+     ({"min_short": 96}, (256, 192)), ({"min_short": 400}, (1024, 768)),
+     ({"min_short": 96, "min_long": 1000}, (1024, 768))],
+)
+def test_a_large_jpeg_decodes_at_the_smallest_scale_that_keeps_what_is_needed(
+    need: dict[str, int], size: tuple[int, int]
+) -> None:
+    photo = PORTRAIT.resize((2048, 1536))
+    decoded = imaging.decode(saved(photo, "JPEG", quality=95), **need)
+    assert decoded.size == size and decoded.mode == "RGB"
+    small = np.asarray(decoded.resize((256, 192), Image.BOX).convert("L"), dtype=float)
+    assert np.abs(small - np.asarray(photo.resize((256, 192), Image.BOX).convert("L"), dtype=float)).mean() < 2
+
+
+def test_reduced_scale_leaves_other_formats_and_exif_turns_alone() -> None:
+    photo = PORTRAIT.resize((1600, 1200))
+    assert imaging.decode(saved(photo, "PNG"), min_short=96).size == (1600, 1200)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees: decoded upright, then its long side is the height
+    assert imaging.decode(saved(photo, "JPEG", exif=exif.tobytes()), min_long=700).size == (600, 800)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -51,6 +52,9 @@ CAT_FACE_FRACTION, CAT_CENTRE = 0.594, (0.492, 0.565)
 DETECT_SIDE = 1024  # detectors see a copy at most this large: bounded time on any photo
 MIN_DETECT = 20  # MTCNN's smallest face, in the detection copy's pixels
 MIN_FACE = 48  # smallest face worth drawing, in the working picture's pixels (eye-to-mouth x 2.2)
+# MTCNN looks for faces of FIRST_LOOK x MIN_FACE or more first: a face's box is at least 1.1 times its
+# face_size (bench/request_cost.py), and the pyramid's small scales take most of MTCNN's time.
+FIRST_LOOK = 0.8
 MAX_FACES = 8  # a group photo gets at most this many faces drawn, the largest first
 MIN_SCORE = 0.9  # MTCNN's final probability: no-person pictures reach 0.88 at most (bench/face_detectors.py)
 CAT_CASCADE = "haarcascade_frontalcatface_extended.xml"
@@ -242,18 +246,26 @@ class PeopleFramer:
     def __init__(self) -> None:
         self.detector = mtcnn.MTCNN()
 
-    def faces(self, img: Image.Image) -> list[mtcnn.Face]:
-        """Faces MTCNN is sure of, in `img`'s pixels, largest first."""
+    def faces(self, img: Image.Image, first_look: float = FIRST_LOOK * MIN_FACE) -> list[mtcnn.Face]:
+        """Faces MTCNN is sure of, in `img`'s pixels, largest first.
+
+        It looks for faces of `first_look` pixels or more first (those worth drawing); finding none,
+        for the small ones too (to say that they are too small), then on turned copies.
+        """
         pixels, scale = _detection_copy(img)
-        found = self._sure(pixels) or self._second_look(pixels)
+        first = first_look * scale
+        found = self._sure(pixels, first)
+        if not found and first > MIN_DETECT:
+            found = self._sure(pixels)
+        found = found or self._second_look(pixels, first)
         faces = [mtcnn.Face(tuple(v / scale for v in f.box), f.score, f.landmarks / scale) for f in found]
         return sorted(faces, key=face_size, reverse=True)
 
-    def _sure(self, pixels: np.ndarray) -> list[mtcnn.Face]:
+    def _sure(self, pixels: np.ndarray, skip_under: float = 0) -> list[mtcnn.Face]:
         """MTCNN's faces at MIN_SCORE or more: below it, objects and animals outnumber faces."""
-        return [f for f in self.detector.detect(pixels, MIN_DETECT) if f.score >= MIN_SCORE]
+        return [f for f in self.detector.detect(pixels, MIN_DETECT, skip_under) if f.score >= MIN_SCORE]
 
-    def _second_look(self, pixels: np.ndarray) -> list[mtcnn.Face]:
+    def _second_look(self, pixels: np.ndarray, skip_under: float) -> list[mtcnn.Face]:
         """The most probable face on a copy with a grey margin, upright and turned 20 degrees each way.
 
         A selfie cut off at the edges or leaning far is missed at first; the
@@ -267,7 +279,7 @@ class PeopleFramer:
             matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
             matrix[:, 2] += pad
             view = cv2.warpAffine(pixels, matrix, size, flags=cv2.INTER_LINEAR, borderValue=(128, 128, 128))
-            found += [_moved(f, cv2.invertAffineTransform(matrix)) for f in self._sure(view)]
+            found += [_moved(f, cv2.invertAffineTransform(matrix)) for f in self._sure(view, skip_under)]
         return sorted(found, key=lambda f: f.score)[-1:]
 
     def frames(self, img: Image.Image) -> list[Frame]:
@@ -302,6 +314,7 @@ class CatFramer:
 
     def __init__(self) -> None:
         self.detector = cv2.CascadeClassifier(cv2.data.haarcascades + CAT_CASCADE)
+        self.lock = threading.Lock()  # a cascade keeps its image pyramid in itself: one picture at a time
         if self.detector.empty():
             raise RuntimeError(f"OpenCV's bundled {CAT_CASCADE} is missing; opencv-python-headless<5 ships it")
 
@@ -314,7 +327,8 @@ class CatFramer:
         pixels, scale = _detection_copy(img)
         grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
         side = max(24, min(grey.shape) // 8)
-        found = self.detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4, minSize=(side, side))
+        with self.lock:
+            found = self.detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4, minSize=(side, side))
         if len(found) == 0:
             return None
         x, y, w, h = (float(v) / scale for v in max(found, key=lambda f: f[2] * f[3]))

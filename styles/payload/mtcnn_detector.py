@@ -193,19 +193,25 @@ class MTCNN:
             net.eval()
 
     @torch.inference_mode()
-    def detect(self, rgb: np.ndarray, min_face: int = 20) -> list[Face]:
-        """Every face at least `min_face` px in an (H, W, 3) uint8 picture, most probable first."""
-        boxes = self._propose(rgb, min_face)
+    def detect(self, rgb: np.ndarray, min_face: float = 20, skip_under: float = 0) -> list[Face]:
+        """Every face at least `min_face` px in an (H, W, 3) uint8 picture, most probable first.
+
+        `skip_under` leaves out the pyramid's levels for faces under that many pixels, the
+        costliest ones; the other levels are those `min_face` gives, so larger faces come out alike.
+        """
+        boxes = self._propose(rgb, min_face, skip_under)
         if len(boxes):
             boxes = self._refine(rgb, boxes)
         if not len(boxes):
             return []
         return self._output(rgb, boxes)
 
-    def _propose(self, rgb: np.ndarray, min_face: int) -> np.ndarray:
+    def _propose(self, rgb: np.ndarray, min_face: float, skip_under: float) -> np.ndarray:
         """Stage 1: P-net over an image pyramid -> candidate squares (x1, y1, x2, y2, score)."""
         height, width = rgb.shape[:2]
         scale = 12.0 / min_face
+        while 12.0 / scale < skip_under:
+            scale *= PYRAMID_FACTOR
         found = []
         while min(height, width) * scale >= 12:
             size = (int(width * scale + 1), int(height * scale + 1))
