@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from styles.catalog import KNOWN
 from serving.engine import EmbeddedEngine
+from styles import catalog
+from styles.archive import read_archive
+from styles.catalog import KNOWN
 
 MODEL_STORE = Path(__file__).resolve().parents[1] / "model_store"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -22,6 +24,27 @@ def test_the_repository_ships_every_catalogued_style_in_a_small_archive() -> Non
     assert set(KNOWN) <= set(BUNDLED)
     for style in KNOWN:
         assert (MODEL_STORE / f"{style}.mar").stat().st_size < 15 * 2**20
+
+
+@pytest.mark.parametrize("style", sorted(KNOWN))
+async def test_each_bundled_style_previews_its_catalogue_picture_as_a_request_draws_it(
+    style: str, tmp_path: Path
+) -> None:
+    archive = read_archive(MODEL_STORE / f"{style}.mar")
+    preview = archive.preview()
+    assert preview is not None and len(preview) < 40_000, "re-package: python -m training export ARCHIVE"
+    source = catalog.preview(style)
+    picture = (catalog.PREVIEW_PICTURES / source.picture).read_bytes()
+    engine = EmbeddedEngine(MODEL_STORE, cache_dir=tmp_path)
+    try:
+        if source.through is not None:
+            picture = (await engine.stylize(source.through, picture)).image
+        drawn = await engine.stylize(style, picture, compare=True)
+    finally:
+        await engine.close()
+    shown, expected = (np.asarray(Image.open(io.BytesIO(b)), dtype=np.float32) for b in (preview, drawn.image))
+    assert shown.shape == expected.shape == (96, 192, 3)  # before | after, at the size the model draws
+    assert np.abs(shown - expected).mean() < 3  # the same picture, up to the inference path chosen
 
 
 @pytest.mark.parametrize("style", BUNDLED)
