@@ -28,7 +28,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import math
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -49,6 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the synthetic group photos of the face tests
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "styles" / "payload"))  # the handler's flat imports
+
+import handler as payload  # noqa: E402
 
 from group_photos import group_photo  # noqa: E402
 from load import with_payload  # noqa: E402
@@ -57,7 +62,7 @@ from serving.api import request_headers  # noqa: E402
 from serving.engine import EmbeddedEngine  # noqa: E402
 from styles import loader  # noqa: E402
 from styles.archive import read_archive  # noqa: E402
-from styles.payload import framing  # noqa: E402
+from styles.payload import framing, imaging  # noqa: E402
 from training.hardware import cpu_name  # noqa: E402
 
 FACES = sorted((ROOT / "tests" / "fixtures" / "faces").glob("*.jpg"))  # what bench/load.py uploads
@@ -111,6 +116,13 @@ class StageClock:
         return rows
 
 
+def detect_as(framer: Any, when: str) -> None:
+    """Make `framer` (this tree's or an archive's PeopleFramer) detect faces as it did before, or as now."""
+    framer.__dict__.pop("faces", None)
+    if when == BEFORE:  # the whole pyramid from 20 px on the detection copy at once
+        framer.faces = partial(type(framer).faces, framer, first_look=0)
+
+
 def phone_photo() -> bytes:
     """A 12-megapixel JPEG as phones take them (4032 x 3024), one face: Grace Hopper's portrait enlarged."""
     ground = Image.new("RGB", (4032, 3024), (96, 110, 128))
@@ -141,10 +153,9 @@ def bench_stages(archive: Path, rounds: int) -> None:
         loader.predict(handler, service, [(photos[0], headers)])  # warm up
         for _ in range(rounds):
             for name, row in results.items():
-                framer.__dict__.pop("faces", None)
+                detect_as(framer, name)
                 handler.__dict__.pop("_decode", None)
                 if name == BEFORE:
-                    framer.faces = partial(type(framer).faces, framer, first_look=0)
                     handler._decode = whole
                 clock.seconds = dict.fromkeys(STAGES, 0.0)
                 _, total = process_seconds(lambda: [loader.predict(handler, service, [(p, headers)]) for p in photos])
@@ -183,12 +194,67 @@ def detection_sets() -> dict[str, list[Image.Image]]:
     }
 
 
-def outcome(framer: framing.PeopleFramer, img: Image.Image, first_look: float) -> tuple[str, list[Box], float]:
+def outcome(framer: framing.PeopleFramer, img: Image.Image) -> tuple[str, list[Box], float]:
     """What the handler would do ("draw", "too small", "none"), the boxes of the faces it would draw
     (all of them, before the MAX_FACES cut), and the CPU-seconds detection took."""
-    faces, seconds = process_seconds(lambda: framer.faces(img, first_look))
+    faces, seconds = process_seconds(lambda: framer.faces(img))
     drawn = [f.box for f in faces if framing.face_size(f) >= framing.MIN_FACE]
     return ("draw" if drawn else "too small" if faces else "none"), drawn, seconds
+
+
+def large_jpegs(count: int = 12) -> list[bytes]:
+    """Phone-sized JPEGs (12-24 MP): 1-6 congressional portraits, 110-700 px wide, on an enlarged landscape."""
+    rng = random.Random(0)
+    portraits = sorted((PUBLIC / "pd_faces_congress_gray" / "all").iterdir())
+    grounds = sorted((DATASETS / "horse2zebra" / "testB").iterdir())
+    photos = []
+    for k in range(count):
+        width, height = rng.choice([(4032, 3024), (3024, 4032), (4000, 3000), (4624, 3472), (6000, 4000)])
+        photo = Image.open(grounds[k]).convert("RGB").resize((width, height), Image.BICUBIC)
+        for j in range(rng.randint(1, 6)):
+            side = rng.randint(110, 700)
+            face = Image.open(portraits[(6 * k + j) % len(portraits)]).convert("RGB")
+            face = face.resize((side, side * 5 // 4), Image.LANCZOS)
+            photo.paste(face, (rng.randrange(width - side), rng.randrange(height - side * 5 // 4)))
+        out = io.BytesIO()
+        photo.save(out, "JPEG", quality=88)
+        photos.append(out.getvalue())
+    return photos
+
+
+def bench_large_decode(framer: framing.PeopleFramer) -> None:
+    """The faces drawn from a large JPEG decoded whole (before) and at reduced scale (now)."""
+    kept, drawn, ious = 0, 0, []
+    for data in large_jpegs():
+        before = payload._shrunk(imaging.decode(data), payload.GROUP_SIDE)
+        now = payload._shrunk(imaging.decode(data, min_long=payload.DECODE_SIDE), payload.GROUP_SIDE)
+        scale = before.width / now.width
+        boxes_b, boxes_n = outcome(framer, before)[1], outcome(framer, now)[1]
+        matched = [max((iou(a, tuple(v * scale for v in b)) for b in boxes_n), default=0.0) for a in boxes_b]
+        drawn, kept, ious = drawn + len(boxes_b), kept + sum(m > 0.5 for m in matched), ious + matched
+    print(f"\nLarge JPEGs ({len(large_jpegs())}, 12-24 MP, portraits pasted on enlarged landscapes), decoded whole "
+          f"then shrunk to 2,048 px ({BEFORE}) or at reduced scale ({NOW}): {kept} of the {drawn} faces drawn "
+          f"before are drawn now (IoU > 0.5), box IoU worst {min(ious):.3f}, median {statistics.median(ious):.3f}")
+
+
+def bench_centre_crops(draw_size: int = 96) -> None:
+    """A centre-crop style's square from a JPEG decoded whole, and at reduced scale keeping 2x or
+    DECODE_MARGIN x the square on the short side: PSNR, worst over the photos that get reduced."""
+    photos = large_jpegs() + [p.read_bytes() for p in sorted((PUBLIC / "public_domain_faces" / "originals").iterdir())]
+
+    def square(img: Image.Image) -> np.ndarray:
+        return np.asarray(framing.crop(img, framing.centre_square(img), draw_size), dtype=np.float64)
+
+    for margin in sorted({2, payload.DECODE_MARGIN}):
+        worst, reduced = math.inf, 0
+        for data in photos:
+            whole, small = imaging.decode(data), imaging.decode(data, min_short=margin * draw_size)
+            if small.size != whole.size:
+                reduced += 1
+                error = np.mean((square(whole) - square(small)) ** 2)
+                worst = min(worst, 10 * math.log10(255**2 / error) if error else math.inf)
+        print(f"centre crop at {draw_size} px, short side kept {margin} x: {reduced} of {len(photos)} photos "
+              f"decoded at reduced scale, worst PSNR {worst:.1f} dB against the whole decode")
 
 
 def iou(a: Box, b: Box) -> float:
@@ -202,17 +268,19 @@ def bench_detection() -> None:
     """Before and now on every set: agreement, and CPU ms per picture."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    framer = framing.PeopleFramer()
-    now = framing.FIRST_LOOK * framing.MIN_FACE
-    print(f"\nFace detection, {BEFORE} (20 px on the 1,024 px copy) against {NOW} "
-          f"(faces of {now:.0f} px or more in the working picture first), one thread:\n")
+    framers = {BEFORE: framing.PeopleFramer(), NOW: framing.PeopleFramer()}
+    for when, framer in framers.items():
+        detect_as(framer, when)
+    print(f"\nFace detection, {BEFORE} (the whole pyramid from 20 px on the 1,024 px copy) against {NOW} "
+          f"(faces of {framing.FIRST_LOOK * framing.MIN_FACE:.0f} px or more in the working picture first), "
+          "one thread:\n")
     print("| pictures | same outcome | faces drawn | worst / median box IoU | CPU ms before | CPU ms now |")
     print("|---|---|---|---|---|---|")
     for name, images in detection_sets().items():
         same, drawn, ious, before_s, now_s = 0, 0, [], 0.0, 0.0
         for img in images:
-            kind_b, boxes_b, sec_b = outcome(framer, img, 0)
-            kind_n, boxes_n, sec_n = outcome(framer, img, now)
+            kind_b, boxes_b, sec_b = outcome(framers[BEFORE], img)
+            kind_n, boxes_n, sec_n = outcome(framers[NOW], img)
             before_s, now_s = before_s + sec_b, now_s + sec_n
             drawn += len(boxes_b)
             if kind_b == kind_n and len(boxes_b) == len(boxes_n):
@@ -223,8 +291,10 @@ def bench_detection() -> None:
         agreement = f"{min(ious):.3f} / {statistics.median(ious):.3f}" if ious else "-"
         print(f"| {name} ({len(images)}) | {same} | {drawn} | {agreement} | "
               f"{1000 * before_s / len(images):.1f} | {1000 * now_s / len(images):.1f} |", flush=True)
+    bench_large_decode(framers[NOW])
+    bench_centre_crops()
     sizes = [f.size / framing.face_size(f) for img in detection_sets()["congressional portraits"]
-             for f in framer.faces(img)]
+             for f in framers[NOW].faces(img)]
     print(f"\nbox side / face size (2.2 x eye-to-mouth), congressional portraits: min {min(sizes):.2f}, "
           f"median {np.median(sizes):.2f} (the first look starts at {framing.FIRST_LOOK} x {framing.MIN_FACE} px)")
 
