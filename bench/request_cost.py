@@ -304,6 +304,7 @@ def bench_detection() -> None:
 
 async def bursts(archive: Path, users: int, rounds: int, cores: int) -> None:
     """USERS photos at once, candidates in turns: CPU-seconds per photo and the burst's wall time."""
+    cv2.setNumThreads(-1)  # OpenCV's own default, as in a server (the other sections set one thread)
     photos = [p.read_bytes() for p in FACES]
     results: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="toonbot-lanes-") as tmp:
