@@ -102,6 +102,14 @@ def test_twenty_tiny_faces_are_refused_as_too_small(people: framing.PeopleFramer
         people.frames(photo)
 
 
+@pytest.mark.parametrize("name", ["grace_hopper.jpg", "B000208.jpg", "group"])
+def test_the_first_look_finds_the_faces_the_whole_pyramid_finds(people: framing.PeopleFramer, name: str) -> None:
+    """Skipping the small faces' levels first changes nothing for the faces worth drawing."""
+    photo = group_photo(6, 120, columns=3) if name == "group" else rgb(FACES / name)
+    boxes = [f.box for f in people.faces(photo)]
+    assert boxes and boxes == [f.box for f in people.faces(photo, first_look=0)]
+
+
 def test_a_crowd_gets_its_largest_faces_drawn_up_to_the_limit(people: framing.PeopleFramer) -> None:
     photo = group_photo(20, 100, columns=5)
     assert len(people.frames(photo)) == framing.MAX_FACES
