@@ -52,8 +52,7 @@ RESULT_CAPTION = "{title}"
 FACES_DRAWN = " · {count} faces drawn"  # after the caption, for a group photo
 
 NOT_AN_IMAGE = refusals.NOT_AN_IMAGE  # the handler refuses in the same words what it cannot decode
-# The handler's refusal (refusals.TOO_LARGE) in its words, at the bots' own limit (MAX_UPLOAD_BYTES).
-TOO_BIG = "That file is too big (the limit is {limit_mb} MB). Please send a smaller photo."
+TOO_BIG = refusals.TOO_LARGE_AT  # the handler's words, at the bots' own limit (MAX_UPLOAD_BYTES)
 BUSY_USER = "I'm still working on your last photo. One at a time, please!"
 SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."
 CHAT_SLOW_DOWN = "This group is busy: at most {limit} photos a minute here. Try again shortly."

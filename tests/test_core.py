@@ -27,7 +27,6 @@ from group_photos import group_photo
 from serving import replies
 from serving.api import ImageFormat, StyleInfo, Stylized, Unavailable
 from serving.engine import EmbeddedEngine
-from styles.payload import refusals
 
 if TYPE_CHECKING:
     from conftest import ReadUsage
@@ -260,11 +259,6 @@ async def test_an_unreachable_runtime_is_answered_in_servings_words(sqlite_db_ur
         await engine.dispose()
     assert answered == [Reply(replies.UNAVAILABLE)] * 5
     assert drawn == Reply(replies.UNAVAILABLE, problem="unavailable", retry_after_s=core_module.RETRY_OVERLOADED_S)
-
-
-def test_a_file_over_the_limit_is_refused_in_the_handlers_words() -> None:
-    """The core refuses first, at its own limit; at the handler's it says just what the handler says."""
-    assert messages.TOO_BIG.format(limit_mb=refusals.MAX_BYTES // 2**20) == refusals.TOO_LARGE
 
 
 async def test_a_group_photo_reply_says_how_many_faces_were_drawn(
