@@ -55,6 +55,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from config import get_settings  # noqa: E402
 from training.hardware import cpu_name  # noqa: E402
 
 T = TypeVar("T")
@@ -285,7 +286,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.lanes:
         os.environ["TOONBOT_LANES"] = str(args.lanes)
-    lanes = int(os.environ.get("TOONBOT_LANES") or args.threads)
+    lanes = int(os.environ.get("TOONBOT_LANES") or min(args.threads, get_settings().max_in_flight))  # as the engine
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; server threads {args.threads}, {lanes} lanes "
           f"of {max(1, args.threads // lanes)} thread(s); load average {os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory(prefix="toonbot-load-") as tmp:

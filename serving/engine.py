@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from ts.service import Service
 
+from config import get_settings
 from serving import replies
 from serving.api import (
     FRAMES_HEADER, ImageFormat, Overloaded, StyleInfo, Stylized, StylizeError, faces_drawn, request_headers,
@@ -127,15 +128,17 @@ class EmbeddedEngine:
     def __init__(self, model_store: Path, *, cache_dir: Path = DEFAULT_CACHE, queue_size: int = 32,
                  lanes: int | None = None) -> None:
         """`lanes`: requests of one style drawn at once (default: `TOONBOT_LANES`, else one per thread
-        torch may use, OMP_NUM_THREADS or the cores), torch's threads shared out among them: on 2 cores
-        two photos drawn at once on one thread each cost less CPU than one at a time on two threads, and
-        no core waits on another's part of the work (bench/request_cost.py)."""
+        torch may use, OMP_NUM_THREADS or the cores, but no more than MAX_IN_FLIGHT lets in), torch's
+        threads shared out among them: on 2 cores two photos on one thread each, so that no core waits
+        for the other's half of a small convolution or idles through a photo's single-threaded steps
+        (bench/request_cost.py, bench/load.py)."""
         self.model_store = Path(model_store)
         self.cache_dir = Path(cache_dir)
         self.queue_size = queue_size
-        self.lanes = lanes or int(os.environ.get("TOONBOT_LANES") or torch.get_num_threads())
+        threads = torch.get_num_threads()
+        self.lanes = lanes or int(os.environ.get("TOONBOT_LANES") or min(threads, get_settings().max_in_flight))
         if self.lanes > 1:  # process-wide: torch has one thread count for every thread
-            torch.set_num_threads(max(1, torch.get_num_threads() // self.lanes))
+            torch.set_num_threads(max(1, threads // self.lanes))
         self._workers: dict[str, _Worker] = {}
         self._pinned: dict[str, Archive] = {}  # style -> the version it serves
         self._loading = asyncio.Lock()

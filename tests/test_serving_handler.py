@@ -221,6 +221,19 @@ async def test_lanes_draw_at_once_each_request_with_its_own_options(
     ]
 
 
+def test_lanes_default_to_torchs_threads_up_to_max_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOONBOT_LANES", raising=False)
+    monkeypatch.setenv("MAX_IN_FLIGHT", "4")
+    try:
+        for threads, lanes, each in ((1, 1, 1), (2, 2, 1), (16, 4, 4)):
+            torch.set_num_threads(threads)
+            assert (EmbeddedEngine(tmp_path).lanes, torch.get_num_threads()) == (lanes, each)
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_pixels_of_identical_requests_are_identical(serving_model_store: Path) -> None:
     # Batch composition must not change a request's pixels (instance norm is per sample).
     async def run() -> list[bytes]:
