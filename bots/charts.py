@@ -6,18 +6,20 @@ import io
 from collections import defaultdict
 from datetime import date, timedelta
 
-import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: render to memory, never to a window
-
-import matplotlib.pyplot as plt  # noqa: E402
-
-from bots import messages  # noqa: E402
-from db.stats import DailyCount  # noqa: E402
+from bots import messages
+from db.stats import DailyCount
 
 
 def requests_chart(counts: list[DailyCount], *, days: int, today: date) -> bytes:
-    """Stacked bars, one per UTC day (empty days included), one colour per style."""
+    """Stacked bars, one per UTC day (empty days included), one colour per style.
+
+    matplotlib is imported here, by the first /stats: it adds ~60 MiB to a process that may never draw a chart.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot: render to memory, never to a window
+    import matplotlib.pyplot as plt
+
     span = [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
     per_style: dict[str, dict[date, int]] = defaultdict(dict)
     for c in counts:

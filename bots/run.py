@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 
-from bots import discord, telegram, web
 from bots.resources import SharedCore
 from config import Settings, get_settings
 from db.engine import migrate
@@ -21,20 +21,27 @@ logger = logging.getLogger(__name__)
 STOP_GRACE_S = 1.0
 
 
+Serve = Callable[[Settings, SharedCore, asyncio.Event], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class FrontEnd:
     """How to serve one front end until a stop event, and whether the settings allow it."""
 
-    serve: Callable[[Settings, SharedCore, asyncio.Event], Awaitable[None]]
+    module: str  # its adapter, with `serve`; imported only when it runs (PTB and discord.py cost ~25 MiB each)
     configured: Callable[[Settings], bool]
     missing: str  # what to set when it is asked for but not configured
+
+    @property
+    def serve(self) -> Serve:
+        return importlib.import_module(self.module).serve
 
 
 # The one list of front ends: a new one is a new line here.
 FRONT_ENDS: dict[str, FrontEnd] = {
-    "web": FrontEnd(web.serve, lambda s: True, ""),
-    "telegram": FrontEnd(telegram.serve, lambda s: s.telegram_token is not None, "TELEGRAM_TOKEN"),
-    "discord": FrontEnd(discord.serve, lambda s: s.discord_token is not None, "DISCORD_TOKEN"),
+    "web": FrontEnd("bots.web", lambda s: True, ""),
+    "telegram": FrontEnd("bots.telegram", lambda s: s.telegram_token is not None, "TELEGRAM_TOKEN"),
+    "discord": FrontEnd("bots.discord", lambda s: s.discord_token is not None, "DISCORD_TOKEN"),
 }
 
 

@@ -19,12 +19,14 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import av
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from serving.api import BadInput, NoFace, Stylized, Stylizer
+
+if TYPE_CHECKING:  # PyAV is imported by the first MP4: ~20 MiB a process that draws only stills never needs
+    import av
 
 Kind = Literal["gif", "mp4"]
 Progress = Callable[[int, int], Awaitable[None]]
@@ -153,6 +155,8 @@ def _gif_seconds(img: Image.Image) -> float:
 
 
 def _decode_mp4(data: bytes, limits: Limits) -> Clip:
+    import av
+
     try:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.video:
@@ -185,6 +189,8 @@ def _decode_mp4(data: bytes, limits: Limits) -> Clip:
 
 
 def _seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+    import av
+
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     return (container.duration or 0) / av.time_base
@@ -211,6 +217,8 @@ def _encode_gif(clip: Clip, frames: list[Image.Image]) -> bytes:
 
 
 def _encode_mp4(clip: Clip, frames: list[Image.Image]) -> bytes:
+    import av
+
     width, height = (s - s % 2 for s in frames[0].size)  # x264's 4:2:0 needs even sides
     out = io.BytesIO()
     with av.open(io.BytesIO(clip.source)) as source, av.open(out, "w", format="mp4") as sink:
