@@ -260,6 +260,14 @@ class Core:
         catalogue = await self._catalogue()
         return list(catalogue.values()), await self._current_style(request, catalogue)
 
+    async def preview(self, name: str) -> bytes | None:
+        """A deployed style's before|after JPEG (None: no such style, or an archive without one);
+        from the cached catalogue, with no user to look up (the page fetches one per card).
+
+        Raises `StylizeError` when the runtime cannot say (TorchServe unreachable)."""
+        style = (await self._catalogue()).get(name)
+        return style.preview if style else None
+
     async def list_styles(self, request: Request) -> Reply:
         """/styles: the deployed styles, one per line, with a button each, the user's ticked, and a
         picture of what each does (every style's preview, `bots.collage`) for the chats to show."""

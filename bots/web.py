@@ -175,10 +175,9 @@ async def styles(request: web.Request) -> web.Response:
 async def preview(request: web.Request) -> web.Response:
     """A deployed style's before and after, a JPEG the page's card shows."""
     try:
-        found, _ = await request.app[CORE].styles(_request(request))
+        shown = await request.app[CORE].preview(request.match_info["name"])
     except StylizeError as error:
         return web.json_response({"message": error.message or messages.ERROR}, status=503)
-    shown = next((s.preview for s in found if s.name == request.match_info["name"]), None)
     if shown is None:
         return web.json_response({"message": messages.NO_PREVIEW}, status=404)
     return web.Response(body=shown, content_type="image/jpeg", headers={"Cache-Control": PREVIEW_CACHE})
