@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import io
 import os
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,24 @@ def test_eager_answers_at_once_and_the_checked_path_is_swapped_in_then_cached(ge
                                       cache=tmp_path / "cache", mode="cached")
     assert second.ready.wait(120) and second.path.name == first.path.name
     assert {p: p.stat().st_mtime for p in tmp_path.glob("cache/*/*.pt2")} == built
+
+
+@pytest.mark.skipif(not acceleration.can_compile(), reason="no C++ compiler: nothing is compiled")
+def test_the_eager_weights_are_freed_once_a_compiled_graph_serves(generator, tmp_path) -> None:
+    model = copy.deepcopy(generator)
+    alive = weakref.ref(model)
+    accelerated = acceleration.Accelerated(model, SIZE, torch.device("cpu"), prefer="cpu-compiled-fp32",
+                                           model_dir=ARCHIVE, cache=tmp_path)
+    del model
+    in_flight = accelerated.path.run  # a request that started on the eager path before the swap ...
+    assert accelerated.ready.wait(300) and accelerated.path.name == "cpu-compiled-fp32"
+    gc.collect()
+    assert alive() is not None  # ... keeps its weights until it has returned
+    batch = acceleration.photo_batch(SIZE)
+    assert acceleration.passes(*acceleration.photo_quality(in_flight(batch), accelerated.run(batch)))
+    del in_flight
+    gc.collect()
+    assert alive() is None
 
 
 CHILD = """

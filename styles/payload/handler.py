@@ -59,9 +59,9 @@ class StyleHandler(BaseHandler):
             context.system_properties["model_dir"], self.manifest["model"]["serializedFile"]
         )
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        self.model = ResnetGenerator(**self.config["arch"])
-        self.model.load_state_dict({k: v.float() for k, v in state.items()})
-        self.model.to(self.device).eval()
+        model = ResnetGenerator(**self.config["arch"])
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        model.to(self.device).eval()
         self.img_size = int(self.config["img_size"])
         # The generator is fully convolutional: it may draw at a larger size than
         # it trained at (export's --draw-size-factor, compared in bench/output_size.py);
@@ -69,9 +69,11 @@ class StyleHandler(BaseHandler):
         self.draw_size = int(self.config.get("draw_size", self.img_size))
         # Eager float32 answers at once; faster paths are built, checked and swapped in
         # behind it (a worker never misses TorchServe's start-up deadline compiling).
+        # The handler keeps no reference to the model: a compiled graph holds its own
+        # weights, and the eager ones are freed once it has been swapped in.
         prefer = os.environ.get("TOONBOT_INFERENCE") or self.config.get("inference", "auto")
         model_dir = context.system_properties["model_dir"]  # its hash keys the compiled graphs on disk
-        self.path = acceleration.Accelerated(self.model, self.draw_size, self.device, prefer, model_dir)
+        self.path = acceleration.Accelerated(model, self.draw_size, self.device, prefer, model_dir)
         self.framer = framing.framer_for(self.manifest["model"]["modelName"], bool(self.config["needs_face"]))
         self.needs_face = bool(self.config["needs_face"])
         self.initialized = True
