@@ -60,6 +60,8 @@ from training.hardware import cpu_name  # noqa: E402
 
 T = TypeVar("T")
 FACES = sorted((ROOT / "tests" / "fixtures" / "faces").glob("*.jpg"))
+QUIET = 30.0  # seconds without a compile child: the background builds are done (between two builds a style
+# checks and times its paths for a few seconds with none running)
 
 
 def p95(values: list[float]) -> float:
@@ -193,9 +195,11 @@ async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[b
         await client.close()
     rss, peak = resident_mib(server.pid)
     print(f"memory, all loaded    {rss:6.0f} MiB resident with its child processes (peak {peak:.0f} MiB)")
-    settled = time.perf_counter()
-    while _children(server.pid) and time.perf_counter() - settled < args.settle:
-        await asyncio.sleep(1)  # faster paths still being built in the background
+    settled = quiet_since = time.perf_counter()
+    while time.perf_counter() - quiet_since < QUIET and time.perf_counter() - settled < args.settle:
+        await asyncio.sleep(1)  # faster paths still being built in the background, one compile child at a time
+        if _children(server.pid):
+            quiet_since = time.perf_counter()
     rss, peak = resident_mib(server.pid, children=False)
     left = len(_children(server.pid))
     busy = f", {left} child processes still running" if left else ""
@@ -275,7 +279,7 @@ def main() -> int:
     parser.add_argument("--telegram-users", type=int, default=20)
     parser.add_argument("--style", default="selfie2anime")
     parser.add_argument("--settle", type=float, default=600,
-                        help="seconds to wait for background builds to finish before measuring memory")
+                        help="at most this many seconds to wait for the background builds before measuring memory")
     parser.add_argument("--fresh", action="store_true",
                         help="an empty compile cache, as on a fresh clone (default: this user's cache)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the server's OpenMP threads")
