@@ -128,6 +128,26 @@ def test_the_eager_weights_are_freed_once_a_compiled_graph_serves(generator, tmp
     gc.collect()
     assert alive() is None
 
+    # A new process loads the cached graph with torch's C++ loader: torch's compiler stack stays out of it.
+    code = LOAD_CACHED.format(archive=str(ARCHIVE), root=str(ARCHIVE.parents[1]), cache=str(tmp_path))
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert loaded.stdout.split() == ["cpu-compiled-fp32", "False"], loaded.stderr[-2000:]
+
+
+LOAD_CACHED = """
+import sys, torch
+sys.path[:0] = [{archive!r}, {root!r}]
+import acceleration
+from styles.payload.networks import ResnetGenerator
+torch.manual_seed(0)
+model = ResnetGenerator(ngf=8, n_blocks=2, img_size=32, light=True).eval()
+accelerated = acceleration.Accelerated(model, 32, torch.device("cpu"), prefer="cpu-compiled-fp32",
+                                       model_dir={archive!r}, cache={cache!r}, mode="cached")
+accelerated.ready.wait(120)
+print(accelerated.path.name, "torch._inductor" in sys.modules)
+"""
+
 
 CHILD = """
 import os, sys, time, torch
