@@ -203,6 +203,12 @@ def load_graph(artefact: pathlib.Path) -> torch._C._aoti.AOTIModelPackageLoader:
     return torch._C._aoti.AOTIModelPackageLoader(str(artefact), "model", False, os.cpu_count() or 1, -1)
 
 
+# Freezing folds the weights into the graph as constants (inference only). Kept in the package beside the
+# library, not inside it: a library's constants are read in place and copied, so each style's weights
+# would sit in memory twice (measured: 21 MiB per loaded 96 px bf16 graph against 6 MiB this way).
+GRAPH = {"freezing": True, "aot_inductor.package_constants_in_so": False,
+         "aot_inductor.package_constants_on_disk_format": "binary_blob"}
+
 # The child ends with the process that asked (PR_SET_PDEATHSIG), first thing, before importing torch.
 CHILD = """import ctypes, os, signal, sys
 ctypes.CDLL(None).prctl(1, signal.SIGKILL)
@@ -225,14 +231,16 @@ def compile_main(folder_name: str, side_text: str, out_name: str) -> None:
     generator = getattr(source, saved["cls"])(**saved["arch"])
     generator.load_state_dict(saved["state"])
     dtype = None if saved["dtype"] == "None" else getattr(torch, saved["dtype"].removeprefix("torch."))
+    if dtype is not None:  # autocast would cast the convolutions' weights on every call; store them cast
+        for module in generator.modules():
+            if isinstance(module, nn.Conv2d):
+                module.to(dtype)
     with torch.no_grad():
         program = torch.export.export(_Export(generator.eval(), dtype), (torch.zeros(1, 3, side, side),))
         if saved.get("int8"):
             first = next(name for name, m in generator.named_modules() if isinstance(m, nn.Conv2d))
             program = _quantized(program, f"model.{first}", side)
-    # Freezing folds the weights into the graph as constants (inference only).
-    torch._inductor.aoti_compile_and_package(
-        program, package_path=str(folder / "graph.pt2"), inductor_configs={"freezing": True})
+    torch._inductor.aoti_compile_and_package(program, package_path=str(folder / "graph.pt2"), inductor_configs=GRAPH)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(folder / "graph.pt2", out.with_suffix(".partial"))
     os.replace(out.with_suffix(".partial"), out)  # readers only ever see a whole file
