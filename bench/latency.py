@@ -1,6 +1,6 @@
 """Latency per 256 px image: each inference path, then each serving runtime.
 
-    .venv/bin/python bench/latency.py [--threads 2] [--quick] [--only paths|runtimes|startup]
+    .venv/bin/python bench/latency.py [--threads 2] [--quick] [--only paths|runtimes|startup|load]
 
 Inference paths: eager float32 (the baseline) beside every faster path that
 `acceleration.candidates` offers on this CPU (exactly what serving can
@@ -25,6 +25,10 @@ and to every style on its final path, which it names. Then the two commands
 a user times by hand, each in a new process: `python -m serving stylize` on
 one photo, and `python -m serving start` followed by a photo through
 `--torchserve` (seconds after `start` returned; worker deaths counted).
+
+Throughput (`--only load`): bench/load.py, the page as `make run` serves it
+and a Telegram bot under bursts of users (page up, first picture, memory,
+latencies).
 
 The fastest path's goal: at least 2x eager float32 and 60 % of the measured
 convolution peak of its number format (fp32, bf16 or int8), within the
@@ -451,8 +455,8 @@ def bench_startup(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("paths", "runtimes", "startup"),
-                        help="run one part (default: paths and runtimes)")
+    parser.add_argument("--only", choices=("paths", "runtimes", "startup", "load"),
+                        help="run one part (default: paths and runtimes); load: bench/load.py's throughput run")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads in this process")
     parser.add_argument("--quick", action="store_true", help="3 runs, 1 warm-up: checks the bench, not the machine")
     parser.add_argument("--path-runs", type=int, default=10, help="timed runs per inference path and batch size")
@@ -478,6 +482,8 @@ def main() -> int:
     if args.only == "startup":
         bench_startup(args)
         return 0
+    if args.only == "load":  # the page and a Telegram bot under bursts, measured from outside their processes
+        return subprocess.run([sys.executable, str(ROOT / "bench" / "load.py")], check=False).returncode
     if args.only != "runtimes":
         bench_paths(args.path_runs, args.peak_reps)
     if args.only != "paths":
