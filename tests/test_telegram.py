@@ -127,6 +127,22 @@ async def test_styles_keyboard_changes_the_style(
     assert photo.fields["caption"] == "Anime to selfie"
 
 
+async def test_a_styles_list_too_long_for_a_caption_follows_its_picture(
+    api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telegram, "CAPTION_LIMIT", 20)  # as a catalogue of many styles would overflow 1,024
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
+        api.send_text(7, "/styles")
+        [picture] = await api.wait_for("sendPhoto", chat_id=7)
+        [listing] = await api.wait_for("sendMessage", chat_id=7)
+    assert "caption" not in picture.fields and "reply_markup" not in picture.fields
+    assert jpeg_size(picture, "photo")[0] > 0
+    assert listing.fields["text"].startswith(messages.STYLES_HEADER.format(style="selfie2anime"))
+    keyboard = listing.json("reply_markup")["inline_keyboard"]
+    assert [[b["callback_data"] for b in row] for row in keyboard] == [["anime2selfie"], ["selfie2anime"]]
+    assert api.calls.index(picture) < api.calls.index(listing)
+
+
 async def test_commands_and_a_caption_style(
     api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
 ) -> None:
