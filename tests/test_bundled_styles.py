@@ -43,7 +43,8 @@ async def test_each_bundled_style_previews_its_catalogue_picture_as_a_request_dr
     finally:
         await engine.close()
     shown, expected = (np.asarray(Image.open(io.BytesIO(b)), dtype=np.float32) for b in (preview, drawn.image))
-    assert shown.shape == expected.shape == (96, 192, 3)  # before | after, at the size the model draws
+    side = int(archive.handler.get("draw_size", archive.handler["img_size"]))
+    assert shown.shape == expected.shape == (side, 2 * side, 3)  # before | after, at the size the model draws
     assert np.abs(shown - expected).mean() < 3  # the same picture, up to the inference path chosen
 
 
