@@ -80,6 +80,7 @@ BATCHES = (1, 4)
 PEAK_CONV = (256, 64, 4)  # channels, side, batch: a convolution big enough to run near the CPU's peak
 TARGET = (2.0, 0.60)  # the fastest path: speed-up over eager float32, share of its number format's measured peak
 CPU = torch.device("cpu")
+INT8_LIBRARIES = {"onednn", "fbgemm"}  # PyTorch's x86 int8 convolution kernels; the int8 graph calls oneDNN's
 
 
 def light_generator() -> ResnetGenerator:
@@ -156,7 +157,7 @@ def peak_int8_gops(reps: int) -> float:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            for library in ("onednn", "fbgemm"):
+            for library in INT8_LIBRARIES & set(torch.backends.quantized.supported_engines):
                 torch.backends.quantized.engine = library
                 conv = nnq.Conv2d(c, c, 3, padding=1, bias=False)
                 scales, zeros = torch.full((c,), 0.01), torch.zeros(c, dtype=torch.long)
@@ -177,7 +178,7 @@ def measure_peaks(reps: int) -> dict[str, float]:
     peaks = {"fp32": peak_gflops(torch.float32, reps)}
     if acceleration.cpu_has_bf16():
         peaks["bf16"] = peak_gflops(torch.bfloat16, reps)
-    if {"x86", "onednn"} <= set(torch.backends.quantized.supported_engines):
+    if INT8_LIBRARIES & set(torch.backends.quantized.supported_engines):
         peaks["int8"] = peak_int8_gops(reps)
     return peaks
 
@@ -426,6 +427,7 @@ def bench_commands(store: Path, tmp: Path, port: int) -> None:
                 print(f"  picture through --torchserve {time.monotonic() - returned:6.1f} s after start returned "
                       "(goal <= 10 s)")
                 break
+            time.sleep(0.5)  # the workers are still loading
         else:
             print(f"  no picture through --torchserve within 300 s: {drawn.stderr.strip()[-300:]}")
         logs = "".join(f.read_text(errors="replace") for f in (tmp / "run" / "logs").glob("*.log"))

@@ -135,28 +135,24 @@ def test_the_eager_weights_are_freed_once_a_compiled_graph_serves(generator, tmp
     assert loaded.stdout.split() == ["cpu-compiled-fp32", "False"], loaded.stderr[-2000:]
 
 
-LOAD_CACHED = """
-import sys, torch
-sys.path[:0] = [{archive!r}, {root!r}]
-import acceleration
-from styles.payload.networks import ResnetGenerator
-torch.manual_seed(0)
-model = ResnetGenerator(ngf=8, n_blocks=2, img_size=32, light=True).eval()
-accelerated = acceleration.Accelerated(model, 32, torch.device("cpu"), prefer="cpu-compiled-fp32",
-                                       model_dir={archive!r}, cache={cache!r}, mode="cached")
-accelerated.ready.wait(120)
-print(accelerated.path.name, "torch._inductor" in sys.modules)
-"""
-
-
-CHILD = """
+# A new process that imports the module flat, as an archive ships it, and builds the fixture's generator (same seed and shape).
+MODEL_PROCESS = """
 import os, sys, time, torch
 sys.path[:0] = [{archive!r}, {root!r}]
 import acceleration
 from styles.payload.networks import ResnetGenerator
 torch.manual_seed(0)
 model = ResnetGenerator(ngf=8, n_blocks=2, img_size=32, light=True).eval()
-acceleration.Accelerated(model, 32, torch.device("cpu"), model_dir={archive!r}, cache={cache!r})
+"""
+
+LOAD_CACHED = MODEL_PROCESS + """accelerated = acceleration.Accelerated(model, 32, torch.device("cpu"), prefer="cpu-compiled-fp32",
+                                       model_dir={archive!r}, cache={cache!r}, mode="cached")
+accelerated.ready.wait(120)
+print(accelerated.path.name, "torch._inductor" in sys.modules)
+"""
+
+
+CHILD = MODEL_PROCESS + """acceleration.Accelerated(model, 32, torch.device("cpu"), model_dir={archive!r}, cache={cache!r})
 print("serving", flush=True)
 time.sleep(600)
 """

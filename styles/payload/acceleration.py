@@ -187,11 +187,11 @@ def _compiled(model: nn.Module, img_size: int, dtype: torch.dtype | None, artefa
                 lines = (tmp / "log").read_text(errors="replace").strip().splitlines()
                 raise RuntimeError(f"compiling failed: {lines[-1] if lines else child.returncode}")
             artefact = out
-        graph = load_graph(artefact)
+        graph = _load_graph(artefact)
     return lambda x: graph.boxed_run([x.contiguous()])[0]
 
 
-def load_graph(artefact: pathlib.Path) -> torch._C._aoti.AOTIModelPackageLoader:
+def _load_graph(artefact: pathlib.Path) -> torch._C._aoti.AOTIModelPackageLoader:
     """An AOTInductor package, loaded by torch's C++ loader.
 
     `torch._inductor.aoti_load_package` wraps the same loader, but importing it
