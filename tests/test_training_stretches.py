@@ -3,8 +3,9 @@ records what trained it, and picks its CPU settings by measuring them."""
 
 from __future__ import annotations
 
-import zipfile
+import io
 import os
+import zipfile
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -214,3 +215,48 @@ def test_an_archive_pair_is_repackaged_with_todays_handler_keeping_weights_and_r
         before, after = (warm_start.read_archive(s / f"{style}.mar") for s in (store, again))
         assert before[1] == after[1]  # size, catalogue entry, training record
         assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+
+
+def test_moving_averages_follow_the_generators_at_their_decay(tiny_dataset, tmp_path) -> None:
+    opts = TrainOptions(name="a2b", data=str(tiny_dataset), out_dir=str(tmp_path), img_size=32, ch=4, n_res=1,
+                        light=True, n_dis_global=5, n_dis_local=4, iters=10, lr=0.01, ema_decay=(0.5, 0.9))
+    trainer = Trainer(opts, CPU)
+    before = {k: p.detach().clone() for k, p in trainer.nets["genA2B"].named_parameters()}
+    averages = {key: {k: p.detach().clone() for k, p in gens["genA2B"].named_parameters()}
+                for key, gens in trainer.ema.items()}
+    assert all(torch.equal(averages["ema-0.5"][k], before[k]) for k in before)  # they start at the weights
+    real_A, real_B = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    trainer.train_step(real_A, real_B)
+    after = dict(trainer.nets["genA2B"].named_parameters())
+    for key, decay in (("ema-0.5", 0.5), ("ema-0.9", 0.9)):
+        ema = dict(trainer.ema[key]["genA2B"].named_parameters())
+        for k in before:
+            assert torch.allclose(ema[k], decay * before[k] + (1 - decay) * after[k], atol=1e-6), (key, k)
+    assert any(not torch.equal(ema[k], after[k]) for k in before)
+
+
+def test_averages_survive_resume_pack_and_the_next_stretch_and_export_says_which(first_stretch, tiny_dataset, tmp_path) -> None:
+    store, warm = first_stretch
+    fit(tiny_dataset, tmp_path / "runs", "--iters", "10", "--resume", "--stop-after", "2")
+    state = load_checkpoint(tmp_path / "runs/a2b/checkpoints/latest.pt")
+    assert set(state["ema"]) == {"ema-0.999", "ema-0.9999"}
+    averaged = state["ema"]["ema-0.999"]["genA2B"]
+    assert any(not torch.equal(t, state["networks"]["genA2B"][k]) for k, t in averaged.items())
+
+    warm_start.pack(tmp_path / "runs/a2b/checkpoints/latest.pt", warm)
+    initial = warm_start.initial_state(store / "a2b.mar", "a2b", warm / "a2b.pt")
+    for name, tensor in averaged.items():  # the next stretch resumes the average, not the weights
+        assert torch.allclose(initial["ema"]["ema-0.999"]["genA2B"][name], tensor.half().float()), name
+    opts = TrainOptions.from_dict({**state["options"], "data": str(tiny_dataset)})
+    trainer = Trainer(opts, CPU)
+    trainer.load(initial)
+    assert torch.equal(next(iter(trainer.ema["ema-0.999"]["genA2B"].parameters())),
+                       next(iter(initial["ema"]["ema-0.999"]["genA2B"].values())))
+
+    export(warm / "a2b.generators.pt", tmp_path / "store", None, "--weights", "ema-0.999")
+    assert handler_config(tmp_path / "store" / "a2b.mar")["training"]["weights"] == "ema-0.999"
+    with zipfile.ZipFile(tmp_path / "store" / "a2b.mar") as z:
+        shipped = torch.load(io.BytesIO(z.read("generator.pt")), weights_only=True)
+    assert all(torch.equal(shipped[k], t.half()) for k, t in averaged.items())
+    with pytest.raises(SystemExit, match="has no ema-0.5 weights"):
+        training_main(["export", str(warm / "a2b.generators.pt"), "--out", str(tmp_path / "x"), "--weights", "ema-0.5"])

@@ -117,8 +117,8 @@ def test_summary_reports_the_light_generator(capsys) -> None:
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes_train_in_sync(tiny_dataset, tmp_path) -> None:
-    """DDP for real: two gloo processes; saving checks every rank holds the same weights."""
+def test_torchrun_two_cpu_processes_train_and_exit_cleanly(tiny_dataset, tmp_path) -> None:
+    """DDP for real through the command line: two gloo processes train, save and both exit 0."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "training", "fit", "--data", str(tiny_dataset), "--name", "ddp",
            "--out-dir", str(tmp_path), *TINY_FLAGS, "--iters", "3", "--log-every", "1",
@@ -129,6 +129,28 @@ def test_torchrun_two_cpu_processes_train_in_sync(tiny_dataset, tmp_path) -> Non
     state = load_checkpoint(tmp_path / "ddp/checkpoints/latest.pt")
     assert state["step"] == 3
     assert len(read_losses(tmp_path / "ddp")) == 3
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_hold_identical_weights_and_a_drift_is_caught(tiny_dataset, tmp_path) -> None:
+    """Each rank writes its own weights after DDP steps: every tensor equal bit for bit; one nudged weight
+    on rank 1 makes the replicas check fail on every rank."""
+    script = Path(__file__).with_name("ddp_replicas.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(script), str(tiny_dataset), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys() and "ema-0.999.genA2B" in ranks[0]
+    for net, weights in ranks[0].items():
+        assert weights.keys() == ranks[1][net].keys()
+        for name, tensor in weights.items():
+            assert torch.equal(tensor, ranks[1][net][name]), f"{net}.{name} differs between ranks"
+    initial = Trainer(tiny_options(tiny_dataset, tmp_path), CPU).nets["genA2B"].state_dict()
+    assert any(not torch.equal(initial[k], v) for k, v in ranks[0]["genA2B"].items()), "nothing trained"
+    for r in (0, 1):
+        assert "genB2A" in (tmp_path / f"rank{r}.drift").read_text()
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(tiny_dataset, tmp_path) -> None:

@@ -48,7 +48,19 @@ def setup(threads: int = 0) -> Runtime:
     return Runtime(device=device, rank=rank, world_size=world_size)
 
 
-def teardown() -> None:
-    """Leave the process group cleanly so torchrun sees a normal exit."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(finished: bool) -> None:
+    """Leave the process group cleanly so torchrun sees a normal exit.
+
+    After a finished run every rank first waits for the others at a barrier:
+    the last save's collective can leave a gloo thread still releasing its
+    work while a rank with nothing left to do is already in interpreter
+    shutdown, which aborts it ("terminate called without an active
+    exception") and makes torchrun kill the others. The caller drops its DDP
+    wrappers before this, so nothing holds the group when it is destroyed.
+    A run that failed skips the barrier: the other ranks may never reach it.
+    """
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()

@@ -13,12 +13,27 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from styles import catalog
 from styles.archive import DEFAULT_VERSION, model_config, write_archive
 from styles.preview import add_previews
 from training import warm_start
 from training.checkpoint import load_checkpoint
+
+
+def chosen_weights(state: dict[str, Any], weights: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The generators to ship (`raw`, or a moving average such as `ema-0.999`) and the training
+    record saying which, so the next stretch and the reader know what serves."""
+    if weights == "raw":
+        networks = state["networks"]
+    elif weights in state.get("ema", {}):
+        networks = state["ema"][weights]
+    else:
+        have = ", ".join(["raw", *state.get("ema", {})])
+        raise SystemExit(f"this checkpoint has no {weights} weights; it has: {have}")
+    record = state.get("history")
+    return networks, ({**record, "weights": weights} if record else None)
 
 
 def export(args: argparse.Namespace) -> int:
@@ -29,6 +44,7 @@ def export(args: argparse.Namespace) -> int:
     else:
         state = load_checkpoint(args.checkpoint)
     options = state["options"]
+    networks, record = chosen_weights(state, args.weights)
     names = tuple(args.names) if args.names else catalog.split_pair(options["name"])
     paths = []
     for i, (style, key) in enumerate(zip(names, ("genA2B", "genB2A"))):
@@ -42,10 +58,10 @@ def export(args: argparse.Namespace) -> int:
         config = model_config(
             state["generator_arch"], int(options["img_size"]), info, workers=args.workers,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
-            response_timeout=args.response_timeout, inference=args.inference, training=state.get("history"),
+            response_timeout=args.response_timeout, inference=args.inference, training=record,
             draw_size=args.draw_size_factor * int(options["img_size"]),
         )
-        paths.append(write_archive(Path(args.out), style, args.version, state["networks"][key], config))
+        paths.append(write_archive(Path(args.out), style, args.version, networks[key], config))
     add_previews(paths)
     for style, path in zip(names, paths):
         print(f"{style} {args.version}: {path}")
@@ -63,6 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "handler files, keeping weights, size and training record")
     p.add_argument("--out", type=Path, default=Path("model_store"), help="model store folder")
     p.add_argument("--version", default=DEFAULT_VERSION, help="model version (default %(default)s)")
+    p.add_argument("--weights", default="raw", metavar="raw|ema-DECAY",
+                   help="which generators to ship: the trained weights (raw) or one of the checkpoint's moving "
+                        "averages (e.g. ema-0.999); measure both on the test split and ship the better")
     p.add_argument("--names", nargs=2, metavar=("A2B", "B2A"), help="style names (default: split the run's name)")
     p.add_argument("--title", nargs=2, metavar=("A2B", "B2A"), help="override the catalogue's titles")
     p.add_argument("--description", nargs=2, metavar=("A2B", "B2A"), help="override the descriptions")

@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from is not None and (args.resume or args.init is not None):
         raise SystemExit("--init-from starts a run from archives; it cannot be combined with --resume or --init")
     rt = distributed.setup(opts.threads)
+    trainer: Trainer | None = None
+    finished = False
     try:
         if args.time_limit is not None and rt.distributed:
             raise SystemExit("--time-limit would stop ranks at different steps; use --stop-after under torchrun")
@@ -92,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
             trainer.fit(stop_after=args.stop_after, deadline=deadline)
         except KeyboardInterrupt:
             return 130
+        finished = True
     finally:
-        distributed.teardown()
+        if trainer is not None:
+            trainer.release_process_group()
+        distributed.teardown(finished)
     return 0

@@ -34,6 +34,8 @@ class TrainOptions:
     cycle_weight: float = 10.0
     identity_weight: float = 10.0
     cam_weight: float = 1000.0
+    # exponential moving averages of both generators' weights, one per decay (export picks one by measurement)
+    ema_decay: tuple[float, ...] = (0.999, 0.9999)
     # run
     seed: int = 0
     precision: Precision = "auto"
@@ -52,7 +54,10 @@ class TrainOptions:
     def from_dict(cls, d: dict[str, Any]) -> TrainOptions:
         """Rebuild from a checkpoint, ignoring keys a newer or older version added."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        values = {k: v for k, v in d.items() if k in known}
+        if "ema_decay" in values:
+            values["ema_decay"] = tuple(values["ema_decay"])
+        return cls(**values)
 
     def describe(self) -> str:
         """One option per line; non-default values are marked, as CycleGAN prints them."""
@@ -86,6 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cycle-weight", type=float, default=d.cycle_weight)
     parser.add_argument("--identity-weight", type=float, default=d.identity_weight)
     parser.add_argument("--cam-weight", type=float, default=d.cam_weight)
+    parser.add_argument("--ema-decay", type=float, nargs="*", default=list(d.ema_decay), metavar="DECAY",
+                        help="keep a moving average of the generators' weights per decay (none: off); "
+                             "`export --weights ema-DECAY` ships one")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=d.precision,
                         help="auto: fp16/bf16 autocast on CUDA; on a CPU, whichever of fp32 and "
@@ -106,4 +114,6 @@ def from_args(args: argparse.Namespace) -> TrainOptions:
     values = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)}
     if values.get("iters") is None:
         values.pop("iters", None)
+    if "ema_decay" in values:
+        values["ema_decay"] = tuple(values["ema_decay"])
     return TrainOptions(**values)

@@ -13,6 +13,7 @@ D-then-G order, without running the generators twice.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import logging
 import random
@@ -40,10 +41,16 @@ from training.visualize import direction_grid, heatmap_overlay, plot_losses, sta
 
 log = logging.getLogger(__name__)
 
+GENERATORS = ("genA2B", "genB2A")
 LOSS_KEYS = (
     "D_loss", "D_loss_A", "D_loss_B",
     "G_loss", "G_adv", "G_cycle", "G_identity", "G_cam",
 )
+
+
+def ema_key(decay: float) -> str:
+    """How a moving average is named in checkpoints and on the command line: `ema-0.999`."""
+    return f"ema-{decay:g}"
 
 
 def lsgan(logit: torch.Tensor, target: float) -> torch.Tensor:
@@ -146,6 +153,31 @@ class Trainer:
         self.memory_format = resolve_memory_format(opts.memory_format, dev)
         for m in self.nets.values():
             m.to(memory_format=self.memory_format)
+        self.ema: dict[str, dict[str, nn.Module]] = {}
+        self.reset_ema()
+
+    # -------------------------------------------------- averaged generators
+    def reset_ema(self) -> None:
+        """Start every moving average at the generators' current weights."""
+        self.ema = {
+            ema_key(decay): {k: copy.deepcopy(self.nets[k]).requires_grad_(False).eval() for k in GENERATORS}
+            for decay in self.opts.ema_decay
+        }
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * weights, for each decay and both generators.
+
+        GAN generators' weights wander from step to step with the critics; their
+        average draws steadier pictures (Yazici et al., ICLR 2019). Buffers
+        (none in these networks but kept general) are copied, not averaged.
+        """
+        for decay in self.opts.ema_decay:
+            for k in GENERATORS:
+                avg, live = self.ema[ema_key(decay)][k], self.nets[k]
+                torch._foreach_lerp_(list(avg.parameters()), list(live.parameters()), 1.0 - decay)
+                for b_avg, b_live in zip(avg.buffers(), live.buffers()):
+                    b_avg.copy_(b_live)
 
     # ----------------------------------------------------------------- steps
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -201,6 +233,7 @@ class Trainer:
         self.scaler.step(self.G_optim)
         clip_rho(self.nets["genA2B"])
         clip_rho(self.nets["genB2A"])
+        self.update_ema()
 
         # ---- discriminators: real and (detached) fake in one batch per network
         self._set_discriminators_trainable(True)
@@ -406,6 +439,7 @@ class Trainer:
             "generator_arch": self.nets["genA2B"].arch(),
             "step": self.step,
             "networks": {k: self.nets[k].state_dict() for k in NETWORKS},
+            "ema": {key: {k: m.state_dict() for k, m in nets.items()} for key, nets in self.ema.items()},
             "optimizers": {"G": self.G_optim.state_dict(), "D": self.D_optim.state_dict()},
             "schedulers": {"G": self.G_sched.state_dict(), "D": self.D_sched.state_dict()},
             "scaler": self.scaler.state_dict(),
@@ -437,15 +471,30 @@ class Trainer:
         }
 
     def check_replicas_in_sync(self) -> None:
-        """Under DDP every rank must hold the same weights; fail loudly if they drifted."""
+        """Under DDP every rank must hold the same weights, bit for bit; fail loudly if they drifted.
+
+        Rank 0 broadcasts every network's weights and each rank compares its own
+        with them exactly (sums of weights would hide a swap or a small drift).
+        """
         if not self.rt.distributed:
             return
+        drifted = []
         with torch.no_grad():
-            local = [float(sum(p.double().sum() for p in net.parameters())) for net in self.nets.values()]
-        every: list[list[float]] = [[] for _ in range(self.rt.world_size)]
-        torch.distributed.all_gather_object(every, local)
-        if any(not np.allclose(other, every[0], rtol=1e-6) for other in every[1:]):
-            raise RuntimeError(f"DDP replicas diverged at step {self.step}: {every}")
+            for name, net in self.nets.items():
+                for pname, p in net.state_dict().items():
+                    theirs = p.detach().clone()
+                    torch.distributed.broadcast(theirs, src=0)
+                    if not torch.equal(theirs, p):
+                        drifted.append(f"{name}.{pname}")
+        every: list[list[str]] = [[] for _ in range(self.rt.world_size)]
+        torch.distributed.all_gather_object(every, drifted)
+        bad = {rank: names for rank, names in enumerate(every) if names}
+        if bad:
+            raise RuntimeError(f"DDP replicas diverged from rank 0 at step {self.step}: {bad}")
+
+    def release_process_group(self) -> None:
+        """Drop the DDP wrappers, which hold the process group, before it is destroyed."""
+        self.ddp = dict(self.nets)
 
     def save(self) -> None:
         """Write checkpoints/latest.pt (rank 0 only) after checking DDP replicas agree."""
@@ -461,6 +510,11 @@ class Trainer:
         for k in NETWORKS:
             if k in state["networks"]:
                 self.nets[k].load_state_dict(state["networks"][k])
+        self.reset_ema()  # a run from archives or a warm start averages from the weights it starts with
+        for key, nets in state.get("ema", {}).items():
+            if key in self.ema:
+                for k, sd in nets.items():
+                    self.ema[key][k].load_state_dict(sd)
         self.step = int(state.get("step", 0))
         self.history = list(state.get("history", {}).get("stretches", []))
         self._stretch_start = (self.step, time.time())

@@ -11,7 +11,7 @@ cannot be what carries a run over. What is committed instead:
   optimiser state), so the next stretch does not start against untrained
   critics;
 - `training/warm_start/<pair>.generators.pt`, only while a run is ahead of
-  what ships: the generators of a stretch that did not (yet) measure better
+  what ships: the generators (and their moving averages) of a stretch that did not (yet) measure better
   than the bundled archives, so the run goes on from where it got to, while
   users keep the better pictures.
 
@@ -113,6 +113,7 @@ def initial_state(archive: Path, run_name: str, discriminators: Path | None) -> 
     generators, step and record come from it instead.
     """
     networks: dict[str, dict[str, torch.Tensor]] = {}
+    averages: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     history: dict[str, Any] = {}
     for key, path in pair_archives(archive, run_name).items():
         networks[key], config = read_archive(path)
@@ -122,16 +123,20 @@ def initial_state(archive: Path, run_name: str, discriminators: Path | None) -> 
         if int(unshipped["step"]) > int(history.get("iterations", 0)):
             log.info("generators from %s (step %d), ahead of the archives", generators_path(discriminators),
                      unshipped["step"])
-            networks.update({k: {n: t.float() if t.is_floating_point() else t for n, t in sd.items()}
-                             for k, sd in unshipped["networks"].items()})
+            networks.update({k: _float(sd) for k, sd in unshipped["networks"].items()})
+            averages = {key: {k: _float(sd) for k, sd in nets.items()} for key, nets in unshipped.get("ema", {}).items()}
             history = dict(unshipped.get("history") or {})
     discs = load_discriminators(discriminators) if discriminators else None
     if discs is None:
         log.info("no discriminator warm-start file: discriminators start from scratch")
     else:
         networks.update(discs)
-    return {"networks": networks, "step": int(history.get("iterations", 0)), "history": history,
+    return {"networks": networks, "ema": averages, "step": int(history.get("iterations", 0)), "history": history,
             "discriminators_warm": discs is not None}
+
+
+def _float(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: t.float() if t.is_floating_point() else t for n, t in sd.items()}
 
 
 def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
@@ -158,12 +163,13 @@ def pack(checkpoint: Path, out: Path) -> tuple[Path, Path]:
     """
     state = load_checkpoint(checkpoint)
     name = state["options"]["name"]
-    generators = {
-        k: {n: t.half() if t.is_floating_point() else t for n, t in state["networks"][k].items()}
-        for k in ("genA2B", "genB2A")
-    }
+    def half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {n: t.half() if t.is_floating_point() else t for n, t in sd.items()}
+
+    generators = {k: half(state["networks"][k]) for k in ("genA2B", "genB2A")}
+    averages = {key: {k: half(sd) for k, sd in nets.items()} for key, nets in state.get("ema", {}).items()}
     compact = {k: state[k] for k in ("options", "generator_arch", "step", "history") if k in state}
-    gens = save_checkpoint(out / f"{name}.generators.pt", {**compact, "networks": generators})
+    gens = save_checkpoint(out / f"{name}.generators.pt", {**compact, "networks": generators, "ema": averages})
     discs = save_discriminators(state["networks"], name, int(state["step"]), folder=out)
     return gens, discs
 
