@@ -11,8 +11,8 @@ from PIL import Image
 
 from serving import animation
 from serving.api import BadInput, NoFace, Stylized
-from tests.fakes.stylizer import MemoryStylizer
-from tests.media import make_gif, make_mp4, probe
+from fakes.stylizer import MemoryStylizer
+from media import make_gif, make_mp4, probe
 
 FIXTURES = Path(__file__).with_name("fixtures")
 

@@ -87,8 +87,11 @@ async def test_a_stop_signal_ends_the_process_within_two_seconds(
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}"
     port = free_ports(1)[0]
     env = {k: v for k, v in os.environ.items() if k != "TOONBOT_INFERENCE"}  # compile, as in production
+    # Its own compile cache: with the shared one filled, nothing would compile and this would check nothing.
+    compile_cache = tmp_path / "compiled"
     env.update({"TELEGRAM_TOKEN": "", "DISCORD_TOKEN": "", "MODEL_STORE": str(BUNDLED_STORE),
-                "DATABASE_URL": database_url, "WEB_PORT": str(port), "OMP_NUM_THREADS": "1"})
+                "DATABASE_URL": database_url, "WEB_PORT": str(port), "OMP_NUM_THREADS": "1",
+                "TOONBOT_COMPILE_CACHE": str(compile_cache)})
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bots", "web", cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -100,7 +103,12 @@ async def test_a_stop_signal_ends_the_process_within_two_seconds(
         line = await asyncio.wait_for(process.stdout.readline(), 120)
         assert line, log
         log += line.decode()
-    if moment == "compiling":  # a request the core logs without drawing, then the signal at once
+    if moment == "compiling":  # once a compile holds the cache's lock, a request the core logs, then the signal
+        for _ in range(600):
+            if (compile_cache / ".build.lock").exists():
+                break
+            await asyncio.sleep(0.1)
+        assert (compile_cache / ".build.lock").exists(), "nothing started compiling"
         async with aiohttp.ClientSession() as client:
             async with client.post(f"http://127.0.0.1:{port}/api/stylize", json={}) as response:
                 assert response.status == 415

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from torchserve_fixture import export_tiny_styles, running_torchserve, wait_for_workers
+from torchserve_fixture import export_tiny_styles, management, running_torchserve, wait_for_workers
 
 from db.engine import create_engine, session_factory
 from db.models import Deployment
@@ -43,10 +43,14 @@ def broken_copy(good: Path, version: str) -> Path:
     return target
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """selfie2anime 1.0 only, as TorchServe first loads it; 2.0 and a broken 3.0 come later."""
-    store = tmp_path_factory.mktemp("deploy") / "model_store"
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """selfie2anime 1.0 only, as the runtime first loads it; 2.0 and a broken 3.0 come later.
+
+    One store per test: each runtime must start from what was shipped, not from
+    the versions another runtime's test added.
+    """
+    store = tmp_path / "model_store"
     export_tiny_styles(store, "selfie2anime")
     return store
 
@@ -57,9 +61,9 @@ def add_versions(store: Path) -> None:
     broken_copy(store / "selfie2anime.mar", "3.0")
 
 
-@pytest.fixture(scope="module")
-def torchserve(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTorchServe]:
-    with running_torchserve(store, tmp_path_factory.mktemp("torchserve")) as ts:
+@pytest.fixture
+def torchserve(store: Path, tmp_path: Path) -> Iterator[LocalTorchServe]:
+    with running_torchserve(store, tmp_path / "torchserve") as ts:
         wait_for_workers(ts, "selfie2anime", 1)
         yield ts
 
@@ -90,12 +94,23 @@ async def runtime(
         await client.close()
 
 
+def registered_versions(request: pytest.FixtureRequest, manager: Management) -> set[str] | None:
+    """The versions TorchServe has registered for selfie2anime (None on the embedded engine, which registers none)."""
+    if not isinstance(manager, TorchServeManagement):
+        return None
+    status, body = management(request.getfixturevalue("torchserve"), "GET", "/models/selfie2anime/all")
+    assert status == 200, body
+    return {m["modelVersion"] for m in body}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["embedded", "torchserve"], indirect=True)
 async def test_deploy_a_broken_archive_and_roll_back(
-    runtime: tuple[Stylizer, Management], store: Path, sessions: async_sessionmaker[AsyncSession]
+    runtime: tuple[Stylizer, Management], store: Path, sessions: async_sessionmaker[AsyncSession],
+    request: pytest.FixtureRequest,
 ) -> None:
     stylizer, manager = runtime
+    assert {s.name: s.version for s in await stylizer.styles()} == {"selfie2anime": "1.0", "anime2selfie": "1.0"}
     assert (await stylizer.stylize("selfie2anime", FACE, size=32)).version == "1.0"
     add_versions(store)
     changes: list[str] = []
@@ -109,6 +124,7 @@ async def test_deploy_a_broken_archive_and_roll_back(
 
     broken = await deployer.deploy("selfie2anime", "3.0", by="telegram:1")
     assert not broken.ok and "3.0" in broken.message
+    assert registered_versions(request, manager) in (None, {"1.0", "2.0"})  # the failed version was unregistered
     assert (await stylizer.stylize("selfie2anime", FACE, size=32)).version == "2.0"  # still serving
 
     missing = await deployer.deploy("selfie2anime", "9.0", by="telegram:1")
