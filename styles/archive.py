@@ -132,12 +132,15 @@ def model_config(
     arch: dict[str, Any], img_size: int, info: Entry, *, workers: int, batch_size: int,
     max_batch_delay: int, response_timeout: int, inference: str = "auto",
     training: dict[str, Any] | None = None, draw_size: int | None = None,
+    upscaler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """model-config.yaml: TorchServe's settings at the top, the handler's under `handler`.
 
     `training` is the run's record (iterations, hours, stretches with their
     resolution and machine): what the README quotes, and where
-    `fit --init-from` continues the count.
+    `fit --init-from` continues the count. `upscaler` ({name, scale, denoise},
+    e.g. {"name": "realcugan-se", "scale": 4, "denoise": "denoise3x"}) enlarges
+    what the generator draws (payload/upscaler.py); replies default to that size.
     """
     handler: dict[str, Any] = {
         "arch": dict(arch),
@@ -147,6 +150,8 @@ def model_config(
     }
     if draw_size and draw_size != img_size:
         handler["draw_size"] = draw_size  # the handler's default output size follows it
+    if upscaler:
+        handler["upscaler"] = dict(upscaler)
     if training:
         handler["training"] = training
     return {

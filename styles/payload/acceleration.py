@@ -440,7 +440,7 @@ class Accelerated:
 
     def __init__(self, model: nn.Module, img_size: int, device: torch.device, prefer: str = "auto",
                  model_dir: str | pathlib.Path | None = None, cache: pathlib.Path | None = None,
-                 mode: str | None = None) -> None:
+                 mode: str | None = None, part: str = "") -> None:
         model.eval()
         weakref.finalize(model, _give_back_freed_memory).atexit = False
         self.path = InferencePath("eager-fp32", _image_only(model))
@@ -450,7 +450,7 @@ class Accelerated:
             self.ready.set()
             return
         cache = pathlib.Path(cache or os.environ.get("TOONBOT_COMPILE_CACHE") or DEFAULT_CACHE)
-        args = (model, img_size, device, prefer, model_dir, cache, mode)
+        args = (model, img_size, device, prefer, model_dir, cache, mode, part)
         threading.Thread(target=self._build, args=args, daemon=True, name=BUILD_THREAD).start()
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
@@ -458,14 +458,15 @@ class Accelerated:
         return self.path.run(x)
 
     def _build(self, model: nn.Module, img_size: int, device: torch.device, prefer: str,
-               model_dir: str | pathlib.Path | None, cache: pathlib.Path, mode: str) -> None:
-        """Load the cached verdict's path, or (mode `background`) search for the fastest; swap it in."""
+               model_dir: str | pathlib.Path | None, cache: pathlib.Path, mode: str, part: str) -> None:
+        """Load the cached verdict's path, or (mode `background`) search for the fastest; swap it in.
+        `part` names a second network of the same archive (the upscaler): its own graphs and verdict."""
         with contextlib.suppress(OSError):  # requests first: this thread (and g++) runs at low priority
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         # The compile child's kernel cache beside our graphs (not in a temp folder that goes).
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
         try:
-            folder = cache / cache_key(model_dir) if model_dir else None
+            folder = cache / "-".join(filter(None, (cache_key(model_dir), part))) if model_dir else None
             verdict = _read_verdict(folder)
             if verdict == self.path.name or (mode == "cached" and verdict is None):
                 return

@@ -1,7 +1,7 @@
 """TorchServe handler for one U-GAT-IT direction: photo bytes in, stylized image bytes out.
 
-Ships inside every `.mar` with `imaging.py`, `framing.py`, `mtcnn_detector.py`, `jobs.py` and the model code
-`networks.py`; TorchServe puts the archive's folder on `sys.path`, hence the
+Ships inside every `.mar` with `imaging.py`, `framing.py`, `mtcnn_detector.py`, `jobs.py`, `upscaler.py` and the
+model code `networks.py`; TorchServe puts the archive's folder on `sys.path`, hence the
 flat imports. The embedded engine (`serving/engine.py`) loads it the same way.
 TorchServe wants exactly one class in this module: the handler.
 """
@@ -22,6 +22,7 @@ from ts.torch_handler.base_handler import BaseHandler
 import acceleration
 import framing
 import imaging
+import upscaler
 from imaging import Options, Rejected
 from jobs import Job
 from networks import ResnetGenerator
@@ -74,6 +75,15 @@ class StyleHandler(BaseHandler):
         prefer = os.environ.get("TOONBOT_INFERENCE") or self.config.get("inference", "auto")
         model_dir = context.system_properties["model_dir"]  # its hash keys the compiled graphs on disk
         self.path = acceleration.Accelerated(model, self.draw_size, self.device, prefer, model_dir)
+        # A style may enlarge what the generator draws with a learned upscaler (model-config's
+        # `upscaler`); replies then default to that size, and it runs on the same kind of paths.
+        self.upscaler: acceleration.Accelerated | None = None
+        self.output_size = self.draw_size
+        if "upscaler" in self.config:
+            net = upscaler.from_config(self.config["upscaler"])
+            self.output_size = self.draw_size * net.scale
+            self.upscaler = acceleration.Accelerated(net, self.draw_size, self.device, prefer, model_dir,
+                                                     part="upscaler")
         self.framer = framing.framer_for(self.manifest["model"]["modelName"], bool(self.config["needs_face"]))
         self.needs_face = bool(self.config["needs_face"])
         self.initialized = True
@@ -144,14 +154,14 @@ class StyleHandler(BaseHandler):
         return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
     def inference(self, data: list[Item], *args: Any, **kwargs: Any) -> list[Item]:
-        """Run every crop of the good items through the generator, CHUNK at a time."""
+        """Run every crop of the good items through the generator (and the upscaler), CHUNK at a time."""
         jobs = [item for item in data if isinstance(item, Job)]
         logger.info("batch of %d (%d to the generator)", len(data), len(jobs))
         if not jobs:
             return data
         crops = torch.cat([job.crops for job in jobs])
         with torch.inference_mode():
-            fake = torch.cat([self.generate(chunk.to(self.device)) for chunk in crops.split(CHUNK)])
+            fake = torch.cat([self.upscale(self.generate(chunk.to(self.device))) for chunk in crops.split(CHUNK)])
         for job, drawn in zip(jobs, fake.split([len(job.crops) for job in jobs])):
             job.drawn = drawn
         return data
@@ -159,6 +169,15 @@ class StyleHandler(BaseHandler):
     def generate(self, real: torch.Tensor) -> torch.Tensor:
         """The generator alone: (N, 3, S, S) in [-1, 1] -> same shape, float32 on the CPU."""
         return self.path.run(real).float().cpu()
+
+    def upscale(self, fake: torch.Tensor) -> torch.Tensor:
+        """The style's upscaler, if it has one: (N, 3, S, S) in [-1, 1] -> (N, 3, sS, sS), float32 on the CPU.
+
+        One square at a time: at 4x the side, a batch would hold 16x the activations.
+        """
+        if self.upscaler is None:
+            return fake
+        return torch.cat([self.upscaler.run(square[None].to(self.device)).float().cpu() for square in fake])
 
     def postprocess(self, data: list[Item]) -> list[bytes]:
         """Encode each image at the requested size; errors get their 4xx status and JSON."""
@@ -182,7 +201,7 @@ class StyleHandler(BaseHandler):
         """The reply: the restyled square, or the group photo with every face restyled in place;
         with `compare`, the same view of the original on its left.
 
-        A square comes at the requested side (default: what the model draws);
+        A square comes at the requested side (default: what the model draws, upscaled if the style says so);
         a group photo keeps its own size, its long side cut to the requested one.
         """
         assert job.drawn is not None
@@ -192,8 +211,8 @@ class StyleHandler(BaseHandler):
             after = _shrunk(framing.paste(job.photo, list(zip(squares, job.frames))), side)
             before = job.photo
         else:
-            side = job.options.size or self.draw_size
-            after = squares[0] if side == self.draw_size else squares[0].resize((side, side), Image.LANCZOS)
+            side = job.options.size or self.output_size
+            after = squares[0] if side == self.output_size else squares[0].resize((side, side), Image.LANCZOS)
             before = _images(job.crops[:1])[0]  # the square the generator saw
         return imaging.side_by_side(before, after) if job.options.compare else after
 
@@ -201,7 +220,7 @@ class StyleHandler(BaseHandler):
         """The style's catalogue entry and preview (base64 JPEG, where the archive has one: export draws it),
         for TorchServe's `GET /models/NAME?customized=true`."""
         keys = ("title", "description", "needs_face", "img_size")
-        meta = {**{k: self.config[k] for k in keys}, "output_size": self.draw_size}
+        meta = {**{k: self.config[k] for k in keys}, "output_size": self.output_size}
         preview = os.path.join(self.context.system_properties["model_dir"], PREVIEW)
         if os.path.exists(preview):
             with open(preview, "rb") as f:

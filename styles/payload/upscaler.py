@@ -316,5 +316,29 @@ class Upscaler(nn.Module):
     def arch(self) -> dict[str, str | int]:
         return dict(self._arch)
 
+    @property
+    def scale(self) -> int:
+        return self.net.scale
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         return (self.net((x + 1) * 0.5) * 2 - 1,)
+
+
+CONFIG_KEYS = ("name", "scale", "denoise")  # model-config.yaml: handler: upscaler: {name, scale, denoise}
+
+
+def from_config(section: object) -> Upscaler:
+    """The upscaler model-config.yaml's `handler.upscaler` asks for; ValueError saying what is wrong."""
+    where = "model-config.yaml handler.upscaler"
+    if not isinstance(section, dict):
+        raise ValueError(f"{where} must be a mapping with {', '.join(CONFIG_KEYS)}, not {section!r}")
+    missing = [key for key in CONFIG_KEYS if key not in section]
+    unknown = sorted(set(section) - set(CONFIG_KEYS))
+    if missing or unknown:
+        raise ValueError(f"{where}: " + "; ".join(
+            ([f"missing {', '.join(missing)} (names: {', '.join(FOLDERS)})"] if missing else [])
+            + ([f"unknown keys {', '.join(map(str, unknown))}"] if unknown else [])))
+    try:
+        return Upscaler(str(section["name"]), int(section["scale"]), str(section["denoise"]))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None

@@ -1,0 +1,225 @@
+"""Real-CUGAN in PyTorch (styles/payload/upscaler.py) against ncnn running the same weights, and the reply with it.
+
+    .venv/bin/python bench/upscaler_speed.py [--runs 7] [--no-compiled] [--reply-runs 5] [--threads N]
+
+Prints the CPU, then for 128 -> 256 px (2x) and 128 -> 512 px (4x) of a
+selfie2anime picture (the shipped archive's generator on a public-domain face):
+the median seconds of the reference, ncnn running the wheel's .param/.bin
+(`ncnn_upscale`: realcugan-ncnn-vulkan's CPU path, its padding and rounding
+included), and of each PyTorch path serving can choose (acceleration.py's
+candidates; compiled graphs are kept in --cache), all timed in turns; each
+path's speed as a ratio to ncnn; and its max and mean absolute difference
+from ncnn's picture in 0..255 units. Then the whole reply for a face photo
+through the embedded engine, the shipped selfie2anime re-packed without and
+with `upscaler: {name: realcugan-se, scale: 4, denoise: denoise3x}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from a fresh clone
+sys.path.insert(0, str(ROOT / "styles" / "payload"))  # the payload imports its siblings flat
+
+import acceleration  # noqa: E402
+import upscaler  # noqa: E402
+
+from training.hardware import cpu_name  # noqa: E402
+
+FACE = ROOT / "tests" / "fixtures" / "obama_256.jpg"
+STORE = ROOT / "model_store"
+SIDE = 128  # what our generators draw
+NAME, DENOISE = "realcugan-se", "denoise3x"
+PATHS = ("eager-fp32", "cpu-eager-channels-last", "cpu-eager-bf16", "cpu-compiled-fp32", "cpu-compiled-bf16")
+GOAL = 1.5  # times ncnn's speed, with equal output (max difference <= 1 in 0..255)
+
+
+# --- the reference: ncnn, as realcugan-ncnn-vulkan's RealCUGAN::process_cpu runs it ------------
+
+
+def ncnn_net(scale: int, denoise: str = DENOISE, name: str = NAME, threads: int = 1):  # -> ncnn.Net
+    """The wheel's model in ncnn on the CPU, with the options realcugan-ncnn-vulkan sets without a GPU."""
+    import ncnn
+
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.opt.num_threads = threads
+    net.opt.use_fp16_packed, net.opt.use_fp16_storage, net.opt.use_fp16_arithmetic = True, False, False
+    net.opt.use_int8_storage = True
+    param, weights = upscaler.model_files(name, scale, denoise)
+    if net.load_param(str(param)) or net.load_model(str(weights)):
+        raise RuntimeError(f"ncnn could not load {param}")
+    return net
+
+
+def ncnn_upscale(net, pixels: np.ndarray, scale: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (sH, sW, 3) uint8, one tile: x / 255, reflect-pad by the prepadding (plus rows up
+    to a multiple of 2, 4 for 3x), run, crop; then v * 255 + 0.5 (4x: plus the input pixel it covers)
+    truncated and clamped, as ncnn's to_pixels does."""
+    import ncnn
+
+    h, w = pixels.shape[:2]
+    pad, align = upscaler.NETWORKS[scale].prepadding, upscaler.NETWORKS[scale].align
+    x = pixels.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
+    x = np.pad(x, ((0, 0), (pad, pad + -h % align), (pad, pad + -w % align)), mode="reflect")
+    ex = net.create_extractor()
+    ex.input("in0", ncnn.Mat(np.ascontiguousarray(x)))
+    _, out = ex.extract("out0")
+    v = np.array(out)[:, : h * scale, : w * scale] * np.float32(255) + np.float32(0.5)
+    if scale == 4:
+        v += x[:, pad:pad + h, pad:pad + w].repeat(4, 1).repeat(4, 2) * np.float32(255)
+    return np.clip(np.trunc(v), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def to_pixels(image: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [-1, 1] -> (H, W, 3) uint8, as the handler encodes its pictures."""
+    return ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def from_pixels(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+# --- the bench -------------------------------------------------------------------------------------
+
+
+def anime_picture() -> np.ndarray:
+    """The shipped selfie2anime generator's 128 px picture of the face (the photo itself without the archive)."""
+    face = Image.open(FACE).convert("RGB").resize((SIDE, SIDE), Image.LANCZOS)
+    if not (STORE / "selfie2anime.mar").exists():
+        return np.asarray(face)
+    from training.showcase import load_generator, translate
+
+    net, _ = load_generator(STORE / "selfie2anime.mar")
+    return np.asarray(translate(net, face, SIDE))
+
+
+def timed_in_turns(calls: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Median seconds of each call, taking turns so that a busy machine's drifting load falls on all alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@torch.inference_mode()
+def bench_scale(scale: int, pixels: np.ndarray, runs: int, compiled: bool, cache: Path) -> None:
+    """One table: ncnn, then each PyTorch path, for SIDE -> scale * SIDE px."""
+    net = ncnn_net(scale, threads=torch.get_num_threads())
+    reference = ncnn_upscale(net, pixels, scale)
+    x = from_pixels(pixels)
+    model = upscaler.Upscaler(NAME, scale, DENOISE)
+    builders = {"eager-fp32": lambda: acceleration.choose(model, SIDE, torch.device("cpu"), prefer="eager").run}
+    wanted = [p for p in PATHS if compiled or "compiled" not in p]
+    folder = cache / f"{NAME}-{scale}x-{DENOISE}-{SIDE}px-torch{torch.__version__}"
+    builders |= dict(acceleration.candidates(upscaler.Upscaler(NAME, scale, DENOISE), torch.device("cpu"), SIDE,
+                                             folder))
+    runs_of = {"ncnn": lambda: ncnn_upscale(net, pixels, scale)}
+    for name in wanted:
+        if name in builders:
+            started = time.perf_counter()
+            runs_of[name] = builders[name]()
+            if time.perf_counter() - started > 5:
+                print(f"  (built {name} in {time.perf_counter() - started:.0f} s; kept in {folder})")
+    diffs = {"ncnn": (0, 0.0)}
+    for name, run in list(runs_of.items())[1:]:
+        d = np.abs(to_pixels(run(x)).astype(int) - reference)
+        diffs[name] = (int(d.max()), float(d.mean()))
+    seconds = timed_in_turns({n: (lambda r=r: r(x)) if n != "ncnn" else r for n, r in runs_of.items()}, runs)
+    print(f"{SIDE} -> {SIDE * scale} px ({scale}x, {NAME} {DENOISE}), median of {runs}:")
+    print(f"  {'path':26} {'seconds':>8} {'vs ncnn':>8} {'max diff':>8} {'mean diff':>9}")
+    for name, s in seconds.items():
+        print(f"  {name:26} {s:8.3f} {seconds['ncnn'] / s:7.2f}x {diffs[name][0]:8d} {diffs[name][1]:9.3f}")
+    equal = [n for n in seconds if n != "ncnn" and diffs[n][0] <= 1]
+    best_equal = min(equal, key=seconds.__getitem__) if equal else None
+    best = min((n for n in seconds if n != "ncnn"), key=seconds.__getitem__)
+    if best_equal:
+        print(f"  fastest with equal output (max diff <= 1): {best_equal}, {seconds['ncnn'] / seconds[best_equal]:.2f}x "
+              f"ncnn (goal >= {GOAL}x)")
+    print(f"  fastest: {best}, {seconds['ncnn'] / seconds[best]:.2f}x ncnn, max diff {diffs[best][0]}")
+
+
+async def bench_reply(runs: int, path: str, cache: Path) -> None:
+    """The whole reply for a face photo through the embedded engine, without and with the 4x upscaler."""
+    from serving.engine import EmbeddedEngine
+    from styles.archive import read_archive, write_archive
+
+    archive = read_archive(STORE / "selfie2anime.mar")
+    weights = archive.generator_weights()
+    os.environ.update(TOONBOT_INFERENCE=path, TOONBOT_COMPILE_CACHE=str(cache))
+    with tempfile.TemporaryDirectory(prefix="toonbot-bench-upscaler-") as tmp:
+        store = Path(tmp) / "store"
+        plain = dict(archive.config, handler={k: v for k, v in archive.handler.items() if k != "upscaler"})
+        write_archive(store, "plain", "1.0", weights, plain)
+        upscaled = dict(plain, handler={**plain["handler"], "upscaler": {"name": NAME, "scale": 4, "denoise": DENOISE}})
+        write_archive(store, "upscaled", "1.0", weights, upscaled)
+        engine = EmbeddedEngine(store, cache_dir=Path(tmp) / "mar")
+        try:
+            face = FACE.read_bytes()
+            for style in ("plain", "upscaled"):
+                await engine.stylize(style, face)
+                handler = engine._workers[style].handler
+                for part in (handler.path, handler.upscaler):
+                    if part is not None:
+                        await asyncio.to_thread(part.ready.wait)
+            times: dict[str, list[float]] = {"plain": [], "upscaled": []}
+            sizes = {}
+            for _ in range(runs):
+                for style in times:
+                    start = time.perf_counter()
+                    result = await engine.stylize(style, face)
+                    times[style].append(time.perf_counter() - start)
+                    sizes[style] = Image.open(io.BytesIO(result.image)).size
+            print(f"reply for a face photo ({FACE.name}) through the embedded engine, inference {path}, median of {runs}:")
+            for style, t in times.items():
+                handler = engine._workers[style].handler
+                on = handler.path.path.name + (f" + upscaler on {handler.upscaler.path.name}" if handler.upscaler else "")
+                print(f"  {style:9} {sizes[style][0]} px  {statistics.median(t):6.3f} s  ({on})")
+        finally:
+            await engine.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch and ncnn threads")
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per path")
+    parser.add_argument("--no-compiled", dest="compiled", action="store_false",
+                        help="skip the compiled paths (the first run builds each in a minute or two)")
+    parser.add_argument("--scales", type=int, nargs="+", default=[2, 4], choices=(2, 3, 4))
+    parser.add_argument("--reply-runs", type=int, default=5, help="timed replies per style (0: skip)")
+    parser.add_argument("--reply-path", default="eager",
+                        help="the engine's inference path for both networks (TOONBOT_INFERENCE), e.g. cpu-compiled-bf16")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "toonbot" / "bench-upscaler")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"CPU {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, bf16 instructions "
+          f"{'yes' if acceleration.cpu_has_bf16() else 'no'}, {torch.get_num_threads()} threads (ncnn too)")
+    pixels = anime_picture()
+    for scale in args.scales:
+        bench_scale(scale, pixels, args.runs, args.compiled, args.cache)
+    if args.reply_runs and (STORE / "selfie2anime.mar").exists():
+        asyncio.run(bench_reply(args.reply_runs, args.reply_path, args.cache))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
