@@ -7,15 +7,14 @@ into a `Request` and shows the `Reply`; nothing here knows any platform.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,7 +23,7 @@ from bots.limits import Refusal, UserLimits
 from db import users
 from db.models import Platform, UsageStatus
 from db.usage import UsageRecord, UsageRecorder
-from serving import animation
+from serving import animation, inputs
 from styles import catalog
 from serving.api import StyleInfo, Stylizer, StylizeError
 
@@ -33,10 +32,12 @@ logger = logging.getLogger(__name__)
 # Why a photo was not drawn, for front ends that show the kind (the web page's HTTP status).
 Problem = Literal[
     "not_a_form", "not_an_image", "too_big", "unknown_style", "bad_input", "no_face",
-    "busy", "too_many", "overloaded", "unavailable", "no_styles", "error",
+    "busy", "too_many", "overloaded", "unavailable", "no_styles", "error", "too_slow",
 ]
 # Serving's error kinds -> the usage log's statuses (anything else is an "error").
-_STATUS: dict[str, UsageStatus] = {"bad_input": "bad_input", "no_face": "no_face", "overloaded": "overloaded"}
+_STATUS: dict[str, UsageStatus] = {
+    "bad_input": "bad_input", "too_big": "bad_input", "no_face": "no_face", "overloaded": "overloaded",
+}
 _PROBLEMS = frozenset(Problem.__args__)  # type: ignore[attr-defined]
 RETRY_OVERLOADED_S = 30  # what "try again in a minute" means to a program
 CATALOGUE_TTL_S = 10.0  # a new deployment shows within this long
@@ -80,6 +81,7 @@ class Request:
     progress: Progress | None = None  # told as an animated GIF or video is drawn, frame by frame
     style: str | None = None  # draw this photo in this style, this once (None: the user's own)
     compare: bool = False  # the original beside the result, in one picture
+    admitted: bool = False  # counted against the limits already (`Core.admit`, before the upload was read)
 
 
 @dataclass(frozen=True)
@@ -123,15 +125,6 @@ def split_compare(arg: str) -> tuple[str, bool]:
     if words and words[-1].lower() == COMPARE:
         return " ".join(words[:-1]), True
     return arg, False
-
-
-def image_pixels(data: bytes) -> int | None:
-    """Width x height from the header alone, for the usage log; None when Pillow can't tell."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.width * image.height
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 class SavedStyles:
@@ -199,6 +192,7 @@ class Core:
         max_upload_bytes: int,
         output_size: int | None,
         animation_limits: animation.Limits = animation.Limits(),
+        clips_in_flight: int = 2,
     ) -> None:
         self._stylizer = stylizer
         self._sessions = sessions
@@ -206,7 +200,8 @@ class Core:
         self._default_style = default_style
         self._limits = UserLimits(requests_per_minute)
         self._network_limits = UserLimits(network_requests_per_minute or requests_per_minute, one_at_a_time=False)
-        self._model_slots = asyncio.Semaphore(max_in_flight)
+        self._model_slots = asyncio.Semaphore(max_in_flight)  # photos and clips' frames, one each, in turn
+        self._clip_slots = asyncio.Semaphore(clips_in_flight)  # clips decoded and held at once
         self._max_upload_bytes = max_upload_bytes
         self._output_size = output_size
         self._animation_limits = animation_limits
@@ -401,13 +396,30 @@ class Core:
             self._record(request, outcome, started)
         return outcome.reply
 
-    def refuse(self, request: Request, problem: Problem, text: str, *, input_bytes: int | None = None) -> Reply:
-        """A photo request its adapter refused before there was a picture (a body that is not a form):
-        logged like any other, answered with `text`."""
-        outcome = _Outcome(style=self._default_style, input_bytes=input_bytes)
-        outcome.refuse("bad_input", problem, text)
+    def refuse(
+        self, request: Request, problem: Problem, text: str, *, input_bytes: int | None = None,
+        status: UsageStatus = "bad_input", retry_after_s: int | None = None,
+    ) -> Reply:
+        """A photo request its adapter refused before there was a picture (a body that is not a form,
+        an upload too slow or one too many): logged like any other, answered with `text`."""
+        outcome = _Outcome(style=request.style or self._default_style, input_bytes=input_bytes)
+        outcome.refuse(status, problem, text, retry_after_s)
         self._record(request, outcome, time.perf_counter())
         return outcome.reply
+
+    def admit(self, request: Request) -> Reply | None:
+        """Count a photo request against its network's and user's allowances before its upload is
+        read, so a refused one is never held in memory: None when admitted (then `handle` it with
+        `admitted=True`, and `release` it whatever happens), else the refusal, logged."""
+        outcome = _Outcome(style=request.style or self._default_style)
+        if self._admit(request, outcome):
+            return None
+        self._record(request, outcome, time.perf_counter())
+        return outcome.reply
+
+    def release(self, request: Request) -> None:
+        """End an admitted request (`admit`) that is answered or abandoned; again is harmless."""
+        self._limits.release((request.platform, request.user_id))
 
     def _record(self, request: Request, outcome: _Outcome, started: float) -> None:
         self._recorder.record(
@@ -430,28 +442,33 @@ class Core:
     async def _within_limits(
         self, request: Request, style: StyleInfo, attachment: Attachment, outcome: _Outcome
     ) -> None:
-        """Refuse politely when the user's network or the user is over their allowance, else draw.
+        """Refuse politely when the user's network or the user is over their allowance, else draw."""
+        if not request.admitted and not self._admit(request, outcome):
+            return
+        try:
+            await self._draw(style, attachment, outcome, request.progress, request.compare)
+        finally:
+            self.release(request)
+
+    def _admit(self, request: Request, outcome: _Outcome) -> bool:
+        """True when the request may start now (`release` must follow), else `outcome` says why not.
 
         The network is asked first: a request it admits counts for it even if
         the user is then refused, so rotating identities gains nothing.
         """
-        user = (request.platform, request.user_id)
-        checks = [(self._limits, user)]
+        checks = [(self._limits, (request.platform, request.user_id))]
         if request.network is not None:
             checks.insert(0, (self._network_limits, (request.platform, "network", request.network)))
         for limits, key in checks:
             refusal = limits.try_acquire(key)
             if refusal is Refusal.BUSY:
                 outcome.refuse("rate_limited", "busy", messages.BUSY_USER, limits.retry_after(key))
-                return
+                return False
             if refusal is Refusal.TOO_MANY:
                 text = messages.SLOW_DOWN.format(limit=limits.per_minute)
                 outcome.refuse("rate_limited", "too_many", text, limits.retry_after(key))
-                return
-        try:
-            await self._draw(style, attachment, outcome, request.progress, request.compare)
-        finally:
-            self._limits.release(user)
+                return False
+        return True
 
     async def _draw(
         self, style: StyleInfo, attachment: Attachment, outcome: _Outcome, progress: Progress | None,
@@ -471,12 +488,16 @@ class Core:
         except TooBig:
             outcome.refuse("bad_input", "too_big", too_big)
             return
-        outcome.input_bytes, outcome.input_pixels = len(data), image_pixels(data)
+        outcome.input_bytes = len(data)
         if len(data) > self._max_upload_bytes:
             outcome.refuse("bad_input", "too_big", too_big)
             return
-        if animation.sniff(data) is not None:
-            await self._draw_clip(style, data, outcome, progress)
+        # From the headers alone, off the event loop (a GIF's blocks are walked): a clip or a still
+        # past the pixel budget is refused here (`TooLarge`), before anything is decoded.
+        shape = await asyncio.to_thread(inputs.inspect, data, self._animation_limits)
+        outcome.input_pixels = shape.pixels or None
+        if shape.kind is not None:
+            await self._draw_clip(style, data, shape, outcome, progress)
             return
         if declared.startswith("video/"):  # a WebM, an AVI...: no still image either
             outcome.refuse("bad_input", "not_an_image", messages.NOT_A_CLIP)
@@ -496,18 +517,24 @@ class Core:
         )
 
     async def _draw_clip(
-        self, style: StyleInfo, data: bytes, outcome: _Outcome, progress: Progress | None
+        self, style: StyleInfo, data: bytes, shape: inputs.Shape, outcome: _Outcome, progress: Progress | None
     ) -> None:
-        """An animated GIF or a video, frame by frame, holding one model slot throughout: other
-        users' photos take the other slots, and each frame queues with them in the runtime."""
-        async with self._model_slots:
-            # Decoded in the slot, so at most `max_in_flight` clips' frames are in memory at once;
-            # in a thread, as decoding a long video takes seconds of CPU.
-            clip = await asyncio.to_thread(animation.decode, data, self._animation_limits)
+        """An animated GIF or a video, frame by frame: each frame takes a model slot for its own
+        request only, so photos that arrive meanwhile are drawn between two frames.
+
+        At most `clips_in_flight` clips are decoded and held at once (the others wait in line).
+        Decoding runs in a thread (seconds of CPU for a long video) and stops at the next frame
+        when nobody waits any more (the page closed: the request is cancelled)."""
+        async with self._clip_slots:
+            stop = threading.Event()
+            try:
+                clip = await asyncio.to_thread(animation.decode, data, self._animation_limits, shape=shape, stop=stop)
+            finally:
+                stop.set()  # a cancelled wait leaves the thread running: this ends it
             outcome.input_pixels = clip.size[0] * clip.size[1]
             outcome.frames, outcome.seconds = len(clip.frames), round(clip.duration, 3)
             result = await animation.draw(
-                self._stylizer, style.name, clip, size=self._output_size, progress=progress
+                self._stylizer, style.name, clip, size=self._output_size, progress=progress, turns=self._model_slots
             )
         outcome.status, outcome.version, outcome.faces = "ok", result.version, result.faces
         outcome.reply = Reply(

@@ -9,7 +9,7 @@ takes serving's words.
 
 from __future__ import annotations
 
-from serving import animation, replies
+from serving import animation, inputs, replies
 from styles.payload import refusals
 
 WELCOME = (
@@ -78,11 +78,21 @@ NOT_A_CLIP = (
     "Send it as an MP4 (most phones record MP4), or send a photo."
 )
 NO_FACE_IN_CLIP = animation.NO_FACE_IN_CLIP
+CLIP_FRAMES_TOO_LARGE = inputs.FRAME_TOO_LARGE  # refused from the headers, before a frame is decoded
+CLIP_TOO_LARGE = inputs.CLIP_TOO_LARGE
+TOO_MANY_PIXELS = refusals.TOO_MANY_PIXELS  # a still photo, from its header
 
 ERROR = "Sorry, something went wrong on my side. Please try again."
 NOT_A_FORM = "Send the picture as a file upload: a multipart form with an \"image\" field (and optionally \"style\")."
 WRONG_HOST = "This page is not served under that name. Open it at the address toonbot printed when it started."
 CROSS_SITE = "Requests from other web sites are not accepted. Open the page itself to upload a picture."
+# The page's uploads (bots/web.py): too slow to arrive, too many at once from one address, or for everyone.
+UPLOAD_TOO_SLOW = (
+    "Your upload took longer than {seconds:g} s to arrive, so I stopped waiting. "
+    "Please try again, or send a smaller file."
+)
+UPLOADS_AT_ONCE = "Too many uploads from your network at once. Wait for one to finish, then try again."
+UPLOADS_BUSY = "I'm receiving too many uploads right now. Please try again in a few seconds."
 
 # Everyone: privacy.
 PRIVACY = (

@@ -84,9 +84,8 @@ class SharedCore:
             max_in_flight=settings.max_in_flight,
             max_upload_bytes=settings.max_upload_bytes,
             output_size=settings.output_size,
-            animation_limits=animation.Limits(
-                settings.animation_max_seconds, settings.animation_max_frames, settings.animation_max_pixels
-            ),
+            animation_limits=animation.Limits.of(settings),
+            clips_in_flight=settings.animation_max_in_flight,
         )
         self._stack.push_async_callback(core.settle, 5.0)  # style saves still in flight, before the engine goes
         self.admin = await open_admin(settings, open_management(settings, stylizer), sessions, core)

@@ -23,7 +23,9 @@ import ipaddress
 import logging
 import re
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
@@ -42,6 +44,7 @@ PAGE = Path(__file__).with_name("static") / "index.html"
 VISITOR_COOKIE = "toonbot_visitor"
 CORE = web.AppKey("core", Core)
 MAX_UPLOAD = web.AppKey("max_upload", int)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
 READ_CHUNK = 2**16
 MAX_STYLE_FIELD = 256  # bytes of the `style` field read; a name is at most 64
 MAX_PARTS = 8  # form fields looked at; the page sends two
@@ -53,8 +56,11 @@ WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 HTTP_STATUS: dict[Problem, int] = {
     "not_a_form": 415, "not_an_image": 415, "too_big": 413, "unknown_style": 400, "bad_input": 400,
     "no_face": 422, "busy": 429, "too_many": 429, "overloaded": 503, "unavailable": 503,
-    "no_styles": 503, "error": 500,
+    "no_styles": 503, "error": 500, "too_slow": 408,
 }
+FORM_OVERHEAD = 64 * 1024  # a form's bytes besides the image: boundaries, part headers, the style field
+UPLOAD_RETRY_S = 5  # Retry-After when the uploads at once are taken
+LINGER_S = 5.0  # how long an unread body is read and dropped after the answer, so the client sees the answer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,6 +89,36 @@ class Visitors:
 
 
 VISITORS = web.AppKey("visitors", Visitors)
+
+
+class Uploads:
+    """Upload bodies being read, held to `per_address` at once from one address and `budget` bytes
+    for all of them; a request reserves its share before the first byte of its body is read."""
+
+    def __init__(self, per_address: int, budget: int) -> None:
+        self._per_address, self._budget = per_address, budget
+        self._at_once: Counter[str] = Counter()
+        self.held = 0  # bytes reserved now
+
+    def reserve(self, address: str, size: int) -> Problem | None:
+        """Hold `size` bytes for one upload from `address` (`release` must follow), or say why not."""
+        if self._at_once[address] >= self._per_address:
+            return "too_many"
+        if self.held + size > self._budget:
+            return "overloaded"
+        self._at_once[address] += 1
+        self.held += size
+        return None
+
+    def release(self, address: str, size: int) -> None:
+        """The upload is read (or given up): its bytes and its place are free again."""
+        self.held -= size
+        self._at_once[address] -= 1
+        if self._at_once[address] <= 0:
+            del self._at_once[address]
+
+
+UPLOADS = web.AppKey("uploads", Uploads)
 
 
 def allowed_hosts(settings: Settings) -> frozenset[str]:
@@ -184,23 +220,62 @@ async def preview(request: web.Request) -> web.Response:
 
 
 async def stylize(request: web.Request) -> web.Response:
-    """One upload: the image comes back as is, or `{"message": ...}` in the core's words."""
-    core = request.app[CORE]
+    """One upload: the image comes back as is, or `{"message": ...}` in the core's words.
+
+    Nothing of the body is read before the request is counted against the visitor's limits and
+    has its place among the uploads at once; the body then has `WEB_BODY_TIMEOUT_S` to arrive."""
+    core, limit = request.app[CORE], request.app[MAX_UPLOAD]
+    asked = _request(request)
     if request.content_type != "multipart/form-data":  # JSON, a raw image, a form, nothing
         problem: Problem = "not_a_form" if request.body_exists else "bad_input"
-        return _answer(core.refuse(_request(request), problem, messages.NOT_A_FORM,
-                                   input_bytes=request.content_length))
+        return _answer(core.refuse(asked, problem, messages.NOT_A_FORM, input_bytes=request.content_length))
+    size = request.content_length
+    if size is not None and size > limit + FORM_OVERHEAD:  # declared too big: refused unread
+        return _answer(core.refuse(asked, "too_big", messages.TOO_BIG.format(limit_mb=limit // 2**20), input_bytes=size))
+    refused = core.admit(asked)
+    if refused is not None:
+        return _answer(refused)
     try:
-        style, compare, content_type, data = await _read_form(request, request.app[MAX_UPLOAD])
-    except (ValueError, HttpProcessingError) as error:  # a broken multipart body (no boundary, bad headers)
-        logger.info("unreadable upload from %s: %s", request.remote, error)
-        return _answer(core.refuse(_request(request), "bad_input", messages.NOT_A_FORM))
+        form = await _upload(request, asked, min(size or limit + FORM_OVERHEAD, limit + FORM_OVERHEAD))
+        if isinstance(form, web.Response):
+            return form
+        style, compare, content_type, data = form
 
-    async def read() -> bytes:
-        return data
+        async def read() -> bytes:
+            return data
 
-    attachment = Attachment(content_type, len(data), read)
-    return _answer(await core.handle(_request(request, attachment, style=style or None, compare=compare)))
+        attachment = Attachment(content_type, len(data), read)
+        drawn = _request(request, attachment, style=style or None, compare=compare)
+        return _answer(await core.handle(replace(drawn, admitted=True)))
+    finally:
+        core.release(asked)
+
+
+async def _upload(
+    request: web.Request, asked: Request, size: int
+) -> tuple[str, bool, str, bytes] | web.Response:
+    """The form, read within the body deadline with `size` bytes reserved; or the refusal."""
+    core, uploads, address = request.app[CORE], request.app[UPLOADS], request.remote or "unknown"
+    held = uploads.reserve(address, size)
+    if held is not None:
+        text = messages.UPLOADS_AT_ONCE if held == "too_many" else messages.UPLOADS_BUSY
+        logger.warning("upload from %s refused (%s): %d bytes held for uploads", address, held, uploads.held)
+        status = "rate_limited" if held == "too_many" else "overloaded"
+        return _answer(core.refuse(asked, held, text, status=status, retry_after_s=UPLOAD_RETRY_S))
+    deadline = request.app[BODY_TIMEOUT]
+    try:
+        async with asyncio.timeout(deadline):
+            return await _read_form(request, request.app[MAX_UPLOAD])
+    except TimeoutError:
+        logger.warning("upload from %s cut off: its body took over %g s", address, deadline)
+        return _answer(core.refuse(asked, "too_slow", messages.UPLOAD_TOO_SLOW.format(seconds=deadline)))
+    except (ValueError, HttpProcessingError, web.RequestPayloadError) as error:
+        # A broken multipart body (no boundary, bad headers), or one aiohttp cannot decode (a
+        # Content-Encoding the bytes do not follow).
+        logger.info("unreadable upload from %s: %s", address, error)
+        return _answer(core.refuse(asked, "bad_input", messages.NOT_A_FORM))
+    finally:
+        uploads.release(address, size)
 
 
 async def _read_form(request: web.Request, limit: int) -> tuple[str, bool, str, bytes]:
@@ -288,6 +363,8 @@ def build_app(settings: Settings, shared: SharedCore) -> web.Application:
 
     app = web.Application(middlewares=[guard(allowed_hosts(settings)), errors])
     app[MAX_UPLOAD] = settings.max_upload_bytes
+    app[BODY_TIMEOUT] = settings.web_body_timeout_s
+    app[UPLOADS] = Uploads(settings.web_uploads_per_ip, settings.web_upload_budget_bytes)
     secret = settings.web_secret.get_secret_value().encode() if settings.web_secret else secrets.token_bytes(32)
     app[VISITORS] = Visitors(secret)
     app.on_startup.append(open_core)
@@ -301,8 +378,16 @@ def build_app(settings: Settings, shared: SharedCore) -> web.Application:
 
 
 async def serve(settings: Settings, shared: SharedCore, stop: asyncio.Event) -> None:
-    """Serve the page on WEB_HOST:WEB_PORT until `stop`."""
-    runner = web.AppRunner(build_app(settings, shared))
+    """Serve the page on WEB_HOST:WEB_PORT until `stop`.
+
+    A connection gets WEB_HEADER_TIMEOUT_S for its request's headers (aiohttp's keep-alive timer
+    runs from the connection's start and from each answer, and closes a connection still waiting
+    for headers then). A visitor who leaves cancels their request: the engine's slot is freed at
+    the next frame instead of drawing for nobody."""
+    runner = web.AppRunner(
+        build_app(settings, shared), handler_cancellation=True,
+        keepalive_timeout=settings.web_header_timeout_s, lingering_time=LINGER_S,
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.web_host, settings.web_port).start()

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     web_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     web_secret: SecretStr | None = None  # signs visitor cookies; unset: a random key per process
     web_requests_per_minute_per_ip: int | None = Field(default=None, ge=1)  # unset: REQUESTS_PER_MINUTE
+    # Uploads to the page: the headers within WEB_HEADER_TIMEOUT_S of the connection (or the last answer),
+    # the body within WEB_BODY_TIMEOUT_S (else 408); at most WEB_UPLOADS_PER_IP at once from one address
+    # (429) and WEB_UPLOAD_BUDGET_BYTES held for all of them (503), checked before a byte is read.
+    web_header_timeout_s: float = Field(default=10.0, gt=0)
+    web_body_timeout_s: float = Field(default=40.0, gt=0)
+    web_uploads_per_ip: int = Field(default=2, ge=1)
+    web_upload_budget_bytes: int = Field(default=200 * 2**20, ge=2**20)
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
     # Data and models.
@@ -77,6 +84,14 @@ class Settings(BaseSettings):
     animation_max_seconds: float = Field(default=10.0, gt=0)
     animation_max_frames: int = Field(default=300, ge=1)
     animation_max_pixels: int = Field(default=1280 * 720, ge=64 * 64)
+    # Refused from the headers before a frame is decoded: a frame as sent (a GIF's screen, a video's frame)
+    # past ANIMATION_MAX_INPUT_PIXELS (4K), or more than ANIMATION_MAX_TOTAL_PIXELS in all (frames x
+    # pixels: 10 s of 1080p at 30 frames a second); decoding costs that, whatever is drawn.
+    animation_max_input_pixels: int = Field(default=3840 * 2160, ge=64 * 64)
+    animation_max_total_pixels: int = Field(default=1920 * 1080 * 300, ge=64 * 64)
+    # Clips decoded and drawn at once (their frames take model slots one at a time, between photos);
+    # more wait in line.
+    animation_max_in_flight: int = Field(default=2, ge=1)
     jobs_poll_s: float = Field(default=5.0, gt=0)  # how often finished training jobs are looked for
 
     # Training worker: the dataset root holding <pair>/trainA, trainB, testA, testB.

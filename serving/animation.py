@@ -14,46 +14,42 @@ untouched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import math
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageSequence, UnidentifiedImageError
+from PIL import Image
 
+from serving import inputs
 from serving.api import BadInput, NoFace, Stylized, Stylizer
+from serving.inputs import (  # noqa: F401 - the clip's words and limits, where the bots have long read them
+    DAMAGED_GIF, DAMAGED_VIDEO, NO_PICTURE_TRACK, TOO_LONG, Kind, Limits, Shape, sniff, too_long,
+)
 
 if TYPE_CHECKING:  # PyAV is imported by the first MP4: ~20 MiB a process that draws only stills never needs
     import av
 
-Kind = Literal["gif", "mp4"]
 Progress = Callable[[int, int], Awaitable[None]]
 
 CONTENT_TYPES: dict[Kind, str] = {"gif": "image/gif", "mp4": "video/mp4"}
 # What users are told (bots/messages.py lists them with the bots' own words).
 NO_FACE_IN_CLIP = "I found no face in any frame of that clip. Try one where the face is large and turned to the camera."
-TOO_LONG = (
-    "That clip is {seconds:.1f} s and {frames} frames; I draw at most {max_seconds:g} s and {max_frames} frames. "
-    "Trim it (your phone's video editor, or Telegram's trim bar before sending) and send it again."
-)
 NOT_A_CLIP = "That is not an animated GIF or an MP4 video."
-DAMAGED_GIF = "I could not read that GIF; it may be damaged."
-DAMAGED_VIDEO = "I could not read that video; it may be damaged."
-NO_PICTURE_TRACK = "That video has no picture track."
 NO_FRAMES = "That video has no frames."
 FRAME_QUALITY = 95  # JPEG quality of the frames a clip keeps (see `Clip`)
-GIF_MIN_MS = 20  # browsers draw shorter GIF delays as 100 ms; keep what the file says, but never below this
+GIF_MIN_MS = inputs.GIF_MIN_MS
+# Frames are shrunk with Pillow's (antialiased) bilinear filter: a third of Lanczos's CPU, and the
+# generator draws at 96-256 px, where the two do not differ.
+SHRINK = Image.BILINEAR
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What a 2-core machine draws without starving everyone else (settings in the bots)."""
-
-    seconds: float = 10.0
-    frames: int = 300
-    pixels: int = 1280 * 720  # per frame; larger frames are scaled down before drawing
+class Abandoned(Exception):
+    """Nobody waits for the clip any more (its `stop` was set): decoding ends at the next frame."""
 
 
 @dataclass
@@ -80,32 +76,12 @@ class Clip:
         return CONTENT_TYPES[self.kind]
 
 
-def sniff(data: bytes) -> Kind | None:
-    """"gif" for an animated GIF, "mp4" for an ISO media file (MP4, MOV, M4V), else None (a still image)."""
-    if data[4:8] == b"ftyp":
-        return "mp4"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                return "gif" if getattr(img, "n_frames", 1) > 1 else None
-        except (UnidentifiedImageError, OSError, ValueError):
-            return None
-    return None
-
-
-def too_long(limits: Limits, seconds: float, frames: int) -> BadInput:
-    """The refusal of a clip past `limits`, saying both its length and the limits."""
-    words = TOO_LONG.format(seconds=seconds, frames=frames, max_seconds=limits.seconds, max_frames=limits.frames)
-    return BadInput(words)
-
-
-def _fit(img: Image.Image, limits: Limits) -> Image.Image:
-    """RGB, scaled down (never up) to at most `limits.pixels`."""
-    img = img.convert("RGB")
-    scale = math.sqrt(limits.pixels / (img.width * img.height))
-    if scale < 1.0:
-        img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.LANCZOS)
-    return img
+def fitted(width: int, height: int, pixels: int) -> tuple[int, int]:
+    """`width` x `height` scaled down (never up) to at most `pixels`, the aspect kept."""
+    scale = math.sqrt(pixels / max(1, width * height))
+    if scale >= 1.0:
+        return width, height
+    return max(1, int(width * scale)), max(1, int(height * scale))
 
 
 def _kept(img: Image.Image) -> bytes:
@@ -115,85 +91,87 @@ def _kept(img: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def decode(data: bytes, limits: Limits = Limits()) -> Clip:
-    """Every frame of a GIF or a video, with its start time; `BadInput` when unreadable or too long."""
-    kind = sniff(data)
-    if kind == "gif":
-        return _decode_gif(data, limits)
-    if kind == "mp4":
-        return _decode_mp4(data, limits)
+def _go_on(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Abandoned
+
+
+def decode(
+    data: bytes, limits: Limits = Limits(), *, shape: Shape | None = None, stop: threading.Event | None = None
+) -> Clip:
+    """Every frame of a GIF or a video, shrunk to `limits.pixels` as it is decoded, with its start
+    time; `BadInput` when unreadable or too long, `TooLarge` past the pixel budget (told from the
+    headers first: `inputs.inspect`, unless its `shape` is given). `stop` set: `Abandoned`."""
+    shape = shape or inputs.inspect(data, limits)
+    if shape.kind == "gif":
+        return _decode_gif(data, shape, limits, stop)
+    if shape.kind == "mp4":
+        return _decode_mp4(data, shape, limits, stop)
     raise BadInput(NOT_A_CLIP)
 
 
-def _decode_gif(data: bytes, limits: Limits) -> Clip:
+def _decode_gif(data: bytes, shape: Shape, limits: Limits, stop: threading.Event | None) -> Clip:
+    """Pillow composites each frame on the whole screen (its cost is in the budget); the clip keeps
+    it shrunk. Timing and loop come from the blocks `inputs` walked."""
+    size = fitted(shape.width, shape.height, limits.pixels)
     frames: list[bytes] = []
-    times: list[float] = []
-    t, size = 0.0, (0, 0)
     try:
         with Image.open(io.BytesIO(data)) as img:
-            n = img.n_frames
-            loop = int(img.info.get("loop", 0))
-            for frame in ImageSequence.Iterator(img):
-                ms = max(GIF_MIN_MS, int(frame.info.get("duration") or 100))
-                times.append(t)
-                t += ms / 1000
-                if len(frames) >= limits.frames or t > limits.seconds + 1e-6:
-                    raise too_long(limits, _gif_seconds(img), n)
-                fitted = _fit(frame, limits)
-                frames.append(_kept(fitted))
-                size = fitted.size
-    except (UnidentifiedImageError, OSError, ValueError, EOFError) as err:
+            for i in range(shape.frames):
+                _go_on(stop)
+                try:
+                    img.seek(i)
+                except EOFError:  # Pillow stops at a damaged frame: keep what came before
+                    break
+                frame = img.convert("RGB")
+                frames.append(_kept(frame if frame.size == size else frame.resize(size, SHRINK)))
+    except Image.DecompressionBombError:
+        raise inputs.frame_too_large(shape.width, shape.height, limits) from None
+    except (Abandoned, BadInput):
+        raise
+    except Exception as err:  # UnidentifiedImageError, OSError, ValueError...: a damaged file
         raise BadInput(DAMAGED_GIF) from err
-    return Clip("gif", frames, size, times, t, data, loop)
+    if not frames:
+        raise BadInput(DAMAGED_GIF)
+    delays = shape.delays_ms[: len(frames)]
+    times = [sum(delays[:i]) / 1000 for i in range(len(delays))]
+    return Clip("gif", frames, size, times, sum(delays) / 1000, data, shape.loop)
 
 
-def _gif_seconds(img: Image.Image) -> float:
-    total = 0.0
-    for frame in ImageSequence.Iterator(img):
-        total += max(GIF_MIN_MS, int(frame.info.get("duration") or 100)) / 1000
-    return total
-
-
-def _decode_mp4(data: bytes, limits: Limits) -> Clip:
+def _decode_mp4(data: bytes, shape: Shape, limits: Limits, stop: threading.Event | None) -> Clip:
+    """Each frame scaled down by FFmpeg as it comes out of the decoder, never kept at full size;
+    the frame count and pixels are held to the limits again as they come (headers can lie)."""
     import av
 
+    frames: list[bytes] = []
+    times: list[float] = []
+    size, used = (0, 0), 0
     try:
         with av.open(io.BytesIO(data)) as container:
-            if not container.streams.video:
-                raise BadInput(NO_PICTURE_TRACK)
             stream = container.streams.video[0]
             audio = bool(container.streams.audio)
-            seconds = _seconds(container, stream)
-            declared = stream.frames or round(seconds * float(stream.average_rate or 0))
-            if seconds > limits.seconds + 1e-6 or declared > limits.frames:
-                raise too_long(limits, seconds, declared)
-            frames: list[bytes] = []
-            times: list[float] = []
-            size = (0, 0)
             for frame in container.decode(stream):
+                _go_on(stop)
+                used += frame.width * frame.height
                 if len(frames) >= limits.frames:
-                    raise too_long(limits, seconds, len(frames) + 1)
-                img = frame.to_image()
+                    raise too_long(limits, shape.seconds, len(frames) + 1)
+                if frame.width * frame.height > limits.input_pixels:
+                    raise inputs.frame_too_large(frame.width, frame.height, limits)
+                if used > limits.total_pixels:
+                    raise inputs.clip_too_large(max(shape.frames, len(frames) + 1), frame.width, frame.height, limits)
+                width, height = fitted(frame.width, frame.height, limits.pixels)
+                img = frame.to_image(width=width, height=height, interpolation="AREA")
                 if frame.rotation:  # phone videos: stored sideways, turned by display metadata
                     img = img.rotate(frame.rotation, expand=True)
-                fitted = _fit(img, limits)
-                frames.append(_kept(fitted))
-                size = fitted.size
+                size = size if frames else img.size
+                frames.append(_kept(img if img.size == size else img.resize(size, SHRINK)))
                 times.append(float(frame.time or 0.0))
     except av.error.FFmpegError as err:
         raise BadInput(DAMAGED_VIDEO) from err
     if not frames:
         raise BadInput(NO_FRAMES)
     start = times[0]
-    return Clip("mp4", frames, size, [t - start for t in times], seconds, data, audio=audio)
-
-
-def _seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float:
-    import av
-
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    return (container.duration or 0) / av.time_base
+    return Clip("mp4", frames, size, [t - start for t in times], shape.seconds, data, audio=audio)
 
 
 def encode(clip: Clip, frames: list[Image.Image]) -> bytes:
@@ -245,9 +223,13 @@ def _encode_mp4(clip: Clip, frames: list[Image.Image]) -> bytes:
 
 
 async def draw(
-    stylizer: Stylizer, style: str, clip: Clip, *, size: int | None = None, progress: Progress | None = None
+    stylizer: Stylizer, style: str, clip: Clip, *, size: int | None = None, progress: Progress | None = None,
+    turns: asyncio.Semaphore | None = None,
 ) -> Stylized:
     """Every frame through `stylizer`, one request at a time, then the clip written back.
+
+    With `turns` (the model slots photos wait for too), each frame takes one for its own request
+    only: a photo that arrives mid-clip gets the next free slot, between two frames.
 
     Each frame's request hands on where the frame before had its faces
     (`follow`), so the handler keeps them steady in their squares instead of
@@ -260,7 +242,8 @@ async def draw(
     version, faces, follow = "", None, None
     for i, frame in enumerate(clip.frames):
         try:
-            result = await stylizer.stylize(style, frame, size=size, fmt="png", follow=follow)
+            async with turns or contextlib.nullcontext():
+                result = await stylizer.stylize(style, frame, size=size, fmt="png", follow=follow)
         except NoFace:
             drawn.append(None)
         else:

@@ -67,6 +67,12 @@ class BadInput(StylizeError):
     kind = "bad_input"
 
 
+class TooLarge(BadInput):
+    """Too many pixels (or bytes) to draw, told from its headers before it is decoded (HTTP 413)."""
+
+    kind = "too_big"
+
+
 class NoFace(StylizeError):
     """A face style found no face in the photo."""
 

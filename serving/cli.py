@@ -171,8 +171,7 @@ async def _draw(stylizer: Stylizer, settings: Settings, args: argparse.Namespace
     if kind is None:
         result = await stylizer.stylize(args.style, data, size=args.size, fmt=args.format, compare=args.compare)
         return result, EXTENSIONS[args.format]
-    limits = animation.Limits(settings.animation_max_seconds, settings.animation_max_frames,
-                              settings.animation_max_pixels)
+    limits = animation.Limits.of(settings)
     clip = await asyncio.to_thread(animation.decode, data, limits)
     return await animation.draw(stylizer, args.style, clip, size=args.size), kind
 

@@ -85,12 +85,17 @@ class _Worker:
                     batch.append(await asyncio.wait_for(self.queue.get(), left))
                 except TimeoutError:
                     break
+            live = [r for r in batch if not r.done.cancelled()]
+            for _ in range(len(batch) - len(live)):  # callers who left (a page closed mid-clip): not drawn
+                self.queue.task_done()
+            if not live:
+                continue
             try:
-                answers = await loop.run_in_executor(self.thread, _predict, handler, service, batch)
+                answers = await loop.run_in_executor(self.thread, _predict, handler, service, live)
             except Exception:  # the handler failed as a whole; TorchServe answers 503
-                logger.exception("style %s failed on a batch of %d", self.archive.name, len(batch))
-                answers = [Answer(503, None, b"", {})] * len(batch)
-            for request, answer in zip(batch, answers):
+                logger.exception("style %s failed on a batch of %d", self.archive.name, len(live))
+                answers = [Answer(503, None, b"", {})] * len(live)
+            for request, answer in zip(live, answers):
                 if not request.done.done():
                     request.done.set_result(answer)
                 self.queue.task_done()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 
-from serving.api import BadInput, NoFace, StylizeError, UnknownStyle
+from serving.api import BadInput, NoFace, StylizeError, TooLarge, UnknownStyle
 from styles import catalog
 
 # The one wording for a style name nothing is deployed under: the bots say it too (with the list after it).
 UNKNOWN_STYLE = "I don't know the style \"{name}\"."
 OVERLOADED = "I'm busy with other pictures right now. Please try again in a minute."
 UNAVAILABLE = "The picture service is not reachable right now. Please try again later."
+TOO_LARGE_KINDS = ("too_large", "too_many_pixels")  # the handler's 413s (styles/payload/imaging.py)
 FAILED = "Something went wrong while drawing your picture. Please try again."
 
 
@@ -30,4 +31,6 @@ def rejection(body: bytes) -> StylizeError:
         kind, message = payload["error"], payload["message"]
     except (ValueError, KeyError, TypeError):
         return BadInput(FAILED)
-    return NoFace(message) if kind == "no_face" else BadInput(message)
+    if kind == "no_face":
+        return NoFace(message)
+    return TooLarge(message) if kind in TOO_LARGE_KINDS else BadInput(message)

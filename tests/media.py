@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import av
@@ -71,3 +72,28 @@ def gif_frames(data: bytes) -> list[int]:
             gif.seek(i)
             durations.append(gif.info["duration"])
     return durations
+
+
+def screen_gif(width: int, height: int, frames: int, delay_cs: int = 3) -> bytes:
+    """A hostile GIF written by hand: a `width` x `height` screen and `frames` one-pixel frames,
+    a few bytes each, so a few kilobytes declare gigapixels of compositing."""
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff")
+    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\0\0\0"  # loop forever
+    for _ in range(frames):
+        out += b"\x21\xf9\x04\x00" + struct.pack("<H", delay_cs) + b"\0\0"  # graphic control: the delay
+        out += b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"  # one pixel, LZW
+    return bytes(out + b"\x3b")
+
+
+def square_mp4(side: int, frames: int) -> bytes:
+    """`frames` black H.264 frames of `side` x `side`: megabytes that declare gigapixels."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as c:
+        video = c.add_stream("libx264", rate=30)
+        video.width = video.height = side
+        video.pix_fmt, video.options = "yuv420p", {"preset": "ultrafast"}
+        black = av.VideoFrame.from_ndarray(np.zeros((side, side, 3), np.uint8), format="rgb24")
+        for _ in range(frames):
+            c.mux(video.encode(black))
+        c.mux(video.encode())
+    return out.getvalue()
