@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import DeployAction, Deployment, ServingRuntime
+from db.models import DeployAction, Deployment, GuardDecision, ServingRuntime
 
 
 async def record_deployment(
@@ -18,8 +20,11 @@ async def record_deployment(
     runtime: ServingRuntime,
     ok: bool,
     message: str = "",
+    guard: GuardDecision | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> Deployment:
-    """Log one deploy or rollback attempt; `ok` says whether it became the default."""
+    """Log one deploy or rollback attempt; `ok` says whether it became the default, `guard` how the
+    quality check went and `figures` what it compared."""
     deployment = Deployment(
         style=style,
         version=version,
@@ -28,6 +33,8 @@ async def record_deployment(
         runtime=runtime,
         ok=ok,
         message=message,
+        guard=guard,
+        figures=figures,
     )
     session.add(deployment)
     await session.commit()
@@ -66,3 +73,13 @@ async def previous_version(session: AsyncSession, *, style: str) -> str | None:
         elif not history or history[-1] != version:
             history.append(version)
     return history[-2] if len(history) > 1 else None
+
+
+async def live_version(session: AsyncSession, *, style: str) -> str | None:
+    """The version the log says serves: its latest successful deploy or rollback (None: never deployed)."""
+    return await session.scalar(
+        select(Deployment.version)
+        .where(Deployment.style == style, Deployment.ok)
+        .order_by(Deployment.created_at.desc(), Deployment.id.desc())
+        .limit(1)
+    )

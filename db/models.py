@@ -31,6 +31,9 @@ Platform = Literal["telegram", "discord", "web"]
 UsageStatus = Literal["ok", "bad_input", "no_face", "rate_limited", "overloaded", "error"]
 DeployAction = Literal["deploy", "rollback"]
 ServingRuntime = Literal["torchserve", "embedded"]  # what a deploy switched (training has its own Runtime)
+# How a deploy's quality check went (styles.quality): better or level with the live version, refused as worse,
+# deployed as worse because the admin said `force`, or not comparable (no quality.json, another test split).
+GuardDecision = Literal["passed", "refused", "forced", "unmeasured", "incomparable"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
 # Usage grows without bound: 64-bit ids on PostgreSQL, while SQLite needs
@@ -111,6 +114,10 @@ class Deployment(Base):
     runtime: Mapped[ServingRuntime] = mapped_column(choice(ServingRuntime, "runtime"))
     ok: Mapped[bool] = mapped_column(Boolean)
     message: Mapped[str] = mapped_column(Text, default="")
+    guard: Mapped[GuardDecision | None] = mapped_column(String(16))  # None: rollbacks and older rows
+    figures: Mapped[dict[str, Any] | None] = mapped_column(  # {"version": quality.json, "live": ..., "worse": [...]}
+        JSON().with_variant(JSONB(), "postgresql")
+    )
     created_at: Mapped[datetime] = created_column()
 
 

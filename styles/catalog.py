@@ -44,6 +44,27 @@ KNOWN: dict[str, Entry] = {
 }
 
 
+@dataclass(frozen=True)
+class Bar:
+    """What a style's live version must reach on its test split (`styles.quality`) not to be called experimental:
+    the share of pictures its pair's judge takes for the target domain, at most this KID x100, and at least
+    this sharpness (relative to real target pictures)."""
+
+    min_judged: float = 0.5
+    max_kid: float | None = None
+    min_sharpness: float = 0.0
+
+
+# Thresholds per style, from the bundled versions' evaluations (quality.json): a style that drew
+# its target domain convincingly sets its bar a little below what it reached, so a worse retrain shows.
+BARS: dict[str, Bar] = {}
+
+
+def bar(style: str) -> Bar:
+    """The style's bar; styles without their own get the default (half the pictures judged as the target)."""
+    return BARS.get(style, Bar())
+
+
 # Preview pictures: public domain, never dataset images. grace_hopper.jpg (US Navy photo, via
 # scikit-image), chelsea.jpg (scikit-image's cat, CC0), astronaut.jpg (Eileen Collins, NASA, via scikit-image).
 PREVIEW_PICTURES = Path(__file__).resolve().parent / "previews"

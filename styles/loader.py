@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 
 import torch
 import ts
+import yaml
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.service import Service
 from ts.utils.util import list_classes_from_module
 
-from styles.archive import Archive
+from styles.archive import CONFIG, Archive
 
 if TYPE_CHECKING:
     from ts.torch_handler.base_handler import BaseHandler
@@ -99,6 +100,17 @@ def load_service(archive: Archive, model_dir: Path) -> tuple[BaseHandler, Servic
     )
     handler.initialize(service.context)
     return handler, service
+
+
+def load_eager(archive: Archive, cache: Path) -> tuple[BaseHandler, Service]:
+    """The archive's handler on the plain eager generator, unpacked into `cache` (a folder of the caller's own):
+    for one-off drawing (previews, evaluations), where building a faster path would take longer than the work."""
+    model_dir = unpack(archive, cache)
+    config_file = model_dir / archive.manifest["model"].get("configFile", CONFIG)
+    config = yaml.safe_load(config_file.read_text())
+    config["handler"]["inference"] = "eager"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    return load_service(archive, model_dir)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from styles import catalog, loader
-from styles.archive import CONFIG, PREVIEW, Archive, read_archive
+from styles.archive import PREVIEW, Archive, read_archive
 
 if TYPE_CHECKING:
     from ts.service import Service
@@ -32,13 +30,7 @@ class _Drawer:
     def draw(self, archive: Archive, picture: bytes, *, compare: bool) -> bytes:
         """`picture` through the archive's handler, as a JPEG at the size the model draws."""
         if archive.name not in self.loaded:
-            model_dir = loader.unpack(archive, self.cache)
-            # One picture: the eager generator draws it; building faster paths would take longer.
-            config_file = model_dir / archive.manifest["model"].get("configFile", CONFIG)
-            config = yaml.safe_load(config_file.read_text())
-            config["handler"]["inference"] = "eager"
-            config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-            self.loaded[archive.name] = loader.load_service(archive, model_dir)
+            self.loaded[archive.name] = loader.load_eager(archive, self.cache)
         headers = {"X-Format": "jpeg", **({"X-Compare": "1"} if compare else {})}
         (answer,) = loader.predict(*self.loaded[archive.name], [(picture, headers)])
         if answer.status != 200:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training import data, export, fit, official, queue_cli, showcase, summary, warm_start, worker
+from training import data, evaluate, export, fit, judge, official, queue_cli, showcase, summary, warm_start, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     warm_start.add_parser(sub)
     data.add_parser(sub)
     showcase.add_parser(sub)
+    judge.add_parser(sub)
+    evaluate.add_parser(sub)
     return parser
 
 
