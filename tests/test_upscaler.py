@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from upscaler_speed import from_pixels, ncnn_net, ncnn_upscale, to_pixels, upscaler  # noqa: E402
 
+from serving.client import TorchServeClient  # noqa: E402
 from serving.engine import EmbeddedEngine  # noqa: E402
 from styles import catalog, loader  # noqa: E402
 from styles.archive import model_config, read_archive, write_archive  # noqa: E402
-from torchserve_fixture import TINY  # noqa: E402
+from torchserve_fixture import TINY, running_torchserve, wait_for_workers  # noqa: E402
 from styles.payload import imaging  # noqa: E402
 from styles.payload.networks import ResnetGenerator  # noqa: E402
 
@@ -141,6 +142,21 @@ async def test_an_explicit_size_overrides_the_upscaled_one(engine: EmbeddedEngin
     for size in (48, 200):
         result = await engine.stylize("cat2dog", CAT.read_bytes(), size=size)
         assert Image.open(io.BytesIO(result.image)).size == (size, size)
+
+
+async def test_torchserve_replies_with_the_same_upscaled_picture(
+    engine: EmbeddedEngine, upscaled_store: Path, tmp_path: Path
+) -> None:
+    local = await engine.stylize("cat2dog", CAT.read_bytes(), fmt="png")
+    with running_torchserve(upscaled_store, tmp_path / "torchserve") as ts:
+        wait_for_workers(ts, "cat2dog", 1)
+        client = TorchServeClient(ts.inference_url, ts.keys().get("inference"))
+        try:
+            served = await client.stylize("cat2dog", CAT.read_bytes(), fmt="png")
+        finally:
+            await client.close()
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(served.image))),
+                          np.asarray(Image.open(io.BytesIO(local.image))))
 
 
 @pytest.mark.parametrize(("section", "message"), [
