@@ -7,13 +7,23 @@ they do is `ops`'s (deploys through `ops.deploy`, usage and jobs through `ops.ad
 Admins are the platform user ids in `ADMIN_IDS`. Anyone else asking for an
 admin command gets exactly the answer to an unknown command (so the commands
 stay unadvertised), and the attempt is logged.
+
+A hung database must not freeze these during an incident: every database call
+a command waits for has a deadline (`db.deadline`, under 1 s). Then a read
+(/stats, /models, /jobs) or a deploy or rollback that changed nothing yet says
+"the database is not answering, try again shortly"; a write asked for
+(/retrain, /cancel, /forget) is done when the database answers, and the reply
+says so: asking again reports how it went and never does it twice. A /forget
+is never reported done before its rows are gone (nor before the usage records
+and style saves this process still holds for the user have landed, so that
+none of them lands after the delete). /privacy never touches the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Awaitable, Callable, Collection, Hashable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,11 +31,12 @@ from bots import charts, messages
 from bots.core import Command, Core, Reply, Request
 from config import Settings
 from db import users
+from db.deadline import Deadlines, NotAnswering, until_done
 from db.jobs import describe
 from db.models import Platform
 from db.types import now_utc
 from ops import admin
-from ops.deploy import Deployer, describe_models, open_deployer
+from ops.deploy import Deployer, Outcome, describe_models, open_deployer
 from ops.management import Management
 
 logger = logging.getLogger(__name__)
@@ -40,8 +51,11 @@ async def open_admin(
 ) -> Admin:
     """The admin commands over the runtime the core draws with (its logged defaults restored),
     installed into the core."""
-    deployer = await open_deployer(management, sessions, settings.model_store, on_change=core.refresh_styles)
-    commands = Admin(deployer=deployer, sessions=sessions, admin_ids=settings.admin_ids)
+    deadlines = Deadlines()
+    deployer = await open_deployer(
+        management, sessions, settings.model_store, on_change=core.refresh_styles, deadlines=deadlines
+    )
+    commands = Admin(deployer=deployer, sessions=sessions, admin_ids=settings.admin_ids, deadlines=deadlines)
     commands.install(core)
     return commands
 
@@ -55,12 +69,17 @@ class Admin:
     """The admin side of the bots: deployments through `deployer`, records in the database."""
 
     def __init__(
-        self, *, deployer: Deployer, sessions: async_sessionmaker[AsyncSession], admin_ids: Collection[int]
+        self, *, deployer: Deployer, sessions: async_sessionmaker[AsyncSession], admin_ids: Collection[int],
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.deployer = deployer
         self.sessions = sessions
+        self.deadlines = deadlines or Deadlines()
         self._admin_ids = frozenset(admin_ids)
-        self._forget_style: Callable[[Hashable], None] = lambda user: None  # the core's, once installed
+        # The core's, once installed: its memory of a user's style, and its database work on a user.
+        self._forget_style: Callable[[Hashable], None] = lambda user: None
+        self._quiet: Callable[[Platform, str], Awaitable[None]] = _nothing_pending
+        self._deleted: dict[tuple[Platform, str], int] = {}  # rows a /forget deleted, not yet reported
 
     async def close(self) -> None:
         """Close the runtime's management session."""
@@ -69,6 +88,7 @@ class Admin:
     def install(self, core: Core) -> None:
         """Add the commands to the core (admin ones behind the ADMIN_IDS check)."""
         self._forget_style = core.saved_styles.forget
+        self._quiet = core.quiet
         core.commands["privacy"] = lambda request, arg: self.privacy(request)
         core.commands["forget"] = lambda request, arg: self.forget(request)
         admin_only = {
@@ -102,12 +122,29 @@ class Admin:
         return Reply(messages.PRIVACY)
 
     async def forget(self, request: Request) -> Reply:
-        """Delete the user's row and usage records."""
-        async with self.sessions() as session:
-            gone = await users.forget_user(session, platform=request.platform, platform_user_id=request.user_id)
-        self._forget_style((request.platform, request.user_id))
-        logger.info("forgot %s (%d usage records)", requester(request), gone.usage)
-        return Reply(messages.FORGOTTEN.format(count=gone.users + gone.usage))
+        """Delete the user's row and usage records; when the database does not answer in time, say
+        that it is done as soon as it answers (asking again then reports what was deleted)."""
+        user = (request.platform, request.user_id)
+        self._forget_style(user)  # this process stops using the style at once
+        try:
+            await self.deadlines.run(("forget", *user), lambda: self._forget_now(*user))
+        except NotAnswering:
+            return Reply(messages.FORGET_LATER)
+        return Reply(messages.FORGOTTEN.format(count=self._deleted.pop(user, 0)))
+
+    async def _forget_now(self, platform: Platform, user_id: str) -> None:
+        """Delete once what this process still writes about the user has landed, retrying while the
+        database is away; the rows deleted wait in `_deleted` for the reply."""
+        await self._quiet(platform, user_id)
+
+        async def delete() -> users.Forgotten:
+            async with self.sessions() as session:
+                return await users.forget_user(session, platform=platform, platform_user_id=user_id)
+
+        gone = await until_done(delete, what=f"/forget of {platform}:{user_id}")
+        self._forget_style((platform, user_id))  # a style read while this waited is gone too
+        self._deleted[(platform, user_id)] = self._deleted.get((platform, user_id), 0) + gone.users + gone.usage
+        logger.info("forgot %s:%s (%d usage records)", platform, user_id, gone.usage)
 
     # Typed commands: what a front end with typed options (Discord's slash commands) calls; the
     # text commands below parse a chat line into the same calls. Each checks ADMIN_IDS itself.
@@ -125,7 +162,10 @@ class Admin:
             return refused
         if not 1 <= days <= MAX_STATS_DAYS:
             return Reply(messages.ADMIN_USAGE["stats"])
-        report = await admin.usage_report(self.sessions, days=days)
+        try:
+            report = await self.deadlines.run(("stats", days), lambda: admin.usage_report(self.sessions, days=days))
+        except NotAnswering:
+            return Reply(messages.DB_NOT_ANSWERING)
         if not report.styles:
             return Reply(messages.STATS_EMPTY.format(days=days))
         lines = [messages.STATS_TOTAL.format(days=days, requests=report.requests, rate=report.success_rate)]
@@ -144,22 +184,31 @@ class Admin:
         """Each style's versions, the default marked, with who deployed them when."""
         if refused := self._refused(request, "models"):
             return refused
-        reports = await self.deployer.models()
+        try:
+            reports = await self.deployer.models()
+        except NotAnswering:
+            return Reply(messages.DB_NOT_ANSWERING)
         return Reply("\n".join(describe_models(reports)) if reports else messages.MODELS_EMPTY)
 
     async def deploy(self, request: Request, style: str, version: str) -> Reply:
         """Load, check on a sample image, then make default; the old one stays on any failure."""
         if refused := self._refused(request, "deploy"):
             return refused
-        outcome = await self.deployer.deploy(style, version, by=requester(request))
-        return Reply((messages.DEPLOYED if outcome.ok else messages.DEPLOY_FAILED).format(message=outcome.message))
+        try:
+            outcome = await self.deployer.deploy(style, version, by=requester(request))
+        except NotAnswering:  # before anything changed
+            return Reply(messages.DB_NOT_ANSWERING)
+        return _outcome(outcome, messages.DEPLOYED, messages.DEPLOY_FAILED)
 
     async def rollback(self, request: Request, style: str) -> Reply:
         """Back to the version deployed before the current one."""
         if refused := self._refused(request, "rollback"):
             return refused
-        outcome = await self.deployer.rollback(style, by=requester(request))
-        return Reply((messages.ROLLED_BACK if outcome.ok else messages.ROLLBACK_FAILED).format(message=outcome.message))
+        try:
+            outcome = await self.deployer.rollback(style, by=requester(request))
+        except NotAnswering:  # before anything changed
+            return Reply(messages.DB_NOT_ANSWERING)
+        return _outcome(outcome, messages.ROLLED_BACK, messages.ROLLBACK_FAILED)
 
     async def retrain(
         self, request: Request, pair: str, iterations: int = DEFAULT_ITERATIONS, *,
@@ -170,13 +219,19 @@ class Admin:
             return refused
         if iterations <= 0:
             return Reply(messages.ADMIN_USAGE["retrain"])
+        asked = ("retrain", requester(request), request.chat_id, pair, iterations, from_version, deploy)
         try:
-            job = await admin.queue_retrain(
-                self.sessions, pair=pair, iterations=iterations, from_version=from_version, deploy=deploy,
-                by=requester(request), notify_platform=request.platform, notify_chat_id=request.chat_id,
-            )
+            job = await self.deadlines.run(asked, lambda: until_done(
+                lambda: admin.queue_retrain(
+                    self.sessions, pair=pair, iterations=iterations, from_version=from_version, deploy=deploy,
+                    by=requester(request), notify_platform=request.platform, notify_chat_id=request.chat_id,
+                ),
+                what=f"/retrain {pair}",
+            ), keep=True)
         except ValueError as error:
             return Reply(f"{error}\n{messages.ADMIN_USAGE['retrain']}")
+        except NotAnswering:
+            return Reply(messages.DB_LATER)
         start = messages.JOB_FROM.format(version=from_version) if from_version else ""
         return Reply(messages.JOB_QUEUED.format(id=job.id, pair=job.pair, iterations=iterations, start=start))
 
@@ -184,14 +239,23 @@ class Admin:
         """The latest jobs with their progress."""
         if refused := self._refused(request, "jobs"):
             return refused
-        found = await admin.latest_jobs(self.sessions, limit=10)
+        try:
+            found = await self.deadlines.run("jobs", lambda: admin.latest_jobs(self.sessions, limit=10))
+        except NotAnswering:
+            return Reply(messages.DB_NOT_ANSWERING)
         return Reply("\n".join(describe(j) for j in found) if found else messages.JOBS_EMPTY)
 
     async def cancel(self, request: Request, job_id: int) -> Reply:
         """Cancel a queued job at once, a running one at its next heartbeat."""
         if refused := self._refused(request, "cancel"):
             return refused
-        job = await admin.cancel_job(self.sessions, job_id=job_id, by=requester(request))
+        try:
+            job = await self.deadlines.run(("cancel", job_id), lambda: until_done(
+                lambda: admin.cancel_job(self.sessions, job_id=job_id, by=requester(request)),
+                what=f"/cancel {job_id}",
+            ), keep=True)
+        except NotAnswering:
+            return Reply(messages.DB_LATER)
         if job is None:
             return Reply(messages.NO_SUCH_JOB.format(id=job_id))
         return Reply(messages.JOB_CANCELLED.format(job=describe(job)))
@@ -237,6 +301,16 @@ class Admin:
         if not arg.isdigit():
             return Reply(messages.ADMIN_USAGE["cancel"])
         return await self.cancel(request, int(arg))
+
+
+def _outcome(outcome: Outcome, done: str, failed: str) -> Reply:
+    """A deploy's or rollback's reply, saying so when its log entry waits for the database."""
+    text = (done if outcome.ok else failed).format(message=outcome.message)
+    return Reply(text if outcome.logged else f"{text} {messages.NOT_LOGGED_YET}")
+
+
+async def _nothing_pending(platform: Platform, user_id: str) -> None:
+    """Before `install`: no core, so no database work of its to wait for."""
 
 
 def _ms(value: float | None) -> str:

@@ -326,6 +326,14 @@ class Core:
         if self._pending:
             await asyncio.wait(list(self._pending.values()), timeout=timeout_s)
 
+    async def quiet(self, platform: Platform, user_id: str) -> None:
+        """Wait until this process's database work on the user (a style save, usage records) has
+        landed, however long that takes: /forget deletes after it, so nothing lands after the delete."""
+        pending = [task for key, task in self._pending.items() if key[1:] == (platform, user_id)]  # type: ignore[index]
+        if pending:
+            await asyncio.wait(pending)
+        await self._recorder.flush()
+
     async def _read_style(self, request: Request) -> None:
         """Ask the database for the user's style and remember it."""
         try:

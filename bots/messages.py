@@ -102,6 +102,17 @@ PRIVACY = (
     "/forget deletes everything I keep about you."
 )
 FORGOTTEN = "Done: I deleted everything I kept about you ({count} records)."
+# A hung database (bots/admin.py says what each command does then).
+DB_NOT_ANSWERING = "The database is not answering, try again shortly."
+DB_LATER = (
+    "The database is not answering. I'll do it as soon as it answers; "
+    "send the same command again shortly to see how it went."
+)
+FORGET_LATER = (
+    "The database is not answering, so nothing is deleted yet. I'll delete everything I keep about you "
+    "as soon as it answers; send /forget again shortly to see it done."
+)
+NOT_LOGGED_YET = "(The database is not answering: the deployment log gets this entry as soon as it answers.)"
 
 # Admins only (everyone else gets the answer to an unknown command).
 ADMIN_USAGE = {

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import deployments
-from db.models import DeployAction
+from db.deadline import Deadlines, NotAnswering, until_done
+from db.models import DeployAction, Deployment
 from ops.management import DeployError, Management, find_archive
 from styles import catalog
 from styles.archive import scan
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 BASELINE_BY = "toonbot"  # who "deployed" the version serving before the first logged deploy
 BASELINE_NOTE = "the default before the first recorded deployment"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Outcome:
 
     ok: bool
     message: str
+    logged: bool = True  # False: the database did not answer in time; the entry is written when it does
 
 
 @dataclass(frozen=True)
@@ -66,17 +70,26 @@ def describe_models(reports: list[StyleReport]) -> list[str]:
 
 
 class Deployer:
-    """Deploys through one runtime, one change at a time, and logs each attempt."""
+    """Deploys through one runtime, one change at a time, and logs each attempt.
+
+    With `deadlines` (the bots: an admin waits in a chat) every database call of
+    a deploy, rollback or listing answers within them: `NotAnswering` before
+    anything changed, or an `Outcome` with `logged=False` when only the log
+    entry waits (it is written when the database answers, in order). Without
+    (the command line), it waits for the database as long as that takes.
+    """
 
     def __init__(
         self, management: Management, sessions: async_sessionmaker[AsyncSession], model_store: Path,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[], None] = lambda: None, deadlines: Deadlines | None = None,
     ) -> None:
         self.management = management
         self._sessions = sessions
         self._store = Path(model_store)
         self._on_change = on_change  # e.g. the bots' style list refreshes at once
         self._lock = asyncio.Lock()
+        self.deadlines = deadlines
+        self._unlogged: dict[str, set[asyncio.Task[None]]] = {}  # log entries still being written, per style
 
     async def deploy(self, style: str, version: str, *, by: str, action: DeployAction = "deploy") -> Outcome:
         """Make `version` the style's default once it loaded and drew the sample; else keep the old one."""
@@ -94,14 +107,14 @@ class Deployer:
                 await self.management.make_default(archive)
             except DeployError as error:
                 logger.warning("%s of %s %s by %s failed: %s", action, style, version, by, error.message)
-                await self._record(style, version, action, by, ok=False, message=error.message)
-                return Outcome(False, error.message)
+                logged = await self._record(style, version, action, by, ok=False, message=error.message)
+                return Outcome(False, error.message, logged)
             before = current.get(style)
             message = f"{style} {version} is the default now" + (f" (was {before})." if before else ".")
-            await self._record(style, version, action, by, ok=True, message=message)
+            logged = await self._record(style, version, action, by, ok=True, message=message)
         logger.info("%s by %s: %s", action, by, message)
         self._on_change()
-        return Outcome(True, message)
+        return Outcome(True, message, logged)
 
     async def rollback(self, style: str, *, by: str) -> Outcome:
         """Make the version deployed before the current one the default again."""
@@ -109,8 +122,12 @@ class Deployer:
             catalog.check_name(style)
         except ValueError as error:
             return Outcome(False, str(error))
-        async with self._sessions() as session:
-            previous = await deployments.previous_version(session, style=style)
+        async def read() -> str | None:
+            await self._written(style)
+            async with self._sessions() as session:
+                return await deployments.previous_version(session, style=style)
+
+        previous = await self._db(("previous", style), read)
         if previous is None:
             return Outcome(False, f"{style} has no earlier deployed version to go back to.")
         return await self.deploy(style, previous, by=by, action="rollback")
@@ -119,8 +136,7 @@ class Deployer:
         """Each style's versions with who deployed them when, and the default."""
         reports = []
         for found in await self.management.versions():
-            async with self._sessions() as session:
-                log = await deployments.list_deployments(session, style=found.style, limit=100)
+            log = await self._log_of(found.style)
             latest = {}
             for row in log:  # latest first: keep each version's most recent success
                 if row.ok:
@@ -152,27 +168,67 @@ class Deployer:
         self._on_change()
 
     async def _log_baseline(self, style: str, default: str) -> None:
-        """Log the version serving before the first deploy, so the first rollback can return to it."""
-        async with self._sessions() as session:
-            if any(row.ok for row in await deployments.list_deployments(session, style=style, limit=100)):
-                return
-        await self._record(style, default, "deploy", BASELINE_BY, ok=True, message=BASELINE_NOTE)
+        """Log the version serving before the first deploy, so the first rollback can return to it;
+        `NotAnswering` (nothing deployed yet) when the database is too slow for that."""
+        if any(row.ok for row in await self._log_of(style)):
+            return
+        if not await self._record(style, default, "deploy", BASELINE_BY, ok=True, message=BASELINE_NOTE):
+            raise NotAnswering
 
-    async def _record(self, style: str, version: str, action: DeployAction, by: str, *, ok: bool, message: str) -> None:
-        async with self._sessions() as session:
-            await deployments.record_deployment(
-                session, style=style, version=version, action=action, deployed_by=by,
-                runtime=self.management.runtime, ok=ok, message=message,
-            )
+    async def _db(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
+        """`work()`, within the deadlines when there are some."""
+        return await work() if self.deadlines is None else await self.deadlines.run(key, work)
+
+    async def _written(self, style: str) -> None:
+        """Wait for this process's log entries of `style` that are still being written."""
+        if pending := self._unlogged.get(style):
+            await asyncio.wait(list(pending))
+
+    async def _log_of(self, style: str) -> list[Deployment]:
+        """The style's log, latest first, with this process's own entries in it."""
+        async def read() -> list[Deployment]:
+            await self._written(style)
+            async with self._sessions() as session:
+                return await deployments.list_deployments(session, style=style, limit=100)
+
+        return await self._db(("log", style), read)
+
+    async def _record(self, style: str, version: str, action: DeployAction, by: str, *, ok: bool, message: str) -> bool:
+        """Log one attempt; False when the database did not answer within the deadline: the entry is
+        then written when it does, after the style's earlier entries, so the log keeps its order."""
+        earlier = list(self._unlogged.get(style, ()))
+
+        async def write() -> None:
+            if earlier:
+                await asyncio.wait(earlier)
+            async with self._sessions() as session:
+                await deployments.record_deployment(
+                    session, style=style, version=version, action=action, deployed_by=by,
+                    runtime=self.management.runtime, ok=ok, message=message,
+                )
+
+        if self.deadlines is None:
+            await write()
+            return True
+        task = asyncio.ensure_future(until_done(write, what=f"deployment log entry {style} {version}"))
+        pending = self._unlogged.setdefault(style, set())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        done, _ = await asyncio.wait({task}, timeout=self.deadlines.seconds)
+        if done:
+            task.result()
+            return True
+        logger.warning("deployment log entry %s %s waits for the database", style, version)
+        return False
 
 
 async def open_deployer(
     management: Management, sessions: async_sessionmaker[AsyncSession], model_store: Path,
-    on_change: Callable[[], None] = lambda: None,
+    on_change: Callable[[], None] = lambda: None, deadlines: Deadlines | None = None,
 ) -> Deployer:
     """A deployer over `management`, with the last logged defaults put back in place first: the
     embedded engine forgets them when its process restarts, TorchServe when it does."""
-    deployer = Deployer(management, sessions, model_store, on_change=on_change)
+    deployer = Deployer(management, sessions, model_store, on_change=on_change, deadlines=deadlines)
     try:
         await deployer.restore()
     except DeployError as error:  # TorchServe down: the bots still start, and say so when asked
