@@ -268,14 +268,22 @@ async def _upload(
             return await _read_form(request, request.app[MAX_UPLOAD])
     except TimeoutError:
         logger.warning("upload from %s cut off: its body took over %g s", address, deadline)
-        return _answer(core.refuse(asked, "too_slow", messages.UPLOAD_TOO_SLOW.format(seconds=deadline)))
-    except (ValueError, HttpProcessingError, web.RequestPayloadError) as error:
-        # A broken multipart body (no boundary, bad headers), or one aiohttp cannot decode (a
-        # Content-Encoding the bytes do not follow).
+        return _closing(_answer(core.refuse(asked, "too_slow", messages.UPLOAD_TOO_SLOW.format(seconds=deadline))))
+    except web.RequestPayloadError as error:  # bytes that do not follow its Content-Encoding (or framing)
+        logger.info("undecodable upload from %s: %s", address, error)
+        request.content.feed_eof()  # nothing more can be read: aiohttp must not try to drain the rest
+        return _closing(_answer(core.refuse(asked, "bad_input", messages.NOT_A_FORM)))
+    except (ValueError, HttpProcessingError) as error:  # a broken multipart body (no boundary, bad headers)
         logger.info("unreadable upload from %s: %s", address, error)
         return _answer(core.refuse(asked, "bad_input", messages.NOT_A_FORM))
     finally:
         uploads.release(address, size)
+
+
+def _closing(response: web.Response) -> web.Response:
+    """`response`, and the connection closed after it: the rest of its request's body is not read."""
+    response.force_close()
+    return response
 
 
 async def _read_form(request: web.Request, limit: int) -> tuple[str, bool, str, bytes]:

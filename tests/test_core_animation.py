@@ -4,11 +4,14 @@ progress, the reply's kind and the usage log (the in-memory stylizer over a real
 from __future__ import annotations
 
 import asyncio
+import io
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots import messages
@@ -16,7 +19,7 @@ from bots.core import Attachment, Core, Progress, Request, every
 from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
 from fakes.stylizer import MemoryStylizer
-from media import gif_frames, make_gif, make_mp4, probe
+from media import FIXTURES, gif_frames, make_gif, make_mp4, probe, screen_gif
 from serving import animation
 from serving.api import NoFace, Stylized
 from serving.engine import EmbeddedEngine
@@ -179,6 +182,58 @@ async def test_a_clip_holds_one_model_slot_and_photos_go_on_meanwhile(
     stylizer.gate.set()
     assert (await drawing).animated == "gif"
     assert stylizer.most == 1  # the clip's frames went one by one
+
+
+async def test_a_photo_waits_a_frame_not_a_clip_while_four_clips_draw(
+    core_over: Callable[..., Core], face_jpeg: bytes
+) -> None:
+    """Each frame takes a model slot for its own request only: a photo gets the next one free."""
+    core = core_over(MemoryStylizer(delay_s=0.02), max_in_flight=2, clips_in_flight=4)
+    clips = [asyncio.create_task(core.handle(request(str(u), clip(make_gif([100] * 40), "image/gif"))))
+             for u in range(4)]
+    await asyncio.sleep(0.3)  # all four are drawing, two frames at a time
+    started = time.perf_counter()
+    photo = await core.handle(request("9", clip(face_jpeg, "image/jpeg")))
+    waited = time.perf_counter() - started
+    assert photo.image is not None and not any(c.done() for c in clips)
+    assert waited < 0.5  # a few frames' turns of 0.02 s; the clips take 1.6 s
+    assert all(r.animated == "gif" for r in await asyncio.gather(*clips))
+
+
+async def test_a_clip_nobody_waits_for_frees_its_slot_at_the_next_frame(
+    core_over: Callable[..., Core], face_jpeg: bytes
+) -> None:
+    stylizer = Gated()
+    core = core_over(stylizer, max_in_flight=1)
+    drawing = asyncio.create_task(core.handle(request("1", clip(make_gif([100] * 20), "image/gif"))))
+    await asyncio.sleep(0.2)  # it holds the only slot, its first frame not drawn yet
+    drawing.cancel()  # the page was closed (aiohttp cancels the request)
+    photo = await asyncio.wait_for(core.handle(request("2", clip(face_jpeg, "image/jpeg"))), 5)
+    assert photo.image is not None
+    assert stylizer.requests == 1  # the photo alone: no frame was drawn for nobody
+    with pytest.raises(asyncio.CancelledError):
+        await drawing
+
+
+async def test_hostile_clips_are_refused_as_too_big_and_heic_is_a_photo(
+    read_usage: ReadUsage, recorder: UsageRecorder, core_over: Callable[..., Core], sqlite_db_url: str
+) -> None:
+    core = core_over(MemoryStylizer())
+    heic = io.BytesIO()
+    Image.open(FIXTURES / "obama_256.jpg").save(heic, "HEIF")
+    started = time.perf_counter()
+    screen = await core.handle(request("1", clip(screen_gif(9000, 9000, 300), "image/gif")))
+    bomb = await core.handle(request("2", clip(screen_gif(65535, 65535, 2), "image/gif")))
+    refused_in = time.perf_counter() - started
+    photo = await core.handle(request("3", clip(heic.getvalue(), "image/heic")))
+    await recorder.close()
+    assert (screen.problem, bomb.problem) == ("too_big", "too_big") and refused_in < 1.0
+    assert "9000×9000" in screen.text and "65535×65535" in bomb.text
+    assert photo.image is not None and photo.animated is None and photo.content_type == "image/jpeg"
+    rows = await read_usage(sqlite_db_url)
+    assert [(r.status, r.input_pixels) for r in rows] == [
+        ("bad_input", None), ("bad_input", None), ("ok", 256 * 256),  # refused from the headers alone
+    ]
 
 
 async def test_every_spaces_out_progress() -> None:

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from torchserve_fixture import free_port_block, wait_for_workers
 
-from media import gif_frames, make_gif, make_mp4, probe
+from media import gif_frames, make_gif, make_mp4, probe, screen_gif
+from serving import inputs
 from styles.payload import framing
 from serving.cli import NO_STYLES
 from serving.torchserve import LocalTorchServe, Ports
@@ -117,3 +118,14 @@ def test_every_failure_is_one_line_and_a_non_zero_exit(serving_model_store: Path
     for args, line in cases:
         result = serving_cli(*args)
         assert (result.returncode, result.stderr) == (1, line + "\n"), args
+
+
+def test_hostile_and_heic_files_get_one_line_and_the_next_file_is_drawn(serving_model_store: Path, tmp_path: Path) -> None:
+    bomb, photo = tmp_path / "bomb.gif", tmp_path / "cat.heic"
+    bomb.write_bytes(screen_gif(65535, 65535, 2))  # 85 bytes past Pillow's own pixel limit
+    Image.open(CAT).save(photo, "HEIF")  # an iPhone's photo: a picture, not a one-frame video
+    out = tmp_path / "out"
+    result = serving_cli("--model-store", serving_model_store, "stylize", bomb, photo, "--style", "cat2dog", "-o", out)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"{bomb}: " + inputs.frame_too_large(65535, 65535, inputs.Limits()).message]
+    assert Image.open(out / "cat.cat2dog.jpg").size == (64, 64)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pillow_heif
 from PIL import Image, ImageOps
 
 try:  # flat inside a .mar: TorchServe puts the archive's folder on sys.path
@@ -25,7 +24,12 @@ except ModuleNotFoundError:  # imported from the source tree (tests, bench)
         MAX_BYTES, MAX_PIXELS, MIN_SIDE, NOT_AN_IMAGE, TOO_LARGE, TOO_MANY_PIXELS, TOO_SMALL, TRUNCATED,
     )
 
-pillow_heif.register_heif_opener()
+try:  # HEIC/HEIF photos (iPhones): a TorchServe whose Python lacks pillow-heif still serves every other format
+    import pillow_heif
+except ImportError:  # pragma: no cover - a declared dependency of toonbot
+    pass
+else:
+    pillow_heif.register_heif_opener()
 
 SIZES = range(32, 2049)
 FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
