@@ -6,8 +6,8 @@ The hang is real, on both backends: PostgreSQL behind a TCP proxy that stops pas
 keeping every connection open (and accepting new ones), SQLite with every lock held by another
 connection in exclusive locking mode (readers wait too, despite WAL). Each command is asked the way
 Telegram asks it (chat text through the core) and the way Discord asks it (the typed call its
-slash command makes). The rows are read back once the database answers again. The last test runs the real Telegram
-bot against the fake Bot API over the frozen PostgreSQL.
+slash command makes). The rows are read back once the database answers again. The last two run the real Telegram
+and Discord bots against their fakes over the frozen PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ import pytest
 from PIL import Image
 from sqlalchemy import make_url, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from fakes.discord import FakeDiscord
 from fakes.telegram import FakeTelegram
 from test_db_usage import PostgresProxy
+from test_discord import fake  # noqa: F401  (the fake Discord fixture)
+from test_discord import running_bot as discord_bot
 from test_telegram import api, bot_settings, running_bot  # noqa: F401  (api: the fake Bot API fixture)
 
 from bots import messages
@@ -41,7 +44,7 @@ from ops.management import StyleVersions
 
 ADMIN = "1"
 ANSWER_S = 3.0  # the issue asks for 1 s; the margin is for a loaded 2-core machine, not for the code
-TELEGRAM_ANSWER_S = 5.0  # the same, with the fake Bot API's round trip on top
+CHAT_ANSWER_S = 5.0  # the same, with a fake chat server's round trip on top
 SETTLE_S = 60.0  # background work lands within this once the database answers
 LIMITS = {"default_style": "selfie2anime", "requests_per_minute": 100, "max_in_flight": 2,
           "max_upload_bytes": 2**20, "output_size": 64}
@@ -305,7 +308,7 @@ async def test_through_the_real_telegram_bot(
     async def ask(chat: int, text: str) -> str:
         before = len(api.calls_to("sendMessage", chat))
         api.send_text(chat, text)
-        calls = await api.wait_for("sendMessage", chat_id=chat, count=before + 1, timeout=TELEGRAM_ANSWER_S)
+        calls = await api.wait_for("sendMessage", chat_id=chat, count=before + 1, timeout=CHAT_ANSWER_S)
         return calls[before].fields["text"]
 
     try:
@@ -330,6 +333,29 @@ async def test_through_the_real_telegram_bot(
                 await engine.dispose()
             assert await ask(user, "/forget") == messages.FORGOTTEN.format(count=1)  # the row it deleted
             assert await ask(int(ADMIN), "/jobs") == messages.JOBS_EMPTY
+    finally:
+        proxy.thaw()
+        await proxy.cut()
+
+
+async def test_through_the_real_discord_bot(fake: FakeDiscord, bots_model_store: Path, postgres_db_url: str) -> None:
+    """`python -m bots discord` against the fake Discord, its database behind the frozen proxy."""
+    proxy = PostgresProxy(postgres_db_url)
+    await proxy.start()
+    admin, user = int(ADMIN), 8
+    try:
+        async with discord_bot(fake, bots_model_store, proxy.url, admin_ids=[admin]):
+            proxy.freeze()
+            stats = await fake.slash_command(admin, "stats", days=7)
+            [said] = await fake.wait_for("followup", token=stats.token, timeout=CHAT_ANSWER_S)
+            assert said.ephemeral and said.json["content"] == messages.DB_NOT_ANSWERING
+            forget = await fake.slash_command(user, "forget")
+            [said] = await fake.wait_for("interaction_callback", token=forget.token, timeout=CHAT_ANSWER_S)
+            assert said.json["data"]["content"] == messages.FORGET_LATER
+            proxy.thaw()
+            jobs = await fake.slash_command(admin, "jobs")
+            [said] = await fake.wait_for("followup", token=jobs.token, timeout=SETTLE_S)
+            assert said.json["content"] == messages.JOBS_EMPTY
     finally:
         proxy.thaw()
         await proxy.cut()
