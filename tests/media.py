@@ -85,14 +85,14 @@ def screen_gif(width: int, height: int, frames: int, delay_cs: int = 3) -> bytes
     return bytes(out + b"\x3b")
 
 
-def square_mp4(side: int, frames: int) -> bytes:
-    """`frames` black H.264 frames of `side` x `side`: megabytes that declare gigapixels."""
+def black_mp4(width: int, height: int, frames: int) -> bytes:
+    """`frames` black H.264 frames of `width` x `height` at 30 a second: megabytes that declare gigapixels."""
     out = io.BytesIO()
     with av.open(out, "w", format="mp4") as c:
         video = c.add_stream("libx264", rate=30)
-        video.width = video.height = side
+        video.width, video.height = width, height
         video.pix_fmt, video.options = "yuv420p", {"preset": "ultrafast"}
-        black = av.VideoFrame.from_ndarray(np.zeros((side, side, 3), np.uint8), format="rgb24")
+        black = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24")
         for _ in range(frames):
             c.mux(video.encode(black))
         c.mux(video.encode())

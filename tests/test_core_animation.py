@@ -236,6 +236,24 @@ async def test_hostile_clips_are_refused_as_too_big_and_heic_is_a_photo(
     ]
 
 
+async def test_a_gif_of_200000_frames_is_measured_off_the_event_loop(core_over: Callable[..., Core]) -> None:
+    core = core_over(MemoryStylizer(), max_upload_bytes=2**23)
+    gaps: list[float] = []
+
+    async def tick() -> None:  # what any other chat's request would wait
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            gaps.append(time.perf_counter() - last)
+            last = time.perf_counter()
+
+    ticker = asyncio.create_task(tick())
+    reply = await core.handle(request("1", clip(screen_gif(16, 16, 200_000), "image/gif")))  # 4.6 MB
+    ticker.cancel()
+    assert reply.problem == "bad_input" and "200000 frames" in reply.text
+    assert max(gaps) < 0.25  # walking its blocks takes most of a second, in a thread
+
+
 async def test_every_spaces_out_progress() -> None:
     now = [0.0]
     shown: list[tuple[int, int]] = []

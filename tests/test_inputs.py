@@ -10,7 +10,7 @@ import time
 import pytest
 from PIL import Image
 
-from media import make_gif, make_mp4, screen_gif, square_mp4
+from media import black_mp4, make_gif, make_mp4, screen_gif
 from serving import animation, inputs
 from serving.api import BadInput, TooLarge
 from styles.payload import refusals
@@ -78,7 +78,7 @@ def test_a_too_long_gif_is_worded_without_decoding_it() -> None:
 
 
 def test_a_video_of_huge_frames_is_refused_from_its_stream_info() -> None:
-    video = square_mp4(8192, 2)
+    video = black_mp4(8192, 8192, 2)
     started = time.perf_counter()
     with pytest.raises(TooLarge, match="8192×8192"):
         animation.decode(video)
