@@ -313,7 +313,9 @@ class Upscaler(nn.Module):
     def __init__(self, name: str, scale: int, denoise: str) -> None:
         super().__init__()
         self._arch = {"name": name, "scale": scale, "denoise": denoise}
-        self.net = build(name, scale, denoise)
+        # Channels-last from the start: oneDNN's convolutions run 1.5-2x faster so on the CPU, so even
+        # the plain eager path (before a faster one is built, or with inference: eager) gets it.
+        self.net = build(name, scale, denoise).to(memory_format=torch.channels_last)
 
     def arch(self) -> dict[str, str | int]:
         return dict(self._arch)
@@ -323,7 +325,8 @@ class Upscaler(nn.Module):
         return self.net.scale
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.net((x + 1) * 0.5) * 2 - 1,)
+        x = ((x + 1) * 0.5).contiguous(memory_format=torch.channels_last)
+        return (self.net(x) * 2 - 1,)
 
 
 CONFIG_KEYS = ("name", "scale", "denoise")  # model-config.yaml: handler: upscaler: {name, scale, denoise}
