@@ -213,7 +213,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7, help="timed runs per path")
     parser.add_argument("--no-compiled", dest="compiled", action="store_false",
                         help="skip the compiled paths (the first run builds each in a minute or two)")
-    parser.add_argument("--scales", type=int, nargs="+", default=[2, 4], choices=(2, 3, 4))
+    parser.add_argument("--scales", type=int, nargs="*", default=[2, 4], choices=(2, 3, 4), help="none: the reply only")
     parser.add_argument("--reply-runs", type=int, default=5, help="timed replies per style (0: skip)")
     parser.add_argument("--reply-path", default="eager",
                         help="the engine's inference path for both networks (TOONBOT_INFERENCE), e.g. cpu-compiled-bf16")

@@ -7,6 +7,7 @@ post-processing of realcugan-ncnn-vulkan's CPU path (bench/upscaler_speed.py's `
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import sys
 from collections.abc import AsyncIterator
@@ -26,11 +27,12 @@ from serving.client import TorchServeClient  # noqa: E402
 from serving.engine import EmbeddedEngine  # noqa: E402
 from styles import catalog, loader  # noqa: E402
 from styles.archive import model_config, read_archive, write_archive  # noqa: E402
-from torchserve_fixture import TINY, running_torchserve, wait_for_workers  # noqa: E402
 from styles.payload import imaging  # noqa: E402
 from styles.payload.networks import ResnetGenerator  # noqa: E402
+from torchserve_fixture import TINY, running_torchserve, wait_for_workers  # noqa: E402
 
-pytest.importorskip("ncnn", reason="the reference needs the ncnn wheel (pyproject's test extra)")
+needs_ncnn = pytest.mark.skipif(importlib.util.find_spec("ncnn") is None,
+                                reason="the reference needs the ncnn wheel (pyproject's test extra)")
 
 torch.set_num_threads(1)
 CAT = Path(__file__).with_name("fixtures") / "chelsea_256.jpg"
@@ -41,6 +43,7 @@ UPSCALER = {"name": "realcugan-se", "scale": 4, "denoise": "denoise3x"}
 
 @pytest.mark.parametrize(("scale", "denoise"), [(2, "denoise3x"), (2, "no-denoise"), (3, "conservative"),
                                                 (4, "denoise3x")])
+@needs_ncnn
 @torch.inference_mode()
 def test_network_equals_ncnn_on_the_same_padded_input(scale: int, denoise: str) -> None:
     net = upscaler.build("realcugan-se", scale, denoise)
@@ -59,6 +62,7 @@ def test_network_equals_ncnn_on_the_same_padded_input(scale: int, denoise: str) 
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
+@needs_ncnn
 @torch.inference_mode()
 def test_picture_equals_realcugan_ncnn_vulkan(scale: int) -> None:
     """Odd, non-square sides: the padding to a multiple of 2 (3x: 4) and the crop back are exercised."""
