@@ -87,7 +87,7 @@ class Admin:
 
     def install(self, core: Core) -> None:
         """Add the commands to the core (admin ones behind the ADMIN_IDS check)."""
-        self._forget_style = core.saved_styles.forget
+        self._forget_style = core.forget_choices
         self._quiet = core.quiet
         core.commands["privacy"] = lambda request, arg: self.privacy(request)
         core.commands["forget"] = lambda request, arg: self.forget(request)

@@ -12,13 +12,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bots import collage, messages
+from bots import collage, i18n, messages
 from bots.limits import Refusal, UserLimits
 from db import users
 from db.models import Platform, UsageStatus
@@ -43,7 +43,8 @@ RETRY_OVERLOADED_S = 30  # what "try again in a minute" means to a program
 CATALOGUE_TTL_S = 10.0  # a new deployment shows within this long
 DB_DEADLINE_S = 0.5  # the longest a reply waits for the database; then it goes on without it
 SAVED_STYLE_TTL_S = 300.0  # another process's /style shows here within this long
-SAVED_STYLE_USERS = 100_000  # users whose style is remembered in memory
+SAVED_STYLE_USERS = 100_000  # users whose style (and language) is remembered in memory
+AUTO = "auto"  # /language auto: the platform's language again
 COMPARE = "compare"  # the word after /style [NAME] that asks for before/after
 # Declared types that say nothing either way: let the decoder judge the bytes.
 _UNDECLARED = ("", "application/octet-stream")
@@ -82,6 +83,13 @@ class Request:
     style: str | None = None  # draw this photo in this style, this once (None: the user's own)
     compare: bool = False  # the original beside the result, in one picture
     admitted: bool = False  # counted against the limits already (`Core.admit`, before the upload was read)
+    # What the user reads: the platform's word for it (a Telegram language_code, a Discord locale, an
+    # Accept-Language header; None: English), and their /language choice, which wins (`Core.localise`).
+    language: str | None = None
+    chosen_language: str | None = None
+    # When the reply stops waiting for the database (`Core.localise` sets it, as it first asks): every
+    # wait for this request ends then, so a hung database costs a reply one deadline, not one per query.
+    db_until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,13 +102,22 @@ class StyleButton:
 
 
 @dataclass(frozen=True)
+class LanguageButton:
+    """A button that, when pressed, switches the user to `language` (`Core.set_language`)."""
+
+    language: str  # a locale of `i18n.LANGUAGES`, or `AUTO`
+    label: str
+    selected: bool
+
+
+@dataclass(frozen=True)
 class Reply:
-    """What to send back: a short text, maybe an image, maybe style buttons."""
+    """What to send back: a short text, maybe an image, maybe style (or language) buttons."""
 
     text: str
     image: bytes | None = None
     content_type: str | None = None
-    buttons: tuple[StyleButton, ...] = ()
+    buttons: tuple[StyleButton | LanguageButton, ...] = ()
     problem: Problem | None = None  # why no picture came back, when one was sent
     retry_after_s: int | None = None  # when it may work again (rate limits, overload)
     animated: animation.Kind | None = None  # "gif" or "mp4": the image is an animation of that kind
@@ -128,7 +145,7 @@ def split_compare(arg: str) -> tuple[str, bool]:
 
 
 class SavedStyles:
-    """Users' chosen styles, remembered in memory so most replies need no database round trip.
+    """Users' chosen styles (or languages), remembered in memory so most replies need no database round trip.
 
     Entries expire after `ttl_s`, so processes sharing one database see each
     other's changes; the least recently stored go first beyond `max_users`.
@@ -161,6 +178,7 @@ class _Outcome:
     """What one photo request came to, for the reply and the usage log."""
 
     style: str
+    words: i18n.Words = field(default_factory=lambda: i18n.words(None))  # the user's language
     status: UsageStatus = "error"
     reply: Reply = Reply(messages.ERROR)
     input_bytes: int | None = None
@@ -209,6 +227,7 @@ class Core:
         self._catalogue_cache: dict[str, StyleInfo] = {}
         self._catalogue_expires = 0.0
         self.saved_styles = SavedStyles()
+        self.saved_languages = SavedStyles()  # the /language choices, read and cached with the styles
         # Database work that outlived its reply's deadline: it finishes (or fails) on its own.
         self._pending: dict[Hashable, asyncio.Task[None]] = {}
         # The chat text commands, each parsed into a typed call; the admin commands register here too.
@@ -217,23 +236,25 @@ class Core:
             "help": self._help,
             "styles": lambda request, arg: self.list_styles(request),
             "style": self._style,
+            "language": self._language,
         }
 
     async def handle(self, request: Request) -> Reply:
         """Every photo, and a chat's text: a command, or a caption "/style [NAME] [compare]" that
         sets the photo's `style` (this once) and `compare` as a typed front end does."""
         command, arg = parse_command(request.text)
+        request = await self.localise(request)
         if request.attachment is not None:
             if command == "style":
                 name, compare = split_compare(arg)
                 request = replace(request, style=name or request.style, compare=request.compare or compare)
             return await self._photo(request, request.attachment)
         if command is None:
-            return Reply(messages.NOT_A_COMMAND)
+            return Reply(words_for(request)(messages.NOT_A_COMMAND))
         try:
             return await self.commands.get(command, self._help)(request, arg)
         except StylizeError as error:  # e.g. TorchServe unreachable while greeting
-            return _unreachable(error)
+            return _unreachable(error, words_for(request))
 
     # Commands ---------------------------------------------------------------
 
@@ -241,11 +262,12 @@ class Core:
         """Greet and say which style is on."""
         catalogue = await self._catalogue()
         style = await self._current_style(request, catalogue)
-        return Reply(messages.WELCOME.format(style=style.title if style else "-"))
+        words = words_for(request)
+        return Reply(words(messages.WELCOME, style=_title(words, style) if style else "-"))
 
     async def _help(self, request: Request, arg: str) -> Reply:
         """What the bot does, in four lines."""
-        return Reply(messages.HELP)
+        return Reply(words_for(request)(messages.HELP))
 
     async def styles(self, request: Request) -> tuple[list[StyleInfo], StyleInfo | None]:
         """The deployed styles and the user's own (None when nothing is deployed), for front ends
@@ -266,22 +288,24 @@ class Core:
     async def list_styles(self, request: Request) -> Reply:
         """/styles: the deployed styles, one per line, with a button each, the user's ticked, and a
         picture of what each does (every style's preview, `bots.collage`) for the chats to show."""
+        request = await self.localise(request)
         try:
             return await self._listing(request, previews=True)
         except StylizeError as error:
-            return _unreachable(error)
+            return _unreachable(error, words_for(request))
 
     async def _listing(self, request: Request, header: str = "", *, previews: bool = False) -> Reply:
         """The /styles reply, under `header` (why it is shown, e.g. an unknown name)."""
         found, current = await self.styles(request)
+        words = words_for(request)
         if not found:
-            return Reply(messages.NO_STYLES)
+            return Reply(words(messages.NO_STYLES))
         lines = [header] if header else []
-        lines.append(messages.STYLES_HEADER.format(style=current.name if current else "-"))
-        lines += [
-            messages.STYLE_LINE.format(name=s.name, description=s.description) for s in found
-        ]
-        buttons = tuple(StyleButton(style=s.name, label=s.title, selected=s == current) for s in found)
+        lines.append(words(messages.STYLES_HEADER, style=current.name if current else "-"))
+        for s in found:
+            lines.append(words(messages.STYLE_LINE, name=s.name, description=words.style(s.name, s.title, s.description)[1]))
+            lines += [f"  {note}"] if (note := experimental_note(words, s)) else []
+        buttons = tuple(StyleButton(style=s.name, label=_title(words, s), selected=s == current) for s in found)
         image = collage.collage(found) if previews else None
         return Reply("\n".join(lines), image=image, content_type="image/jpeg" if image else None, buttons=buttons)
 
@@ -289,25 +313,31 @@ class Core:
         """/style NAME [compare]; a bare /style lists the styles."""
         name, compare = split_compare(arg)
         if not name:
-            return Reply(messages.COMPARE_HOW) if compare else await self.list_styles(request)
+            return Reply(words_for(request)(messages.COMPARE_HOW)) if compare else await self.list_styles(request)
         return await self.set_style(request, name, compare=compare)
 
     async def set_style(self, request: Request, name: str, *, compare: bool = False) -> Reply:
         """Switch the user's style for good; an unknown name gets the list. `compare`: before/after
         was asked too, which only a photo can have, so the reply says how."""
+        request = await self.localise(request)
+        words = words_for(request)
         try:
             style = (await self._catalogue()).get(name)
             if style is None:
-                return await self._listing(request, messages.UNKNOWN_STYLE.format(name=catalog.shown(name)))
+                return await self._listing(request, words(messages.UNKNOWN_STYLE, name=catalog.shown(name)))
         except StylizeError as error:
-            return _unreachable(error)
+            return _unreachable(error, words)
         self.saved_styles.put((request.platform, request.user_id), name)
         # This process knows the style at once; a slow database gets the save when it can.
-        await self._within_deadline(("save", request.platform, request.user_id), self._save_style(request))
-        return Reply(messages.STYLE_SET.format(title=style.title) + (" " + messages.COMPARE_HOW if compare else ""))
+        await self._within_deadline(("save", request.platform, request.user_id), self._save_style(request), request)
+        how = " " + words(messages.COMPARE_HOW) if compare else ""
+        return Reply(words(messages.STYLE_SET, title=_title(words, style)) + how)
 
-    async def _within_deadline(self, key: Hashable, work: Coroutine[None, None, None]) -> None:
-        """Run `work` for at most `DB_DEADLINE_S` here, then leave it running in the background.
+    async def _within_deadline(
+        self, key: Hashable, work: Coroutine[None, None, None], request: Request | None = None
+    ) -> None:
+        """Run `work` for at most `DB_DEADLINE_S` here (or until `request.db_until`), then leave it
+        running in the background.
 
         Not cancelled: cancelling a query on a hung connection waits on that
         connection too. One piece of work per key at a time; a repeat waits for it.
@@ -319,7 +349,9 @@ class Core:
             task.add_done_callback(lambda _: self._pending.pop(key, None))
         else:
             work.close()
-        await asyncio.wait({task}, timeout=DB_DEADLINE_S)
+        until = request.db_until if request is not None else None
+        timeout = DB_DEADLINE_S if until is None else max(0.0, until - time.monotonic())
+        await asyncio.wait({task}, timeout=timeout)
 
     async def settle(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for database work still running in the background (at shutdown)."""
@@ -335,35 +367,112 @@ class Core:
         await self._recorder.flush()
 
     async def _read_style(self, request: Request) -> None:
-        """Ask the database for the user's style and remember it."""
+        """Ask the database for the user's style and language, and remember them."""
         try:
             async with self._sessions() as session:
-                saved = await users.get_style(
+                saved = await users.get_choices(
                     session, platform=request.platform, platform_user_id=request.user_id
                 )
         except (SQLAlchemyError, OSError) as error:
             logger.warning("style of %s:%s not read: %s", request.platform, request.user_id, error)
             return
         user = (request.platform, request.user_id)
-        if not self.saved_styles.get(user)[0]:  # a /style meanwhile is newer than what was read
-            self.saved_styles.put(user, saved)
+        for remembered, value in ((self.saved_styles, saved.style), (self.saved_languages, saved.language)):
+            if not remembered.get(user)[0]:  # a /style (/language) meanwhile is newer than what was read
+                remembered.put(user, value)
 
     async def _save_style(self, request: Request) -> None:
         """Save the user's remembered style, and again if a /style changed it while this one waited."""
-        user, written = (request.platform, request.user_id), None
+
+        async def write(session: AsyncSession, style: str | None) -> None:
+            if style is not None:  # None: forgotten, then read again meanwhile
+                await users.set_style(session, platform=request.platform, platform_user_id=request.user_id, style=style)
+
+        await self._save_choice(request, self.saved_styles, write)
+
+    async def _save_language(self, request: Request) -> None:
+        """Save the user's remembered language (None: their platform's again), as `_save_style` does."""
+
+        async def write(session: AsyncSession, language: str | None) -> None:
+            await users.set_language(
+                session, platform=request.platform, platform_user_id=request.user_id, language=language
+            )
+
+        await self._save_choice(request, self.saved_languages, write)
+
+    async def _save_choice(
+        self, request: Request, remembered: SavedStyles,
+        write: Callable[[AsyncSession, str | None], Awaitable[None]],
+    ) -> None:
+        """Write what `remembered` holds for the user, and again if they changed it while this one waited."""
+        user, written = (request.platform, request.user_id), ""
         while True:
-            known, style = self.saved_styles.get(user)
-            if not known or style is None or style == written:  # saved, or forgotten meanwhile
+            known, value = remembered.get(user)
+            if not known or value == written:  # saved, or forgotten meanwhile
                 return
             try:
                 async with self._sessions() as session:
-                    await users.set_style(
-                        session, platform=request.platform, platform_user_id=request.user_id, style=style
-                    )
+                    await write(session, value)
             except (SQLAlchemyError, OSError) as error:
-                logger.warning("style of %s:%s not saved: %s", *user, error)
+                logger.warning("choice of %s:%s not saved: %s", *user, error)
                 return
-            written = style
+            written = value
+
+    # Languages --------------------------------------------------------------
+
+    async def chosen_language(self, request: Request) -> str | None:
+        """The user's /language choice (a locale of `i18n.LANGUAGES`), None when they made none;
+        read like the style (`_current_style`): remembered, else the database within its deadline."""
+        user = (request.platform, request.user_id)
+        known, language = self.saved_languages.get(user)
+        if not known:
+            await self._within_deadline(("read", *user), self._read_style(request), request)
+            known, language = self.saved_languages.get(user)
+        return i18n.choose(language) if known else None
+
+    async def localise(self, request: Request) -> Request:
+        """`request` in the user's own language: their /language choice beats what the platform says."""
+        if request.db_until is not None:  # localised already
+            return request
+        request = replace(request, db_until=time.monotonic() + DB_DEADLINE_S)
+        return replace(request, chosen_language=await self.chosen_language(request))
+
+    def forget_choices(self, user: Hashable) -> None:
+        """Drop what is remembered about `user` (/forget): style and language."""
+        self.saved_styles.forget(user)
+        self.saved_languages.forget(user)
+
+    async def _language(self, request: Request, arg: str) -> Reply:
+        """/language [CODE|auto]: a bare one lists the languages, with a button each."""
+        return await self.set_language(request, arg) if arg else await self.list_languages(request)
+
+    async def list_languages(self, request: Request) -> Reply:
+        """The languages, each in its own name, the user's ticked (`auto` when they chose none)."""
+        chosen = await self.chosen_language(request)
+        words = i18n.words(chosen or request.language)
+        lines = [words(messages.LANGUAGES_HEADER, language=i18n.LANGUAGES[words.locale])]
+        lines += [words(messages.LANGUAGE_LINE, code=code, name=name) for code, name in i18n.LANGUAGES.items()]
+        lines.append(words(messages.LANGUAGE_AUTO_LINE))
+        buttons = tuple(
+            LanguageButton(language=code, label=name, selected=code == chosen) for code, name in i18n.LANGUAGES.items()
+        )
+        return Reply("\n".join(lines), buttons=buttons)
+
+    async def set_language(self, request: Request, code: str) -> Reply:
+        """Answer the user in `code` from now on (`AUTO`: in their platform's language again)."""
+        request = await self.localise(request)
+        automatic = code.strip().lower() == AUTO
+        chosen = None if automatic else i18n.choose(code)
+        if chosen is None and not automatic:
+            listing = await self.list_languages(request)
+            unknown = words_for(request)(messages.UNKNOWN_LANGUAGE, name=catalog.shown(code))
+            return replace(listing, text=unknown + "\n" + listing.text)
+        self.saved_languages.put((request.platform, request.user_id), chosen)
+        key = ("language", request.platform, request.user_id)
+        await self._within_deadline(key, self._save_language(request), request)
+        words = i18n.words(chosen or request.language)
+        done = messages.LANGUAGE_AUTO if automatic else messages.LANGUAGE_SET
+        return Reply(words(done, language=i18n.LANGUAGES[words.locale]))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -380,14 +489,14 @@ class Core:
         """Stylize one image within the limits, and log it whatever happens."""
         started = time.perf_counter()
         once = request.style  # this photo only
-        outcome = _Outcome(style=once or self._default_style, input_bytes=attachment.size)
+        outcome = _Outcome(style=once or self._default_style, words=words_for(request), input_bytes=attachment.size)
         try:
             catalogue = await self._catalogue()
             style = catalogue.get(once) if once else await self._current_style(request, catalogue)
             if not catalogue:  # nothing deployed: our fault, not the user's
-                outcome.refuse("error", "no_styles", messages.NO_STYLES, RETRY_OVERLOADED_S)
+                outcome.refuse("error", "no_styles", outcome.words(messages.NO_STYLES), RETRY_OVERLOADED_S)
             elif style is None:
-                unknown = messages.UNKNOWN_STYLE.format(name=catalog.shown(once or ""))
+                unknown = outcome.words(messages.UNKNOWN_STYLE, name=catalog.shown(once or ""))
                 listing = await self._listing(request, unknown)
                 outcome.status = "bad_input"
                 outcome.reply = Reply(listing.text, buttons=listing.buttons, problem="unknown_style")
@@ -398,8 +507,8 @@ class Core:
             logger.info("stylize %s refused: %s (%s)", outcome.style, error.kind, error)
             retry = RETRY_OVERLOADED_S if error.kind in ("overloaded", "unavailable") else None
             problem: Problem = error.kind if error.kind in _PROBLEMS else "error"  # type: ignore[assignment]
-            # Serving words it for users.
-            outcome.refuse(_STATUS.get(error.kind, "error"), problem, error.message or messages.ERROR, retry)
+            # Serving words it for users, in English: the user's language by its code.
+            outcome.refuse(_STATUS.get(error.kind, "error"), problem, refusal(error, outcome.words), retry)
         finally:  # written even when the adapter's download blows up
             self._record(request, outcome, started)
         return outcome.reply
@@ -409,9 +518,10 @@ class Core:
         status: UsageStatus = "bad_input", retry_after_s: int | None = None,
     ) -> Reply:
         """A photo request its adapter refused before there was a picture (a body that is not a form,
-        an upload too slow or one too many): logged like any other, answered with `text`."""
-        outcome = _Outcome(style=request.style or self._default_style, input_bytes=input_bytes)
-        outcome.refuse(status, problem, text, retry_after_s)
+        an upload too slow or one too many): logged like any other, answered with `text` (a message
+        of `bots.messages`, in the user's language)."""
+        outcome = _Outcome(style=request.style or self._default_style, words=words_for(request), input_bytes=input_bytes)
+        outcome.refuse(status, problem, outcome.words(text), retry_after_s)
         self._record(request, outcome, time.perf_counter())
         return outcome.reply
 
@@ -419,7 +529,7 @@ class Core:
         """Count a photo request against its network's and user's allowances before its upload is
         read, so a refused one is never held in memory: None when admitted (then `handle` it with
         `admitted=True`, and `release` it whatever happens), else the refusal, logged."""
-        outcome = _Outcome(style=request.style or self._default_style)
+        outcome = _Outcome(style=request.style or self._default_style, words=words_for(request))
         if self._admit(request, outcome):
             return None
         self._record(request, outcome, time.perf_counter())
@@ -470,10 +580,10 @@ class Core:
         for limits, key in checks:
             refusal = limits.try_acquire(key)
             if refusal is Refusal.BUSY:
-                outcome.refuse("rate_limited", "busy", messages.BUSY_USER, limits.retry_after(key))
+                outcome.refuse("rate_limited", "busy", outcome.words(messages.BUSY_USER), limits.retry_after(key))
                 return False
             if refusal is Refusal.TOO_MANY:
-                text = messages.SLOW_DOWN.format(limit=limits.per_minute)
+                text = outcome.words(messages.SLOW_DOWN, limit=limits.per_minute)
                 outcome.refuse("rate_limited", "too_many", text, limits.retry_after(key))
                 return False
         return True
@@ -485,9 +595,9 @@ class Core:
         """Check the file, fetch it, wait for a model slot, and translate it (a clip has no before/after)."""
         declared = attachment.content_type.lower()
         if declared not in _UNDECLARED and not declared.startswith(("image/", "video/")):
-            outcome.refuse("bad_input", "not_an_image", messages.NOT_AN_IMAGE)
+            outcome.refuse("bad_input", "not_an_image", outcome.words(messages.NOT_AN_IMAGE))
             return
-        too_big = messages.TOO_BIG.format(limit_mb=self._max_upload_bytes // 2**20)
+        too_big = outcome.words(messages.TOO_BIG, limit_mb=self._max_upload_bytes // 2**20)
         if (attachment.size or 0) > self._max_upload_bytes:
             outcome.refuse("bad_input", "too_big", too_big)
             return
@@ -508,16 +618,16 @@ class Core:
             await self._draw_clip(style, data, shape, outcome, progress)
             return
         if declared.startswith("video/"):  # a WebM, an AVI...: no still image either
-            outcome.refuse("bad_input", "not_an_image", messages.NOT_A_CLIP)
+            outcome.refuse("bad_input", "not_an_image", outcome.words(messages.NOT_A_CLIP))
             return
         async with self._model_slots:
             result = await self._stylizer.stylize(
                 style.name, data, size=self._output_size, fmt="jpeg", compare=compare
             )
         outcome.status, outcome.version, outcome.faces = "ok", result.version, result.faces
-        caption = messages.RESULT_CAPTION.format(title=style.title)
+        caption = outcome.words(messages.RESULT_CAPTION, title=_title(outcome.words, style))
         if result.faces and result.faces > 1:
-            caption += messages.FACES_DRAWN.format(count=result.faces)
+            caption += outcome.words(messages.FACES_DRAWN, count=result.faces)
         outcome.reply = Reply(
             caption,
             image=result.image,
@@ -546,7 +656,7 @@ class Core:
             )
         outcome.status, outcome.version, outcome.faces = "ok", result.version, result.faces
         outcome.reply = Reply(
-            messages.RESULT_CAPTION.format(title=style.title),
+            outcome.words(messages.RESULT_CAPTION, title=_title(outcome.words, style)),
             image=result.image,
             content_type=result.content_type,
             animated=clip.kind,
@@ -579,7 +689,7 @@ class Core:
         user = (request.platform, request.user_id)
         known, saved = self.saved_styles.get(user)
         if not known:
-            await self._within_deadline(("read", *user), self._read_style(request))
+            await self._within_deadline(("read", *user), self._read_style(request), request)
             known, saved = self.saved_styles.get(user)
         if not known:
             logger.warning("style of %s:%s unknown (database slow or down): the default", *user)
@@ -589,9 +699,35 @@ class Core:
         return next(iter(catalogue.values()), None)
 
 
-def _unreachable(error: StylizeError) -> Reply:
+def words_for(request: Request) -> i18n.Words:
+    """The words `request`'s user reads: their /language choice, else their platform's language."""
+    return i18n.words(request.chosen_language or request.language)
+
+
+def experimental_note(words: i18n.Words, style: StyleInfo) -> str | None:
+    """One line saying why a style is experimental (its live version is below its bar), or None."""
+    short = style.experimental
+    return None if short is None else words(messages.EXPERIMENTAL[short.figure], value=short.value, bar=short.bar)
+
+
+def _title(words: i18n.Words, style: StyleInfo) -> str:
+    """A style's title in the user's language."""
+    return words.style(style.name, style.title, style.description)[0]
+
+
+def _unreachable(error: StylizeError, words: i18n.Words) -> Reply:
     """The runtime could not say which styles there are (TorchServe unreachable): serving's words."""
-    return Reply(error.message or messages.ERROR)
+    return Reply(refusal(error, words))
+
+
+def refusal(error: StylizeError, words: i18n.Words) -> str:
+    """Serving's refusal in the user's language: by its code (`messages.REFUSALS`, filled in with
+    its params), else by its exact words where the catalogue lists them, else its English."""
+    template = messages.REFUSALS.get(error.code)
+    needed = {field.partition(":")[0] for field in i18n.placeholders(template or "")}
+    if template is not None and needed <= error.params.keys():  # else the code's words lack their values
+        return words(template, **error.params)
+    return words(error.message) if error.message else words(messages.ERROR)
 
 
 def every(seconds: float, show: Progress, clock: Callable[[], float] = time.monotonic) -> Progress:

@@ -114,6 +114,11 @@ class ChatLimits:
         self._turns: dict[Hashable, asyncio.Semaphore] = {}
         self._waiting: Counter[Hashable] = Counter()  # photos drawing or in line, per chat
 
+    @property
+    def per_minute(self) -> int:
+        """A chat's photos a minute (the front ends word `Share.refusal` in the member's language with it)."""
+        return self._minute.per_minute
+
     @asynccontextmanager
     async def share(
         self, chat: Hashable, *, before_waiting: Callable[[], Awaitable[object]] | None = None

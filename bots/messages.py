@@ -1,14 +1,16 @@
-"""Every sentence the bots say, written once, in plain words.
+"""Every sentence the bots say, written once, in plain words: the English source of the translations.
 
 Front ends never write their own wording: they show these (via the core's
-replies) so Telegram, Discord and the web page always say the same thing.
-Serving's refusals (no face, too small, busy) arrive worded for users already
-and are passed on as they are; where the core says the same thing first, it
-takes serving's words.
+replies) so Telegram, Discord and the web page always say the same thing, each
+in the user's language (`bots.i18n.Words`; the catalogues are bots/locale/*,
+and every public constant here is a message in them). Serving's refusals (no
+face, too small, busy) arrive worded in English; the bots word them again by
+their code (`REFUSALS`), or by their exact words where those are listed here.
 """
 
 from __future__ import annotations
 
+from bots.i18n import Plural
 from serving import animation, inputs, replies
 from styles.payload import refusals
 
@@ -16,6 +18,7 @@ WELCOME = (
     "Hi! Send me a photo and I'll redraw it.\n"
     "Your style now: {style}. /styles lists them all, /help says more."
 )
+LANGUAGE_COMMAND = "/language - choose the language I answer in"  # in both helps
 PRIVACY_COMMANDS = "/privacy - what I keep about you (never your photos); /forget - delete it"  # the last line of both helps
 HELP = (
     "Send a photo (or an image file) and I'll send it back restyled.\n"
@@ -26,6 +29,7 @@ HELP = (
     "to get the original and the result side by side.\n"
     "In a group: reply /style (or /style NAME) to a photo, or send a photo with the caption /style NAME. "
     "I only see commands there; if other bots are in the group, add my @username (/style@me).\n"
+    + LANGUAGE_COMMAND + "\n"
     + PRIVACY_COMMANDS
 )
 DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
@@ -37,6 +41,7 @@ DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
     "You can also send me a photo in a DM, or mention me with one in a channel, "
     "or mention me in a reply to a message with an image (add a style name to use it once).\n"
     "Apps → Restyle on any message with an image draws it too.\n"
+    + LANGUAGE_COMMAND + "\n"
     + PRIVACY_COMMANDS
 )
 STYLES_HEADER = "Styles (yours now: {style}):"
@@ -49,13 +54,21 @@ UNKNOWN_STYLE = replies.UNKNOWN_STYLE  # the runtimes refuse an unknown style in
 NO_STYLES = "No styles are available right now. Please try again later."
 NOT_A_COMMAND = "Send me a photo to restyle, or /help to see what I can do."
 RESULT_CAPTION = "{title}"
-FACES_DRAWN = " · {count} faces drawn"  # after the caption, for a group photo
+FACES_DRAWN = Plural(" · {count} face drawn", " · {count} faces drawn")  # after the caption, for a group photo
 
 NOT_AN_IMAGE = refusals.NOT_AN_IMAGE  # the handler refuses in the same words what it cannot decode
 TOO_BIG = refusals.TOO_LARGE_AT  # the handler's words, at the bots' own limit (MAX_UPLOAD_BYTES)
 BUSY_USER = "I'm still working on your last photo. One at a time, please!"
-SLOW_DOWN = "Slow down a little: at most {limit} photos a minute. Try again shortly."
-CHAT_SLOW_DOWN = "This group is busy: at most {limit} photos a minute here. Try again shortly."
+SLOW_DOWN = Plural(
+    "Slow down a little: at most {limit} photo a minute. Try again shortly.",
+    "Slow down a little: at most {limit} photos a minute. Try again shortly.",
+    count="limit",
+)
+CHAT_SLOW_DOWN = Plural(
+    "This group is busy: at most {limit} photo a minute here. Try again shortly.",
+    "This group is busy: at most {limit} photos a minute here. Try again shortly.",
+    count="limit",
+)
 NO_PICTURE_IN_REPLY = (
     "The message you replied to has no photo. Reply /style to a photo (or an image file), "
     "or send a photo with the caption /style NAME."
@@ -82,6 +95,49 @@ CLIP_FRAMES_TOO_LARGE = inputs.FRAME_TOO_LARGE  # refused from the headers, befo
 CLIP_TOO_LARGE = inputs.CLIP_TOO_LARGE
 TOO_MANY_PIXELS = refusals.TOO_MANY_PIXELS  # a still photo, from its header
 
+# Serving's own words (each `.mar` refuses in English), listed to be translated.
+TOO_LARGE = refusals.TOO_LARGE
+TRUNCATED = refusals.TRUNCATED
+TOO_MANY_PIXELS = refusals.TOO_MANY_PIXELS
+TOO_SMALL = refusals.TOO_SMALL
+NO_FACE = (  # styles/payload/framing.py's words (it imports OpenCV, which the bots need not load)
+    "I couldn't find a face in that photo. Try one where the face is clearly visible: turned towards "
+    "the camera, not covered or cut off at an edge, in even light. Or pick a style that needs no face "
+    "with /styles."
+)
+FACES_TOO_SMALL = (  # framing.py's too
+    "The faces in that photo are too small for me to draw (each needs about 48 pixels across). "
+    "Send a closer photo, or crop it around the faces."
+)
+CLIP_NOT_A_CLIP = animation.NOT_A_CLIP
+GIF_DAMAGED = animation.DAMAGED_GIF
+NO_PICTURE_TRACK = animation.NO_PICTURE_TRACK
+NO_FRAMES = animation.NO_FRAMES
+OVERLOADED = replies.OVERLOADED
+UNAVAILABLE = replies.UNAVAILABLE
+FAILED = replies.FAILED
+# A refusal's code (the handler's JSON "error", or `StylizeError.code`) -> its words, filled in
+# with the error's `params`: an archive's English, however worded, reaches users translated.
+REFUSALS = {
+    "not_an_image": NOT_AN_IMAGE,
+    "truncated": TRUNCATED,
+    "too_large": TOO_LARGE,
+    "too_many_pixels": TOO_MANY_PIXELS,
+    "too_small": TOO_SMALL,
+    "unknown_style": UNKNOWN_STYLE,
+    "too_long": CLIP_TOO_LONG,
+    "overloaded": OVERLOADED,
+    "unavailable": UNAVAILABLE,
+}
+
+# The user's language (/language).
+LANGUAGES_HEADER = "Languages (yours now: {language}):"
+LANGUAGE_LINE = "/language {code} - {name}"
+LANGUAGE_AUTO_LINE = "/language auto - the language of your app"
+LANGUAGE_SET = "Done: I'll answer you in {language} from now on."
+LANGUAGE_AUTO = "Done: I'll answer in the language of your app ({language})."
+UNKNOWN_LANGUAGE = "I don't speak \"{name}\" yet."
+
 ERROR = "Sorry, something went wrong on my side. Please try again."
 NOT_A_FORM = "Send the picture as a file upload: a multipart form with an \"image\" field (and optionally \"style\")."
 WRONG_HOST = "This page is not served under that name. Open it at the address toonbot printed when it started."
@@ -96,12 +152,15 @@ UPLOADS_BUSY = "I'm receiving too many uploads right now. Please try again in a 
 
 # Everyone: privacy.
 PRIVACY = (
-    "What I keep: your platform user id, the style you chose, and one line per photo request "
+    "What I keep: your platform user id, the style and language you chose, and one line per photo request "
     "(when, which style, whether it worked, how long it took, the file's size). "
     "Your photos are never stored: they are restyled in memory and forgotten. "
     "/forget deletes everything I keep about you."
 )
-FORGOTTEN = "Done: I deleted everything I kept about you ({count} records)."
+FORGOTTEN = Plural(
+    "Done: I deleted everything I kept about you ({count} record).",
+    "Done: I deleted everything I kept about you ({count} records).",
+)
 # A hung database (bots/admin.py says what each command does then).
 DB_NOT_ANSWERING = "The database is not answering, try again shortly."
 DB_LATER = (

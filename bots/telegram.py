@@ -7,6 +7,7 @@ import logging
 import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from functools import partial
 from typing import Literal
 
@@ -36,9 +37,9 @@ from telegram.ext import (
     filters,
 )
 
-from bots import messages
+from bots import i18n, messages
 from bots.announce import JobAnnouncer
-from bots.core import Attachment, Core, Progress, Reply, Request, TooBig, every
+from bots.core import Attachment, Core, LanguageButton, Progress, Reply, Request, TooBig, every, words_for
 from bots.limits import ChatLimits
 from bots.resources import SharedCore
 from config import Settings
@@ -60,6 +61,7 @@ PICTURES = MEDIA & (
 # How an answer goes back: in kind with what was sent (a file as a file, a GIF as a GIF).
 Kind = Literal["photo", "animation", "video", "document"]
 STYLE_REPLY = filters.ChatType.GROUPS & filters.REPLY
+LANGUAGE_BUTTON = "language:"  # a button's data: "language:ru"; any other is a style's name (names have no ":")
 
 
 def _core(context: ContextTypes.DEFAULT_TYPE) -> Core:
@@ -77,16 +79,22 @@ def _request(
         text=text,
         attachment=attachment,
         progress=progress,
+        language=update.effective_user.language_code,  # the user's Telegram app language, e.g. "ru"
     )
 
 
 def _keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
-    """One button per style; the user's current one is ticked."""
+    """One button per style (or language); the user's current one is ticked."""
     if not reply.buttons:
         return None
     return InlineKeyboardMarkup(
         [
-            [InlineKeyboardButton(("✓ " if b.selected else "") + b.label, callback_data=b.style)]
+            [
+                InlineKeyboardButton(
+                    ("✓ " if b.selected else "") + b.label,
+                    callback_data=LANGUAGE_BUTTON + b.language if isinstance(b, LanguageButton) else b.style,
+                )
+            ]
             for b in reply.buttons
         ]
     )
@@ -169,7 +177,8 @@ async def on_style_reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     elif _media(replied) is not None:
         await _draw(update, context, replied, message.text)
     else:
-        await message.reply_text(messages.NO_PICTURE_IN_REPLY)
+        words = words_for(await _core(context).localise(_request(update)))
+        await message.reply_text(words(messages.NO_PICTURE_IN_REPLY))
 
 
 Media = PhotoSize | Animation | Video | VideoNote | Document
@@ -208,8 +217,9 @@ async def _draw(update: Update, context: ContextTypes.DEFAULT_TYPE, picture: Mes
     async def read() -> bytes:
         return await download(await source.get_file(), _core(context).max_upload_bytes)
 
-    async with _progress(message) as progress:
-        request = _request(update, text, Attachment(content_type, source.file_size, read), progress)
+    request = await _core(context).localise(_request(update, text, Attachment(content_type, source.file_size, read)))
+    async with _progress(message, words_for(request)) as progress:
+        request = replace(request, progress=progress)
         if message.chat.type == Chat.PRIVATE:
             async with _showing(message.chat, ACTIONS[kind]):
                 reply = await _core(context).handle(request)
@@ -219,14 +229,14 @@ async def _draw(update: Update, context: ContextTypes.DEFAULT_TYPE, picture: Mes
 
 
 @asynccontextmanager
-async def _progress(message: Message) -> AsyncIterator[Progress]:
+async def _progress(message: Message, words: i18n.Words) -> AsyncIterator[Progress]:
     """While a clip is drawn: one message, "Drawing frame 120 of 300…", edited at most every
     `PROGRESS_EVERY_S` and deleted when the block ends (a photo, or a short clip, shows none)."""
     shown: Message | None = None
 
     async def show(done: int, total: int) -> None:
         nonlocal shown
-        text = messages.DRAWING_FRAMES.format(done=done, total=total)
+        text = words(messages.DRAWING_FRAMES, done=done, total=total)
         try:
             if shown is None:
                 shown = await message.reply_text(text)
@@ -250,7 +260,7 @@ async def _in_group(context: ContextTypes.DEFAULT_TYPE, request: Request, action
     limits: ChatLimits = context.bot_data["chat_limits"]
     async with _showing(chat, action), limits.share(chat.id) as share:
         if share.refusal is not None:
-            return Reply(share.refusal, problem="too_many")
+            return Reply(words_for(request)(messages.CHAT_SLOW_DOWN, limit=limits.per_minute), problem="too_many")
         reply = await _core(context).handle(request)
         share.answered(reply.problem)
         return reply
@@ -282,11 +292,15 @@ async def download(file: File, limit: int) -> bytes:
 
 
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A style button switches the user's style, as /style NAME does; the list is replaced by the
-    confirmation."""
+    """A style (or language) button switches the user's style, as /style NAME does (/language CODE);
+    the list is replaced by the confirmation."""
     query = update.callback_query
     assert query is not None
-    reply = await _core(context).set_style(_request(update), query.data or "")
+    data = query.data or ""
+    if data.startswith(LANGUAGE_BUTTON):
+        reply = await _core(context).set_language(_request(update), data.removeprefix(LANGUAGE_BUTTON))
+    else:
+        reply = await _core(context).set_style(_request(update), data)
     await query.answer()
     if isinstance(query.message, Message) and query.message.photo:  # the list was the styles' picture's caption
         await query.edit_message_caption(reply.text, reply_markup=_keyboard(reply))
@@ -301,7 +315,9 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """
     logger.error("%s failed", describe_update(update), exc_info=context.error)
     if isinstance(update, Update) and update.effective_message is not None:
-        await update.effective_message.reply_text(messages.ERROR)
+        user = update.effective_user
+        words = i18n.words(user.language_code if user else None)
+        await update.effective_message.reply_text(words(messages.ERROR))
 
 
 def describe_update(update: object) -> str:

@@ -31,8 +31,8 @@ from pathlib import Path
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from bots import messages
-from bots.core import Attachment, Core, Problem, Reply, Request
+from bots import i18n, messages, page
+from bots.core import Attachment, Core, Problem, Reply, Request, experimental_note, refusal, words_for
 from bots.resources import SharedCore
 from config import Settings
 from serving.api import StylizeError
@@ -40,7 +40,7 @@ from serving.api import StylizeError
 logger = logging.getLogger(__name__)
 
 PLATFORM = "web"
-PAGE = Path(__file__).with_name("static") / "index.html"
+PAGE = page.PAGE  # a template: its words come in the visitor's language (`index`)
 VISITOR_COOKIE = "toonbot_visitor"
 CORE = web.AppKey("core", Core)
 MAX_UPLOAD = web.AppKey("max_upload", int)
@@ -170,7 +170,13 @@ def _request(
     return Request(
         platform=PLATFORM, user_id=user, chat_id=user, attachment=attachment,
         network=request.remote or "unknown", style=style, compare=compare,
+        language=request.headers.get("Accept-Language"),  # the page's selector (`language`) beats it
     )
+
+
+def _words(request: web.Request) -> i18n.Words:
+    """The browser's language, for answers given before the visitor is known (wrong host, errors)."""
+    return i18n.words(request.headers.get("Accept-Language"))
 
 
 def _answer(reply: Reply) -> web.Response:
@@ -183,8 +189,15 @@ def _answer(reply: Reply) -> web.Response:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    """The page; a visitor without a valid cookie gets one."""
-    response = web.FileResponse(PAGE)
+    """The page in the visitor's language (their choice, else their browser's); a visitor without a
+    valid cookie gets one."""
+    asked = _request(request)
+    chosen = await request.app[CORE].chosen_language(asked)
+    locale = chosen or i18n.negotiate(asked.language)
+    response = web.Response(
+        text=page.render(locale, chosen), content_type="text/html",
+        headers={"Content-Language": locale.replace("_", "-"), "Vary": "Accept-Language, Cookie"},
+    )
     visitors = request.app[VISITORS]
     if visitors.verify(request.cookies.get(VISITOR_COOKIE)) is None:
         response.set_cookie(VISITOR_COOKIE, visitors.issue(), httponly=True, samesite="Strict")
@@ -194,18 +207,28 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def styles(request: web.Request) -> web.Response:
     """The deployed styles for the page's gallery (the same list /styles shows), each with the
     address of its preview (None for an archive without one; the version keeps caches apart)."""
+    asked = await request.app[CORE].localise(_request(request))
+    words = words_for(asked)
     try:
-        found, current = await request.app[CORE].styles(_request(request))
+        found, current = await request.app[CORE].styles(asked)
     except StylizeError as error:  # e.g. TorchServe unreachable
-        return web.json_response({"styles": [], "message": error.message or messages.ERROR})
-    choices = [
-        {
-            "name": s.name, "title": s.title, "description": s.description, "selected": s == current,
+        return web.json_response({"styles": [], "message": refusal(error, words)})
+    choices = []
+    for s in found:
+        title, description = words.style(s.name, s.title, s.description)
+        choices.append({
+            "name": s.name, "title": title, "description": description, "selected": s == current,
             "preview": None if s.preview is None else f"/api/styles/{s.name}/preview?version={s.version}",
-        }
-        for s in found
-    ]
-    return web.json_response({"styles": choices, "message": "" if choices else messages.NO_STYLES})
+            "experimental": experimental_note(words, s),  # None, or one line saying why
+        })
+    return web.json_response({"styles": choices, "message": "" if choices else words(messages.NO_STYLES)})
+
+
+async def language(request: web.Request) -> web.Response:
+    """The page's selector: a form's `language` (a locale, or "auto") remembered for the visitor."""
+    form = await request.post()
+    reply = await request.app[CORE].set_language(_request(request), str(form.get("language", "")))
+    return web.json_response({"message": reply.text}, status=400 if reply.buttons else 200)
 
 
 async def preview(request: web.Request) -> web.Response:
@@ -213,9 +236,9 @@ async def preview(request: web.Request) -> web.Response:
     try:
         shown = await request.app[CORE].preview(request.match_info["name"])
     except StylizeError as error:
-        return web.json_response({"message": error.message or messages.ERROR}, status=503)
+        return web.json_response({"message": refusal(error, _words(request))}, status=503)
     if shown is None:
-        return web.json_response({"message": messages.NO_PREVIEW}, status=404)
+        return web.json_response({"message": _words(request)(messages.NO_PREVIEW)}, status=404)
     return web.Response(body=shown, content_type="image/jpeg", headers={"Cache-Control": PREVIEW_CACHE})
 
 
@@ -326,13 +349,13 @@ def guard(hosts: Collection[str]) -> Callable[[web.Request, Handler], Awaitable[
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.host.lower() not in hosts:
             logger.warning("refused Host %r from %s (not in the allowed hosts)", request.host[:100], request.remote)
-            return web.json_response({"message": messages.WRONG_HOST}, status=421)
+            return web.json_response({"message": _words(request)(messages.WRONG_HOST)}, status=421)
         origin = request.headers.get("Origin")
         if (origin is not None and origin.lower() not in origins) or request.headers.get(
             "Sec-Fetch-Site"
         ) == "cross-site":
             logger.warning("refused a cross-site %s %s from %s", request.method, request.path, request.remote)
-            return web.json_response({"message": messages.CROSS_SITE}, status=403)
+            return web.json_response({"message": _words(request)(messages.CROSS_SITE)}, status=403)
         return await handler(request)
 
     return check
@@ -347,7 +370,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except Exception:
         logger.exception("%s %s failed", request.method, request.path)
-        return web.json_response({"message": messages.ERROR}, status=500)
+        return web.json_response({"message": _words(request)(messages.ERROR)}, status=500)
 
 
 def build_app(settings: Settings, shared: SharedCore) -> web.Application:
@@ -382,6 +405,7 @@ def build_app(settings: Settings, shared: SharedCore) -> web.Application:
     app.router.add_get("/api/styles", styles)
     app.router.add_get("/api/styles/{name}/preview", preview)
     app.router.add_post("/api/stylize", stylize)
+    app.router.add_post("/api/language", language)
     return app
 
 

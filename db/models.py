@@ -67,7 +67,7 @@ class Base(DeclarativeBase):
 
 
 class User(Base):
-    """A person on one platform, with the style they chose."""
+    """A person on one platform, with the style and language they chose."""
 
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("platform", "platform_user_id"),)
@@ -76,6 +76,7 @@ class User(Base):
     platform: Mapped[Platform] = mapped_column(choice(Platform, "platform"))
     platform_user_id: Mapped[str] = mapped_column(String(64))
     current_style: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(16))  # a /language choice, e.g. "pt_BR"; None: the platform's
     created_at: Mapped[datetime] = created_column()  # when they first chose a style
 
 

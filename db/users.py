@@ -1,4 +1,4 @@
-"""Users and their chosen style. Each write is one upsert, so concurrent chats never race."""
+"""Users and their chosen style and language. Each write is one upsert, so concurrent chats never race."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Platform, Usage, User
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What a user chose: a style and a language (None: never chose; the app's default, their platform's)."""
+
+    style: str | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,25 @@ async def get_style(session: AsyncSession, *, platform: Platform, platform_user_
     return await session.scalar(
         select(User.current_style).where(User.platform == platform, User.platform_user_id == platform_user_id)
     )
+
+
+async def set_language(
+    session: AsyncSession, *, platform: Platform, platform_user_id: str, language: str | None
+) -> None:
+    """Remember the language the user chose (None: follow their platform's again)."""
+    await _upsert(session, platform, platform_user_id, language=language)
+
+
+async def get_choices(session: AsyncSession, *, platform: Platform, platform_user_id: str) -> Choices:
+    """The user's style and language, in one query (each None when never chosen)."""
+    row = (
+        await session.execute(
+            select(User.current_style, User.language).where(
+                User.platform == platform, User.platform_user_id == platform_user_id
+            )
+        )
+    ).first()
+    return Choices() if row is None else Choices(style=row.current_style, language=row.language)
 
 
 async def forget_user(session: AsyncSession, *, platform: Platform, platform_user_id: str) -> Forgotten:

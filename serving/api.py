@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from styles.quality import Shortfall
+
 ImageFormat = Literal["jpeg", "png", "webp"]
 
 # The handler's reply headers (styles/payload/handler.py sets them), read alike by both runtimes.
@@ -49,6 +51,8 @@ class StyleInfo:
     # The style on a public-domain picture, before | after, as a JPEG (drawn at export);
     # None for an archive exported before previews.
     preview: bytes | None = field(default=None, repr=False)
+    # Why the live version counts as experimental (below its catalogue bar on its test split), else None.
+    experimental: Shortfall | None = None
 
 
 class StylizeError(Exception):
@@ -56,9 +60,15 @@ class StylizeError(Exception):
 
     kind = "error"
 
-    def __init__(self, message: str = "") -> None:
+    def __init__(
+        self, message: str = "", *, code: str | None = None, params: Mapping[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        # What exactly was refused (the handler's JSON "error", e.g. "too_small") and the values in
+        # `message`: the bots word it again in the user's language (bots/messages.py, REFUSALS).
+        self.code = code or self.kind
+        self.params = dict(params or {})
 
 
 class BadInput(StylizeError):

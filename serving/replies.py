@@ -21,7 +21,8 @@ FAILED = "Something went wrong while drawing your picture. Please try again."
 
 def unknown_style(style: str) -> UnknownStyle:
     """The error for a style name nothing is deployed under (the name cut to what may be repeated back)."""
-    return UnknownStyle(UNKNOWN_STYLE.format(name=catalog.shown(style)))
+    name = catalog.shown(style)
+    return UnknownStyle(UNKNOWN_STYLE.format(name=name), params={"name": name})
 
 
 def rejection(body: bytes) -> StylizeError:
@@ -32,5 +33,5 @@ def rejection(body: bytes) -> StylizeError:
     except (ValueError, KeyError, TypeError):
         return BadInput(FAILED)
     if kind == "no_face":
-        return NoFace(message)
-    return TooLarge(message) if kind in TOO_LARGE_KINDS else BadInput(message)
+        return NoFace(message, code=kind)
+    return (TooLarge if kind in TOO_LARGE_KINDS else BadInput)(message, code=str(kind))

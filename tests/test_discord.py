@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bots import discord, messages, resources
+from bots import discord, i18n, messages, resources
 from bots.discord import answers as discord_answers
 from bots.resources import SharedCore
 from config import Settings
@@ -135,8 +135,14 @@ async def test_slash_style_defers_then_sends_the_picture(
 
     [sync] = fake.calls_to("sync", guild_id=str(fake.guild_id))  # development: one server, at once
     commands = {c["name"]: c for c in sync.json}
-    assert sorted(commands) == ["Restyle", "forget", "help", "mystyle", "privacy", "style", "styles"]
+    assert sorted(commands) == ["Restyle", "forget", "help", "language", "mystyle", "privacy", "style", "styles"]
     assert commands["Restyle"]["type"] == MESSAGE_COMMAND  # in a message's Apps menu
+    # Names stay English; descriptions come in every Discord language we speak.
+    assert "name_localizations" not in commands["style"] or not commands["style"]["name_localizations"]
+    described = commands["style"]["description_localizations"]
+    assert described["ja"] == "写真・GIF・短い MP4 を描き直す" and described["pt-BR"] and described["zh-CN"]
+    assert set(described) >= {"ru", "es-ES", "es-419", "pt-BR", "ja", "zh-CN"} and "en-US" not in described
+    assert commands["style"]["options"][0]["description_localizations"]["ru"] == "Фото, GIF или MP4, которое нужно перерисовать"
     image, style, compare = commands["style"]["options"]
     assert (image["name"], image["type"], image["required"]) == ("image", 11, True)
     assert (style["name"], style["type"], style["required"]) == ("style", 3, False)
@@ -320,7 +326,7 @@ async def test_make_run_serves_both_bots_when_both_tokens_are_set(
             output, _ = await asyncio.wait_for(process.communicate(), 60)
     log = output.decode()
     assert process.returncode == 0, log
-    assert "Discord bot @toonbot: 7 slash commands synced globally" in log
+    assert "Discord bot @toonbot: 8 slash commands synced globally" in log
     assert "Telegram bot @toonbot_test_bot" in log
     assert fake.token not in log and telegram.token not in log  # secrets never reach the log
     rows = await read_usage(database_url)
@@ -508,3 +514,29 @@ async def test_progress_edits_the_deferred_answer_every_few_seconds(
     shown = [started, *dm_progress]
     assert all(b.at - a.at >= every_s * 0.9 for a, b in zip(shown, shown[1:]))
     assert dm_result.json["content"] == "Selfie to anime" and dm_result.files[0].filename == "toonbot.mp4"
+
+
+async def test_a_japanese_user_is_answered_in_japanese(
+    fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    ja = i18n.words("ja")
+    fake.locales[61] = "ja"  # the interaction's locale: their Discord app's language
+    async with running_bot(fake, bots_model_store, sqlite_db_url):
+        [help_text] = await answers(fake, await fake.slash_command(61, "help"))
+        pdf = await fake.slash_command(61, "style", attachment=fake.attachment(PDF, "cv.pdf", "application/pdf"))
+        [refusal] = await answers(fake, pdf)
+        [selfie] = await answers(fake, await fake.slash_command(61, "style", attachment=jpeg(fake, face_jpeg)), "followup")
+        [listing] = await answers(fake, await fake.slash_command(61, "styles"))
+        [chosen] = await answers(fake, await fake.slash_command(61, "language", language="pt_BR"))
+        [portuguese] = await answers(fake, await fake.slash_command(61, "help"))  # the choice beats the app
+        [automatic] = await answers(fake, await fake.slash_command(61, "language", language="auto"))
+    assert help_text.json["data"]["content"] == ja(messages.DISCORD_HELP) != messages.DISCORD_HELP
+    assert refusal.json["data"]["content"] == ja(messages.NOT_AN_IMAGE)
+    assert selfie.json["content"] == "セルフィーをアニメに" and jpeg_size(selfie) == (64, 64)
+    [embed] = listing.json["data"]["embeds"]
+    assert embed["title"] == ja(messages.STYLES_TITLE)
+    assert embed["description"].startswith(ja(messages.STYLES_HEADER, style="selfie2anime"))
+    assert "アニメ風の似顔絵" in embed["description"]  # the styles' descriptions too
+    assert chosen.json["data"]["content"] == i18n.words("pt_BR")(messages.LANGUAGE_SET, language="Português (Brasil)")
+    assert portuguese.json["data"]["content"] == i18n.words("pt_BR")(messages.DISCORD_HELP)
+    assert automatic.json["data"]["content"] == ja(messages.LANGUAGE_AUTO, language="日本語")

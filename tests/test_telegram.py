@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bots import collage, messages, resources, telegram
+from bots import collage, i18n, messages, resources, telegram
 from bots.resources import SharedCore
 from config import Settings
 from fakes.stylizer import MemoryStylizer
@@ -442,3 +442,38 @@ async def test_groups_draw_a_captioned_video_or_the_clip_a_style_command_replies
     assert sorted((r.platform_user_id, r.status) for r in await read_usage(sqlite_db_url)) == [
         ("701", "ok"), ("703", "ok"), ("704", "ok"),
     ]
+
+
+async def test_a_russian_user_is_answered_in_russian(
+    api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    ru = i18n.words("ru")
+    api.languages[21] = "ru"  # their Telegram app's language
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
+        api.send_text(21, "/start")
+        await api.wait_for("sendMessage", chat_id=21)
+        api.send_text(21, "/help")
+        await api.wait_for("sendMessage", chat_id=21, count=2)
+        api.send_document(21, b"%PDF-1.4\n%%EOF\n", "cv.pdf", "application/pdf")
+        await api.wait_for("sendMessage", chat_id=21, count=3)
+        api.send_photo(21, face_jpeg)
+        [selfie] = await api.wait_for("sendPhoto", chat_id=21)
+        api.send_text(21, "/language")  # the list, with a button per language
+        [*_, listing] = await api.wait_for("sendMessage", chat_id=21, count=4)
+        api.press_button(21, listing.result["message_id"], "language:es")
+        [chosen] = await api.wait_for("editMessageText", chat_id=21)
+        api.send_text(21, "/help")  # Spanish now, whatever the app says
+        [*_, spanish_help] = await api.wait_for("sendMessage", chat_id=21, count=5)
+        api.send_text(21, "/language auto")
+        [*_, automatic] = await api.wait_for("sendMessage", chat_id=21, count=6)
+    start, help_, refusal = (c.fields["text"] for c in api.calls_to("sendMessage", 21)[:3])
+    assert start == ru(messages.WELCOME, style="Селфи в аниме")
+    assert start.startswith("Привет!") and help_ == ru(messages.HELP) and "/language" in help_
+    assert refusal == ru(messages.NOT_AN_IMAGE) != messages.NOT_AN_IMAGE
+    assert selfie.fields["caption"] == "Селфи в аниме"
+    assert listing.fields["text"].startswith(ru(messages.LANGUAGES_HEADER, language="Русский"))
+    buttons = [b for row in listing.json("reply_markup")["inline_keyboard"] for b in row]
+    assert [b["callback_data"] for b in buttons][:2] == ["language:en", "language:ru"] and len(buttons) == 6
+    assert chosen.fields["text"] == i18n.words("es")(messages.LANGUAGE_SET, language="Español")
+    assert spanish_help.fields["text"] == i18n.words("es")(messages.HELP)
+    assert automatic.fields["text"] == ru(messages.LANGUAGE_AUTO, language="Русский")

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from playwright.async_api import Page, Route, async_playwright, expect
 
-from bots import messages, web
+from bots import i18n, messages, web
 from bots.resources import SharedCore
 from config import Settings
 from styles import catalog
@@ -125,18 +125,26 @@ async def test_http_api(
     ]
 
 
-@pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    """A tab in headless Debian Chromium (`apt-get install chromium`; .ci/run does), or skip."""
+@asynccontextmanager
+async def chromium_tab(locale: str | None = None) -> AsyncIterator[Page]:
+    """A tab in headless Debian Chromium (`apt-get install chromium`; .ci/run does), or skip;
+    `locale`: the browser's language (its Accept-Language)."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         pytest.skip("Chromium not found: install Debian's chromium package (.ci/run does)")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS)
         try:
-            yield await browser.new_page()
+            yield await browser.new_page(locale=locale)
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    """A tab in headless Chromium, or skip."""
+    async with chromium_tab() as tab:
+        yield tab
 
 
 async def test_the_page_in_a_browser(
@@ -420,3 +428,83 @@ def test_each_refusal_has_its_status(problem: str, status: int, retry: str | Non
     reply = web.Reply("words", problem=problem, retry_after_s=int(retry) if retry else None)  # type: ignore[arg-type]
     response = web._answer(reply)
     assert (response.status, response.headers.get("Retry-After")) == (status, retry)
+
+
+# --- the visitor's language ------------------------------------------------------------
+
+
+async def test_the_page_and_its_answers_speak_the_browsers_language(
+    bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    pt, ja = i18n.words("pt_BR"), i18n.words("ja")
+    jar = aiohttp.CookieJar(unsafe=True)
+    brazilian = {"Accept-Language": "pt-BR,pt;q=0.9,en;q=0.8"}
+    async with (
+        running_page(bots_model_store, sqlite_db_url) as url,
+        aiohttp.ClientSession(cookie_jar=jar, headers=brazilian) as client,
+    ):
+        async with client.get(url) as response:
+            html = await response.text()
+            assert response.headers["Content-Language"] == "pt-BR" and "Accept-Language" in response.headers["Vary"]
+        assert '<html lang="pt-BR">' in html and pt("Redraw it") in html and "Redesenhar" in html
+        assert '<option value="auto" selected>' in html  # no choice made: as the browser says
+        async with client.get(f"{url}/api/styles") as response:
+            titles = [(s["title"], s["description"]) for s in (await response.json())["styles"]]
+        assert titles[1] == ("De selfie para anime", "Transforma uma selfie num retrato de anime.")
+        pdf = upload("cv.pdf", b"%PDF-1.4\n%%EOF\n", "application/pdf")
+        async with client.post(f"{url}/api/stylize", data=pdf) as response:
+            assert (response.status, await response.json()) == (415, {"message": pt(messages.NOT_AN_IMAGE)})
+        async with client.post(f"{url}/api/stylize", data=upload("me.jpg", face_jpeg, "image/jpeg")) as response:
+            assert response.content_type == "image/jpeg"
+
+        async with client.post(f"{url}/api/language", data={"language": "ja"}) as response:  # the selector
+            assert (response.status, await response.json()) == (200, {"message": ja(messages.LANGUAGE_SET, language="日本語")})
+        async with client.get(url) as response:
+            html = await response.text()
+        assert '<html lang="ja">' in html and "描き直す" in html and '<option value="ja" lang="ja" selected>' in html
+        async with client.get(f"{url}/api/styles") as response:
+            assert (await response.json())["styles"][1]["title"] == "セルフィーをアニメに"
+        async with client.post(f"{url}/api/language", data={"language": "xx"}) as response:
+            assert response.status == 400 and (await response.json())["message"].startswith(ja(messages.UNKNOWN_LANGUAGE, name="xx"))
+        async with client.post(f"{url}/api/language", data={"language": "auto"}) as response:
+            assert (await response.json())["message"] == pt(messages.LANGUAGE_AUTO, language="Português (Brasil)")
+        async with client.get(url) as response:
+            assert '<html lang="pt-BR">' in await response.text()
+
+
+async def test_every_language_of_the_page_keeps_its_content_security_policy(
+    bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    async with running_page(bots_model_store, sqlite_db_url) as url, aiohttp.ClientSession() as client:
+        for locale in i18n.LANGUAGES:
+            async with client.get(url, headers={"Accept-Language": locale.replace("_", "-")}) as response:
+                html = await response.text()
+                policy = response.headers["Content-Security-Policy"]
+            assert f'<html lang="{locale.replace("_", "-")}">' in html
+            assert policy == web.content_security_policy(html), locale  # the inline script and style hash alike
+
+
+async def test_the_page_in_japanese_in_a_browser(bots_model_store: Path, sqlite_db_url: str, tmp_path: Path) -> None:
+    ja, ru = i18n.words("ja"), i18n.words("ru")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    async with chromium_tab("ja-JP") as page, running_page(bots_model_store, sqlite_db_url) as url:
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+        await page.goto(url)
+        await expect(page.locator("html")).to_have_attribute("lang", "ja")
+        await expect(page.locator("#go")).to_have_text("描き直す")
+        await expect(page.locator("#gallery .card").nth(1)).to_contain_text("セルフィーをアニメに")  # the script ran
+        preview_alt = await page.locator("#gallery .card img").nth(1).get_attribute("alt")
+        assert preview_alt == ja("{title}: before and after").replace("{title}", "セルフィーをアニメに")
+        await page.set_input_files("#file", notes)
+        await page.click("#go")
+        await expect(page.locator("#error")).to_have_text(ja(messages.NOT_AN_IMAGE), timeout=60_000)
+
+        async with page.expect_navigation():  # the selector remembers the choice, then reloads
+            await page.select_option("#language", "ru")
+        await expect(page.locator("html")).to_have_attribute("lang", "ru")
+        await expect(page.locator("#go")).to_have_text(ru("Redraw it"))
+        await expect(page.locator("#gallery .card").nth(1)).to_contain_text("Селфи в аниме")
+        await expect(page.locator("#language")).to_have_value("ru")
+    assert blocked == []

@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
 from bots.admin import DEFAULT_ITERATIONS, Admin
@@ -90,12 +91,12 @@ class PrivacyCog(commands.Cog):
     def __init__(self, admin: Admin) -> None:
         self._admin = admin
 
-    @app_commands.command(name="privacy", description="What this bot stores about you")
+    @app_commands.command(name="privacy", description=locale_str("What this bot stores about you"))
     async def privacy(self, interaction: discord.Interaction) -> None:
         """Photos are never kept."""
         await answer(interaction, await self._admin.privacy(request(interaction)))
 
-    @app_commands.command(name="forget", description="Delete everything this bot stores about you")
+    @app_commands.command(name="forget", description=locale_str("Delete everything this bot stores about you"))
     async def forget(self, interaction: discord.Interaction) -> None:
         """The user's row and usage records."""
         await answer(interaction, await self._admin.forget(request(interaction)))

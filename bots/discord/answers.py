@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from bots import messages
+from bots import i18n, messages
 from bots.core import Attachment, Progress, Reply, Request
 
 logger = logging.getLogger(__name__)
@@ -29,13 +29,15 @@ STYLES_PICTURE = "styles.jpg"  # the embed of /styles shows the attachment of th
 def request(
     interaction: discord.Interaction, attachment: Attachment | None = None, progress: Progress | None = None
 ) -> Request:
-    """The core's request for who asked where (a slash command's options go to the typed call)."""
+    """The core's request for who asked where, in their Discord language (a slash command's options
+    go to the typed call)."""
     return Request(
         platform=PLATFORM,
         user_id=str(interaction.user.id),
         chat_id=str(interaction.channel_id),
         attachment=attachment,
         progress=progress,
+        language=interaction.locale.value,
     )
 
 
@@ -65,27 +67,28 @@ async def defer(interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
 
 
-async def show_progress(interaction: discord.Interaction, done: int, total: int) -> None:
+async def show_progress(interaction: discord.Interaction, words: i18n.Words, done: int, total: int) -> None:
     """Turn the deferred "thinking..." into "Drawing frame N of M…" (only a courtesy: a failed
     edit is logged, never the clip's end)."""
     try:
-        await interaction.edit_original_response(content=messages.DRAWING_FRAMES.format(done=done, total=total))
+        await interaction.edit_original_response(content=words(messages.DRAWING_FRAMES, done=done, total=total))
     except discord.HTTPException as error:
         logger.debug("progress not shown: %s", error)
 
 
-def deliverable(reply: Reply, limit: int) -> Reply:
+def deliverable(reply: Reply, limit: int, words: i18n.Words) -> Reply:
     """`reply`, or words saying its file is over Discord's upload `limit` (a long GIF can be)."""
     if reply.image is None or len(reply.image) <= limit:
         return reply
-    text = messages.DISCORD_RESULT_TOO_BIG.format(size_mb=len(reply.image) / 2**20, limit_mb=limit / 2**20)
+    text = words(messages.DISCORD_RESULT_TOO_BIG, size_mb=len(reply.image) / 2**20, limit_mb=limit / 2**20)
     return Reply(text, problem="too_big")
 
 
-async def answer(interaction: discord.Interaction, reply: Reply) -> None:
+async def answer(interaction: discord.Interaction, reply: Reply, words: i18n.Words | None = None) -> None:
     """The picture in the follow-up for all to see; words for the asker alone. A clip takes the
-    place of its deferred message, which its progress may have edited into "Drawing frame N of M…"."""
-    reply = deliverable(reply, interaction.filesize_limit)
+    place of its deferred message, which its progress may have edited into "Drawing frame N of M…".
+    `words`: the asker's language, should the picture be too big to send (default: their Discord's)."""
+    reply = deliverable(reply, interaction.filesize_limit, words or i18n.words(interaction.locale.value))
     if reply.image is not None and reply.animated is not None:  # drawn, so `read` has deferred
         await interaction.edit_original_response(content=reply.text, attachments=[image_file(reply)])
     elif reply.image is not None:
@@ -98,13 +101,13 @@ async def answer(interaction: discord.Interaction, reply: Reply) -> None:
         await interaction.response.send_message(reply.text, ephemeral=True)
 
 
-async def show_styles(interaction: discord.Interaction, reply: Reply) -> None:
+async def show_styles(interaction: discord.Interaction, reply: Reply, words: i18n.Words) -> None:
     """/styles for the asker alone: the list in an embed around the picture of every style's before
     and after (words alone when there is no picture: nothing deployed, or no previews)."""
     if reply.image is None:
-        await answer(interaction, reply)
+        await answer(interaction, reply, words)
         return
-    embed = discord.Embed(title=messages.STYLES_TITLE, description=reply.text)
+    embed = discord.Embed(title=words(messages.STYLES_TITLE), description=reply.text)
     embed.set_image(url=f"attachment://{STYLES_PICTURE}")
     picture = discord.File(io.BytesIO(reply.image), filename=STYLES_PICTURE)
     await interaction.response.send_message(embed=embed, file=picture, ephemeral=True)

@@ -13,7 +13,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bots import messages
+from bots import i18n, messages
 from bots.announce import JobAnnouncer
 from bots.core import Core, Reply
 from bots.discord.admin import AdminCog, PrivacyCog
@@ -26,6 +26,20 @@ from config import Settings
 logger = logging.getLogger(__package__)  # one logger for the whole front end: "bots.discord"
 
 
+class Translator(app_commands.Translator):
+    """Slash command descriptions (and choices) in each Discord locale we speak; names stay English."""
+
+    async def translate(
+        self, string: app_commands.locale_str, locale: discord.Locale, context: app_commands.TranslationContextTypes
+    ) -> str | None:
+        """The catalogue's words for `string` in `locale`; None (Discord shows the English) elsewhere."""
+        words = i18n.words(locale.value)
+        if words.locale == i18n.SOURCE:
+            return None
+        translated = words(string.message)
+        return translated if translated != string.message else None
+
+
 class ToonTree(app_commands.CommandTree):
     """The one error handler of every slash command."""
 
@@ -34,7 +48,7 @@ class ToonTree(app_commands.CommandTree):
         command = interaction.command.qualified_name if interaction.command else "?"
         logger.error("/%s failed", command, exc_info=error)
         try:
-            await answer(interaction, Reply(messages.ERROR))
+            await answer(interaction, Reply(i18n.words(interaction.locale.value)(messages.ERROR)))
         except discord.HTTPException as answer_error:  # e.g. the interaction has expired
             logger.warning("could not tell the user /%s failed: %s", command, answer_error)
 
@@ -69,6 +83,7 @@ class ToonBot(commands.Bot):
             await self.add_cog(AdminCog(admin))
         announcer = JobAnnouncer(admin, PLATFORM, self.notify, poll_s=self._jobs_poll_s)
         self._announcer = asyncio.create_task(announcer.run())
+        await self.tree.set_translator(Translator())  # before the sync: it sends every locale's descriptions
         guild = discord.Object(self._dev_guild) if self._dev_guild else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
@@ -86,8 +101,9 @@ class ToonBot(commands.Bot):
         """Log an event handler's failure with its traceback; a message gets a short apology."""
         logger.exception("%s failed", event_method)
         if args and isinstance(args[0], discord.Message):
+            guild = args[0].guild
             try:
-                await args[0].reply(messages.ERROR)
+                await args[0].reply(i18n.words(guild.preferred_locale.value if guild else None)(messages.ERROR))
             except discord.HTTPException as reply_error:  # e.g. not allowed to write there
                 logger.warning("could not tell the user %s failed: %s", event_method, reply_error)
 

@@ -1,5 +1,8 @@
-"""Everyone's slash commands (/style, /styles, /mystyle, /help), the Apps menu's Restyle, and images
-sent in a DM or with a mention (or the image of the message a mention replies to)."""
+"""Everyone's slash commands (/style, /styles, /mystyle, /language, /help), the Apps menu's Restyle, and
+images sent in a DM or with a mention (or the image of the message a mention replies to).
+
+Command names stay English; descriptions are `locale_str`, which `bot.Translator` words in each
+user's Discord language."""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from functools import partial
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 from discord.ext import commands
 
-from bots import messages
-from bots.core import Attachment, Core, Reply, Request, every
+from bots import i18n, messages
+from bots.core import AUTO, Attachment, Core, Reply, Request, every, words_for
 from bots.discord import answers
 from bots.discord.answers import PLATFORM, answer, defer, deferring_read, image_file, request
 from bots.limits import ChatLimits
@@ -51,13 +55,14 @@ class ProgressReply:
     """A clip's progress as a reply to the message that sent it, "Drawing frame N of M…", which the
     answer then replaces (a photo, or a clip too short to show progress, gets a plain reply)."""
 
-    def __init__(self, message: discord.Message) -> None:
+    def __init__(self, message: discord.Message, words: i18n.Words) -> None:
         self._message = message
+        self._words = words
         self._shown: discord.Message | None = None
 
     async def show(self, done: int, total: int) -> None:
         """Post or edit the progress (only a courtesy: a failure is logged, never the clip's end)."""
-        text = messages.DRAWING_FRAMES.format(done=done, total=total)
+        text = self._words(messages.DRAWING_FRAMES, done=done, total=total)
         try:
             if self._shown is None:
                 self._shown = await self._message.reply(text)
@@ -69,7 +74,8 @@ class ProgressReply:
     async def answer(self, reply: Reply) -> None:
         """The core's answer, in place of the progress if there was any."""
         guild = self._message.guild
-        reply = answers.deliverable(reply, guild.filesize_limit if guild else answers.DM_FILESIZE_LIMIT)
+        limit = guild.filesize_limit if guild else answers.DM_FILESIZE_LIMIT
+        reply = answers.deliverable(reply, limit, self._words)
         file = image_file(reply) if reply.image is not None else None
         if self._shown is None:
             await self._message.reply(reply.text, file=file)
@@ -106,16 +112,18 @@ class StyleCog(commands.Cog):
         except StylizeError:  # no list to offer: the command itself will say why
             return []
         typed = current.strip().lower()
+        words = i18n.words(interaction.locale.value)
+        titles = {s.name: words.style(s.name, s.title, s.description)[0] for s in found}
         return [
-            app_commands.Choice(name=s.title, value=s.name)
+            app_commands.Choice(name=titles[s.name], value=s.name)
             for s in found
-            if typed in s.name.lower() or typed in s.title.lower()
+            if typed in s.name.lower() or typed in s.title.lower() or typed in titles[s.name].lower()
         ][:MAX_CHOICES]
 
-    @app_commands.command(name="style", description="Restyle a photo, a GIF or a short MP4")
+    @app_commands.command(name="style", description=locale_str("Restyle a photo, a GIF or a short MP4"))
     @app_commands.describe(
-        image="The photo, GIF or MP4 to restyle", style="Use this style just this once",
-        compare="Put the original beside the result (photos)",
+        image=locale_str("The photo, GIF or MP4 to restyle"), style=locale_str("Use this style just this once"),
+        compare=locale_str("Put the original beside the result (photos)"),
     )
     @app_commands.autocomplete(style=style_choices)
     async def style(
@@ -129,7 +137,8 @@ class StyleCog(commands.Cog):
         """Apps → Restyle on a message: draw its image in the user's style."""
         image = _image(message.attachments)
         if image is None:
-            await answer(interaction, Reply(messages.DISCORD_NO_IMAGE_IN_MESSAGE))
+            words = words_for(await self._core.localise(request(interaction)))
+            await answer(interaction, Reply(words(messages.DISCORD_NO_IMAGE_IN_MESSAGE)))
         else:
             await self._draw_for(interaction, image)
 
@@ -140,26 +149,39 @@ class StyleCog(commands.Cog):
         """Draw `image` in `style` (None: the user's), "thinking..." from when drawing (or waiting for a
         turn) starts."""
         attachment = Attachment(image.content_type or "", image.size, deferring_read(interaction, image))
-        progress = every(answers.PROGRESS_EVERY_S, partial(answers.show_progress, interaction))
-        asked = replace(request(interaction, attachment, progress), style=style, compare=compare)
-        await answer(interaction, await self._draw(interaction.guild_id, asked, lambda: defer(interaction)))
+        asked = await self._core.localise(replace(request(interaction, attachment), style=style, compare=compare))
+        show = partial(answers.show_progress, interaction, words_for(asked))
+        asked = replace(asked, progress=every(answers.PROGRESS_EVERY_S, show))
+        await answer(interaction, await self._draw(interaction.guild_id, asked, lambda: defer(interaction)), words_for(asked))
 
-    @app_commands.command(name="styles", description="List the styles")
+    @app_commands.command(name="styles", description=locale_str("List the styles"))
     async def styles(self, interaction: discord.Interaction) -> None:
         """The deployed styles, the user's marked, with what each does."""
-        await answers.show_styles(interaction, await self._core.list_styles(request(interaction)))
+        asked = await self._core.localise(request(interaction))
+        await answers.show_styles(interaction, await self._core.list_styles(asked), words_for(asked))
 
-    @app_commands.command(name="mystyle", description="Choose your style for every photo")
-    @app_commands.describe(name="The style to use from now on")
+    @app_commands.command(name="mystyle", description=locale_str("Choose your style for every photo"))
+    @app_commands.describe(name=locale_str("The style to use from now on"))
     @app_commands.autocomplete(name=style_choices)
     async def mystyle(self, interaction: discord.Interaction, name: str) -> None:
         """Switch the user's style for good (Telegram's /style NAME)."""
         await answer(interaction, await self._core.set_style(request(interaction), name))
 
-    @app_commands.command(name="help", description="What this bot does")
+    @app_commands.command(name="language", description=locale_str("Choose the language I answer you in"))
+    @app_commands.describe(language=locale_str("A language, or the one your Discord app uses"))
+    @app_commands.choices(
+        language=[app_commands.Choice(name=name, value=code) for code, name in i18n.LANGUAGES.items()]
+        + [app_commands.Choice(name=locale_str("The language of my Discord app"), value=AUTO)]
+    )
+    async def language(self, interaction: discord.Interaction, language: str) -> None:
+        """Answer this user in `language` from now on (Telegram's /language CODE)."""
+        await answer(interaction, await self._core.set_language(request(interaction), language))
+
+    @app_commands.command(name="help", description=locale_str("What this bot does"))
     async def help(self, interaction: discord.Interaction) -> None:
         """Discord's own command list."""
-        await answer(interaction, Reply(messages.DISCORD_HELP))
+        words = words_for(await self._core.localise(request(interaction)))
+        await answer(interaction, Reply(words(messages.DISCORD_HELP)))
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -168,24 +190,29 @@ class StyleCog(commands.Cog):
         me = self._bot.user
         if message.author.bot or me is None or (message.guild is not None and me not in message.mentions):
             return
+        asked = await self._core.localise(
+            Request(
+                platform=PLATFORM,
+                user_id=str(message.author.id),
+                chat_id=str(message.channel.id),
+                text=re.sub(rf"<@!?{me.id}>", "", message.content).strip(),
+                # A message has no locale: the server's, where it set one (a DM: the /language choice, or English).
+                language=message.guild.preferred_locale.value if message.guild else None,
+            )
+        )
+        words = words_for(asked)
         image = _image(message.attachments)
         reference = message.reference
         if image is None and reference is not None and reference.type is discord.MessageReferenceType.reply:
             replied = await _replied_to(message)
             image = _image(replied.attachments) if replied is not None else None
             if image is None:  # Discord hides others' images without the message content intent
-                await message.reply(messages.DISCORD_NO_PICTURE_IN_REPLY)
+                await message.reply(words(messages.DISCORD_NO_PICTURE_IN_REPLY))
                 return
         if image is None:
-            await message.reply(messages.NOT_A_COMMAND)
+            await message.reply(words(messages.NOT_A_COMMAND))
             return
-        asked = Request(
-            platform=PLATFORM,
-            user_id=str(message.author.id),
-            chat_id=str(message.channel.id),
-            text=re.sub(rf"<@!?{me.id}>", "", message.content).strip(),
-        )
-        shown = ProgressReply(message)
+        shown = ProgressReply(message, words)
         progress = every(answers.PROGRESS_EVERY_S, shown.show)
         attachment = Attachment(image.content_type or "", image.size, image.read)
         asked = replace(await self._style_asked(asked), attachment=attachment, progress=progress)
@@ -216,7 +243,8 @@ class StyleCog(commands.Cog):
             return await self._core.handle(asked)
         async with self._chat_limits.share(guild_id, before_waiting=before_waiting) as share:
             if share.refusal is not None:
-                return Reply(share.refusal, problem="too_many")
+                text = words_for(asked)(messages.CHAT_SLOW_DOWN, limit=self._chat_limits.per_minute)
+                return Reply(text, problem="too_many")
             reply = await self._core.handle(asked)
             share.answered(reply.problem)
             return reply

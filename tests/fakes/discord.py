@@ -122,6 +122,7 @@ class FakeDiscord:
         self.downloads: list[str] = []  # attachment ids the bot fetched
         self.refused: list[Call] = []  # calls Discord would have refused (answered with an error)
         self.attachment_size_limit = 10 * 2**20  # what the bot may upload, as interactions say
+        self.locales: dict[int, str] = {}  # user id -> their Discord app's language (default "en-US")
         self._interactions: dict[str, _InteractionState] = {}  # by token
         self._attachments: dict[str, bytes] = {}
         self._messages: dict[str, JSON] = {}  # every message sent, by id, to reply to or fetch
@@ -502,7 +503,7 @@ class FakeDiscord:
             "data": data,
             "token": interaction.token,
             "version": 1,
-            "locale": "en-US",
+            "locale": self.locales.get(user_id, "en-US"),
             "app_permissions": "0",
             "entitlements": [],
             "attachment_size_limit": self.attachment_size_limit,

@@ -88,6 +88,7 @@ class FakeTelegram:
         self.username = "toonbot_test_bot"
         self.privacy_mode = True  # BotFather's default: in groups, commands and replies to the bot only
         self.withheld: list[JSON] = []  # group messages privacy mode kept from the bot
+        self.languages: dict[int, str] = {}  # user id -> the language_code their app sends (none: no field)
         self._updates: list[JSON] = []
         self._files: dict[str, tuple[str, bytes | None]] = {}  # file_id -> (file_path, data); None: endless
         self._messages: dict[int, JSON] = {}  # every message, by id, for edits and buttons
@@ -346,7 +347,7 @@ class FakeTelegram:
         self._push(
             callback_query={
                 "id": str(next(self._ids)),
-                "from": _user(user_id),
+                "from": _user(user_id, self.languages.get(user_id)),
                 "chat_instance": str(user_id),
                 "message": message,
                 "data": callback_data,
@@ -359,7 +360,7 @@ class FakeTelegram:
             "message_id": next(self._ids),
             "date": int(time.time()),
             "chat": _chat(chat_id),
-            "from": _user(user_id),
+            "from": _user(user_id, self.languages.get(user_id)),
             **{k: v for k, v in content.items() if v},
         }
         if reply_to is not None:  # the message replied to comes along, without its own reply
@@ -414,8 +415,11 @@ def _error(code: int, description: str) -> web.Response:
     )
 
 
-def _user(user_id: int) -> JSON:
-    return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+def _user(user_id: int, language_code: str | None = None) -> JSON:
+    user: JSON = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+    if language_code is not None:  # as Telegram sends it: the user's app language, an IETF tag
+        user["language_code"] = language_code
+    return user
 
 
 def _chat(chat_id: int) -> JSON:
