@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Collection, Hashable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots import charts, messages
-from bots.core import Command, Core, Reply, Request, words_for
+from bots.core import Command, Core, Reply, Request
 from config import Settings
 from db import users
 from db.deadline import Deadlines, NotAnswering, until_done
@@ -119,7 +119,7 @@ class Admin:
 
     async def privacy(self, request: Request) -> Reply:
         """What is stored, and that photos never are."""
-        return Reply(words_for(request)(messages.PRIVACY))
+        return Reply(messages.PRIVACY)
 
     async def forget(self, request: Request) -> Reply:
         """Delete the user's row and usage records; when the database does not answer in time, say
@@ -129,8 +129,8 @@ class Admin:
         try:
             await self.deadlines.run(("forget", *user), lambda: self._forget_now(*user))
         except NotAnswering:
-            return Reply(words_for(request)(messages.FORGET_LATER))
-        return Reply(words_for(request)(messages.FORGOTTEN, count=self._deleted.pop(user, 0)))
+            return Reply(messages.FORGET_LATER)
+        return Reply(messages.FORGOTTEN.format(count=self._deleted.pop(user, 0)))
 
     async def _forget_now(self, platform: Platform, user_id: str) -> None:
         """Delete once what this process still writes about the user has landed, retrying while the
@@ -154,7 +154,7 @@ class Admin:
         if self.is_admin(request):
             return None
         logger.warning("refused /%s from %s (not in ADMIN_IDS)", name, requester(request))
-        return Reply(words_for(request)(messages.HELP))
+        return Reply(messages.HELP)
 
     async def stats(self, request: Request, days: int = 7) -> Reply:
         """The chart of requests per style per day, with success rates, latencies and top errors."""
@@ -190,12 +190,13 @@ class Admin:
             return Reply(messages.DB_NOT_ANSWERING)
         return Reply("\n".join(describe_models(reports)) if reports else messages.MODELS_EMPTY)
 
-    async def deploy(self, request: Request, style: str, version: str) -> Reply:
-        """Load, check on a sample image, then make default; the old one stays on any failure."""
+    async def deploy(self, request: Request, style: str, version: str, *, force: bool = False) -> Reply:
+        """Compare with the live version, load, check on a sample image, then make default; the old one
+        stays on any failure, and when the new one measures worse (unless `force`)."""
         if refused := self._refused(request, "deploy"):
             return refused
         try:
-            outcome = await self.deployer.deploy(style, version, by=requester(request))
+            outcome = await self.deployer.deploy(style, version, by=requester(request), force=force)
         except NotAnswering:  # before anything changed
             return Reply(messages.DB_NOT_ANSWERING)
         return _outcome(outcome, messages.DEPLOYED, messages.DEPLOY_FAILED)
@@ -272,9 +273,10 @@ class Admin:
 
     async def _deploy(self, request: Request, arg: str) -> Reply:
         parts = arg.split()
-        if len(parts) != 2:
+        force = len(parts) == 3 and parts[2] == "force"
+        if len(parts) != 2 and not force:
             return Reply(messages.ADMIN_USAGE["deploy"])
-        return await self.deploy(request, parts[0], parts[1])
+        return await self.deploy(request, parts[0], parts[1], force=force)
 
     async def _rollback(self, request: Request, arg: str) -> Reply:
         if len(arg.split()) != 1:

@@ -32,6 +32,10 @@ def reply(finished: announce.Finished) -> Reply:
         text = messages.JOB_DONE_DEPLOYED.format(id=job.id, pair=job.pair, versions=versions, deployments=deployed)
     else:
         text = messages.JOB_DONE.format(id=job.id, pair=job.pair, versions=versions)
+    if finished.scores:
+        text += "\n" + messages.JOB_SCORES + "\n" + "\n".join(finished.scores)
+    if finished.strip is not None:  # the style's picture in the live and the new version
+        return Reply(text, image=finished.strip, content_type="image/jpeg")
     image = finished.samples
     return Reply(text, image=image, content_type="image/png" if image else None)
 

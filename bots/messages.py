@@ -46,6 +46,13 @@ DISCORD_HELP = (  # Discord's commands differ: /style draws, /mystyle switches
 )
 STYLES_HEADER = "Styles (yours now: {style}):"
 STYLE_LINE = "{name} - {description}"
+# Under a style whose live version falls below its bar on its test split (styles/catalog.py BARS): why.
+EXPERIMENTAL = {
+    "judged": "Experimental: only {value:.0%} of its test pictures came out looking like the target (its bar is {bar:.0%}).",
+    "kid": "Experimental: its test pictures are still far from real ones (distance {value:.0f}, its bar is {bar:.0f}).",
+    "sharpness": "Experimental: its pictures are much blurrier than real ones ({value:.0%} of their sharpness, "
+                 "its bar is {bar:.0%}).",
+}
 STYLES_TITLE = "What each style does"  # above the picture of every style's before and after (Discord)
 NO_PREVIEW = "no preview in this archive"  # in that picture, for a style exported before previews
 STYLE_SET = "Done: your style is now {title}. Send a photo!"
@@ -126,8 +133,6 @@ REFUSALS = {
     "too_small": TOO_SMALL,
     "unknown_style": UNKNOWN_STYLE,
     "too_long": CLIP_TOO_LONG,
-    "frame_too_large": CLIP_FRAMES_TOO_LARGE,
-    "clip_too_large": CLIP_TOO_LARGE,
     "overloaded": OVERLOADED,
     "unavailable": UNAVAILABLE,
 }
@@ -178,7 +183,7 @@ NOT_LOGGED_YET = "(The database is not answering: the deployment log gets this e
 # Admins only (everyone else gets the answer to an unknown command).
 ADMIN_USAGE = {
     "stats": "Usage: /stats [days], e.g. /stats 7",
-    "deploy": "Usage: /deploy STYLE VERSION, e.g. /deploy selfie2anime 2.0",
+    "deploy": "Usage: /deploy STYLE VERSION [force], e.g. /deploy selfie2anime 2.0 (force: even if it measures worse)",
     "rollback": "Usage: /rollback STYLE",
     "retrain": "Usage: /retrain PAIR [iterations] [from VERSION] [deploy], e.g. /retrain selfie2anime 20000 from 1.0",
     "cancel": "Usage: /cancel JOB, e.g. /cancel 12",
@@ -204,5 +209,6 @@ NO_SUCH_JOB = "There is no job #{id}."
 JOB_CANCELLED = "Cancelling: {job}"
 JOB_DONE = "Job #{id} ({pair}) is done: {versions}. Deploy with /deploy STYLE VERSION."
 JOB_DONE_DEPLOYED = "Job #{id} ({pair}) is done: {versions}.\n{deployments}"
+JOB_SCORES = "Measured on the test split (judged: share taken for the target; KID: lower is better):"
 JOB_FAILED = "Job #{id} ({pair}) {status}: {error}"
 JOB_NO_REASON = "no reason recorded"  # JOB_FAILED's error when the worker recorded none

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import jobs
 from db.models import Platform, TrainingJob
-from ops.deploy import Deployer, Outcome
+from ops.deploy import Deployer, Outcome, scores
+from ops.strip import strip
+from styles.archive import find
+from styles.quality import read_quality
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ class Finished:
     versions: dict[str, str]  # style -> version exported; empty unless it trained to the end
     deployments: list[Outcome]  # one per version, when the job asked to be deployed
     samples: bytes | None  # the final sample grid (PNG)
+    scores: list[str] = field(default_factory=list)  # per style: its figures against the live version's
+    strip: bytes | None = None  # per style, its preview picture: before | live version | new version (JPEG)
 
     @property
     def done(self) -> bool:
@@ -79,9 +84,29 @@ class JobAnnouncer:
         if job.status != "done" or job.result is None:
             return Finished(job, {}, [], None)
         exported: dict[str, str] = job.result.get("versions", {})
+        scores, strip = await self._against_live(exported)  # before a deploy changes what is live
         deployments = []
         if job.deploy_when_done:
             deployments = [await self._deployer.deploy(s, v, by=job.requested_by) for s, v in exported.items()]
         samples = Path(job.result.get("samples", ""))
         image = await asyncio.to_thread(samples.read_bytes) if samples.is_file() else None
-        return Finished(job, exported, deployments, image)
+        return Finished(job, exported, deployments, image, scores, strip)
+
+    async def _against_live(self, exported: dict[str, str]) -> tuple[list[str], bytes | None]:
+        """Each exported version's scores beside the live version's, and the preview strip of both."""
+        live = {s.style: s.default for s in await self._deployer.management.versions()}
+        store = self._deployer.model_store
+        lines, rows = [], []
+        for style, version in exported.items():
+            new = await asyncio.to_thread(find, store, style, version)
+            old = await asyncio.to_thread(find, store, style, live[style]) if style in live else None
+            if new is None:
+                continue
+            old_quality = read_quality(old.path) if old is not None else None
+            lines.append(f"{style} {version}: {scores(read_quality(new.path), old_quality, style)}")
+            if old is not None and old_quality is not None:
+                lines.append(f"{style} {old.version} (live): {scores(old_quality, None, style)}")
+            if (picture := new.preview()) is not None:
+                label = f"{style}: before | {old.version} (live) | {version}" if old else f"{style}: before | {version}"
+                rows.append((label, old.preview() if old else None, picture))
+        return lines, (await asyncio.to_thread(strip, rows) if rows else None)

@@ -39,7 +39,7 @@ async def _run(args: argparse.Namespace) -> int:
             print("\n".join(describe_models(await deployer.models())))
             return 0
         if args.command == "deploy":
-            outcome = await deployer.deploy(args.style, args.version, by=by)
+            outcome = await deployer.deploy(args.style, args.version, by=by, force=args.force)
         else:
             outcome = await deployer.rollback(args.style, by=by)
         print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="make a model-store version a style's default")
     deploy.add_argument("style")
     deploy.add_argument("version")
+    deploy.add_argument("--force", action="store_true", help="deploy even if it measures worse than the live version")
     rollback = sub.add_parser("rollback", help="make the previously deployed version the default again")
     rollback.add_argument("style")
     models = sub.add_parser("models", help="each style's versions, default and deployments")

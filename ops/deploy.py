@@ -20,9 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db import deployments
 from db.deadline import Deadlines, NotAnswering, until_done
 from db.models import DeployAction, Deployment
+from ops import guard
 from ops.management import DeployError, Management, find_archive
 from styles import catalog
-from styles.archive import scan
+from styles.archive import Archive, find, scan, store_versions
+from styles.quality import Quality, below_bar, comparable, read_quality, worse_than
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class VersionInfo:
     version: str
     deployed_at: datetime | None
     deployed_by: str | None
+    quality: Quality | None = None  # its quality.json: what its evaluation found
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,27 @@ def describe_models(reports: list[StyleReport]) -> list[str]:
     lines = []
     for report in reports:
         lines.append(f"{report.style} (default {report.default})")
+        live = next((v.quality for v in report.versions if v.version == report.default), None)
         for v in report.versions:
             when = f"{v.deployed_at:%Y-%m-%d %H:%M} UTC by {v.deployed_by}" if v.deployed_at else "never deployed"
             lines.append(f"  {v.version}{' *' if v.version == report.default else ''} - {when}")
+            lines.append(f"    {scores(v.quality, None if v.version == report.default else live, report.style)}")
     return lines
+
+
+def scores(quality: Quality | None, live: Quality | None, style: str) -> str:
+    """A version's figures; beside the live version's when `live` is given; the live one's bar when not."""
+    if quality is None:
+        return "not measured (no quality.json)"
+    said = quality.summary()
+    if live is None:
+        short = below_bar(quality, catalog.bar(style))
+        return said + (f"; experimental: {short.figure} {short.value:.2f}, bar {short.bar:.2f}" if short else "")
+    if not comparable(quality, live):
+        return said + "; measured on other test pictures than the live version"
+    worse = worse_than(quality, live)
+    return said + ("; worse than live: " + "; ".join(worse) if worse else
+                   f"; live: judged {live.judged.value:.2f}, KID {live.kid.value:.1f}, sharpness {live.sharpness.value:.2f}")
 
 
 class Deployer:
@@ -91,8 +111,16 @@ class Deployer:
         self.deadlines = deadlines
         self._unlogged: dict[str, set[asyncio.Task[None]]] = {}  # log entries still being written, per style
 
-    async def deploy(self, style: str, version: str, *, by: str, action: DeployAction = "deploy") -> Outcome:
-        """Make `version` the style's default once it loaded and drew the sample; else keep the old one."""
+    @property
+    def model_store(self) -> Path:
+        """The model store it deploys from."""
+        return self._store
+
+    async def deploy(
+        self, style: str, version: str, *, by: str, action: DeployAction = "deploy", force: bool = False
+    ) -> Outcome:
+        """Make `version` the style's default once it loaded and drew the sample; else keep the old one.
+        A deploy (not a rollback) is refused when the version measures worse than the live one, unless `force`."""
         try:  # checked before anything is looked up or logged under these names
             catalog.check_name(style)
             catalog.check_version(version)
@@ -102,6 +130,12 @@ class Deployer:
             try:
                 current = {s.style: s.default for s in await self.management.versions()}
                 archive = await asyncio.to_thread(find_archive, self._store, style, version)
+                measure = action == "deploy" and current.get(style) != version  # a rollback returns to a known version
+                check = await self._check(archive, current.get(style), force=force) if measure else None
+                if check is not None and check.refused:
+                    logger.warning("deploy of %s %s by %s refused: %s", style, version, by, check.note)
+                    logged = await self._record(style, version, action, by, ok=False, message=check.note, check=check)
+                    return Outcome(False, check.note, logged)
                 if style in current:
                     await self._log_baseline(style, current[style])
                 await self.management.make_default(archive)
@@ -111,7 +145,8 @@ class Deployer:
                 return Outcome(False, error.message, logged)
             before = current.get(style)
             message = f"{style} {version} is the default now" + (f" (was {before})." if before else ".")
-            logged = await self._record(style, version, action, by, ok=True, message=message)
+            message += f" {check.note}" if check is not None and check.note else ""
+            logged = await self._record(style, version, action, by, ok=True, message=message, check=check)
         logger.info("%s by %s: %s", action, by, message)
         self._on_change()
         return Outcome(True, message, logged)
@@ -141,8 +176,10 @@ class Deployer:
             for row in log:  # latest first: keep each version's most recent success
                 if row.ok:
                     latest.setdefault(row.version, row)
+            measured = await asyncio.to_thread(_qualities, self._store, found.style)
             reports.append(StyleReport(found.style, found.default, tuple(
-                VersionInfo(v, getattr(latest.get(v), "created_at", None), getattr(latest.get(v), "deployed_by", None))
+                VersionInfo(v, getattr(latest.get(v), "created_at", None), getattr(latest.get(v), "deployed_by", None),
+                            measured.get(v))
                 for v in found.versions
             )))
         return reports
@@ -193,7 +230,15 @@ class Deployer:
 
         return await self._db(("log", style), read)
 
-    async def _record(self, style: str, version: str, action: DeployAction, by: str, *, ok: bool, message: str) -> bool:
+    async def _check(self, archive: Archive, live_version: str | None, *, force: bool) -> guard.Check:
+        """The quality check of `archive` against the live version's archive (if the store still has it)."""
+        live = await asyncio.to_thread(find, self._store, archive.name, live_version) if live_version else None
+        return await asyncio.to_thread(guard.check, archive, live, force=force)
+
+    async def _record(
+        self, style: str, version: str, action: DeployAction, by: str, *, ok: bool, message: str,
+        check: guard.Check | None = None,
+    ) -> bool:
         """Log one attempt; False when the database did not answer within the deadline: the entry is
         then written when it does, after the style's earlier entries, so the log keeps its order."""
         earlier = list(self._unlogged.get(style, ()))
@@ -205,6 +250,7 @@ class Deployer:
                 await deployments.record_deployment(
                     session, style=style, version=version, action=action, deployed_by=by,
                     runtime=self.management.runtime, ok=ok, message=message,
+                    guard=check.decision if check else None, figures=check.figures if check else None,
                 )
 
         if self.deadlines is None:
@@ -220,6 +266,21 @@ class Deployer:
             return True
         logger.warning("deployment log entry %s %s waits for the database", style, version)
         return False
+
+
+def _qualities(store: Path, style: str) -> dict[str, Quality | None]:
+    """Each version's quality.json in the model store."""
+    return {v: read_quality(a.path) for v, a in store_versions(store).get(style, {}).items()}
+
+
+async def live_versions(sessions: async_sessionmaker[AsyncSession], model_store: Path) -> dict[str, str]:
+    """Each style of the model store with the version that should serve it: the deployment log's
+    latest successful deploy or rollback, else the version that shipped. What a runtime starts with."""
+    live = {style: archive.version for style, archive in (await asyncio.to_thread(scan, model_store)).items()}
+    async with sessions() as session:
+        for style in live:
+            live[style] = await deployments.live_version(session, style=style) or live[style]
+    return live
 
 
 async def open_deployer(

@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ from serving.api import (
     request_headers,
 )
 from styles.payload import refusals
+from styles.quality import experimental
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +91,10 @@ class TorchServeClient:
         timeout: float = 120.0,
         retries: int = 3,
         backoff: float = 0.25,
+        model_store: Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.model_store = model_store  # where the served archives' quality.json can be read, if at hand
         self.management_url = (management_url or default_management_url(url)).rstrip("/")
         self.token = token
         self.management_token = management_token or token
@@ -178,10 +182,12 @@ class TorchServeClient:
             meta = model["customizedMetadata"]
             meta = json.loads(meta) if isinstance(meta, str) else meta
             preview = base64.b64decode(meta["preview"], validate=True) if "preview" in meta else None
-            return StyleInfo(name, meta["title"], meta["description"], bool(meta["needs_face"]), model["modelVersion"],
-                             preview)
+            version = model["modelVersion"]
         except (ValueError, KeyError, IndexError, TypeError):  # binascii.Error is a ValueError
             return None
+        store = self.model_store
+        short = await asyncio.to_thread(experimental, store, name, version) if store is not None else None
+        return StyleInfo(name, meta["title"], meta["description"], bool(meta["needs_face"]), version, preview, short)
 
     async def health(self) -> bool:
         """True when TorchServe's /ping says Healthy."""

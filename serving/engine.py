@@ -26,9 +26,10 @@ from serving import replies
 from serving.api import (
     FRAMES_HEADER, ImageFormat, Overloaded, StyleInfo, Stylized, StylizeError, faces_drawn, request_headers,
 )
-from styles import loader
+from styles import catalog, loader
 from styles.archive import Archive, scan
 from styles.loader import Answer
+from styles.quality import below_bar, read_quality
 
 if TYPE_CHECKING:
     from ts.torch_handler.base_handler import BaseHandler
@@ -126,7 +127,7 @@ def _info(archive: Archive) -> StyleInfo:
     """A served archive as the bots see it: its catalogue entry, version and preview."""
     entry = archive.entry
     return StyleInfo(archive.name, entry.title, entry.description, entry.needs_face, archive.version,
-                     archive.preview())
+                     archive.preview(), below_bar(read_quality(archive.path), catalog.bar(archive.name)))
 
 
 M_ARENA_MAX = -8  # glibc's mallopt() parameter

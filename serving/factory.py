@@ -20,6 +20,6 @@ def open_stylizer(settings: Settings) -> Stylizer:
         return TorchServeClient(
             settings.torchserve_url, reveal(settings.torchserve_token),
             management_url=settings.torchserve_management_url,
-            management_token=reveal(settings.torchserve_management_token),
+            management_token=reveal(settings.torchserve_management_token), model_store=settings.model_store,
         )
     return EmbeddedEngine(settings.model_store)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from styles import catalog
 from styles.catalog import Bar
 
 QUALITY = "quality.json"
@@ -145,3 +146,11 @@ def below_bar(quality: Quality | None, bar: Bar) -> Shortfall | None:
     if quality.sharpness.value < bar.min_sharpness:
         return Shortfall("sharpness", quality.sharpness.value, bar.min_sharpness)
     return None
+
+
+def experimental(store: Path, style: str, version: str) -> Shortfall | None:
+    """Whether the model store's `style` `version` falls below the style's catalogue bar."""
+    from styles.archive import find  # styles.archive imports torch: only callers that list styles pay for it
+
+    archive = find(store, style, version)
+    return below_bar(read_quality(archive.path), catalog.bar(style)) if archive is not None else None

@@ -18,12 +18,14 @@ from torchserve_fixture import export_tiny_styles
 
 from bots import messages
 from db.engine import create_engine, session_factory
+from ops import guard
 from training.worker import TrainingWorker, WorkerConfig
 
 if TYPE_CHECKING:
     from conftest import ReadUsage
 
 torch.set_num_threads(1)
+UNMEASURED = " " + guard.UNMEASURED.format(style="selfie2anime", version="2.0")  # tiny archives carry no quality.json
 ADMIN, USER = 1, 5
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -94,7 +96,7 @@ async def test_models_deploy_rollback_and_a_retrain_announced(
 
         export_tiny_styles(tiny_store, "selfie2anime", "--version", "2.0", seed=1)
         deployed = (await ask(api, ADMIN, "/deploy selfie2anime 2.0"))["text"]
-        assert deployed == messages.DEPLOYED.format(message="selfie2anime 2.0 is the default now (was 1.0).")
+        assert deployed == messages.DEPLOYED.format(message="selfie2anime 2.0 is the default now (was 1.0)." + UNMEASURED)
         missing = (await ask(api, ADMIN, "/deploy selfie2anime 8.0"))["text"]
         assert missing.startswith("Not deployed, the old default keeps serving: There is no selfie2anime 8.0")
         models = (await ask(api, ADMIN, "/models"))["text"]
@@ -115,7 +117,9 @@ async def test_models_deploy_rollback_and_a_retrain_announced(
             await engine.dispose()
         before = len(api.calls_to("sendPhoto", ADMIN))
         [announced] = (await api.wait_for("sendPhoto", chat_id=ADMIN, count=before + 1))[before:]
-        assert announced.files["photo"].data.startswith(PNG)  # the final sample grid
+        assert announced.files["photo"].data.startswith(b"\xff\xd8")  # the preview picture: before | 1.0 | 3.0
+        assert "selfie2anime 3.0: not measured" in announced.fields["caption"]  # tiny data has no face to draw
+        assert "anime2selfie 3.0: " in announced.fields["caption"]  # its scores against the live 1.0's
         assert announced.fields["caption"].startswith("Job #1 (selfie2anime) is done: selfie2anime 3.0, anime2selfie 3.0.")
         assert "Deployed: selfie2anime 3.0 is the default now (was 1.0)." in announced.fields["caption"]
 

@@ -198,7 +198,10 @@ async def test_reads_answer_while_the_database_hangs_and_work_again_after(bots: 
 
     await bots.thaw()
     assert await bots.say("/stats") == messages.STATS_EMPTY.format(days=7)
-    assert await bots.say("/models") == "selfie2anime (default 1.0)\n  1.0 * - never deployed\n  2.0 - never deployed"
+    unmeasured = "    not measured (no quality.json)"
+    assert await bots.say("/models") == "\n".join(
+        ["selfie2anime (default 1.0)", "  1.0 * - never deployed", unmeasured, "  2.0 - never deployed", unmeasured]
+    )
     assert await bots.typed(Admin.jobs) == messages.JOBS_EMPTY
 
 

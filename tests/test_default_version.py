@@ -11,11 +11,13 @@ import torch
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from torchserve_fixture import export_tiny_styles
 
+from ops import guard
 from ops.deploy import Deployer
 from serving.engine import EmbeddedEngine
 from ops.management import EmbeddedManagement
 
 torch.set_num_threads(1)
+UNMEASURED = " " + guard.UNMEASURED.format(style="selfie2anime", version="2.0")  # tiny archives carry no quality.json
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -42,7 +44,7 @@ async def test_a_new_version_waits_for_a_deploy(
     try:
         assert served == {"selfie2anime": "1.0", "anime2selfie": "1.0"}  # 2.0 is in the store, not live
         deployed = await deployer.deploy("selfie2anime", "2.0", by="telegram:1")
-        assert deployed.ok and deployed.message == "selfie2anime 2.0 is the default now (was 1.0)."
+        assert deployed.ok and deployed.message == "selfie2anime 2.0 is the default now (was 1.0)." + UNMEASURED
     finally:
         await engine.close()
 

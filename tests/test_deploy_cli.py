@@ -9,9 +9,11 @@ import torch
 from test_deploy import broken_copy
 from torchserve_fixture import export_tiny_styles
 
+from ops import guard
 from ops import cli
 
 torch.set_num_threads(1)
+UNMEASURED = " " + guard.UNMEASURED.format(style="selfie2anime", version="2.0")  # tiny archives carry no quality.json
 
 
 def test_deploy_a_broken_version_deploy_a_good_one_and_roll_back(
@@ -34,7 +36,7 @@ def test_deploy_a_broken_version_deploy_a_good_one_and_roll_back(
     broken_copy(store / "selfie2anime.mar", "3.0")
     code, _, err = serving("deploy", "selfie2anime", "3.0")
     assert code == 1 and "selfie2anime 3.0 did not work" in err
-    assert serving("deploy", "selfie2anime", "2.0")[:2] == (0, "selfie2anime 2.0 is the default now (was 1.0).\n")
+    assert serving("deploy", "selfie2anime", "2.0")[:2] == (0, f"selfie2anime 2.0 is the default now (was 1.0).{UNMEASURED}\n")
     code, out, _ = serving("rollback", "selfie2anime")
     assert (code, out) == (0, "selfie2anime 1.0 is the default now (was 2.0).\n")
     code, out, _ = serving("models")

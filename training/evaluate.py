@@ -31,7 +31,8 @@ from styles.quality import Figure, Quality, write_quality
 from training import kid, sharpness
 from training.data import list_images, open_rgb
 from training.hardware import cpu_name
-from training.judge_net import JUDGES, Judge, judge_path, load_judge
+from training.judge import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_STEPS, train_judge
+from training.judge_net import JUDGES, Judge, judge_path, load_judge, save_judge
 from training.spread import half_sample_std
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,30 @@ def evaluate_archive(archive_path: Path, datasets: Path, *, judges: Path = JUDGE
     quality = measure(archive_path, datasets, judges=judges, limit=limit)
     write_quality(archive_path, quality)
     return quality
+
+
+def ensure_judge(style: str, datasets: Path, judges: Path = JUDGES) -> Path:
+    """The judge of the style's pair, trained first (minutes, `training.judge` defaults) if there is none."""
+    data, _, _ = direction(style, datasets)
+    path = judge_path(data.name, judges)
+    if not path.is_file():
+        log.info("no judge for %s yet: training one from %s", data.name, data)
+        net, meta = train_judge(data, steps=DEFAULT_STEPS, per_domain=DEFAULT_BATCH // 2, seed=0, lr=DEFAULT_LR)
+        save_judge(net, meta, path)
+    return path
+
+
+def evaluate_exported(paths: Sequence[Path], datasets: Path | None) -> None:
+    """After an export: measure each archive when its pair's test split and judge are at hand, else say why not."""
+    for path in paths:
+        try:
+            if datasets is None:
+                raise FileNotFoundError("no --datasets or DATASETS_DIR")
+            quality = evaluate_archive(path, datasets)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"{path.name}: not measured ({error}); deploys will warn. Later: python -m training evaluate {path}")
+            continue
+        print(f"{path.name}: {quality.summary()}")
 
 
 def datasets_dir(given: Path | None) -> Path | None:

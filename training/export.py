@@ -18,7 +18,7 @@ from typing import Any
 from styles import catalog
 from styles.archive import DEFAULT_VERSION, model_config, write_archive
 from styles.preview import add_previews
-from training import warm_start
+from training import evaluate, warm_start
 from training.checkpoint import load_checkpoint
 
 
@@ -65,6 +65,7 @@ def export(args: argparse.Namespace) -> int:
     add_previews(paths)
     for style, path in zip(names, paths):
         print(f"{style} {args.version}: {path}")
+    evaluate.evaluate_exported(paths, evaluate.datasets_dir(args.datasets))
     if args.warm_start:
         path = warm_start.save_discriminators(state["networks"], options["name"], int(state["step"]))
         print(f"discriminators for the next stretch: {path}")
@@ -98,6 +99,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--draw-size-factor", type=int, default=1, choices=(1, 2),
                    help="run the (fully convolutional) generator at this multiple of its training size; "
                         "replies default to that size (bench/output_size.py compares)")
+    p.add_argument("--datasets", type=Path, default=None,
+                   help="dataset root holding <pair>/testA ... (default: $DATASETS_DIR): each archive is then "
+                        "measured on its pair's test split (quality.json, see `evaluate`)")
     p.add_argument("--warm-start", action="store_true",
                    help="also write the discriminators (fp16) to training/warm_start/NAME.pt for `fit --init-from`")
     p.set_defaults(func=export)

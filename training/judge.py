@@ -25,6 +25,7 @@ from training.judge_net import JUDGES, SIZE, WIDTHS, JudgeNet, centre_square, ju
 log = logging.getLogger(__name__)
 
 MARGIN = 8  # pictures are kept at SIZE + MARGIN and cropped at random: a little shift invariance
+DEFAULT_STEPS, DEFAULT_BATCH, DEFAULT_LR = 600, 32, 2e-3
 
 
 def load_domain(folder: Path, size: int) -> torch.Tensor:
@@ -108,9 +109,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="the pair's dataset: DIR/{trainA,trainB,testA,testB}")
     p.add_argument("--out", type=Path, default=JUDGES, help="folder for <pair>.pt (default %(default)s)")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch", type=int, default=32, help="pictures per step, half of each domain")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="pictures per step, half of each domain")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="CPU threads (the file records it: results may "
                                                            "differ in the last bits with another count)")

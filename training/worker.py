@@ -25,7 +25,9 @@ from config import get_settings
 from db import jobs
 from db.engine import create_engine, session_factory
 from db.models import TrainingJob
-from training import distributed, retrain
+from styles.archive import find
+from training import distributed, evaluate, retrain
+from training.judge_net import JUDGES
 from training.queue_cli import add_database_argument, database_url
 from training.trainer import Trainer
 
@@ -44,6 +46,8 @@ class WorkerConfig:
     heartbeat_every: int = 25  # iterations between heartbeats (and checkpoints)
     stale_after_s: float = 600.0  # a running job silent this long lost its worker; keep above a chunk's time
     threads: int = 0
+    judges: Path = JUDGES  # each pair's judge, for the evaluation of what a job exports
+    train_missing_judges: bool = False  # the command line's worker trains a pair's judge when it has none
     worker_id: str = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -100,6 +104,7 @@ class TrainingWorker:
         versions = await asyncio.to_thread(retrain.export_versions, trainer, plan, cfg.model_store)
         result = {
             "versions": versions,
+            "quality": await asyncio.to_thread(self._evaluate, versions),
             "samples": str((trainer.run_dir / SAMPLES).resolve()),
             "run_dir": str(trainer.run_dir.resolve()),
         }
@@ -117,6 +122,22 @@ class TrainingWorker:
             retrain.start_from_archives(trainer, plan)
         return trainer
 
+    def _evaluate(self, versions: dict[str, str]) -> dict[str, str]:
+        """Measure each exported archive on its pair's test split (quality.json; a pair without a judge gets
+        one trained first), so the deploy can compare it with the live version; {style: summary or why not}."""
+        said = {}
+        for style, version in versions.items():
+            archive = find(self.config.model_store, style, version)
+            try:
+                if self.config.train_missing_judges:
+                    evaluate.ensure_judge(style, self.config.datasets, self.config.judges)
+                quality = evaluate.evaluate_archive(archive.path, self.config.datasets, judges=self.config.judges)
+                said[style] = quality.summary()
+            except (AttributeError, FileNotFoundError, ValueError) as error:  # AttributeError: no such archive
+                log.warning("%s %s not measured: %s", style, version, error)
+                said[style] = f"not measured: {error}"
+        return said
+
     async def _fail(self, job: TrainingJob, reason: str) -> None:
         log.warning("job %d failed: %s", job.id, reason)
         async with self._sessions() as session:
@@ -128,6 +149,7 @@ async def _serve(args: argparse.Namespace) -> int:
     config = WorkerConfig(
         datasets=args.datasets, model_store=args.model_store or get_settings().model_store, runs_dir=args.runs_dir,
         heartbeat_every=args.heartbeat_every, stale_after_s=args.stale_after, threads=args.threads,
+        train_missing_judges=True,
         **({"worker_id": args.worker_id} if args.worker_id else {}),
     )
     try:

@@ -49,9 +49,9 @@ class AdminCog(commands.Cog):
 
     @ADMINS_ONLY
     @app_commands.command(name="deploy", description="Make a model-store version a style's default")
-    async def deploy(self, interaction: discord.Interaction, style: str, version: str) -> None:
-        """Load, check on a sample image, then switch."""
-        await _privately(interaction, self._admin.deploy(request(interaction), style, version))
+    async def deploy(self, interaction: discord.Interaction, style: str, version: str, force: bool = False) -> None:
+        """Compare with the live version, load, check on a sample image, then switch."""
+        await _privately(interaction, self._admin.deploy(request(interaction), style, version, force=force))
 
     @ADMINS_ONLY
     @app_commands.command(name="rollback", description="Make the previous version the default again")

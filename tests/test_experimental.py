@@ -1,0 +1,73 @@
+"""A style whose live version falls below its bar is marked experimental, with one line saying why:
+in /styles (Telegram, and the Discord embed that shows the same text), and in the page's gallery."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+from fakes.stylizer import MemoryStylizer
+from test_web import running_page
+
+from bots import messages, resources
+from bots.core import Request
+from bots.resources import SharedCore
+from config import Settings
+from serving.engine import EmbeddedEngine
+from styles import catalog
+from styles.quality import Shortfall, below_bar, read_quality
+
+BUNDLED = Path(__file__).resolve().parents[1] / "model_store"
+WHY = Shortfall("judged", 0.67, 0.8)
+SAID = messages.EXPERIMENTAL["judged"].format(value=0.67, bar=0.8)
+
+
+@pytest.fixture
+def stylizer(monkeypatch: pytest.MonkeyPatch) -> MemoryStylizer:
+    """cat2dog and horse2zebra, the latter below its bar."""
+    memory = MemoryStylizer(("cat2dog", "horse2zebra"))
+    memory._styles["horse2zebra"] = replace(memory._styles["horse2zebra"], experimental=WHY)
+    monkeypatch.setattr(resources, "open_stylizer", lambda settings: memory)
+    monkeypatch.setattr(resources, "open_management", lambda settings, stylizer: memory)
+    return memory
+
+
+async def test_styles_says_why_a_style_is_experimental(
+    stylizer: MemoryStylizer, tmp_path: Path, sqlite_db_url: str
+) -> None:
+    shared = SharedCore(Settings(_env_file=None, model_store=tmp_path, database_url=sqlite_db_url,
+                                 default_style="cat2dog"))
+    core = await shared.open()
+    try:
+        listing = await core.handle(Request(platform="telegram", user_id="1", chat_id="1", text="/styles"))
+    finally:
+        await shared.close()
+    lines = listing.text.splitlines()
+    horse = next(i for i, line in enumerate(lines) if line.startswith("horse2zebra - "))
+    assert lines[horse + 1] == f"  {SAID}"
+    assert SAID not in "\n".join(lines[:horse])  # cat2dog meets its bar
+
+
+async def test_the_gallery_gets_the_reason(stylizer: MemoryStylizer, tmp_path: Path, sqlite_db_url: str) -> None:
+    async with running_page(tmp_path, sqlite_db_url) as url, aiohttp.ClientSession() as client:
+        async with client.get(f"{url}/api/styles") as response:
+            body = await response.json()
+    assert {s["name"]: s["experimental"] for s in body["styles"]} == {"cat2dog": None, "horse2zebra": SAID}
+
+
+async def test_the_bundled_horse2zebra_is_experimental_on_its_own_figures(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    for style in ("horse2zebra", "cat2dog"):
+        shutil.copy(BUNDLED / f"{style}.mar", store)
+    engine = EmbeddedEngine(store, cache_dir=tmp_path / "cache")
+    try:
+        found = {s.name: s.experimental for s in await engine.styles()}
+    finally:
+        await engine.close()
+    horse = read_quality(store / "horse2zebra.mar")
+    assert horse is not None and found["horse2zebra"] == below_bar(horse, catalog.bar("horse2zebra")) is not None
+    assert found["cat2dog"] is None
