@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Collection, Hashable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots import charts, messages
-from bots.core import Command, Core, Reply, Request
+from bots.core import Command, Core, Reply, Request, words_for
 from config import Settings
 from db import users
 from db.deadline import Deadlines, NotAnswering, until_done
@@ -119,7 +119,7 @@ class Admin:
 
     async def privacy(self, request: Request) -> Reply:
         """What is stored, and that photos never are."""
-        return Reply(messages.PRIVACY)
+        return Reply(words_for(request)(messages.PRIVACY))
 
     async def forget(self, request: Request) -> Reply:
         """Delete the user's row and usage records; when the database does not answer in time, say
@@ -129,8 +129,8 @@ class Admin:
         try:
             await self.deadlines.run(("forget", *user), lambda: self._forget_now(*user))
         except NotAnswering:
-            return Reply(messages.FORGET_LATER)
-        return Reply(messages.FORGOTTEN.format(count=self._deleted.pop(user, 0)))
+            return Reply(words_for(request)(messages.FORGET_LATER))
+        return Reply(words_for(request)(messages.FORGOTTEN, count=self._deleted.pop(user, 0)))
 
     async def _forget_now(self, platform: Platform, user_id: str) -> None:
         """Delete once what this process still writes about the user has landed, retrying while the
@@ -154,7 +154,7 @@ class Admin:
         if self.is_admin(request):
             return None
         logger.warning("refused /%s from %s (not in ADMIN_IDS)", name, requester(request))
-        return Reply(messages.HELP)
+        return Reply(words_for(request)(messages.HELP))
 
     async def stats(self, request: Request, days: int = 7) -> Reply:
         """The chart of requests per style per day, with success rates, latencies and top errors."""

@@ -514,14 +514,15 @@ class Core:
         return outcome.reply
 
     def refuse(
-        self, request: Request, problem: Problem, text: str, *, input_bytes: int | None = None,
-        status: UsageStatus = "bad_input", retry_after_s: int | None = None,
+        self, request: Request, problem: Problem, text: i18n.Message, *, input_bytes: int | None = None,
+        status: UsageStatus = "bad_input", retry_after_s: int | None = None, **values: object,
     ) -> Reply:
         """A photo request its adapter refused before there was a picture (a body that is not a form,
         an upload too slow or one too many): logged like any other, answered with `text` (a message
-        of `bots.messages`, in the user's language)."""
-        outcome = _Outcome(style=request.style or self._default_style, words=words_for(request), input_bytes=input_bytes)
-        outcome.refuse(status, problem, outcome.words(text), retry_after_s)
+        of `bots.messages`, filled in with `values`) in the user's language."""
+        words = words_for(request)
+        outcome = _Outcome(style=request.style or self._default_style, words=words, input_bytes=input_bytes)
+        outcome.refuse(status, problem, words(text, **values), retry_after_s)
         self._record(request, outcome, time.perf_counter())
         return outcome.reply
 

@@ -133,6 +133,8 @@ REFUSALS = {
     "too_small": TOO_SMALL,
     "unknown_style": UNKNOWN_STYLE,
     "too_long": CLIP_TOO_LONG,
+    "frame_too_large": CLIP_FRAMES_TOO_LARGE,
+    "clip_too_large": CLIP_TOO_LARGE,
     "overloaded": OVERLOADED,
     "unavailable": UNAVAILABLE,
 }

@@ -254,7 +254,7 @@ async def stylize(request: web.Request) -> web.Response:
         return _answer(core.refuse(asked, problem, messages.NOT_A_FORM, input_bytes=request.content_length))
     size = request.content_length
     if size is not None and size > limit + FORM_OVERHEAD:  # declared too big: refused unread
-        return _answer(core.refuse(asked, "too_big", messages.TOO_BIG.format(limit_mb=limit // 2**20), input_bytes=size))
+        return _answer(core.refuse(asked, "too_big", messages.TOO_BIG, limit_mb=limit // 2**20, input_bytes=size))
     refused = core.admit(asked)
     if refused is not None:
         return _answer(refused)
@@ -291,7 +291,7 @@ async def _upload(
             return await _read_form(request, request.app[MAX_UPLOAD])
     except TimeoutError:
         logger.warning("upload from %s cut off: its body took over %g s", address, deadline)
-        return _closing(_answer(core.refuse(asked, "too_slow", messages.UPLOAD_TOO_SLOW.format(seconds=deadline))))
+        return _closing(_answer(core.refuse(asked, "too_slow", messages.UPLOAD_TOO_SLOW, seconds=deadline)))
     except web.RequestPayloadError as error:  # bytes that do not follow its Content-Encoding (or framing)
         logger.info("undecodable upload from %s: %s", address, error)
         request.content.feed_eof()  # nothing more can be read: aiohttp must not try to drain the rest

@@ -148,19 +148,20 @@ def check(shape: Shape, limits: Limits) -> None:
 
 def frame_too_large(width: int, height: int, limits: Limits) -> TooLarge:
     """The refusal of a clip whose frames are larger than `limits.input_pixels`."""
-    return TooLarge(FRAME_TOO_LARGE.format(width=width, height=height, max_mp=round(limits.input_pixels / 1e6, 1)))
+    values = {"width": width, "height": height, "max_mp": round(limits.input_pixels / 1e6, 1)}
+    return TooLarge(FRAME_TOO_LARGE.format(**values), code="frame_too_large", params=values)
 
 
 def clip_too_large(frames: int, width: int, height: int, limits: Limits) -> TooLarge:
     """The refusal of a clip of more pixels in all than `limits.total_pixels`."""
-    return TooLarge(CLIP_TOO_LARGE.format(frames=frames, width=width, height=height,
-                                          max_mp=round(limits.total_pixels / 1e6)))
+    values = {"frames": frames, "width": width, "height": height, "max_mp": round(limits.total_pixels / 1e6)}
+    return TooLarge(CLIP_TOO_LARGE.format(**values), code="clip_too_large", params=values)
 
 
 def too_long(limits: Limits, seconds: float, frames: int) -> BadInput:
     """The refusal of a clip past `limits`, saying both its length and the limits."""
-    words = TOO_LONG.format(seconds=seconds, frames=frames, max_seconds=limits.seconds, max_frames=limits.frames)
-    return BadInput(words)
+    values = {"seconds": seconds, "frames": frames, "max_seconds": limits.seconds, "max_frames": limits.frames}
+    return BadInput(TOO_LONG.format(**values), code="too_long", params=values)  # the bots word it by code
 
 
 def _still_shape(data: bytes) -> Shape:

@@ -177,3 +177,17 @@ def _discord_strings(*modules: object) -> list[str]:
                 found.append(node.args[0].value)  # type: ignore[attr-defined]
     assert found
     return found
+
+
+@pytest.mark.parametrize("locale", TRANSLATED)
+def test_a_clips_refusal_carries_its_values_into_every_language(locale: str) -> None:
+    from serving import inputs
+
+    words = i18n.words(locale)
+    limits = inputs.Limits()
+    long = inputs.too_long(limits, 12.5, 400)
+    worded = refusal(long, words)
+    assert worded == words(messages.CLIP_TOO_LONG, **long.params) != long.message
+    assert "12,5" in worded or "12.5" in worded
+    large = inputs.frame_too_large(7680, 4320, limits)
+    assert refusal(large, words) == words(messages.CLIP_FRAMES_TOO_LARGE, **large.params) and "7680" in refusal(large, words)
