@@ -1,11 +1,13 @@
-"""`python -m ops deploy | rollback | models`: what /deploy, /rollback and /models do in chat.
+"""`python -m ops deploy | rollback | models | start`: what /deploy, /rollback and /models do in chat, and TorchServe's start.
 
 With `--torchserve URL` (or `TORCHSERVE_URL`; tokens `TORCHSERVE_TOKEN` and
 `TORCHSERVE_MANAGEMENT_TOKEN`, else the local instance's key file) the change
 is made on that TorchServe at once. Without, the version is loaded and checked
 in this process and logged as the default; running bots on the embedded engine
 adopt the logged defaults when they next start (use /deploy in chat to switch
-a running bot at once). Both build their runtime as the bots do
+a running bot at once). `python -m ops start` starts the local TorchServe
+with each style's live version (the deployment log's, else the shipped one)
+as its default. Both build their runtime as the bots do
 (`serving.factory.open_stylizer`, `ops.management.open_management`).
 """
 
@@ -18,14 +20,35 @@ import sys
 from collections.abc import Sequence
 
 from db.engine import create_engine, migrate, session_factory
-from ops.deploy import Deployer, describe_models
+from ops.deploy import Deployer, describe_models, live_versions
 from ops.management import DeployError, open_management
 from serving.api import StylizeError
 from serving.cli import add_local_options, configured, run_reporting
 from serving.factory import open_stylizer
+from serving.torchserve import LocalTorchServe, Ports
+
+
+async def _start(args: argparse.Namespace) -> int:
+    """Start the local TorchServe with each style's live version as its default."""
+    settings = configured(args)
+    await migrate(settings.database_url)
+    db = create_engine(settings.database_url)
+    try:
+        live = await live_versions(session_factory(db), settings.model_store)
+    finally:
+        await db.dispose()
+    ts = LocalTorchServe(args.run_dir, settings.model_store, Ports.from_base(args.port))
+    if ts.healthy():
+        print(f"TorchServe already answers at {ts.inference_url}: `python -m serving stop` first to restart it")
+        return 1
+    await asyncio.to_thread(ts.start, defaults=live)
+    print(f"TorchServe: inference {ts.inference_url}, serving " + ", ".join(f"{s} {v}" for s, v in sorted(live.items())))
+    return 0
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.command == "start":
+        return await _start(args)
     settings = configured(args)
     await migrate(settings.database_url)
     db = create_engine(settings.database_url)
@@ -66,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="make the previously deployed version the default again")
     rollback.add_argument("style")
     models = sub.add_parser("models", help="each style's versions, default and deployments")
+    sub.add_parser("start", help="start the local TorchServe serving each style's deployed version (the log's)")
     for p in (deploy, rollback, models):
         p.add_argument("--torchserve", metavar="URL", help="TorchServe inference URL (default: $TORCHSERVE_URL, else embedded)")
     return parser

@@ -16,7 +16,10 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import astuple, dataclass
+from collections.abc import Mapping
 from pathlib import Path
+
+from styles.archive import store_versions, version_order
 
 CONFIG_TEMPLATE = Path(__file__).with_name("config.properties")
 START = "from ts.model_server import start; start()"
@@ -85,8 +88,9 @@ class LocalTorchServe:
         )
         return env
 
-    def write_config(self) -> Path:
-        """The template plus this instance's absolute model store and ports."""
+    def write_config(self, defaults: Mapping[str, str] | None = None) -> Path:
+        """The template plus this instance's absolute model store, ports and the archives to load, each
+        style's default first (`load_models`)."""
         store = self.model_store
         lines = [
             CONFIG_TEMPLATE.read_text(),
@@ -98,6 +102,7 @@ class LocalTorchServe:
             f"metrics_address=http://127.0.0.1:{self.ports.metrics}",
             f"grpc_inference_port={self.ports.grpc_inference}",
             f"grpc_management_port={self.ports.grpc_management}",
+            f"load_models={','.join(load_order(store, defaults or {})) or 'all'}",
         ]
         path = self.run_dir / "config.properties"
         path.write_text("\n".join(lines) + "\n")
@@ -111,11 +116,12 @@ class LocalTorchServe:
                 stdout=out, stderr=subprocess.STDOUT, timeout=60,
             ).returncode
 
-    def start(self, timeout: float = 90.0) -> None:
-        """Start Java in the background; wait until /ping answers and the management API listens."""
+    def start(self, timeout: float = 90.0, defaults: Mapping[str, str] | None = None) -> None:
+        """Start Java in the background serving `defaults` ({style: version}; the shipped version of a style
+        not in it) as each style's default; wait until /ping answers and the management API listens."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "key_file.json").unlink(missing_ok=True)
-        args = ["--start", "--ncs", "--ts-config", str(self.write_config()),
+        args = ["--start", "--ncs", "--ts-config", str(self.write_config(defaults)),
                 "--model-store", str(self.model_store)]
         if not self.token_auth:
             args.append("--disable-token-auth")
@@ -147,6 +153,22 @@ class LocalTorchServe:
             if time.monotonic() > deadline:
                 raise TimeoutError("TorchServe still holds its ports after --stop")
             time.sleep(0.3)
+
+
+def load_order(store: Path, defaults: Mapping[str, str]) -> list[str]:
+    """The store's archives as `load_models` lists them: each style's default first, then its other versions.
+
+    TorchServe makes the first-listed version of a model its default (with `load_models=all`, whichever
+    the folder listing gives first: a restart once served a 2.0 nobody deployed). A style's default is
+    `defaults[style]`, else the version that shipped (`styles.archive.scan`).
+    """
+    first, rest = [], []
+    for style, versions in sorted(store_versions(store).items()):
+        wanted = defaults.get(style)
+        default = wanted if wanted in versions else min(versions, key=version_order)
+        for version in sorted(versions, key=version_order):
+            (first if version == default else rest).append(versions[version].path.name)
+    return first + rest
 
 
 def port_in_use(port: int) -> bool:
