@@ -303,7 +303,8 @@ class Core:
         lines = [header] if header else []
         lines.append(words(messages.STYLES_HEADER, style=current.name if current else "-"))
         for s in found:
-            lines.append(words(messages.STYLE_LINE, name=s.name, description=words.style(s.name, s.title, s.description)[1]))
+            description = words.style(s.name, s.title, s.description)[1]
+            lines.append(words(messages.STYLE_LINE, name=s.name, description=description))
             lines += [f"  {note}"] if (note := experimental_note(words, s)) else []
         buttons = tuple(StyleButton(style=s.name, label=_title(words, s), selected=s == current) for s in found)
         image = collage.collage(found) if previews else None

@@ -48,7 +48,8 @@ STYLES_HEADER = "Styles (yours now: {style}):"
 STYLE_LINE = "{name} - {description}"
 # Under a style whose live version falls below its bar on its test split (styles/catalog.py BARS): why.
 EXPERIMENTAL = {
-    "judged": "Experimental: only {value:.0%} of its test pictures came out looking like the target (its bar is {bar:.0%}).",
+    "judged": "Experimental: only {value:.0%} of its test pictures came out looking like the target "
+              "(its bar is {bar:.0%}).",
     "kid": "Experimental: its test pictures are still far from real ones (distance {value:.0f}, its bar is {bar:.0f}).",
     "sharpness": "Experimental: its pictures are much blurrier than real ones ({value:.0%} of their sharpness, "
                  "its bar is {bar:.0%}).",

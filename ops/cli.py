@@ -1,4 +1,4 @@
-"""`python -m ops deploy | rollback | models | start`: what /deploy, /rollback and /models do in chat, and TorchServe's start.
+"""`python -m ops deploy | rollback | models | start`: /deploy, /rollback and /models, and TorchServe's start.
 
 With `--torchserve URL` (or `TORCHSERVE_URL`; tokens `TORCHSERVE_TOKEN` and
 `TORCHSERVE_MANAGEMENT_TOKEN`, else the local instance's key file) the change
@@ -42,7 +42,8 @@ async def _start(args: argparse.Namespace) -> int:
         print(f"TorchServe already answers at {ts.inference_url}: `python -m serving stop` first to restart it")
         return 1
     await asyncio.to_thread(ts.start, defaults=live)
-    print(f"TorchServe: inference {ts.inference_url}, serving " + ", ".join(f"{s} {v}" for s, v in sorted(live.items())))
+    serving = ", ".join(f"{style} {version}" for style, version in sorted(live.items()))
+    print(f"TorchServe: inference {ts.inference_url}, serving {serving}")
     return 0
 
 

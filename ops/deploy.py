@@ -85,8 +85,9 @@ def scores(quality: Quality | None, live: Quality | None, style: str) -> str:
     if not comparable(quality, live):
         return said + "; measured on other test pictures than the live version"
     worse = worse_than(quality, live)
-    return said + ("; worse than live: " + "; ".join(worse) if worse else
-                   f"; live: judged {live.judged.value:.2f}, KID {live.kid.value:.1f}, sharpness {live.sharpness.value:.2f}")
+    if worse:
+        return said + "; worse than live: " + "; ".join(worse)
+    return said + f"; live: judged {live.judged.value:.2f}, KID {live.kid.value:.1f}, sharpness {live.sharpness.value:.2f}"
 
 
 class Deployer:

@@ -65,7 +65,8 @@ class Quality:
 
     def summary(self) -> str:
         """One line: the figures people read, with their spreads."""
-        return (f"judged {self.judged.value:.2f}±{self.judged.spread:.2f}, KID {self.kid.value:.1f}±{self.kid.spread:.1f}, "
+        return (f"judged {self.judged.value:.2f}±{self.judged.spread:.2f}, "
+                f"KID {self.kid.value:.1f}±{self.kid.spread:.1f}, "
                 f"sharpness {self.sharpness.value:.2f}±{self.sharpness.spread:.2f}, "
                 f"drawn {self.drawn.value:.0%}, {self.seconds_per_picture:.2f} s/picture")
 

@@ -74,7 +74,8 @@ async def test_deploys_are_guarded_by_quality(versions: Path, db_sessions: Sessi
     try:
         refused = await deployer.deploy("selfie2anime", "2.0", by="telegram:1")
         assert not refused.ok
-        assert "measures worse than the live 1.0" in refused.message and "judged 0.10 vs 0.90 (worse by 0.80" in refused.message
+        assert "measures worse than the live 1.0" in refused.message
+        assert "judged 0.10 vs 0.90 (worse by 0.80" in refused.message
         assert "force" in refused.message
         assert {s.name: s.version for s in await engine.styles()}["selfie2anime"] == "1.0"
 
