@@ -60,7 +60,7 @@ HTTP_STATUS: dict[Problem, int] = {
 }
 FORM_OVERHEAD = 64 * 1024  # a form's bytes besides the image: boundaries, part headers, the style field
 UPLOAD_RETRY_S = 5  # Retry-After when the uploads at once are taken
-LINGER_S = 5.0  # how long an unread body is read and dropped after the answer, so the client sees the answer
+LINGER_S = 2.0  # how long an unread body is read and dropped after the answer, so the client sees the answer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -147,7 +147,7 @@ def _decode_mp4(data: bytes, shape: Shape, limits: Limits, stop: threading.Event
     times: list[float] = []
     size, used = (0, 0), 0
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), **inputs.video_options(limits)) as container:
             stream = container.streams.video[0]
             audio = bool(container.streams.audio)
             for frame in container.decode(stream):
@@ -166,7 +166,7 @@ def _decode_mp4(data: bytes, shape: Shape, limits: Limits, stop: threading.Event
                 size = size if frames else img.size
                 frames.append(_kept(img if img.size == size else img.resize(size, SHRINK)))
                 times.append(float(frame.time or 0.0))
-    except av.error.FFmpegError as err:
+    except (av.error.FFmpegError, ValueError) as err:
         raise BadInput(DAMAGED_VIDEO) from err
     if not frames:
         raise BadInput(NO_FRAMES)

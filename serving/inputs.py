@@ -52,6 +52,7 @@ DAMAGED_GIF = "I could not read that GIF; it may be damaged."
 DAMAGED_VIDEO = "I could not read that video; it may be damaged."
 NO_PICTURE_TRACK = "That video has no picture track."
 
+MAX_STREAMS = 16  # a video's streams given FFmpeg's options (`video_options`); more is not a phone's video
 GIF_MIN_MS = 20  # browsers draw shorter GIF delays as 100 ms; keep what the file says, but never below this
 GIF_DEFAULT_MS = 100  # a frame without a delay
 # ISO base media brands (the `ftyp` box) of still pictures; any other brand is a video.
@@ -129,7 +130,7 @@ def inspect(data: bytes, limits: Limits = Limits()) -> Shape:
     if kind == "gif":
         shape = _walk_gif(data)
     elif kind == "mp4":
-        shape = _video_shape(data)
+        shape = _video_shape(data, limits)
     else:
         return _still_shape(data)
     check(shape, limits)
@@ -219,19 +220,25 @@ def _walk_gif(data: bytes, stop_after: int = -1) -> Shape:
     return Shape("gif", width, height, len(delays), sum(delays) / 1000, tuple(delays), loop)
 
 
-def _video_shape(data: bytes) -> Shape:
+def video_options(limits: Limits) -> dict[str, object]:
+    """`av.open`'s options that keep FFmpeg itself from decoding a frame past `limits.input_pixels`:
+    probing the streams decodes a first frame, 100 MB (and a second of CPU) for an 8K one."""
+    return {"stream_options": [{"max_pixels": str(limits.input_pixels)}] * MAX_STREAMS}
+
+
+def _video_shape(data: bytes, limits: Limits) -> Shape:
     """A video's frame size, frame count and length from its container (PyAV's stream info)."""
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), **video_options(limits)) as container:
             if not container.streams.video:
                 raise BadInput(NO_PICTURE_TRACK)
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             seconds = stream_seconds(container, stream)
             frames = stream.frames or round(seconds * float(stream.average_rate or 0))
-    except av.error.FFmpegError as err:
+    except (av.error.FFmpegError, ValueError) as err:
         raise BadInput(DAMAGED_VIDEO) from err
     if width <= 0 or height <= 0:
         raise BadInput(DAMAGED_VIDEO)
