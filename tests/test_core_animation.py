@@ -215,7 +215,7 @@ async def test_a_clip_nobody_waits_for_frees_its_slot_at_the_next_frame(
         await drawing
 
 
-async def test_hostile_clips_are_refused_as_too_big_and_heic_is_a_photo(
+async def test_hostile_clips_are_refused_as_too_big_and_heic_and_avif_are_photos(
     read_usage: ReadUsage, recorder: UsageRecorder, core_over: Callable[..., Core], sqlite_db_url: str
 ) -> None:
     core = core_over(MemoryStylizer())
@@ -226,13 +226,17 @@ async def test_hostile_clips_are_refused_as_too_big_and_heic_is_a_photo(
     bomb = await core.handle(request("2", clip(screen_gif(65535, 65535, 2), "image/gif")))
     refused_in = time.perf_counter() - started
     photo = await core.handle(request("3", clip(heic.getvalue(), "image/heic")))
+    avif = io.BytesIO()
+    Image.open(FIXTURES / "obama_256.jpg").save(avif, "AVIF")
+    other = await core.handle(request("4", clip(avif.getvalue(), "image/avif")))
     await recorder.close()
     assert (screen.problem, bomb.problem) == ("too_big", "too_big") and refused_in < 1.0
     assert "9000×9000" in screen.text and "65535×65535" in bomb.text
-    assert photo.image is not None and photo.animated is None and photo.content_type == "image/jpeg"
+    for still in (photo, other):  # ISO media files of an image brand: pictures, not one-frame videos
+        assert still.image is not None and still.animated is None and still.content_type == "image/jpeg"
     rows = await read_usage(sqlite_db_url)
     assert [(r.status, r.input_pixels) for r in rows] == [
-        ("bad_input", None), ("bad_input", None), ("ok", 256 * 256),  # refused from the headers alone
+        ("bad_input", None), ("bad_input", None), ("ok", 256 * 256), ("ok", 256 * 256),  # refused from the headers alone
     ]
 
 

@@ -422,7 +422,8 @@ async def test_foreign_hosts_and_origins_are_refused_and_headers_are_set(
 
 @pytest.mark.parametrize(
     ("problem", "status", "retry"),
-    [("overloaded", 503, "30"), ("unavailable", 503, "30"), ("no_face", 422, None), ("error", 500, None)],
+    [("overloaded", 503, "30"), ("unavailable", 503, "30"), ("no_face", 422, None), ("error", 500, None),
+     ("too_big", 413, None), ("too_slow", 408, None), ("too_many", 429, "5")],
 )
 def test_each_refusal_has_its_status(problem: str, status: int, retry: str | None) -> None:
     reply = web.Reply("words", problem=problem, retry_after_s=int(retry) if retry else None)  # type: ignore[arg-type]
