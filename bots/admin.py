@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots import charts, messages
 from bots.core import Command, Core, Reply, Request, words_for
+from bots.i18n import Words
 from config import Settings
 from db import users
 from db.deadline import Deadlines, NotAnswering, until_done
@@ -161,22 +162,22 @@ class Admin:
         if refused := self._refused(request, "stats"):
             return refused
         if not 1 <= days <= MAX_STATS_DAYS:
-            return Reply(messages.ADMIN_USAGE["stats"])
+            return Reply(words_for(request)(messages.ADMIN_USAGE["stats"]))
         try:
             report = await self.deadlines.run(("stats", days), lambda: admin.usage_report(self.sessions, days=days))
         except NotAnswering:
-            return Reply(messages.DB_NOT_ANSWERING)
+            return Reply(words_for(request)(messages.DB_NOT_ANSWERING))
         if not report.styles:
-            return Reply(messages.STATS_EMPTY.format(days=days))
-        lines = [messages.STATS_TOTAL.format(days=days, requests=report.requests, rate=report.success_rate)]
+            return Reply(words_for(request)(messages.STATS_EMPTY, days=days))
+        lines = [words_for(request)(messages.STATS_TOTAL, days=days, requests=report.requests, rate=report.success_rate)]
         lines += [
-            messages.STATS_STYLE.format(
+            words_for(request)(messages.STATS_STYLE, 
                 style=s.style, requests=s.requests, rate=s.success_rate, p50=_ms(s.p50_ms), p95=_ms(s.p95_ms)
             )
             for s in report.styles
         ]
         if report.errors:
-            lines.append(messages.STATS_ERRORS.format(errors=", ".join(f"{kind} {n}" for kind, n in report.errors)))
+            lines.append(words_for(request)(messages.STATS_ERRORS, errors=", ".join(f"{kind} {n}" for kind, n in report.errors)))
         chart = await asyncio.to_thread(charts.requests_chart, report.daily, days=days, today=now_utc().date())
         return Reply("\n".join(lines), image=chart, content_type="image/png")
 
@@ -187,8 +188,8 @@ class Admin:
         try:
             reports = await self.deployer.models()
         except NotAnswering:
-            return Reply(messages.DB_NOT_ANSWERING)
-        return Reply("\n".join(describe_models(reports)) if reports else messages.MODELS_EMPTY)
+            return Reply(words_for(request)(messages.DB_NOT_ANSWERING))
+        return Reply("\n".join(describe_models(reports)) if reports else words_for(request)(messages.MODELS_EMPTY))
 
     async def deploy(self, request: Request, style: str, version: str, *, force: bool = False) -> Reply:
         """Compare with the live version, load, check on a sample image, then make default; the old one
@@ -198,8 +199,8 @@ class Admin:
         try:
             outcome = await self.deployer.deploy(style, version, by=requester(request), force=force)
         except NotAnswering:  # before anything changed
-            return Reply(messages.DB_NOT_ANSWERING)
-        return _outcome(outcome, messages.DEPLOYED, messages.DEPLOY_FAILED)
+            return Reply(words_for(request)(messages.DB_NOT_ANSWERING))
+        return _outcome(outcome, messages.DEPLOYED, messages.DEPLOY_FAILED, words_for(request))
 
     async def rollback(self, request: Request, style: str) -> Reply:
         """Back to the version deployed before the current one."""
@@ -208,8 +209,8 @@ class Admin:
         try:
             outcome = await self.deployer.rollback(style, by=requester(request))
         except NotAnswering:  # before anything changed
-            return Reply(messages.DB_NOT_ANSWERING)
-        return _outcome(outcome, messages.ROLLED_BACK, messages.ROLLBACK_FAILED)
+            return Reply(words_for(request)(messages.DB_NOT_ANSWERING))
+        return _outcome(outcome, messages.ROLLED_BACK, messages.ROLLBACK_FAILED, words_for(request))
 
     async def retrain(
         self, request: Request, pair: str, iterations: int = DEFAULT_ITERATIONS, *,
@@ -219,7 +220,7 @@ class Admin:
         if refused := self._refused(request, "retrain"):
             return refused
         if iterations <= 0:
-            return Reply(messages.ADMIN_USAGE["retrain"])
+            return Reply(words_for(request)(messages.ADMIN_USAGE["retrain"]))
         asked = ("retrain", requester(request), request.chat_id, pair, iterations, from_version, deploy)
         try:
             job = await self.deadlines.run(asked, lambda: until_done(
@@ -230,11 +231,11 @@ class Admin:
                 what=f"/retrain {pair}",
             ), keep=True)
         except ValueError as error:
-            return Reply(f"{error}\n{messages.ADMIN_USAGE['retrain']}")
+            return Reply(f"{error}\n{words_for(request)(messages.ADMIN_USAGE['retrain'])}")
         except NotAnswering:
-            return Reply(messages.DB_LATER)
-        start = messages.JOB_FROM.format(version=from_version) if from_version else ""
-        return Reply(messages.JOB_QUEUED.format(id=job.id, pair=job.pair, iterations=iterations, start=start))
+            return Reply(words_for(request)(messages.DB_LATER))
+        start = words_for(request)(messages.JOB_FROM, version=from_version) if from_version else ""
+        return Reply(words_for(request)(messages.JOB_QUEUED, id=job.id, pair=job.pair, iterations=iterations, start=start))
 
     async def jobs(self, request: Request) -> Reply:
         """The latest jobs with their progress."""
@@ -243,8 +244,8 @@ class Admin:
         try:
             found = await self.deadlines.run("jobs", lambda: admin.latest_jobs(self.sessions, limit=10))
         except NotAnswering:
-            return Reply(messages.DB_NOT_ANSWERING)
-        return Reply("\n".join(describe(j) for j in found) if found else messages.JOBS_EMPTY)
+            return Reply(words_for(request)(messages.DB_NOT_ANSWERING))
+        return Reply("\n".join(describe(j) for j in found) if found else words_for(request)(messages.JOBS_EMPTY))
 
     async def cancel(self, request: Request, job_id: int) -> Reply:
         """Cancel a queued job at once, a running one at its next heartbeat."""
@@ -256,16 +257,16 @@ class Admin:
                 what=f"/cancel {job_id}",
             ), keep=True)
         except NotAnswering:
-            return Reply(messages.DB_LATER)
+            return Reply(words_for(request)(messages.DB_LATER))
         if job is None:
-            return Reply(messages.NO_SUCH_JOB.format(id=job_id))
-        return Reply(messages.JOB_CANCELLED.format(job=describe(job)))
+            return Reply(words_for(request)(messages.NO_SUCH_JOB, id=job_id))
+        return Reply(words_for(request)(messages.JOB_CANCELLED, job=describe(job)))
 
     # Text commands: a chat line parsed into the typed calls above --------------
 
     async def _stats(self, request: Request, arg: str) -> Reply:
         if arg and not arg.isdigit():
-            return Reply(messages.ADMIN_USAGE["stats"])
+            return Reply(words_for(request)(messages.ADMIN_USAGE["stats"]))
         return await self.stats(request, int(arg or 7))
 
     async def _models(self, request: Request, arg: str) -> Reply:
@@ -275,12 +276,12 @@ class Admin:
         parts = arg.split()
         force = len(parts) == 3 and parts[2] == "force"
         if len(parts) != 2 and not force:
-            return Reply(messages.ADMIN_USAGE["deploy"])
+            return Reply(words_for(request)(messages.ADMIN_USAGE["deploy"]))
         return await self.deploy(request, parts[0], parts[1], force=force)
 
     async def _rollback(self, request: Request, arg: str) -> Reply:
         if len(arg.split()) != 1:
-            return Reply(messages.ADMIN_USAGE["rollback"])
+            return Reply(words_for(request)(messages.ADMIN_USAGE["rollback"]))
         return await self.rollback(request, arg)
 
     async def _retrain(self, request: Request, arg: str) -> Reply:
@@ -292,7 +293,7 @@ class Admin:
         if len(parts) >= 2 and parts[-2] == "from":
             from_version, parts = parts[-1], parts[:-2]
         if len(parts) not in (1, 2) or (len(parts) == 2 and not (parts[1].isdigit() and int(parts[1]) > 0)):
-            return Reply(messages.ADMIN_USAGE["retrain"])
+            return Reply(words_for(request)(messages.ADMIN_USAGE["retrain"]))
         iterations = int(parts[1]) if len(parts) == 2 else DEFAULT_ITERATIONS
         return await self.retrain(request, parts[0], iterations, from_version=from_version, deploy=deploy)
 
@@ -301,14 +302,15 @@ class Admin:
 
     async def _cancel(self, request: Request, arg: str) -> Reply:
         if not arg.isdigit():
-            return Reply(messages.ADMIN_USAGE["cancel"])
+            return Reply(words_for(request)(messages.ADMIN_USAGE["cancel"]))
         return await self.cancel(request, int(arg))
 
 
-def _outcome(outcome: Outcome, done: str, failed: str) -> Reply:
-    """A deploy's or rollback's reply, saying so when its log entry waits for the database."""
-    text = (done if outcome.ok else failed).format(message=outcome.message)
-    return Reply(text if outcome.logged else f"{text} {messages.NOT_LOGGED_YET}")
+def _outcome(outcome: Outcome, done: str, failed: str, words: Words) -> Reply:
+    """A deploy's or rollback's reply in the admin's language (ops' own detail stays English),
+    saying so when its log entry waits for the database."""
+    text = words(done if outcome.ok else failed, message=outcome.message)
+    return Reply(text if outcome.logged else f"{text} {words(messages.NOT_LOGGED_YET)}")
 
 
 async def _nothing_pending(platform: Platform, user_id: str) -> None:

@@ -16,7 +16,7 @@ from fakes.telegram import FakeTelegram
 from test_telegram import api, bot_settings, running_bot  # noqa: F401  (api: the fake Bot API fixture)
 from torchserve_fixture import export_tiny_styles
 
-from bots import messages
+from bots import i18n, messages
 from db.engine import create_engine, session_factory
 from ops import guard
 from training.worker import TrainingWorker, WorkerConfig
@@ -59,6 +59,7 @@ async def test_stats_refusal_privacy_and_forget(
             if len(await read_usage(db_url)) == 2:
                 break
             await asyncio.sleep(0.1)
+        assert [r.status for r in await read_usage(db_url)] == ["ok", "bad_input"]  # written within 10 s
 
         before = len(api.calls_to("sendPhoto", ADMIN))
         api.send_text(ADMIN, "/stats 7")
@@ -130,3 +131,18 @@ async def test_models_deploy_rollback_and_a_retrain_announced(
         assert len(api.calls_to("sendPhoto", ADMIN)) == before + 1
     [served] = [r for r in await read_usage(db_url) if r.platform_user_id == str(USER)]
     assert served.model_version == "3.0"
+
+
+async def test_an_admin_and_a_user_in_russian(api: FakeTelegram, tiny_store: Path, sqlite_db_url: str) -> None:
+    ru = i18n.words("ru")
+    api.languages[ADMIN] = api.languages[USER] = "ru"
+    async with admin_bot(api, tiny_store, sqlite_db_url):
+        usage = await ask(api, ADMIN, "/deploy")
+        empty = await ask(api, ADMIN, "/stats 3")
+        refused = await ask(api, USER, "/stats")
+        privacy = await ask(api, USER, "/privacy")
+        forgotten = await ask(api, USER, "/forget")
+    assert usage["text"] == ru(messages.ADMIN_USAGE["deploy"]) != messages.ADMIN_USAGE["deploy"]
+    assert empty["text"] == ru(messages.STATS_EMPTY, days=3) == "За последние 3 дн. запросов не было."
+    assert refused["text"] == ru(messages.HELP)  # the answer to an unknown command, in their language
+    assert privacy["text"] == ru(messages.PRIVACY) and forgotten["text"].startswith("Готово: я удалил всё")
