@@ -40,6 +40,7 @@ async def test_admin_commands_refusals_and_an_announcement(
             if await read_usage(sqlite_db_url):
                 break
             await asyncio.sleep(0.1)
+        assert [r.status for r in await read_usage(sqlite_db_url)] == ["ok"]  # written within 10 s
 
         stats = await fake.slash_command(ADMIN, "stats", days=7)
         [chart] = await fake.wait_for("followup", token=stats.token)

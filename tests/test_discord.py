@@ -493,9 +493,10 @@ async def test_progress_edits_the_deferred_answer_every_few_seconds(
         sent = await fake.send_message(122, attachments=[fake.attachment(clip, "c.mp4", "video/mp4")])  # a DM
         await fake.wait_for("edit_original", token=drawing.token, count=3)
         edits = await answers(fake, drawing, "edit_original")
-        while not edits[-1].files or not any(c.files for c in fake.calls_to("edit_message")):
-            await asyncio.sleep(0.05)
-            edits = fake.calls_to("edit_original", token=drawing.token)
+        async with asyncio.timeout(60):  # both results arrive, or the test fails here
+            while not edits[-1].files or not any(c.files for c in fake.calls_to("edit_message")):
+                await asyncio.sleep(0.05)
+                edits = fake.calls_to("edit_original", token=drawing.token)
 
     *progress, result = edits
     [deferral] = fake.calls_to("interaction_callback", token=drawing.token)
