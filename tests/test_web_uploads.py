@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from bots import messages, web
-from media import FIXTURES, screen_gif
+from media import FIXTURES, make_gif, screen_gif
 from test_web import MEMORY_ONLY, running_page, upload
 
 if TYPE_CHECKING:
@@ -137,3 +137,20 @@ async def test_uploads_are_admitted_and_capped_before_their_body_is_read(
         await asyncio.sleep(0.2)
         assert await status_of(await stalled(url, cookie=cookies[2], length=400_000, sent=0), within=2) == 503
         assert all(not r.at_eof() for r in held)
+
+
+@MEMORY_ONLY
+async def test_a_clip_whose_page_was_closed_stops_drawing(bots_model_store: Path, sqlite_db_url: str) -> None:
+    from bots import resources
+
+    stylizer = resources.open_stylizer(None)  # the test's in-memory stylizer, shared by the page
+    stylizer.delay_s = 0.1  # 40 frames: 4 s
+    async with running_page(bots_model_store, sqlite_db_url) as url:
+        timeout = aiohttp.ClientTimeout(total=0.5)
+        async with aiohttp.ClientSession(timeout=timeout) as client:
+            with pytest.raises(TimeoutError):  # the visitor leaves half a second in
+                await client.post(f"{url}/api/stylize", data=upload("long.gif", make_gif([100] * 40), "image/gif"))
+        await asyncio.sleep(0.3)
+        drawn = stylizer.requests
+        await asyncio.sleep(1.0)
+        assert stylizer.requests == drawn < 10  # nothing drawn for nobody
