@@ -26,6 +26,8 @@ from babel.messages.pofile import read_po
 from babel.numbers import format_decimal, format_percent
 from babel.support import Translations
 
+from styles import catalog
+
 LOCALE_DIR = Path(__file__).with_name("locale")
 DOMAIN = "toonbot"
 SOURCE = "en"
@@ -144,21 +146,24 @@ class Words:
 
     def style(self, name: str, title: str, description: str) -> tuple[str, str]:
         """A style's title and description: the archive's English, translated by the style's name
-        where the catalogue knows it (an archive's words stay as exported)."""
-        from styles import catalog  # the styles' English lives there; the archives carry it
-
+        where the catalogue knows it (the English is the archive's own, as exported)."""
         entry = catalog.KNOWN.get(name)
-        if entry is None:
+        if entry is None or self.locale == SOURCE:
             return title, description
         return self._catalog.pgettext(f"style:{name}", entry.title), self._catalog.pgettext(
             f"style:{name}", entry.description
         )
 
 
-@cache
 def words(locale: str | None) -> Words:
     """The words for a locale, a tag or a header (anything `negotiate` reads); English by default."""
-    return Words(negotiate(locale))
+    return _words(negotiate(locale))
+
+
+@cache
+def _words(locale: str) -> Words:
+    """One `Words` per language we speak (cached by locale, never by what a client sent)."""
+    return Words(locale)
 
 
 def placeholders(text: str) -> set[str]:
@@ -205,8 +210,6 @@ def extract_messages(fileobj: BinaryIO, keywords: Any, comment_tags: Any, option
 def extract_styles(fileobj: BinaryIO, keywords: Any, comment_tags: Any, options: Any) -> Extracted:
     """Babel extractor for styles/catalog.py: each known style's title and description, in the
     context "style:NAME" (the bots translate by name)."""
-    from styles import catalog
-
     line = next(line for name, line in _assignments(fileobj.read().decode("utf-8")) if name == "KNOWN")
     for name, entry in catalog.KNOWN.items():
         for text in (entry.title, entry.description):
