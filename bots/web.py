@@ -101,18 +101,19 @@ class Uploads:
         self.held = 0  # bytes reserved now
 
     def reserve(self, address: str, size: int) -> Problem | None:
-        """Hold `size` bytes for one upload from `address` (`release` must follow), or say why not."""
+        """Hold `size` bytes for one upload from `address` (`release` must follow), or say why not.
+        More than the whole budget holds all of it: with nothing else held, one upload always fits."""
         if self._at_once[address] >= self._per_address:
             return "too_many"
-        if self.held + size > self._budget:
+        if self.held + min(size, self._budget) > self._budget:
             return "overloaded"
         self._at_once[address] += 1
-        self.held += size
+        self.held += min(size, self._budget)
         return None
 
     def release(self, address: str, size: int) -> None:
         """The upload is read (or given up): its bytes and its place are free again."""
-        self.held -= size
+        self.held -= min(size, self._budget)
         self._at_once[address] -= 1
         if self._at_once[address] <= 0:
             del self._at_once[address]

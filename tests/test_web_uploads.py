@@ -154,3 +154,14 @@ async def test_a_clip_whose_page_was_closed_stops_drawing(bots_model_store: Path
         drawn = stylizer.requests
         await asyncio.sleep(1.0)
         assert stylizer.requests == drawn < 10  # nothing drawn for nobody
+
+
+def test_uploads_are_counted_per_address_and_one_always_fits_the_budget() -> None:
+    uploads = web.Uploads(per_address=2, budget=100)
+    assert uploads.reserve("a", 500) is None  # more than the whole budget: it holds all of it
+    assert uploads.reserve("b", 1) == "overloaded"
+    uploads.release("a", 500)
+    assert uploads.reserve("b", 60) is None and uploads.reserve("b", 40) is None
+    assert uploads.reserve("b", 0) == "too_many"
+    uploads.release("b", 60)
+    assert uploads.held == 40 and uploads.reserve("c", 61) == "overloaded"
