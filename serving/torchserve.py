@@ -15,9 +15,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
+
+import psutil
 
 from styles.archive import store_versions, version_order
 
@@ -128,10 +130,33 @@ class LocalTorchServe:
         if self._torchserve(*args) != 0:
             raise RuntimeError(f"torchserve --start failed; see {self.run_dir / 'torchserve.out'}")
         deadline = time.monotonic() + timeout
+        java = self._java()
         while not (self.healthy() and port_in_use(self.ports.management)):
+            if java is not None and not java.is_running():
+                raise RuntimeError(f"TorchServe stopped while starting (a port taken?); see {self.run_dir / 'logs'}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"TorchServe did not answer within {timeout:.0f} s; see {self.run_dir / 'logs'}")
             time.sleep(0.5)
+
+    def _java(self) -> psutil.Process | None:
+        """The Java process of this instance, from its pid file (None before it is written or after it went)."""
+        try:
+            return psutil.Process(int(self.pid_file.read_text()))
+        except (OSError, ValueError, psutil.Error):
+            return None
+
+    def owns_its_ports(self) -> bool:
+        """True when this instance's Java listens on its HTTP ports itself (gRPC's bind later).
+
+        Ports found free a moment before Java starts can be taken by another
+        process in between; then /ping may be answered by someone else's server.
+        """
+        java = self._java()
+        try:
+            listening = {c.laddr.port for c in java.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        except (AttributeError, psutil.Error):
+            return False
+        return {self.ports.inference, self.ports.management, self.ports.metrics} <= listening
 
     def healthy(self) -> bool:
         """True when the inference API's /ping says Healthy."""
@@ -145,14 +170,16 @@ class LocalTorchServe:
             return False
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop Java and wait until its ports are free again (it exits seconds after --stop)."""
+        """Stop Java and wait until it has exited, freeing its ports (it exits seconds after --stop)."""
+        java = self._java()
         if self.pid_file.exists():
             self._torchserve("--stop")
-        deadline = time.monotonic() + timeout
-        while any(port_in_use(p) for p in astuple(self.ports)):
-            if time.monotonic() > deadline:
-                raise TimeoutError("TorchServe still holds its ports after --stop")
-            time.sleep(0.3)
+        if java is None:
+            return
+        try:
+            java.wait(timeout)
+        except psutil.TimeoutExpired:
+            raise TimeoutError(f"TorchServe (pid {java.pid}) still runs {timeout:.0f} s after --stop") from None
 
 
 def load_order(store: Path, defaults: Mapping[str, str]) -> list[str]:

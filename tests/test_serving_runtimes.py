@@ -292,3 +292,28 @@ async def test_token_authorisation(serving_model_store: Path, tmp_path: Path) ->
         finally:
             for c in (anonymous, wrong, stylizer):
                 await c.close()
+
+
+def test_a_port_taken_before_java_binds_it_is_caught_and_others_are_used(
+    serving_model_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fixture's ports are free when chosen, not when Java binds them: here another process holds
+    the management port first. A start that does not own its ports must not pass for a running TorchServe."""
+    import socket
+
+    import torchserve_fixture
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "cat2dog.mar").symlink_to(serving_model_store / "cat2dog.mar")
+    squatter = socket.create_server(("127.0.0.1", 0))
+    chosen = iter([[*torchserve_fixture.free_ports(1), squatter.getsockname()[1], *torchserve_fixture.free_ports(3)]])
+    real_free_ports = torchserve_fixture.free_ports
+    monkeypatch.setattr(torchserve_fixture, "free_ports", lambda n: next(chosen, None) or real_free_ports(n))
+    try:
+        with running_torchserve(store, tmp_path / "run") as ts:
+            assert ts.ports.management != squatter.getsockname()[1]
+            assert ts.owns_its_ports()
+            assert management(ts, "GET", "/models")[1]["models"][0]["modelName"] == "cat2dog"
+    finally:
+        squatter.close()

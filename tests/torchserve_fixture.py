@@ -79,9 +79,26 @@ def export_tiny_styles(store: Path, name: str, *extra_args: str, seed: int = 0) 
 
 @contextmanager
 def running_torchserve(model_store: Path, run_dir: Path, *, token_auth: bool = False) -> Iterator[LocalTorchServe]:
-    """A real TorchServe over `model_store` on free ports, stopped on exit."""
-    ts = LocalTorchServe(run_dir, model_store, Ports(*free_ports(5)), token_auth)
-    ts.start()
+    """A real TorchServe over `model_store` on free ports, stopped on exit.
+
+    Ports free a moment ago may be taken by another process before Java binds
+    them (TorchServe cannot report ports it chose itself: asked for port 0 it
+    serves inference and management on one port), so a start whose Java does not
+    own all five ports is stopped and retried on others.
+    """
+    for attempt in range(3):
+        folder = run_dir if attempt == 0 else run_dir / f"retry{attempt}"
+        ts = LocalTorchServe(folder, model_store, Ports(*free_ports(5)), token_auth)
+        try:
+            ts.start()
+        except (RuntimeError, TimeoutError):
+            ts.stop()
+            continue
+        if ts.owns_its_ports():
+            break
+        ts.stop()
+    else:
+        raise RuntimeError(f"TorchServe could not bind its ports in 3 tries; see {run_dir}")
     try:
         yield ts
     finally:
