@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from PIL import Image
 from playwright.async_api import Page, Route, async_playwright, expect
 
 from bots import i18n, messages, web
+from bots.core import Core
 from bots.resources import SharedCore
 from config import Settings
 from styles import catalog
@@ -52,12 +54,18 @@ async def running_page(model_store: Path, database_url: str, **more: object) -> 
     url = f"http://127.0.0.1:{settings.web_port}"
     try:
         async with aiohttp.ClientSession() as client:
-            for _ in range(200):  # until it listens
+            for _ in range(1200):  # until it listens (60 s: the engine may load on a loaded machine)
+                if task.done():  # it stopped: its error, or say so
+                    await task
+                    raise AssertionError("the page stopped before it answered")
                 try:
-                    async with client.get(f"{url}/api/styles"):
+                    async with client.get(f"{url}/api/styles") as response:
+                        assert response.status == 200, await response.text()
                         break
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the page did not answer on {url} within 60 s")
         yield url
     finally:
         stop.set()
@@ -509,3 +517,87 @@ async def test_the_page_in_japanese_in_a_browser(bots_model_store: Path, sqlite_
         await expect(page.locator("#gallery .card").nth(1)).to_contain_text("Селфи в аниме")
         await expect(page.locator("#language")).to_have_value("ru")
     assert blocked == []
+
+
+# --- every answer's headers, the cookie's attributes, and the two per-minute limits apart -------
+
+HEADER_VALUES = {
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+@MEMORY_ONLY
+async def test_every_answer_carries_the_security_headers_and_the_cookie_stays_in_the_page(
+    bots_model_store: Path, sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the core")
+
+    async with running_page(bots_model_store, sqlite_db_url) as url, aiohttp.ClientSession() as client:
+        monkeypatch.setattr(Core, "styles", broken)  # /api/styles: the one error handler's 500
+        seen = {}
+        for path in ("/", "/api/styles/selfie2anime/preview?version=1.0", "/api/styles/cat2dog/preview",
+                     "/no/such/page", "/api/styles"):
+            async with client.get(url + path) as response:
+                seen[path] = response.status, response.headers.copy()
+    assert {path: status for path, (status, _) in seen.items()} == {
+        "/": 200, "/api/styles/selfie2anime/preview?version=1.0": 200, "/api/styles/cat2dog/preview": 404,
+        "/no/such/page": 404, "/api/styles": 500,
+    }
+    for path, (_, headers) in seen.items():
+        assert {name: headers.get(name) for name in HEADER_VALUES} == HEADER_VALUES, path
+        assert headers["Content-Security-Policy"] == seen["/"][1]["Content-Security-Policy"], path
+    [cookie] = seen["/"][1].getall("Set-Cookie")
+    attributes = {part.strip().partition("=")[0].lower(): part.strip().partition("=")[2] for part in cookie.split(";")}
+    assert web.VISITOR_COOKIE in attributes and "httponly" in attributes  # no script reads it
+    assert attributes["samesite"] == "Strict"  # no other site's request carries it
+
+
+@MEMORY_ONLY
+async def test_fresh_cookies_from_one_address_meet_the_address_limit(
+    read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    """Each visitor asks once, far below REQUESTS_PER_MINUTE: only the address's own limit can refuse."""
+    async with (
+        running_page(bots_model_store, sqlite_db_url, requests_per_minute=10, web_requests_per_minute_per_ip=3) as url,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client,
+    ):
+        answers = []
+        for _ in range(5):
+            async with client.get(url) as page:
+                cookie = {"Cookie": f"{web.VISITOR_COOKIE}={page.cookies[web.VISITOR_COOKIE].value}"}
+            form = upload("me.jpg", face_jpeg, "image/jpeg")
+            async with client.post(f"{url}/api/stylize", data=form, headers=cookie) as response:
+                body = await response.read()
+                answers.append((response.status, response.headers.get("Retry-After"), body))
+    assert [status for status, _, _ in answers] == [200, 200, 200, 429, 429]
+    for _, retry_after, body in answers[3:]:
+        assert retry_after is not None and 1 <= int(retry_after) <= 60
+        assert json.loads(body) == {"message": i18n.words("en")(messages.SLOW_DOWN, limit=3)}  # the address's figure
+    rows = await read_usage(sqlite_db_url)
+    assert [r.status for r in rows] == ["ok"] * 3 + ["rate_limited"] * 2
+    assert len({r.platform_user_id for r in rows}) == 5 and all(r.platform_user_id.startswith("v-") for r in rows)
+
+
+@MEMORY_ONLY
+async def test_one_visitor_meets_its_own_limit_while_its_address_has_room(
+    read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
+) -> None:
+    jar = aiohttp.CookieJar(unsafe=True)  # keeps its cookie, as a browser does
+    async with (
+        running_page(bots_model_store, sqlite_db_url, requests_per_minute=2, web_requests_per_minute_per_ip=100) as url,
+        aiohttp.ClientSession(cookie_jar=jar) as visitor,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as neighbour,  # same address
+    ):
+        answers = []
+        for client in (visitor, visitor, visitor, neighbour):
+            async with client.get(url):
+                pass  # the cookie, once
+            async with client.post(f"{url}/api/stylize", data=upload("me.jpg", face_jpeg, "image/jpeg")) as response:
+                answers.append((response.status, await response.read()))
+    assert [status for status, _ in answers] == [200, 200, 429, 200]
+    assert json.loads(answers[2][1]) == {"message": i18n.words("en")(messages.SLOW_DOWN, limit=2)}  # the visitor's figure
+    rows = await read_usage(sqlite_db_url)
+    assert [r.status for r in rows] == ["ok", "ok", "rate_limited", "ok"]
+    assert rows[0].platform_user_id == rows[2].platform_user_id != rows[3].platform_user_id
