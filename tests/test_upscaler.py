@@ -21,7 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from upscaler_speed import from_pixels, ncnn_net, ncnn_upscale, to_pixels, upscaler  # noqa: E402
+from upscaler_speed import acceleration, from_pixels, ncnn_net, ncnn_upscale, to_pixels, upscaler  # noqa: E402
 
 from serving.client import TorchServeClient  # noqa: E402
 from serving.engine import EmbeddedEngine  # noqa: E402
@@ -88,6 +88,20 @@ def test_forward_is_the_padded_body_cropped() -> None:
     padded = F.pad(x, (18, 18, 18, 19), mode="reflect")
     with torch.inference_mode():
         assert torch.equal(net(x), net.body(padded)[:, :, :42, :60])
+
+
+def test_the_upscaler_keeps_its_own_verdict_beside_the_generators(tmp_path: Path) -> None:
+    """Both networks of one archive choose their paths; neither reads the other's verdict or graphs."""
+    model_dir = tmp_path / "archive"
+    model_dir.mkdir()
+    (model_dir / "generator.pt").write_bytes(b"the weights")
+    torch.manual_seed(0)
+    paths = [acceleration.Accelerated(ResnetGenerator(**TINY), 32, torch.device("cpu"), "cpu-eager-channels-last",
+                                      model_dir, tmp_path / "cache", "background", part)
+             for part in ("", "upscaler")]
+    assert all(p.ready.wait(120) and p.path.name == "cpu-eager-channels-last" for p in paths)
+    folders = sorted(f.parent.name for f in (tmp_path / "cache").glob("*/verdict.json"))
+    assert len(folders) == 2 and folders[1] == folders[0] + "-upscaler"
 
 
 @pytest.mark.parametrize(("section", "message"), [
