@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bots import collage, i18n, messages
+from bots import collage, i18n, messages, metrics
 from bots.limits import Refusal, UserLimits
 from db import users
 from db.models import Platform, UsageStatus
@@ -218,7 +219,7 @@ class Core:
         self._default_style = default_style
         self._limits = UserLimits(requests_per_minute)
         self._network_limits = UserLimits(network_requests_per_minute or requests_per_minute, one_at_a_time=False)
-        self._model_slots = asyncio.Semaphore(max_in_flight)  # photos and clips' frames, one each, in turn
+        self._model_slots = metrics.ModelSlots(max_in_flight)  # photos and clips' frames, one each, in turn
         self._clip_slots = asyncio.Semaphore(clips_in_flight)  # clips decoded and held at once
         self._max_upload_bytes = max_upload_bytes
         self._output_size = output_size
@@ -230,6 +231,7 @@ class Core:
         self.saved_languages = SavedStyles()  # the /language choices, read and cached with the styles
         # Database work that outlived its reply's deadline: it finishes (or fails) on its own.
         self._pending: dict[Hashable, asyncio.Task[None]] = {}
+        self._ping: asyncio.Task[bool] | None = None  # `ready`'s database check, maybe still waiting
         # The chat text commands, each parsed into a typed call; the admin commands register here too.
         self.commands: dict[str, Command] = {
             "start": self._start,
@@ -475,6 +477,32 @@ class Core:
         done = messages.LANGUAGE_AUTO if automatic else messages.LANGUAGE_SET
         return Reply(words(done, language=i18n.LANGUAGES[words.locale]))
 
+    async def ready(self) -> dict[str, bool]:
+        """For `/readyz`: styles deployed (the runtime lists at least one) and the database answering,
+        each within `DB_DEADLINE_S` (an orchestrator sends no traffic to a replica that is not ready).
+
+        The database's answer is awaited, never cancelled (a hung connection would hold the
+        cancel too): a probe that comes while one still hangs waits on that one."""
+        try:
+            async with asyncio.timeout(DB_DEADLINE_S):
+                styles = bool(await self._catalogue())
+        except (TimeoutError, StylizeError) as error:
+            logger.info("not ready: styles: %s", type(error).__name__)
+            styles = False
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.create_task(self._database_answers())
+        done, _ = await asyncio.wait({self._ping}, timeout=DB_DEADLINE_S)
+        return {"styles": styles, "database": bool(done) and self._ping.result()}
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with self._sessions() as session:
+                await session.execute(select(1))
+        except (SQLAlchemyError, OSError) as error:
+            logger.info("not ready: database: %s", type(error).__name__)
+            return False
+        return True
+
     @property
     def max_upload_bytes(self) -> int:
         """The largest file drawn; an adapter that streams a download stops there (`TooBig`)."""
@@ -542,6 +570,12 @@ class Core:
         self._limits.release((request.platform, request.user_id))
 
     def _record(self, request: Request, outcome: _Outcome, started: float) -> None:
+        seconds = time.perf_counter() - started
+        metrics.observe(  # beside the usage row, so the two never disagree
+            front_end=request.platform, style=outcome.style if outcome.version else None, outcome=outcome.status,
+            problem=outcome.reply.problem if outcome.reply.image is None else None, seconds=seconds,
+            faces=outcome.faces, frames=outcome.frames,
+        )
         self._recorder.record(
             UsageRecord(
                 platform=request.platform,
@@ -550,7 +584,7 @@ class Core:
                 style=outcome.style,
                 model_version=outcome.version,
                 status=outcome.status,
-                latency_ms=round((time.perf_counter() - started) * 1000),
+                latency_ms=round(seconds * 1000),
                 input_bytes=outcome.input_bytes,
                 input_pixels=outcome.input_pixels,
                 faces=outcome.faces,

@@ -36,6 +36,18 @@ class SharedCore:
         self._core: Core | None = None
         self.admin: Admin | None = None  # built with the core; front ends announce finished jobs with it
         self._stack = AsyncExitStack()
+        self._warm_up: asyncio.Task[None] | None = None  # the embedded engine loading every style
+
+    async def ready(self) -> dict[str, bool]:
+        """For `/readyz`: the core is open, its styles are loaded (the embedded engine's warm-up is
+        done: a request would otherwise wait for a style to load) and the database answers."""
+        core = self._core
+        if core is None:
+            return {"started": False}
+        checks = await core.ready()
+        if self._warm_up is not None and not self._warm_up.done():
+            checks["styles"] = False
+        return checks
 
     async def open(self) -> Core:
         """The core, built on first use."""
@@ -70,7 +82,7 @@ class SharedCore:
                 f" in {settings.model_store}" if settings.torchserve_url is None else "",
             )
         if isinstance(stylizer, EmbeddedEngine):
-            warm_up = asyncio.create_task(stylizer.warm_up(first=settings.default_style))
+            self._warm_up = warm_up = asyncio.create_task(stylizer.warm_up(first=settings.default_style))
             self._stack.callback(warm_up.cancel)
         recorder = UsageRecorder(sessions)
         self._stack.push_async_callback(recorder.close)  # flushed before the engine goes

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from bots.resources import SharedCore
 from config import Settings, get_settings
 from db.engine import migrate
+from telemetry import probes
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,13 @@ async def run(names: Sequence[str], settings: Settings) -> None:
 
 
 async def _migrate_and_serve(names: Sequence[str], settings: Settings, stop: asyncio.Event) -> None:
-    await migrate(settings.database_url)
     shared = SharedCore(settings)
     # One failing front end cancels the others, and each cleans up on the way out.
     async with asyncio.TaskGroup() as group:
+        if settings.metrics_port is not None:  # up first: /healthz answers (and /readyz says 503) while starting
+            probe = probes.serve(settings.metrics_host, settings.metrics_port, shared.ready, stop)
+            group.create_task(probe, name="probes")
+        await migrate(settings.database_url)
         for name in names:
             group.create_task(FRONT_ENDS[name].serve(settings, shared, stop), name=name)
 

@@ -9,11 +9,12 @@ for that run. It imports nothing of toonbot's but the handler's upload limit
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from styles.payload import refusals
@@ -38,6 +39,14 @@ class Settings(BaseSettings):
     # Front ends: a bot runs only when its token is set.
     telegram_token: SecretStr | None = None
     telegram_api_url: str | None = None  # a self-hosted Bot API server, e.g. http://127.0.0.1:8081
+    # Telegram on webhooks, for several replicas behind a load balancer: TELEGRAM_WEBHOOK_URL is the public HTTPS
+    # address Telegram POSTs updates to (set with setWebhook at start); the bot listens on
+    # TELEGRAM_WEBHOOK_LISTEN:TELEGRAM_WEBHOOK_PORT and refuses any update without TELEGRAM_WEBHOOK_SECRET in its
+    # X-Telegram-Bot-Api-Secret-Token header (required with a URL). Unset: long polling, one process per token.
+    telegram_webhook_url: str | None = None
+    telegram_webhook_listen: str = "127.0.0.1"
+    telegram_webhook_port: int = Field(default=8443, ge=1, le=65535)
+    telegram_webhook_secret: SecretStr | None = None
     discord_token: SecretStr | None = None
     discord_dev_guild: int | None = None  # sync slash commands to one guild at once while developing
     discord_api_url: str | None = None
@@ -60,6 +69,10 @@ class Settings(BaseSettings):
     web_uploads_per_ip: int = Field(default=2, ge=1)
     web_upload_budget_bytes: int = Field(default=200 * 2**20, ge=2**20)
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    # /metrics, /healthz and /readyz on a port of their own in the bots' and the training worker's processes
+    # (unset: none; the web page serves them on its own port anyway). 0.0.0.0 in a container.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     # Data and models.
     database_url: str = Field(default_factory=default_database_url)
@@ -96,6 +109,21 @@ class Settings(BaseSettings):
 
     # Training worker: the dataset root holding <pair>/trainA, trainB, testA, testB.
     datasets_dir: Path | None = None
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _telegram_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """Telegram takes 1-256 characters A-Z, a-z, 0-9, _ and - (setWebhook's secret_token)."""
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()):
+            raise ValueError("TELEGRAM_WEBHOOK_SECRET: 1-256 letters, digits, _ or -")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Settings:
+        """A webhook without a secret would take updates from anyone who finds its address."""
+        if self.telegram_webhook_url and self.telegram_webhook_secret is None:
+            raise ValueError("TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET")
+        return self
 
     @field_validator("admin_ids", "web_allowed_hosts", mode="before")
     @classmethod
