@@ -1,5 +1,5 @@
 """A style whose live version falls below its bar is marked experimental, with one line saying why:
-in /styles (Telegram, and the Discord embed that shows the same text), and in the page's gallery."""
+in /styles (Telegram), the Discord embed, and the page's gallery."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from fakes.stylizer import MemoryStylizer
+from fakes.discord import FakeDiscord
+from test_discord import answers
+from test_discord import running_bot as running_discord
 from test_web import running_page
 
 from bots import messages, resources
@@ -49,6 +52,13 @@ async def test_styles_says_why_a_style_is_experimental(
     horse = next(i for i, line in enumerate(lines) if line.startswith("horse2zebra - "))
     assert lines[horse + 1] == f"  {SAID}"
     assert SAID not in "\n".join(lines[:horse])  # cat2dog meets its bar
+
+
+async def test_the_discord_embed_says_why(stylizer: MemoryStylizer, tmp_path: Path, sqlite_db_url: str) -> None:
+    async with FakeDiscord() as fake, running_discord(fake, tmp_path, sqlite_db_url, default_style="cat2dog"):
+        [listing] = await answers(fake, await fake.slash_command(41, "styles"))
+    [embed] = listing.json["data"]["embeds"]
+    assert f"horse2zebra - {catalog.KNOWN['horse2zebra'].description}\n  {SAID}" in embed["description"]
 
 
 async def test_the_gallery_gets_the_reason(stylizer: MemoryStylizer, tmp_path: Path, sqlite_db_url: str) -> None:
