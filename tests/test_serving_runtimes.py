@@ -214,11 +214,30 @@ async def until_logged(ts: LocalTorchServe, line: str, before: int) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_eight_concurrent_requests_form_one_batch_in_torchserve(torchserve: LocalTorchServe) -> None:
+def queued(ts: LocalTorchServe, model: str) -> int:
+    """Requests waiting in the model's job queue, as TorchServe's describe reports them."""
+    status, body = management(ts, "GET", f"/models/{model}")
+    assert status == 200, body
+    return body[0]["jobQueueStatus"]["pendingRequests"]
+
+
+async def test_queued_requests_go_to_the_worker_a_full_batch_at_once(torchserve: LocalTorchServe) -> None:
+    """No race with the 300 ms window: the worker is stopped while 16 requests arrive, so the first batch
+    (whatever met in its window) waits at the worker and 8 or more wait in the queue, counted by TorchServe;
+    when the worker goes on, the next batch is 8 of them at once, as the handler reports it."""
     before = model_log(torchserve).count("batch of 8 (8 to the generator)")
+    [worker] = wait_for_workers(torchserve, "selfie2anime", 1)
     client = client_for(torchserve)
+    os.kill(worker["pid"], signal.SIGSTOP)
     try:
-        results = await asyncio.gather(*(client.stylize("selfie2anime", FACE, size=32) for _ in range(8)))
+        asking = [asyncio.create_task(client.stylize("selfie2anime", FACE, size=32)) for _ in range(16)]
+        async with asyncio.timeout(60):
+            while await asyncio.to_thread(queued, torchserve, "selfie2anime") < 8:
+                await asyncio.sleep(0.1)
+    finally:
+        os.kill(worker["pid"], signal.SIGCONT)
+    try:
+        results = await asyncio.gather(*asking)
     finally:
         await client.close()
     assert all(r.content_type == "image/jpeg" for r in results)
