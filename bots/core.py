@@ -15,17 +15,18 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots import collage, i18n, messages, metrics
 from bots.limits import Refusal, UserLimits
 from db import users
+from db.engine import answers
 from db.models import Platform, UsageStatus
 from db.usage import UsageRecord, UsageRecorder
 from serving import animation, inputs
 from styles import catalog
+from telemetry import probes
 from serving.api import StyleInfo, Stylizer, StylizeError
 
 logger = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class Core:
         self.saved_languages = SavedStyles()  # the /language choices, read and cached with the styles
         # Database work that outlived its reply's deadline: it finishes (or fails) on its own.
         self._pending: dict[Hashable, asyncio.Task[None]] = {}
-        self._ping: asyncio.Task[bool] | None = None  # `ready`'s database check, maybe still waiting
+        self._database_answers = probes.Patient(lambda: answers(sessions), DB_DEADLINE_S)  # `ready`
         # The chat text commands, each parsed into a typed call; the admin commands register here too.
         self.commands: dict[str, Command] = {
             "start": self._start,
@@ -479,29 +480,14 @@ class Core:
 
     async def ready(self) -> dict[str, bool]:
         """For `/readyz`: styles deployed (the runtime lists at least one) and the database answering,
-        each within `DB_DEADLINE_S` (an orchestrator sends no traffic to a replica that is not ready).
-
-        The database's answer is awaited, never cancelled (a hung connection would hold the
-        cancel too): a probe that comes while one still hangs waits on that one."""
+        each within `DB_DEADLINE_S` (an orchestrator sends no traffic to a replica that is not ready)."""
         try:
             async with asyncio.timeout(DB_DEADLINE_S):
                 styles = bool(await self._catalogue())
         except (TimeoutError, StylizeError) as error:
             logger.info("not ready: styles: %s", type(error).__name__)
             styles = False
-        if self._ping is None or self._ping.done():
-            self._ping = asyncio.create_task(self._database_answers())
-        done, _ = await asyncio.wait({self._ping}, timeout=DB_DEADLINE_S)
-        return {"styles": styles, "database": bool(done) and self._ping.result()}
-
-    async def _database_answers(self) -> bool:
-        try:
-            async with self._sessions() as session:
-                await session.execute(select(1))
-        except (SQLAlchemyError, OSError) as error:
-            logger.info("not ready: database: %s", type(error).__name__)
-            return False
-        return True
+        return {"styles": styles, "database": await self._database_answers()}
 
     @property
     def max_upload_bytes(self) -> int:

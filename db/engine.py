@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = "db:migrations"
@@ -19,6 +21,8 @@ ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "sqlite": "sqlite+aiosqlite",
 }
+
+logger = logging.getLogger(__name__)
 
 
 def async_url(url: str) -> str:
@@ -63,6 +67,18 @@ def create_engine(url: str, *, timeout: float = 10.0) -> AsyncEngine:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions whose objects stay readable after commit (no lazy reload in async code)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def answers(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """True when the database answers a trivial query; False when it refuses or cannot be reached
+    (the readiness probes of every process ask this)."""
+    try:
+        async with sessions() as session:
+            await session.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as error:
+        logger.info("the database does not answer: %s", type(error).__name__)
+        return False
+    return True
 
 
 def alembic_config() -> Config:

@@ -23,6 +23,23 @@ PATHS = ("/metrics", "/healthz", "/readyz")
 READY_TIMEOUT_S = 2.0  # a check that takes longer fails: kubelet's own default timeout is 1 s per probe
 
 
+class Patient:
+    """A check that may hang (a query on a frozen database connection), awaited at most `timeout_s` by
+    each probe and never cancelled: cancelling would wait on that same connection. A probe that comes
+    while one still runs joins it, so a hung database holds one check, not one per probe."""
+
+    def __init__(self, check: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
+        self._check, self._timeout_s = check, timeout_s
+        self._running: asyncio.Task[bool] | None = None
+
+    async def __call__(self) -> bool:
+        """The check's answer, or False when it has not come within `timeout_s`."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._check())
+        done, _ = await asyncio.wait({self._running}, timeout=self._timeout_s)
+        return bool(done) and self._running.result()
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Every metric of this process, in Prometheus' text format."""
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

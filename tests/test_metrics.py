@@ -193,3 +193,38 @@ async def test_a_bot_process_serves_probes_from_its_start(tmp_path: Path, sqlite
     finally:
         stop.set()
         await task
+
+
+async def test_the_training_worker_counts_jobs_and_serves_probes(sqlite_db_url: str, tmp_path: Path) -> None:
+    from db import jobs
+    from training import metrics as training_metrics
+    from training.worker import TrainingWorker, WorkerConfig
+
+    engine = create_engine(sqlite_db_url)
+    sessions = session_factory(engine)
+    port, stop = free_ports(1)[0], asyncio.Event()
+    settings = Settings(_env_file=None, database_url=sqlite_db_url, metrics_port=port)
+    task = asyncio.create_task(training_metrics.serve_probes(settings, sessions, stop))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with sessions() as session:
+            job = await jobs.enqueue(session, pair="selfie2anime", iterations=2, requested_by="telegram:1",
+                                     notify_platform="telegram", notify_chat_id="1")
+        await until_listening(url, task)
+        before = await scrape_plain(url)
+        worker = TrainingWorker(sessions, WorkerConfig(datasets=tmp_path / "none", model_store=tmp_path))
+        assert await worker.run_once() == job.id  # no dataset: the job fails at once
+        after = await scrape_plain(url)
+        failed = value(after, "toonbot_training_jobs_total", outcome="failed")
+        assert failed == value(before, "toonbot_training_jobs_total", outcome="failed") + 1
+        assert value(after, "toonbot_training_job_running") == 0
+        assert await ready(url) == (200, {"database": True})
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+
+
+async def scrape_plain(url: str) -> Samples:
+    async with aiohttp.ClientSession() as client, client.get(f"{url}/metrics") as response:
+        return parse(await response.text())

@@ -26,7 +26,7 @@ from db import jobs
 from db.engine import create_engine, session_factory
 from db.models import TrainingJob
 from styles.archive import find
-from training import distributed, evaluate, retrain
+from training import distributed, evaluate, metrics, retrain
 from training.judge_net import JUDGES
 from training.queue_cli import add_database_argument, database_url
 from training.trainer import Trainer
@@ -68,13 +68,16 @@ class TrainingWorker:
         if job is None:
             return None
         log.info("job %d: training %s for %d iterations", job.id, job.pair, job.iterations)
+        metrics.RUNNING.set(1)
         try:
-            await self._run(job)
+            metrics.JOBS.labels(await self._run(job)).inc()
         except retrain.JobError as error:
             await self._fail(job, str(error))
         except Exception as error:  # the job fails, the worker lives on for the next one
             log.exception("job %d failed", job.id)
             await self._fail(job, f"{type(error).__name__}: {error}"[:500])
+        finally:
+            metrics.RUNNING.set(0)
         return job.id
 
     async def serve(self, *, poll_s: float = 5.0, exit_when_idle: bool = False) -> None:
@@ -85,7 +88,8 @@ class TrainingWorker:
                     return
                 await asyncio.sleep(poll_s)
 
-    async def _run(self, job: TrainingJob) -> None:
+    async def _run(self, job: TrainingJob) -> str:
+        """Train, export and evaluate `job`: "done", or "stopped" when it was cancelled or reclaimed."""
         cfg = self.config
         plan = retrain.plan(
             pair=job.pair, iterations=job.iterations, from_version=job.from_version, datasets=cfg.datasets,
@@ -93,14 +97,16 @@ class TrainingWorker:
         )
         trainer = await asyncio.to_thread(self._trainer, plan)
         while trainer.step < job.iterations:
+            before = trainer.step
             await asyncio.to_thread(trainer.fit, stop_after=cfg.heartbeat_every)
+            metrics.ITERATIONS.inc(trainer.step - before)
             async with self._sessions() as session:
                 alive = await jobs.heartbeat(
                     session, job_id=job.id, worker_id=cfg.worker_id, progress=trainer.step
                 )
             if not alive:
                 log.info("job %d: stopped at iteration %d (cancelled or reclaimed)", job.id, trainer.step)
-                return
+                return "stopped"
         versions = await asyncio.to_thread(retrain.export_versions, trainer, plan, cfg.model_store)
         result = {
             "versions": versions,
@@ -111,6 +117,7 @@ class TrainingWorker:
         async with self._sessions() as session:
             await jobs.finish(session, job_id=job.id, worker_id=cfg.worker_id, result=result)
         log.info("job %d: done, exported %s", job.id, versions)
+        return "done"
 
     def _trainer(self, plan: retrain.Plan) -> Trainer:
         """A new trainer, resumed from the job's own checkpoint if an earlier worker left one."""
@@ -140,6 +147,7 @@ class TrainingWorker:
 
     async def _fail(self, job: TrainingJob, reason: str) -> None:
         log.warning("job %d failed: %s", job.id, reason)
+        metrics.JOBS.labels("failed").inc()
         async with self._sessions() as session:
             await jobs.fail(session, job_id=job.id, worker_id=self.config.worker_id, error=reason)
 
@@ -152,10 +160,14 @@ async def _serve(args: argparse.Namespace) -> int:
         train_missing_judges=True,
         **({"worker_id": args.worker_id} if args.worker_id else {}),
     )
+    sessions, stop = session_factory(engine), asyncio.Event()
     try:
-        await TrainingWorker(session_factory(engine), config).serve(
-            poll_s=args.poll, exit_when_idle=args.exit_when_idle
-        )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(metrics.serve_probes(get_settings(), sessions, stop), name="probes")
+            try:
+                await TrainingWorker(sessions, config).serve(poll_s=args.poll, exit_when_idle=args.exit_when_idle)
+            finally:
+                stop.set()
     finally:
         await engine.dispose()
     return 0
