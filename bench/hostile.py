@@ -147,23 +147,24 @@ async def stalled_upload(host: str, port: int) -> tuple[int | None, float]:
     return (int(line.split()[1]) if line else None), seconds
 
 
-async def trickle(host: str, port: int) -> float:
-    """A header line a second, never the end of them: seconds until the server closes."""
+async def trickle(host: str, port: int) -> tuple[int | None, float]:
+    """A header line a second, never the end of them: (the status answered or None, seconds until then
+    or until the server closed)."""
     reader, writer = await asyncio.open_connection(host, port)
-    started = time.perf_counter()
+    started, answer = time.perf_counter(), b""
     writer.write(f"POST /api/stylize HTTP/1.1\r\nHost: {host}:{port}\r\n".encode())
     for i in range(180):
         try:
             writer.write(f"X-Slow-{i}: 1\r\n".encode())
             await writer.drain()
-            if await asyncio.wait_for(reader.read(1), 1.0) == b"":
-                break
+            answer = await asyncio.wait_for(reader.read(64), 1.0)
+            break  # an answer, or the connection closed
         except TimeoutError:
             continue
         except ConnectionError:
             break
     writer.close()
-    return time.perf_counter() - started
+    return (int(answer.split()[1]) if answer.startswith(b"HTTP/") else None), time.perf_counter() - started
 
 
 async def styles_seconds(url: str) -> float:
@@ -191,7 +192,8 @@ async def stalled(url: str, pid: int, args: argparse.Namespace) -> None:
         statuses[status] = statuses.get(status, 0) + 1
     print(f"{args.stalled} stalled 19.5 MB uploads from one address: answers {statuses}, "
           f"the last after {max(s for _, s in cut):.1f} s")
-    print(f"5 header tricklers closed after {min(trickled):.1f}-{max(trickled):.1f} s")
+    print(f"5 header tricklers: answers {sorted(str(code) for code, _ in trickled)} after "
+          f"{min(t for _, t in trickled):.1f}-{max(t for _, t in trickled):.1f} s")
     print(f"  /api/styles meanwhile at worst {slowest:.3f} s; server resident at most {memory.stop():.0f} MiB")
 
 

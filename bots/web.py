@@ -33,6 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from bots import i18n, messages, page
 from bots.core import Attachment, Core, Problem, Reply, Request, experimental_note, refusal, words_for
+from bots.deadline import HeadersWithin
 from bots.resources import SharedCore
 from config import Settings
 from serving.api import StylizeError
@@ -61,7 +62,7 @@ HTTP_STATUS: dict[Problem, int] = {
 }
 FORM_OVERHEAD = 64 * 1024  # a form's bytes besides the image: boundaries, part headers, the style field
 UPLOAD_RETRY_S = 5  # Retry-After when the uploads at once are taken
-LINGER_S = 2.0  # how long an unread body is read and dropped after the answer, so the client sees the answer
+LINGER_S = 1.0  # how long an unread body is read and dropped after the answer, so the client sees the answer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -418,18 +419,26 @@ def build_app(settings: Settings, shared: SharedCore) -> web.Application:
 async def serve(settings: Settings, shared: SharedCore, stop: asyncio.Event) -> None:
     """Serve the page on WEB_HOST:WEB_PORT until `stop`.
 
-    A connection gets WEB_HEADER_TIMEOUT_S for its request's headers (aiohttp's keep-alive timer
-    runs from the connection's start and from each answer, and closes a connection still waiting
-    for headers then). A visitor who leaves cancels their request: the engine's slot is freed at
-    the next frame instead of drawing for nobody."""
+    A connection gets WEB_HEADER_TIMEOUT_S for its request's headers: the first request's are
+    watched by `bots.deadline` (408, logged), later ones on a kept-alive connection by aiohttp's
+    keep-alive timer, which runs from each answer and closes a connection still without headers.
+    A visitor who leaves cancels their request: the engine's slot is freed at the next frame
+    instead of drawing for nobody."""
     runner = web.AppRunner(
         build_app(settings, shared), handler_cancellation=True,
         keepalive_timeout=settings.web_header_timeout_s, lingering_time=LINGER_S,
     )
     await runner.setup()
+    server, listening = runner.server, None
+    assert server is not None  # made by setup()
     try:
-        await web.TCPSite(runner, settings.web_host, settings.web_port).start()
+        # What aiohttp's TCPSite does, with each connection's protocol behind the header deadline.
+        listening = await asyncio.get_running_loop().create_server(
+            lambda: HeadersWithin(server(), settings.web_header_timeout_s), settings.web_host, settings.web_port
+        )
         logger.info("web page: http://%s:%d", settings.web_host, settings.web_port)
         await stop.wait()
     finally:
+        if listening is not None:
+            listening.close()
         await runner.cleanup()
