@@ -11,10 +11,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_db_usage import PostgresProxy, SqliteLock
 
 from bots import core as core_module
@@ -26,10 +28,38 @@ from db.usage import UsageRecorder
 from fakes.stylizer import MemoryStylizer
 from serving.engine import EmbeddedEngine
 
+if TYPE_CHECKING:
+    from conftest import ReadUsage
+
 torch.set_num_threads(1)
 LIMITS = {"default_style": "selfie2anime", "requests_per_minute": 100, "max_in_flight": 2,
           "max_upload_bytes": 2**20, "output_size": 64}
-SLACK_S = 0.4  # event-loop and thread hand-offs on a loaded machine
+# The requirement is a time (a reply waits at most DB_DEADLINE_S), so it is checked as one, with a margin a
+# loaded 2-core machine survives (2.5 s), yet far below what a reply that waited for the hung database would
+# take (the engine's 30 s timeout here, SQLite's 10 s busy wait; a frozen PostgreSQL never answers). Whether
+# a reply asked the database at all is counted (`CountedSessions`), not timed.
+WITHIN_DEADLINE_S = core_module.DB_DEADLINE_S + 2.5
+
+
+class CountedSessions:
+    """The core's session factory, counting the sessions it opens: each one is a talk with the database."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self.opened = 0
+
+    def __call__(self) -> AsyncSession:
+        self.opened += 1
+        return self._sessions()
+
+
+async def usage_rows(read_usage: ReadUsage, url: str, count: int) -> list[tuple[str, str, str]]:
+    """(user, style, status) of the usage table once it holds `count` rows (30 s at most), oldest first."""
+    for _ in range(300):
+        if len(rows := await read_usage(url)) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return [(r.platform_user_id, r.style, r.status) for r in rows]
 
 
 def ask(user: str, text: str = "", image: bytes | None = None) -> Request:
@@ -48,7 +78,9 @@ async def timed(core: Core, request: Request) -> tuple[float, object]:
 
 
 @pytest.fixture
-async def app_core(engine_model_store: Path, postgres_db_url: str) -> AsyncIterator[tuple[Core, PostgresProxy]]:
+async def app_core(
+    engine_model_store: Path, postgres_db_url: str
+) -> AsyncIterator[tuple[Core, PostgresProxy, CountedSessions]]:
     """A core whose database is PostgreSQL through a proxy the test can freeze."""
     proxy = PostgresProxy(postgres_db_url)
     await proxy.start()
@@ -56,8 +88,9 @@ async def app_core(engine_model_store: Path, postgres_db_url: str) -> AsyncItera
     sessions = session_factory(engine)
     recorder = UsageRecorder(sessions)
     stylizer = EmbeddedEngine(engine_model_store)
-    core = Core(stylizer=stylizer, sessions=sessions, recorder=recorder, **LIMITS)
-    yield core, proxy
+    counted = CountedSessions(sessions)
+    core = Core(stylizer=stylizer, sessions=counted, recorder=recorder, **LIMITS)  # type: ignore[arg-type]
+    yield core, proxy, counted
     proxy.thaw()
     await recorder.close(timeout_s=10)
     await stylizer.close()
@@ -66,25 +99,28 @@ async def app_core(engine_model_store: Path, postgres_db_url: str) -> AsyncItera
 
 
 async def test_a_frozen_postgres_does_not_stall_replies(
-    app_core: tuple[Core, PostgresProxy], face_jpeg: bytes, postgres_db_url: str
+    app_core: tuple[Core, PostgresProxy, CountedSessions], face_jpeg: bytes, postgres_db_url: str,
+    read_usage: ReadUsage,
 ) -> None:
-    core, proxy = app_core
+    core, proxy, sessions = app_core
     await core.handle(ask("known", "/style anime2selfie"))
     await core.handle(ask("known", image=face_jpeg))  # warm: the model is loaded
     proxy.freeze()
 
-    took, styles = await timed(core, ask("known", "/styles"))
-    assert took < 0.1 + SLACK_S  # remembered: no round trip at all
+    asked = sessions.opened
+    _, styles = await timed(core, ask("known", "/styles"))
+    assert sessions.opened == asked  # remembered: the database is not asked at all
     assert [b.style for b in styles.buttons if b.selected] == ["anime2selfie"]
 
     took, styles = await timed(core, ask("stranger", "/styles"))
-    assert took < core_module.DB_DEADLINE_S + SLACK_S
+    assert sessions.opened > asked  # asked, and not waited for
+    assert took < WITHIN_DEADLINE_S
     assert [b.style for b in styles.buttons if b.selected] == ["selfie2anime"]  # the default
 
     took, photo = await timed(core, ask("stranger", image=face_jpeg))
     assert photo.image is not None and photo.text == "Selfie to anime"
     took_set, switched = await timed(core, ask("stranger", "/style anime2selfie"))
-    assert took_set < core_module.DB_DEADLINE_S + SLACK_S
+    assert took_set < WITHIN_DEADLINE_S
     assert switched.text == messages.STYLE_SET.format(title="Anime to selfie")
     took, styles = await timed(core, ask("stranger", "/styles"))
     assert [b.style for b in styles.buttons if b.selected] == ["anime2selfie"]  # known here already
@@ -102,9 +138,14 @@ async def test_a_frozen_postgres_does_not_stall_replies(
         assert saved == "selfie2anime"  # the last choice, not the first save that hung
     finally:
         await engine.dispose()
+    assert await usage_rows(read_usage, postgres_db_url, 2) == [  # the photo drawn while it hung is logged too
+        ("known", "anime2selfie", "ok"), ("stranger", "selfie2anime", "ok"),
+    ]
 
 
-async def test_a_locked_sqlite_does_not_stall_a_style_change(sqlite_db_url: str) -> None:
+async def test_a_locked_sqlite_does_not_stall_a_style_change(
+    sqlite_db_url: str, face_jpeg: bytes, read_usage: ReadUsage
+) -> None:
     engine = create_engine(sqlite_db_url)  # waits up to 10 s for the lock
     sessions = session_factory(engine)
     recorder = UsageRecorder(sessions)
@@ -114,12 +155,15 @@ async def test_a_locked_sqlite_does_not_stall_a_style_change(sqlite_db_url: str)
     try:
         await lock.cut()
         took, switched = await timed(core, ask("u1", "/style anime2selfie"))
-        assert took < core_module.DB_DEADLINE_S + SLACK_S
+        assert took < WITHIN_DEADLINE_S
         assert switched.text == messages.STYLE_SET.format(title="Anime to selfie")
+        _, drawn = await timed(core, ask("u1", image=face_jpeg))  # its usage row waits in memory
+        assert drawn.image is not None
         await lock.restore()
         await core.settle(15)
         async with sessions() as session:
             assert await session.scalar(select(User.current_style)) == "anime2selfie"
+        assert await usage_rows(read_usage, sqlite_db_url, 1) == [("u1", "anime2selfie", "ok")]
     finally:
         await recorder.close(timeout_s=5)
         await stylizer.close()
