@@ -20,7 +20,7 @@ UNMEASURED = "Warning: {style} {version} was never measured (no quality.json): i
 LIVE_UNMEASURED = "Note: the live {style} {live} was never measured, so nothing was compared."
 OTHER_SPLIT = "Note: {version} and the live {live} were measured on different test pictures or judges: not compared."
 REFUSED = ("{style} {version} measures worse than the live {live} on the same test pictures: {worse}. "
-           "Nothing changed; add `force` to deploy it anyway.")
+           "Nothing changed; add force (--force on the command line) to deploy it anyway.")
 FORCED = "Deployed although it measures worse than {live}: {worse}."
 
 
