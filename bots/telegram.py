@@ -37,7 +37,7 @@ from telegram.ext import (
     filters,
 )
 
-from bots import i18n, messages
+from bots import i18n, messages, webhook
 from bots.announce import JobAnnouncer
 from bots.core import Attachment, Core, LanguageButton, Progress, Reply, Request, TooBig, every, words_for
 from bots.limits import ChatLimits
@@ -377,7 +377,7 @@ def build_application(settings: Settings, shared: SharedCore) -> Application:
 
 
 async def serve(settings: Settings, shared: SharedCore, stop: asyncio.Event) -> None:
-    """`run_polling`'s steps on the running loop, so the bot can share a process until `stop`."""
+    """`run_polling`'s (or `run_webhook`'s) steps on the running loop, sharing the process until `stop`."""
     app = build_application(settings, shared)
     assert app.updater is not None and app.post_init and app.post_shutdown
     async with AsyncExitStack() as stack:  # undoes exactly the steps that happened, in reverse
@@ -387,7 +387,10 @@ async def serve(settings: Settings, shared: SharedCore, stop: asyncio.Event) -> 
         await app.post_init(app)
         await app.start()
         stack.push_async_callback(app.stop)
-        await app.updater.start_polling()
+        if settings.telegram_webhook_url:  # several replicas behind a balancer
+            await webhook.start(app, settings)
+        else:
+            await app.updater.start_polling()
+            logger.info("Telegram bot @%s is polling", app.bot.username)
         stack.push_async_callback(app.updater.stop)
-        logger.info("Telegram bot @%s is polling", app.bot.username)
         await stop.wait()

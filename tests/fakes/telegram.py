@@ -1,7 +1,8 @@
 """A fake Telegram Bot API server on 127.0.0.1, for driving the real python-telegram-bot stack.
 
 It speaks the HTTP side of https://core.telegram.org/bots/api that a polling
-bot uses: the test plays the users (`send_text`, `send_photo`,
+bot uses (or a bot on webhooks: once it calls `setWebhook`, updates are POSTed
+to its URL with its secret token, `post_update`): the test plays the users (`send_text`, `send_photo`,
 `send_document`, `press_button` queue updates that `getUpdates` hands out)
 and reads back every call the bot made (`calls`, `wait_for`). A method the
 fake does not know is answered 404 and listed in `unknown`, so a test can
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from PIL import Image
 
@@ -95,11 +97,17 @@ class FakeTelegram:
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()  # a call was recorded
         self._update_pushed = asyncio.Event()
+        # What setWebhook registered (its fields: url, secret_token, ...); while set, updates are POSTed there
+        # with the secret in X-Telegram-Bot-Api-Secret-Token, as Telegram does, and not handed to getUpdates.
+        self.webhook: dict[str, str] | None = None
+        self.deliveries: list[int] = []  # the HTTP status each POSTed update got
+        self._posting: set[asyncio.Task[int]] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
         self._methods: dict[str, Callable[[dict[str, str], dict[str, Upload]], Any]] = {
             "getMe": self._get_me,
-            "deleteWebhook": lambda f, u: True,
+            "deleteWebhook": self._delete_webhook,
+            "setWebhook": self._set_webhook,
             "getFile": self._get_file,
             "sendMessage": lambda f, u: self._bot_message(f, text=f["text"]),
             "sendPhoto": self._send_photo,
@@ -194,6 +202,14 @@ class FakeTelegram:
                     self._update_pushed.clear()
                     await self._update_pushed.wait()
         return self._updates[:limit]
+
+    def _set_webhook(self, fields: dict[str, str], files: dict[str, Upload]) -> bool:
+        self.webhook = dict(fields)
+        return True
+
+    def _delete_webhook(self, fields: dict[str, str], files: dict[str, Upload]) -> bool:
+        self.webhook = None
+        return True
 
     def _get_me(self, fields: dict[str, str], files: dict[str, Upload]) -> JSON:
         return {
@@ -385,8 +401,29 @@ class FakeTelegram:
         return message.get("reply_to_message", {}).get("from", {}).get("id") == self.bot_id
 
     def _push(self, **update: Any) -> None:
-        self._updates.append({"update_id": next(self._ids), **update})
+        update = {"update_id": next(self._ids), **update}
+        if self.webhook is not None:  # delivered to the bot's webhook, with the secret it registered
+            task = asyncio.get_running_loop().create_task(self.post_update(update, self.webhook.get("secret_token")))
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
+            return
+        self._updates.append(update)
         self._update_pushed.set()
+
+    async def post_update(self, update: JSON, secret: str | None) -> int:
+        """POST `update` to the registered webhook as Telegram does, with `secret` (None: no header);
+        the status the bot answered, also kept in `deliveries`."""
+        assert self.webhook is not None, "no webhook registered (setWebhook)"
+        headers = {} if secret is None else {"X-Telegram-Bot-Api-Secret-Token": secret}
+        async with aiohttp.ClientSession() as client:
+            for _ in range(100):  # Telegram retries while nothing listens (PTB registers before it listens)
+                try:
+                    async with client.post(self.webhook["url"], json=update, headers=headers) as response:
+                        self.deliveries.append(response.status)
+                        return response.status
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        raise AssertionError(f"nothing listens at {self.webhook['url']}")
 
     def forget_files(self) -> None:
         """Make every file the users sent so far unavailable, as an expired file_id is."""
