@@ -541,3 +541,26 @@ async def test_a_japanese_user_is_answered_in_japanese(
     assert chosen.json["data"]["content"] == i18n.words("pt_BR")(messages.LANGUAGE_SET, language="Português (Brasil)")
     assert portuguese.json["data"]["content"] == i18n.words("pt_BR")(messages.DISCORD_HELP)
     assert automatic.json["data"]["content"] == ja(messages.LANGUAGE_AUTO, language="日本語")
+
+
+ENGINE_ONLY = pytest.mark.parametrize(
+    "bots_model_store", [pytest.param("engine", marks=pytest.mark.full)], indirect=True
+)
+
+
+@ENGINE_ONLY
+async def test_a_gif_drawn_by_the_real_engine(
+    read_usage: ReadUsage, fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    """The clip tests above draw in memory; this one goes frame by frame through the embedded engine."""
+    gif = make_gif([100, 200, 300])
+    async with running_bot(fake, bots_model_store, sqlite_db_url):
+        asked = await fake.slash_command(118, "style", attachment=fake.attachment(gif, "dance.gif", "image/gif"))
+        [answer] = await fake.wait_for("edit_original", token=asked.token, timeout=120)
+    [upload] = answer.files
+    assert upload.filename == "toonbot.gif" and gif_frames(upload.data) == [100, 200, 300]
+    with Image.open(io.BytesIO(upload.data)) as drawn:
+        assert drawn.width == 64
+    assert answer.json["content"] == "Selfie to anime"
+    [row] = await read_usage(sqlite_db_url)
+    assert (row.status, row.model_version, row.frames) == ("ok", "1.0", 3)

@@ -477,3 +477,25 @@ async def test_a_russian_user_is_answered_in_russian(
     assert chosen.fields["text"] == i18n.words("es")(messages.LANGUAGE_SET, language="Español")
     assert spanish_help.fields["text"] == i18n.words("es")(messages.HELP)
     assert automatic.fields["text"] == ru(messages.LANGUAGE_AUTO, language="Русский")
+
+
+ENGINE_ONLY = pytest.mark.parametrize(
+    "bots_model_store", [pytest.param("engine", marks=pytest.mark.full)], indirect=True
+)
+
+
+@ENGINE_ONLY
+async def test_a_gif_drawn_by_the_real_engine(
+    read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    """The clip tests above draw in memory; this one goes frame by frame through the embedded engine."""
+    clip = make_mp4(0.5, 6, audio=False)  # a GIF as Telegram passes it on: 3 silent frames
+    async with running_bot(api, bot_settings(api, bots_model_store, sqlite_db_url)):
+        api.send_animation(511, clip)
+        [animation] = await api.wait_for("sendAnimation", chat_id=511, timeout=120)
+    upload = animation.files["animation"]
+    drawn = probe(upload.data)
+    assert (upload.filename, drawn["frames"], drawn["size"][0], drawn["audio_seconds"]) == ("toonbot.mp4", 3, 64, None)
+    assert animation.fields["caption"] == "Selfie to anime"
+    [row] = await read_usage(sqlite_db_url)
+    assert (row.status, row.model_version, row.frames) == ("ok", "1.0", 3)

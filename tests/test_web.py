@@ -601,3 +601,28 @@ async def test_one_visitor_meets_its_own_limit_while_its_address_has_room(
     rows = await read_usage(sqlite_db_url)
     assert [r.status for r in rows] == ["ok", "ok", "rate_limited", "ok"]
     assert rows[0].platform_user_id == rows[2].platform_user_id != rows[3].platform_user_id
+
+
+ENGINE_ONLY = pytest.mark.parametrize(
+    "bots_model_store", [pytest.param("engine", marks=pytest.mark.full)], indirect=True
+)
+
+
+@ENGINE_ONLY
+async def test_a_video_drawn_by_the_real_engine(
+    read_usage: ReadUsage, bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    """The clip tests above draw in memory; this one goes frame by frame through the embedded engine
+    (tests/test_web_torchserve.py draws one through TorchServe)."""
+    video = make_mp4(0.5, 6)  # 3 frames, with sound
+    async with (
+        running_page(bots_model_store, sqlite_db_url) as url,
+        aiohttp.ClientSession() as client,
+        client.post(f"{url}/api/stylize", data=upload("me.mp4", video, "video/mp4")) as response,
+    ):
+        assert (response.status, response.content_type) == (200, "video/mp4")
+        drawn = probe(await response.read())
+    assert (drawn["frames"], drawn["size"][0]) == (3, 64)
+    assert drawn["audio_seconds"] == pytest.approx(probe(video)["audio_seconds"], abs=0.05)
+    [row] = await read_usage(sqlite_db_url)
+    assert (row.status, row.model_version, row.frames) == ("ok", "1.0", 3)
