@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 
 import pytest
 from PIL import Image
@@ -14,6 +13,18 @@ from media import black_mp4, make_gif, make_mp4, screen_gif
 from serving import animation, inputs
 from serving.api import BadInput, TooLarge
 from styles.payload import refusals
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused from the headers means no frame decoded: the decoders fail the test if they are reached
+    (not a time bound, which a loaded machine can miss and a decoder of a small bomb can meet)."""
+
+    def decoded(*args: object) -> None:
+        raise AssertionError("a frame was decoded")
+
+    monkeypatch.setattr(animation, "_decode_gif", decoded)
+    monkeypatch.setattr(animation, "_decode_mp4", decoded)
 
 
 def heic() -> bytes:
@@ -55,11 +66,9 @@ def test_formats_are_told_by_their_brand() -> None:
         (screen_gif(2000, 1200, 300), "300 frames of 2000×1200"),  # each frame fits, all of them do not
     ],
 )
-def test_hostile_gifs_are_refused_from_their_headers(data: bytes, words: str) -> None:
-    started = time.perf_counter()
+def test_hostile_gifs_are_refused_from_their_headers(data: bytes, words: str, no_decoding: None) -> None:
     with pytest.raises(TooLarge, match=words):
         animation.decode(data)
-    assert time.perf_counter() - started < 1.0
 
 
 def test_a_frame_reaching_past_the_screen_counts_at_its_size() -> None:
@@ -70,19 +79,15 @@ def test_a_frame_reaching_past_the_screen_counts_at_its_size() -> None:
         inputs.inspect(bytes(gif))
 
 
-def test_a_too_long_gif_is_worded_without_decoding_it() -> None:
-    started = time.perf_counter()
+def test_a_too_long_gif_is_worded_without_decoding_it(no_decoding: None) -> None:
     with pytest.raises(BadInput, match=r"150\.0 s and 5000 frames"):
         animation.decode(screen_gif(2000, 2000, 5000))  # 115 KB
-    assert time.perf_counter() - started < 1.0
 
 
-def test_a_video_of_huge_frames_is_refused_from_its_stream_info() -> None:
+def test_a_video_of_huge_frames_is_refused_from_its_stream_info(no_decoding: None) -> None:
     video = black_mp4(8192, 8192, 2)
-    started = time.perf_counter()
     with pytest.raises(TooLarge, match="8192×8192"):
         animation.decode(video)
-    assert time.perf_counter() - started < 3.0
 
 
 def test_a_clip_past_the_total_is_refused_and_its_frames_shrink_as_they_decode() -> None:
