@@ -451,7 +451,7 @@ class Core:
         return await self.set_language(request, arg) if arg else await self.list_languages(request)
 
     async def list_languages(self, request: Request) -> Reply:
-        """The languages, each in its own name, the user's ticked (`auto` when they chose none)."""
+        """The languages, each in its own name, the user's choice ticked (none: their platform's)."""
         chosen = await self.chosen_language(request)
         words = i18n.words(chosen or request.language)
         lines = [words(messages.LANGUAGES_HEADER, language=i18n.LANGUAGES[words.locale])]
