@@ -27,6 +27,8 @@ from styles.payload.networks import ResnetGenerator  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SIZE = 32
+# The path the swap tests ask for: one that is not eager float32, so a test passes only when a swap happened.
+SWAPPED_IN = "cpu-compiled-fp32" if acceleration.can_compile() else "cpu-eager-channels-last"
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +96,12 @@ def test_eager_answers_at_once_and_the_checked_path_is_swapped_in_then_cached(ge
     with torch.inference_mode():
         reference = generator(batch)[0]
     first = acceleration.Accelerated(copy.deepcopy(generator), SIZE, torch.device("cpu"), model_dir=model_dir,
-                                     cache=tmp_path / "cache")
+                                     cache=tmp_path / "cache", prefer=SWAPPED_IN)
     assert first.path.name == "eager-fp32"
     while not first.ready.wait(0.2):  # requests keep being answered, unharmed, while it builds
         assert acceleration.psnr(first.run(batch), reference) >= acceleration.PSNR_FLOOR_DB
     assert "inference path:" in caplog.text
+    assert first.path.name == SWAPPED_IN  # a swap happened: staying on eager would prove nothing
     assert acceleration.passes(*acceleration.photo_quality(first.run(batch), reference))
     (verdict,) = tmp_path.glob("cache/*/verdict.json")
     assert first.path.name in verdict.read_text()
@@ -106,7 +109,7 @@ def test_eager_answers_at_once_and_the_checked_path_is_swapped_in_then_cached(ge
     # The next start (even a one-off) loads the verdict's path from disk: nothing is compiled again.
     built = {p: p.stat().st_mtime for p in tmp_path.glob("cache/*/*.pt2")}
     second = acceleration.Accelerated(copy.deepcopy(generator), SIZE, torch.device("cpu"), model_dir=model_dir,
-                                      cache=tmp_path / "cache", mode="cached")
+                                      cache=tmp_path / "cache", mode="cached", prefer=SWAPPED_IN)
     assert second.ready.wait(120) and second.path.name == first.path.name
     assert {p: p.stat().st_mtime for p in tmp_path.glob("cache/*/*.pt2")} == built
 
@@ -199,11 +202,11 @@ def _compilers(parent: int) -> list[int]:
 async def test_the_handler_answers_at_once_then_serves_through_the_chosen_path(
     serving_model_store, serving_mar_cache, monkeypatch, tmp_path, caplog
 ) -> None:
-    """The archives' default (`inference: auto`) in the embedded engine: eager first, then the
-    chosen path, which draws the same picture."""
+    """The handler in the embedded engine: eager first, then the chosen path (one named here:
+    what `auto` picks depends on the machine), which draws the same picture."""
     from serving.engine import EmbeddedEngine
 
-    monkeypatch.setenv("TOONBOT_INFERENCE", "auto")
+    monkeypatch.setenv("TOONBOT_INFERENCE", SWAPPED_IN)  # what `auto` picks depends on the machine's load
     monkeypatch.setenv("TOONBOT_COMPILE_CACHE", str(tmp_path))
     caplog.set_level("INFO")
     face = (FIXTURES / "obama_256.jpg").read_bytes()
@@ -213,6 +216,7 @@ async def test_the_handler_answers_at_once_then_serves_through_the_chosen_path(
         accelerated = engine._workers["cat2dog"].handler.path
         assert await asyncio.to_thread(accelerated.ready.wait, 600)
         assert "inference path:" in caplog.text
+        assert accelerated.path.name == SWAPPED_IN
         fast = (await engine.stylize("cat2dog", face, size=64, fmt="png")).image
     finally:
         await engine.close()
