@@ -169,7 +169,8 @@ class Admin:
             return Reply(words_for(request)(messages.DB_NOT_ANSWERING))
         if not report.styles:
             return Reply(words_for(request)(messages.STATS_EMPTY, days=days))
-        lines = [words_for(request)(messages.STATS_TOTAL, days=days, requests=report.requests, rate=report.success_rate)]
+        words = words_for(request)
+        lines = [words(messages.STATS_TOTAL, days=days, requests=report.requests, rate=report.success_rate)]
         lines += [
             words_for(request)(messages.STATS_STYLE, 
                 style=s.style, requests=s.requests, rate=s.success_rate, p50=_ms(s.p50_ms), p95=_ms(s.p95_ms)
@@ -177,7 +178,7 @@ class Admin:
             for s in report.styles
         ]
         if report.errors:
-            lines.append(words_for(request)(messages.STATS_ERRORS, errors=", ".join(f"{kind} {n}" for kind, n in report.errors)))
+            lines.append(words(messages.STATS_ERRORS, errors=", ".join(f"{kind} {n}" for kind, n in report.errors)))
         chart = await asyncio.to_thread(charts.requests_chart, report.daily, days=days, today=now_utc().date())
         return Reply("\n".join(lines), image=chart, content_type="image/png")
 
@@ -235,7 +236,8 @@ class Admin:
         except NotAnswering:
             return Reply(words_for(request)(messages.DB_LATER))
         start = words_for(request)(messages.JOB_FROM, version=from_version) if from_version else ""
-        return Reply(words_for(request)(messages.JOB_QUEUED, id=job.id, pair=job.pair, iterations=iterations, start=start))
+        queued = {"id": job.id, "pair": job.pair, "iterations": iterations, "start": start}
+        return Reply(words_for(request)(messages.JOB_QUEUED, **queued))
 
     async def jobs(self, request: Request) -> Reply:
         """The latest jobs with their progress."""

@@ -179,7 +179,7 @@ Extracted = Iterator[tuple[int, str, str | tuple[str, ...], list[str]]]
 def _assignments(source: str) -> Iterator[tuple[str, int]]:
     """Each top-level `NAME = ...` in `source`, with its line."""
     for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
         for target in targets:
             if isinstance(target, ast.Name):
                 yield target.id, node.lineno

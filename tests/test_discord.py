@@ -142,7 +142,8 @@ async def test_slash_style_defers_then_sends_the_picture(
     described = commands["style"]["description_localizations"]
     assert described["ja"] == "写真・GIF・短い MP4 を描き直す" and described["pt-BR"] and described["zh-CN"]
     assert set(described) >= {"ru", "es-ES", "es-419", "pt-BR", "ja", "zh-CN"} and "en-US" not in described
-    assert commands["style"]["options"][0]["description_localizations"]["ru"] == "Фото, GIF или MP4, которое нужно перерисовать"
+    image_described = commands["style"]["options"][0]["description_localizations"]
+    assert image_described["ru"] == "Фото, GIF или MP4, которое нужно перерисовать"
     image, style, compare = commands["style"]["options"]
     assert (image["name"], image["type"], image["required"]) == ("image", 11, True)
     assert (style["name"], style["type"], style["required"]) == ("style", 3, False)
@@ -526,7 +527,8 @@ async def test_a_japanese_user_is_answered_in_japanese(
         [help_text] = await answers(fake, await fake.slash_command(61, "help"))
         pdf = await fake.slash_command(61, "style", attachment=fake.attachment(PDF, "cv.pdf", "application/pdf"))
         [refusal] = await answers(fake, pdf)
-        [selfie] = await answers(fake, await fake.slash_command(61, "style", attachment=jpeg(fake, face_jpeg)), "followup")
+        face = await fake.slash_command(61, "style", attachment=jpeg(fake, face_jpeg))
+        [selfie] = await answers(fake, face, "followup")
         [listing] = await answers(fake, await fake.slash_command(61, "styles"))
         [chosen] = await answers(fake, await fake.slash_command(61, "language", language="pt_BR"))
         [portuguese] = await answers(fake, await fake.slash_command(61, "help"))  # the choice beats the app

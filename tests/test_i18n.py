@@ -190,4 +190,5 @@ def test_a_clips_refusal_carries_its_values_into_every_language(locale: str) -> 
     assert worded == words(messages.CLIP_TOO_LONG, **long.params) != long.message
     assert "12,5" in worded or "12.5" in worded
     large = inputs.frame_too_large(7680, 4320, limits)
-    assert refusal(large, words) == words(messages.CLIP_FRAMES_TOO_LARGE, **large.params) and "7680" in refusal(large, words)
+    worded = refusal(large, words)
+    assert worded == words(messages.CLIP_FRAMES_TOO_LARGE, **large.params) and "7680" in worded

@@ -467,14 +467,16 @@ async def test_the_page_and_its_answers_speak_the_browsers_language(
             assert response.content_type == "image/jpeg"
 
         async with client.post(f"{url}/api/language", data={"language": "ja"}) as response:  # the selector
-            assert (response.status, await response.json()) == (200, {"message": ja(messages.LANGUAGE_SET, language="日本語")})
+            chosen = {"message": ja(messages.LANGUAGE_SET, language="日本語")}
+            assert (response.status, await response.json()) == (200, chosen)
         async with client.get(url) as response:
             html = await response.text()
         assert '<html lang="ja">' in html and "描き直す" in html and '<option value="ja" lang="ja" selected>' in html
         async with client.get(f"{url}/api/styles") as response:
             assert (await response.json())["styles"][1]["title"] == "セルフィーをアニメに"
         async with client.post(f"{url}/api/language", data={"language": "xx"}) as response:
-            assert response.status == 400 and (await response.json())["message"].startswith(ja(messages.UNKNOWN_LANGUAGE, name="xx"))
+            unknown = ja(messages.UNKNOWN_LANGUAGE, name="xx")
+            assert response.status == 400 and (await response.json())["message"].startswith(unknown)
         async with client.post(f"{url}/api/language", data={"language": "auto"}) as response:
             assert (await response.json())["message"] == pt(messages.LANGUAGE_AUTO, language="Português (Brasil)")
         async with client.get(url) as response:

@@ -36,31 +36,31 @@ class AdminCog(commands.Cog):
         self._admin = admin
 
     @ADMINS_ONLY
-    @app_commands.command(name="stats", description="Requests per style per day, success rate, latency")
+    @app_commands.command(name="stats", description=locale_str("Requests per style per day, success rate, latency"))
     async def stats(self, interaction: discord.Interaction, days: int = 7) -> None:
         """The usage chart and summary."""
         await _privately(interaction, self._admin.stats(request(interaction), days))
 
     @ADMINS_ONLY
-    @app_commands.command(name="models", description="Each style's versions and its default")
+    @app_commands.command(name="models", description=locale_str("Each style's versions and its default"))
     async def models(self, interaction: discord.Interaction) -> None:
         """Deployed versions, who deployed them and when."""
         await _privately(interaction, self._admin.models(request(interaction)))
 
     @ADMINS_ONLY
-    @app_commands.command(name="deploy", description="Make a model-store version a style's default")
+    @app_commands.command(name="deploy", description=locale_str("Make a model-store version a style's default"))
     async def deploy(self, interaction: discord.Interaction, style: str, version: str, force: bool = False) -> None:
         """Compare with the live version, load, check on a sample image, then switch."""
         await _privately(interaction, self._admin.deploy(request(interaction), style, version, force=force))
 
     @ADMINS_ONLY
-    @app_commands.command(name="rollback", description="Make the previous version the default again")
+    @app_commands.command(name="rollback", description=locale_str("Make the previous version the default again"))
     async def rollback(self, interaction: discord.Interaction, style: str) -> None:
         """Back one deployment."""
         await _privately(interaction, self._admin.rollback(request(interaction), style))
 
     @ADMINS_ONLY
-    @app_commands.command(name="retrain", description="Queue a training job for a pair, e.g. selfie2anime")
+    @app_commands.command(name="retrain", description=locale_str("Queue a training job for a pair, e.g. selfie2anime"))
     @app_commands.rename(from_version="from")
     async def retrain(
         self, interaction: discord.Interaction, pair: str, iterations: int = DEFAULT_ITERATIONS,
@@ -73,13 +73,13 @@ class AdminCog(commands.Cog):
         )
 
     @ADMINS_ONLY
-    @app_commands.command(name="jobs", description="The latest training jobs")
+    @app_commands.command(name="jobs", description=locale_str("The latest training jobs"))
     async def jobs(self, interaction: discord.Interaction) -> None:
         """Jobs with their progress."""
         await _privately(interaction, self._admin.jobs(request(interaction)))
 
     @ADMINS_ONLY
-    @app_commands.command(name="cancel", description="Cancel a training job")
+    @app_commands.command(name="cancel", description=locale_str("Cancel a training job"))
     async def cancel(self, interaction: discord.Interaction, job: int) -> None:
         """Queued: at once; running: at its next heartbeat."""
         await _privately(interaction, self._admin.cancel(request(interaction), job))

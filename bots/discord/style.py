@@ -152,7 +152,8 @@ class StyleCog(commands.Cog):
         asked = await self._core.localise(replace(request(interaction, attachment), style=style, compare=compare))
         show = partial(answers.show_progress, interaction, words_for(asked))
         asked = replace(asked, progress=every(answers.PROGRESS_EVERY_S, show))
-        await answer(interaction, await self._draw(interaction.guild_id, asked, lambda: defer(interaction)), words_for(asked))
+        drawn = await self._draw(interaction.guild_id, asked, lambda: defer(interaction))
+        await answer(interaction, drawn, words_for(asked))
 
     @app_commands.command(name="styles", description=locale_str("List the styles"))
     async def styles(self, interaction: discord.Interaction) -> None:
