@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
@@ -26,6 +27,7 @@ from sqlalchemy import make_url, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from fakes.discord import FakeDiscord
 from fakes.telegram import FakeTelegram
+from test_core_deadlines import usage_rows
 from test_db_usage import PostgresProxy
 from test_discord import fake  # noqa: F401  (the fake Discord fixture)
 from test_discord import running_bot as discord_bot
@@ -41,6 +43,9 @@ from db.usage import UsageRecorder
 from fakes.stylizer import MemoryStylizer
 from ops import deploy as deploy_module
 from ops.management import StyleVersions
+
+if TYPE_CHECKING:
+    from conftest import ReadUsage
 
 ADMIN = "1"
 ANSWER_S = 3.0  # the issue asks for 1 s; the margin is for a loaded 2-core machine, not for the code
@@ -299,7 +304,7 @@ async def test_forget_is_done_when_the_database_answers_never_reported_before(bo
 
 
 async def test_through_the_real_telegram_bot(
-    api: FakeTelegram, bots_model_store: Path, postgres_db_url: str
+    api: FakeTelegram, bots_model_store: Path, postgres_db_url: str, face_jpeg: bytes, read_usage: ReadUsage
 ) -> None:
     """`python -m bots telegram` against the fake Bot API, its database behind the frozen proxy:
     the adapter adds no wait of its own."""
@@ -322,6 +327,8 @@ async def test_through_the_real_telegram_bot(
             assert await ask(int(ADMIN), "/stats") == messages.DB_NOT_ANSWERING
             assert await ask(int(ADMIN), "/jobs") == messages.DB_NOT_ANSWERING
             assert await ask(user, "/forget") == messages.FORGET_LATER
+            api.send_photo(6, face_jpeg)  # another user's photo: drawn, its usage row held in memory
+            await api.wait_for("sendPhoto", chat_id=6, timeout=60)
             proxy.thaw()
             engine = create_engine(postgres_db_url)
             try:
@@ -334,6 +341,8 @@ async def test_through_the_real_telegram_bot(
                 assert left == []  # deleted once the database answered
             finally:
                 await engine.dispose()
+            rows = await usage_rows(read_usage, postgres_db_url, 1)
+            assert rows == [("6", "selfie2anime", "ok")]  # the photo's row landed; /forget of 5 left it
             assert await ask(user, "/forget") == messages.FORGOTTEN.format(count=1)  # the row it deleted
             assert await ask(int(ADMIN), "/jobs") == messages.JOBS_EMPTY
     finally:
