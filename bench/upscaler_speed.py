@@ -8,8 +8,12 @@ the median seconds of the reference, ncnn running the wheel's .param/.bin
 (`ncnn_upscale`: realcugan-ncnn-vulkan's CPU path, its padding and rounding
 included), and of each PyTorch path serving can choose (acceleration.py's
 candidates; compiled graphs are kept in --cache), all timed in turns; each
-path's speed as a ratio to ncnn; and its max and mean absolute difference
-from ncnn's picture in 0..255 units. Then the whole reply for a face photo
+path's speed as a ratio to ncnn, in wall and in CPU seconds; its rate in
+direct-convolution GFLOP per CPU second, as a share of this CPU's peak for its
+number format (a big 3x3 convolution, also per CPU second, so that a machine
+others share still gives comparable shares; ncnn's Winograd convolutions can
+go past the float32 one); and its max and mean absolute difference from
+ncnn's picture in 0..255 units. Then the whole reply for a face photo
 through the embedded engine, the shipped selfie2anime re-packed without and
 with `upscaler: {name: realcugan-se, scale: 4, denoise: denoise3x}`.
 """
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a fresh clone
@@ -44,9 +49,11 @@ FACE = ROOT / "tests" / "fixtures" / "obama_256.jpg"
 STORE = ROOT / "model_store"
 SIDE = 128  # what our generators draw
 NAME, DENOISE = "realcugan-se", "denoise3x"
-PATHS = ("eager-fp32", "cpu-eager-channels-last", "cpu-eager-bf16", "cpu-compiled-fp32", "cpu-compiled-bf16")
+PATHS = ("eager-fp32", "cpu-eager-channels-last", "cpu-eager-bf16", "cpu-compiled-fp32", "cpu-compiled-bf16",
+         "cpu-compiled-int8")
 GOAL = 1.5  # times ncnn's speed, with equal output (max difference <= 1 in 0..255)
 PAUSE = 0.3  # seconds between timed calls
+PEAK_CONV = (256, 64, 4)  # channels, side, batch: bench/latency.py's convolution that runs near the peak
 
 
 # --- the reference: ncnn, as realcugan-ncnn-vulkan's RealCUGAN::process_cpu runs it ------------
@@ -111,6 +118,26 @@ def anime_picture() -> np.ndarray:
     return np.asarray(translate(net, face, SIDE))
 
 
+@torch.inference_mode()
+def peak_per_cpu_second(dtype: torch.dtype, reps: int = 5) -> float:
+    """Best GFLOP per CPU second of a big channels-last 3x3 convolution in `dtype`: this CPU's practical peak."""
+    c, side, n = PEAK_CONV
+    conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(dtype=dtype, memory_format=torch.channels_last)
+    x = torch.randn(n, c, side, side, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    conv(x)  # oneDNN picks its kernel on the first call
+    seconds = []
+    for _ in range(reps):
+        start = time.process_time()
+        conv(x)
+        seconds.append(time.process_time() - start)
+    return 2 * c * c * 9 * side * side * n / min(seconds) / 1e9
+
+
+def number_format(path: str) -> str:
+    """The number format a path's convolutions compute in (ncnn's: float32)."""
+    return next((fmt for fmt in ("int8", "bf16") if fmt in path), "fp32")
+
+
 def timed_in_turns(calls: dict[str, Callable[[], object]], runs: int) -> dict[str, tuple[float, float]]:
     """Median (wall, CPU) seconds of each call, taking turns so that a busy machine's drifting load falls on
     all alike. A pause after each call lets its OpenMP threads stop spinning (ncnn and torch each bring
@@ -127,12 +154,16 @@ def timed_in_turns(calls: dict[str, Callable[[], object]], runs: int) -> dict[st
 
 
 @torch.inference_mode()
-def bench_scale(scale: int, pixels: np.ndarray, runs: int, compiled: bool, cache: Path) -> None:
+def bench_scale(scale: int, pixels: np.ndarray, runs: int, compiled: bool, cache: Path,
+                peaks: dict[str, float]) -> None:
     """One table: ncnn, then each PyTorch path, for SIDE -> scale * SIDE px."""
     net = ncnn_net(scale, threads=torch.get_num_threads())
     reference = ncnn_upscale(net, pixels, scale)
     x = from_pixels(pixels)
     model = upscaler.Upscaler(NAME, scale, DENOISE)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    gflop = counter.get_total_flops() / 1e9
     builders = {"eager-fp32": lambda: acceleration.choose(model, SIDE, torch.device("cpu"), prefer="eager").run}
     wanted = [p for p in PATHS if compiled or "compiled" not in p]
     folder = cache / f"{NAME}-{scale}x-{DENOISE}-{SIDE}px-torch{torch.__version__}"
@@ -150,12 +181,15 @@ def bench_scale(scale: int, pixels: np.ndarray, runs: int, compiled: bool, cache
         d = np.abs(to_pixels(run(x)).astype(int) - reference)
         diffs[name] = (int(d.max()), float(d.mean()))
     seconds = timed_in_turns({n: (lambda r=r: r(x)) if n != "ncnn" else r for n, r in runs_of.items()}, runs)
-    print(f"{SIDE} -> {SIDE * scale} px ({scale}x, {NAME} {DENOISE}), median of {runs}:")
-    print(f"  {'path':26} {'wall s':>7} {'vs ncnn':>8} {'CPU s':>7} {'vs ncnn':>8} {'max diff':>8} {'mean diff':>9}")
+    print(f"{SIDE} -> {SIDE * scale} px ({scale}x, {NAME} {DENOISE}, {gflop:.1f} GFLOP of direct convolutions), "
+          f"median of {runs}:")
+    print(f"  {'path':26} {'wall s':>7} {'vs ncnn':>8} {'CPU s':>7} {'vs ncnn':>8} {'GF/CPUs':>7} {'of peak':>7} "
+          f"{'max diff':>8} {'mean diff':>9}")
     ncnn_wall, ncnn_cpu = seconds["ncnn"]
     for name, (wall, cpu) in seconds.items():
-        print(f"  {name:26} {wall:7.3f} {ncnn_wall / wall:7.2f}x {cpu:7.3f} {ncnn_cpu / cpu:7.2f}x "
-              f"{diffs[name][0]:8d} {diffs[name][1]:9.3f}")
+        rate = gflop / cpu
+        print(f"  {name:26} {wall:7.3f} {ncnn_wall / wall:7.2f}x {cpu:7.3f} {ncnn_cpu / cpu:7.2f}x {rate:7.1f} "
+              f"{rate / peaks.get(number_format(name), float('nan')):7.0%} {diffs[name][0]:8d} {diffs[name][1]:9.3f}")
     ours = [n for n in seconds if n != "ncnn"]
     for label, names in (("fastest with equal output (max diff <= 1)", [n for n in ours if diffs[n][0] <= 1]),
                          ("fastest", ours)):
@@ -224,8 +258,14 @@ def main() -> int:
           f"{torch.backends.cpu.get_cpu_capability()}, bf16 instructions "
           f"{'yes' if acceleration.cpu_has_bf16() else 'no'}, {torch.get_num_threads()} threads (ncnn too)")
     pixels = anime_picture()
+    if args.scales:
+        formats = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if acceleration.cpu_has_bf16() else {})}
+        peaks = {fmt: peak_per_cpu_second(dtype) for fmt, dtype in formats.items()}
+        print("peak " + ", ".join(f"{fmt} {v:.0f}" for fmt, v in peaks.items())
+              + f" GFLOP per CPU second ({PEAK_CONV[0]}->{PEAK_CONV[0]} channels 3x3 on {PEAK_CONV[1]} px, "
+                f"batch {PEAK_CONV[2]})")
     for scale in args.scales:
-        bench_scale(scale, pixels, args.runs, args.compiled, args.cache)
+        bench_scale(scale, pixels, args.runs, args.compiled, args.cache, peaks)
     if args.reply_runs and (STORE / "selfie2anime.mar").exists():
         asyncio.run(bench_reply(args.reply_runs, args.reply_path, args.cache))
     return 0

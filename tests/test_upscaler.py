@@ -104,6 +104,21 @@ def test_the_upscaler_keeps_its_own_verdict_beside_the_generators(tmp_path: Path
     assert len(folders) == 2 and folders[1] == folders[0] + "-upscaler"
 
 
+def test_a_path_as_lossy_as_int8_serves_a_generator_but_not_the_upscaler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """~40 dB against float32 (int8's 39-44 dB on the upscaler) passes the generator's floors, not the upscaler's."""
+    torch.manual_seed(0)
+    model = ResnetGenerator(**TINY).eval()
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        out = model(x)[0]
+        return out + 0.02 * torch.randn_like(out)  # peak-to-peak 2: 10 log10(4 / 0.02^2) = 40 dB
+
+    monkeypatch.setattr(acceleration, "candidates", lambda *args, **kwargs: [("noisy", lambda: noisy)])
+    assert acceleration.choose(model, 32, torch.device("cpu"), prefer="noisy").name == "noisy"
+    chosen = acceleration.choose(model, 32, torch.device("cpu"), prefer="noisy", floors=upscaler.PSNR_FLOORS)
+    assert chosen.name == "eager-fp32"
+
+
 @pytest.mark.parametrize(("section", "message"), [
     ({"scale": 4, "denoise": "denoise3x"}, "missing name"),
     ({"name": "waifu2x", "scale": 4, "denoise": "denoise3x"}, "unknown upscaler 'waifu2x'; known: realcugan-se"),

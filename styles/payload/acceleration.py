@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 PSNR_FLOOR_DB = 35.0  # whole photo, against float32
 FACE_FLOOR_DB = 30.0  # inside each face box
+Floors = tuple[float, float]  # (whole photo, face boxes) in dB; a network may ask for stricter ones
+FLOORS: Floors = (PSNR_FLOOR_DB, FACE_FLOOR_DB)
 TIMING_RUNS = 5
 BUILD_THREAD = "toonbot-accelerate"
 NICE = 5  # the build yields to requests; at 10 it all but stops on a busy machine
@@ -304,9 +306,9 @@ def photo_quality(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, fl
     return whole, faces
 
 
-def passes(whole_db: float, face_db: float) -> bool:
+def passes(whole_db: float, face_db: float, floors: Floors = FLOORS) -> bool:
     """The quality floors every candidate path must meet."""
-    return whole_db >= PSNR_FLOOR_DB and face_db >= FACE_FLOOR_DB
+    return whole_db >= floors[0] and face_db >= floors[1]
 
 
 class Stopped(BaseException):
@@ -345,8 +347,9 @@ def _timed(paths: list[InferencePath], probe: torch.Tensor) -> list[InferencePat
 
 @torch.inference_mode()
 def choose(model: nn.Module, img_size: int, device: torch.device, prefer: str = "auto",
-           artefacts: pathlib.Path | None = None, only: str | None = None) -> InferencePath:
-    """Build, check on photos and time each candidate; the fastest that passes (eager float32 at worst).
+           artefacts: pathlib.Path | None = None, only: str | None = None,
+           floors: Floors = FLOORS) -> InferencePath:
+    """Build, check on photos and time each candidate; the fastest that passes `floors` (eager float32 at worst).
 
     `prefer` names one candidate to use if it passes ("eager" skips all of
     this); `only` checks just that one (a cached verdict: no timing).
@@ -368,9 +371,9 @@ def choose(model: nn.Module, img_size: int, device: torch.device, prefer: str = 
         except Exception as exc:  # a backend that cannot run here is skipped, not fatal (Stopped is no Exception)
             logger.warning("inference path %s unavailable: %s", name, exc)
             continue
-        if not passes(whole, face):
+        if not passes(whole, face, floors):
             logger.warning("inference path %s dropped: PSNR %.1f dB (faces %.1f dB) < %.0f (%.0f) dB",
-                           name, whole, face, PSNR_FLOOR_DB, FACE_FLOOR_DB)
+                           name, whole, face, *floors)
             continue
         survivors.append(InferencePath(name, run, whole))
     if only or prefer != "auto":
@@ -440,7 +443,7 @@ class Accelerated:
 
     def __init__(self, model: nn.Module, img_size: int, device: torch.device, prefer: str = "auto",
                  model_dir: str | pathlib.Path | None = None, cache: pathlib.Path | None = None,
-                 mode: str | None = None, part: str = "") -> None:
+                 mode: str | None = None, part: str = "", floors: Floors = FLOORS) -> None:
         model.eval()
         weakref.finalize(model, _give_back_freed_memory).atexit = False
         self.path = InferencePath("eager-fp32", _image_only(model))
@@ -450,7 +453,7 @@ class Accelerated:
             self.ready.set()
             return
         cache = pathlib.Path(cache or os.environ.get("TOONBOT_COMPILE_CACHE") or DEFAULT_CACHE)
-        args = (model, img_size, device, prefer, model_dir, cache, mode, part)
+        args = (model, img_size, device, prefer, model_dir, cache, mode, part, floors)
         threading.Thread(target=self._build, args=args, daemon=True, name=BUILD_THREAD).start()
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
@@ -458,9 +461,10 @@ class Accelerated:
         return self.path.run(x)
 
     def _build(self, model: nn.Module, img_size: int, device: torch.device, prefer: str,
-               model_dir: str | pathlib.Path | None, cache: pathlib.Path, mode: str, part: str) -> None:
-        """Load the cached verdict's path, or (mode `background`) search for the fastest; swap it in.
-        `part` names a second network of the same archive (the upscaler): its own graphs and verdict."""
+               model_dir: str | pathlib.Path | None, cache: pathlib.Path, mode: str, part: str,
+               floors: Floors) -> None:
+        """Load the cached verdict's path, or (mode `background`) search for the fastest passing `floors`;
+        swap it in. `part` names a second network of the same archive (the upscaler): its own graphs and verdict."""
         with contextlib.suppress(OSError):  # requests first: this thread (and g++) runs at low priority
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         # The compile child's kernel cache beside our graphs (not in a temp folder that goes).
@@ -471,7 +475,7 @@ class Accelerated:
             if verdict == self.path.name or (mode == "cached" and verdict is None):
                 return
             with _machine_lock(cache):
-                chosen = choose(model, img_size, device, prefer, folder, only=verdict)
+                chosen = choose(model, img_size, device, prefer, folder, only=verdict, floors=floors)
             if folder is not None and verdict is None:
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / "verdict.json").write_text(json.dumps({"path": chosen.name, "seconds": chosen.seconds}))

@@ -83,7 +83,7 @@ class StyleHandler(BaseHandler):
             net = upscaler.from_config(self.config["upscaler"])
             self.output_size = self.draw_size * net.scale
             self.upscaler = acceleration.Accelerated(net, self.draw_size, self.device, prefer, model_dir,
-                                                     part="upscaler")
+                                                     part="upscaler", floors=upscaler.PSNR_FLOORS)
         self.framer = framing.framer_for(self.manifest["model"]["modelName"], bool(self.config["needs_face"]))
         self.needs_face = bool(self.config["needs_face"])
         self.initialized = True
