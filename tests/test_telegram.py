@@ -458,15 +458,18 @@ async def test_a_russian_user_is_answered_in_russian(
         await api.wait_for("sendMessage", chat_id=21, count=3)
         api.send_photo(21, face_jpeg)
         [selfie] = await api.wait_for("sendPhoto", chat_id=21)
+        api.send_document(21, _tiny_png(), "dot.png", "image/png")  # refused by the handler, by its code
+        [*_, too_small] = await api.wait_for("sendMessage", chat_id=21, count=4)
         api.send_text(21, "/language")  # the list, with a button per language
-        [*_, listing] = await api.wait_for("sendMessage", chat_id=21, count=4)
+        [*_, listing] = await api.wait_for("sendMessage", chat_id=21, count=5)
         api.press_button(21, listing.result["message_id"], "language:es")
         [chosen] = await api.wait_for("editMessageText", chat_id=21)
         api.send_text(21, "/help")  # Spanish now, whatever the app says
-        [*_, spanish_help] = await api.wait_for("sendMessage", chat_id=21, count=5)
+        [*_, spanish_help] = await api.wait_for("sendMessage", chat_id=21, count=6)
         api.send_text(21, "/language auto")
-        [*_, automatic] = await api.wait_for("sendMessage", chat_id=21, count=6)
+        [*_, automatic] = await api.wait_for("sendMessage", chat_id=21, count=7)
     start, help_, refusal = (c.fields["text"] for c in api.calls_to("sendMessage", 21)[:3])
+    assert too_small.fields["text"] == ru(messages.TOO_SMALL) != messages.TOO_SMALL
     assert start == ru(messages.WELCOME, style="Селфи в аниме")
     assert start.startswith("Привет!") and help_ == ru(messages.HELP) and "/language" in help_
     assert refusal == ru(messages.NOT_AN_IMAGE) != messages.NOT_AN_IMAGE
@@ -499,3 +502,10 @@ async def test_a_gif_drawn_by_the_real_engine(
     assert animation.fields["caption"] == "Selfie to anime"
     [row] = await read_usage(sqlite_db_url)
     assert (row.status, row.model_version, row.frames) == ("ok", "1.0", 3)
+
+
+def _tiny_png() -> bytes:
+    """A picture smaller than the handler draws (it refuses it as "too_small")."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, "PNG")
+    return out.getvalue()

@@ -55,7 +55,7 @@ class MemoryStylizer:
             options = imaging.parse_options(size, fmt, compare)
             picture = imaging.decode(image)
         except imaging.Rejected as rejected:
-            raise (TooLarge if rejected.status == 413 else BadInput)(rejected.message) from None
+            raise (TooLarge if rejected.status == 413 else BadInput)(rejected.message, code=rejected.kind) from None
         drawn = _drawn(picture, options.size or DRAW_SIDE, options.compare)
         await asyncio.sleep(self.delay_s)  # a real runtime always yields to the event loop
         self.requests += 1
