@@ -23,6 +23,8 @@ from bots.resources import SharedCore
 from config import Settings
 from styles import catalog
 from media import gif_frames, make_gif, make_mp4, probe
+from test_core_deadlines import usage_rows
+from test_db_usage import PostgresProxy
 from torchserve_fixture import free_ports
 
 if TYPE_CHECKING:
@@ -628,3 +630,23 @@ async def test_a_video_drawn_by_the_real_engine(
     assert drawn["audio_seconds"] == pytest.approx(probe(video)["audio_seconds"], abs=0.05)
     [row] = await read_usage(sqlite_db_url)
     assert (row.status, row.model_version, row.frames) == ("ok", "1.0", 3)
+
+
+@MEMORY_ONLY
+async def test_a_photo_while_the_database_hangs_is_answered_and_logged_once_it_answers(
+    read_usage: ReadUsage, bots_model_store: Path, postgres_db_url: str, face_jpeg: bytes
+) -> None:
+    proxy = PostgresProxy(postgres_db_url)  # passes nothing while frozen: a hung server, never an error
+    await proxy.start()
+    hung = aiohttp.ClientTimeout(total=10)  # a reply that waited for the database would never come
+    try:
+        async with running_page(bots_model_store, proxy.url) as url, aiohttp.ClientSession(timeout=hung) as client:
+            proxy.freeze()
+            async with client.post(f"{url}/api/stylize", data=upload("me.jpg", face_jpeg, "image/jpeg")) as response:
+                assert (response.status, response.content_type) == (200, "image/jpeg")
+            proxy.thaw()
+            rows = await usage_rows(read_usage, postgres_db_url, 1)  # written by the page while it runs
+        assert rows == [("ip-127.0.0.1", "selfie2anime", "ok")]
+    finally:
+        proxy.thaw()
+        await proxy.cut()
