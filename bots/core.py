@@ -663,12 +663,13 @@ class Core:
         request only, so photos that arrive meanwhile are drawn between two frames.
 
         At most `clips_in_flight` clips are decoded and held at once (the others wait in line).
-        Decoding runs in a thread (seconds of CPU for a long video) and stops at the next frame
-        when nobody waits any more (the page closed: the request is cancelled)."""
+        Decoding runs in a low-priority thread (seconds of CPU for a long video, yielding to photos)
+        and stops at the next frame when nobody waits any more (the page closed: the request is
+        cancelled)."""
         async with self._clip_slots:
             stop = threading.Event()
             try:
-                clip = await asyncio.to_thread(animation.decode, data, self._animation_limits, shape=shape, stop=stop)
+                clip = await animation.in_background(animation.decode, data, self._animation_limits, shape=shape, stop=stop)
             finally:
                 stop.set()  # a cancelled wait leaves the thread running: this ends it
             outcome.input_pixels = clip.size[0] * clip.size[1]

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import math
+import os
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:  # PyAV is imported by the first MP4: ~20 MiB a process that d
     import av
 
 Progress = Callable[[int, int], Awaitable[None]]
+T = TypeVar("T")
 
 CONTENT_TYPES: dict[Kind, str] = {"gif": "image/gif", "mp4": "video/mp4"}
 # What users are told (bots/messages.py lists them with the bots' own words).
@@ -46,6 +50,7 @@ GIF_MIN_MS = inputs.GIF_MIN_MS
 # Frames are shrunk with Pillow's (antialiased) bilinear filter: a third of Lanczos's CPU, and the
 # generator draws at 96-256 px, where the two do not differ.
 SHRINK = Image.BILINEAR
+BACKGROUND_NICE = 10  # how much lower a clip's decoding and encoding run than the rest (`in_background`)
 
 
 class Abandoned(Exception):
@@ -89,6 +94,22 @@ def _kept(img: Image.Image) -> bytes:
     out = io.BytesIO()
     img.save(out, "JPEG", quality=FRAME_QUALITY, subsampling=0)
     return out.getvalue()
+
+
+def _lower_priority() -> None:
+    """A clip's decoding and encoding threads yield the CPU to photos, other clips' frames and the
+    event loop (nice 10; on Linux per thread, and FFmpeg's own threads inherit it)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the same priority as the rest
+        os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICE)
+
+
+# Where clips are decoded and encoded: seconds of CPU each, at a lower priority than drawing.
+_BACKGROUND = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clip", initializer=_lower_priority)
+
+
+async def in_background(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`work(*args, **kwargs)` in a low-priority thread (`_lower_priority`), off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_BACKGROUND, functools.partial(work, *args, **kwargs))
 
 
 def _go_on(stop: threading.Event | None) -> None:
@@ -260,7 +281,7 @@ async def draw(
     side = frames[0].size
     frames = [f if f.size == side else f.resize(side, Image.LANCZOS) for f in frames]
     # Seconds of CPU for a long clip (GIF palettes, x264): off the event loop, so other chats go on.
-    return Stylized(await asyncio.to_thread(encode, clip, frames), style, version, clip.content_type, faces)
+    return Stylized(await in_background(encode, clip, frames), style, version, clip.content_type, faces)
 
 
 def _held(drawn: list[Image.Image | None]) -> list[Image.Image] | None:
