@@ -4,6 +4,7 @@ in a moment, formats are told by their brand, and decoding stops when nobody wai
 from __future__ import annotations
 
 import io
+import os
 import threading
 
 import pytest
@@ -114,3 +115,10 @@ def test_decoding_stops_when_nobody_waits() -> None:
         animation.decode(make_gif([100] * 5), stop=stop)
     with pytest.raises(animation.Abandoned):
         animation.decode(make_mp4(1.0, 10), stop=stop)
+
+
+async def test_clips_are_decoded_and_encoded_at_a_lower_priority() -> None:
+    """Seconds of CPU per clip, yielding to photos and the event loop (nice is per thread on Linux)."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert await animation.in_background(os.getpriority, os.PRIO_PROCESS, 0) >= animation.BACKGROUND_NICE
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours  # the rest of the process as it was
