@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -33,7 +34,7 @@ from torchserve_fixture import (
 from config import Settings
 from serving import replies
 from serving.factory import open_stylizer
-from serving.api import BadInput, NoFace, Stylizer, UnknownStyle, Unavailable
+from serving.api import BadInput, NoFace, Stylized, Stylizer, UnknownStyle, Unavailable
 from styles.payload import framing, imaging
 from serving.client import TorchServeClient
 from serving.engine import EmbeddedEngine
@@ -189,21 +190,59 @@ async def test_a_bad_item_fails_alone_in_a_mixed_batch(
 ) -> None:
     caplog.set_level(logging.INFO)
     truncated = (FIXTURES / "edge_cases" / "astronaut_truncated.jpg").read_bytes()
-    results = await asyncio.gather(
-        stylizer.stylize("selfie2anime", FACE, size=64),
-        stylizer.stylize("selfie2anime", b"not an image", size=64),
-        stylizer.stylize("selfie2anime", CAT, size=64),
-        stylizer.stylize("selfie2anime", truncated, size=64),
-        stylizer.stylize("selfie2anime", FACE, size=64, fmt="webp"),
-        return_exceptions=True,
-    )
+
+    def ask() -> asyncio.Future[list[Stylized | BaseException]]:
+        return asyncio.gather(
+            stylizer.stylize("selfie2anime", FACE, size=64),
+            stylizer.stylize("selfie2anime", b"not an image", size=64),
+            stylizer.stylize("selfie2anime", CAT, size=64),
+            stylizer.stylize("selfie2anime", truncated, size=64),
+            stylizer.stylize("selfie2anime", FACE, size=64, fmt="webp"),
+            return_exceptions=True,
+        )
+
+    one_batch = "batch of 5 (2 to the generator)"  # all five met in one handler call
+    if isinstance(stylizer, EmbeddedEngine):  # in-process: queued in one turn of the event loop
+        results = await ask()
+        assert one_batch in caplog.text
+    else:  # over HTTP they meet in TorchServe's queue, behind a full batch, not in its 300 ms window
+        torchserve = request.getfixturevalue("torchserve")
+        async with behind_a_full_batch(torchserve, "selfie2anime", stylizer):
+            mixed = ask()
+            async with asyncio.timeout(60):
+                while await asyncio.to_thread(queued, torchserve, "selfie2anime") < 8 + 5:
+                    await asyncio.sleep(0.1)
+        results = await mixed
+        await until_logged(torchserve, one_batch, before=0)
     assert [type(r).__name__ for r in results] == ["Stylized", "BadInput", "NoFace", "BadInput", "Stylized"]
     assert results[4].content_type == "image/webp"
-    one_batch = "batch of 5 (2 to the generator)"  # all five met in one handler call
-    if isinstance(stylizer, EmbeddedEngine):
-        assert one_batch in caplog.text
-    else:
-        await until_logged(request.getfixturevalue("torchserve"), one_batch, before=0)
+
+
+@asynccontextmanager
+async def behind_a_full_batch(
+    ts: LocalTorchServe, model: str, client: Stylizer
+) -> AsyncIterator[list[asyncio.Task[Stylized]]]:
+    """The model's worker stopped, a batch waiting at it and eight requests in its queue: what the block
+    sends queues behind them, and when the block ends the worker goes on, so the batch after those
+    eight is what the block queued (batchSize 8). Requests go one at a time: until one stays in the queue
+    (the window of the batch at the worker has closed), then until eight do, counted by TorchServe.
+    Yields those requests, answered once the block has ended."""
+    [worker] = wait_for_workers(ts, model, 1)
+    os.kill(worker["pid"], signal.SIGSTOP)
+    plugs: list[asyncio.Task[Stylized]] = []
+    try:
+        while len(plugs) < 30 and await asyncio.to_thread(queued, ts, model) < 8:
+            waiting = await asyncio.to_thread(queued, ts, model)
+            plugs.append(asyncio.create_task(client.stylize(model, FACE, size=32)))
+            for _ in range(20):  # 2 s: queued, or taken into the batch at the worker
+                if await asyncio.to_thread(queued, ts, model) > waiting:
+                    break
+                await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(queued, ts, model) == 8
+        yield plugs
+    finally:
+        os.kill(worker["pid"], signal.SIGCONT)
+        await asyncio.gather(*plugs, return_exceptions=True)
 
 
 async def until_logged(ts: LocalTorchServe, line: str, before: int) -> None:
@@ -222,25 +261,16 @@ def queued(ts: LocalTorchServe, model: str) -> int:
 
 
 async def test_queued_requests_go_to_the_worker_a_full_batch_at_once(torchserve: LocalTorchServe) -> None:
-    """No race with the 300 ms window: the worker is stopped while 16 requests arrive, so the first batch
-    (whatever met in its window) waits at the worker and 8 or more wait in the queue, counted by TorchServe;
-    when the worker goes on, the next batch is 8 of them at once, as the handler reports it."""
+    """No race with the 300 ms window: eight requests wait in the queue, counted by TorchServe, while the
+    worker is stopped; when it goes on, they reach the handler as one batch of eight."""
     before = model_log(torchserve).count("batch of 8 (8 to the generator)")
-    [worker] = wait_for_workers(torchserve, "selfie2anime", 1)
     client = client_for(torchserve)
-    os.kill(worker["pid"], signal.SIGSTOP)
     try:
-        asking = [asyncio.create_task(client.stylize("selfie2anime", FACE, size=32)) for _ in range(16)]
-        async with asyncio.timeout(60):
-            while await asyncio.to_thread(queued, torchserve, "selfie2anime") < 8:
-                await asyncio.sleep(0.1)
-    finally:
-        os.kill(worker["pid"], signal.SIGCONT)
-    try:
-        results = await asyncio.gather(*asking)
+        async with behind_a_full_batch(torchserve, "selfie2anime", client) as asked:
+            pass
     finally:
         await client.close()
-    assert all(r.content_type == "image/jpeg" for r in results)
+    assert all(r.result().content_type == "image/jpeg" for r in asked)
     await until_logged(torchserve, "batch of 8 (8 to the generator)", before)
 
 
