@@ -179,7 +179,7 @@ async def styles_seconds(url: str) -> float:
 
 async def stalled(url: str, pid: int, args: argparse.Namespace) -> None:
     host, port = url.removeprefix("http://").split(":")
-    memory, slowest = PeakMemory(pid), 0.0
+    memory, slowest, cpu, started = PeakMemory(pid), 0.0, cpu_seconds(pid), time.perf_counter()
     uploads = asyncio.gather(*(stalled_upload(host, int(port)) for _ in range(args.stalled)),
                              *(trickle(host, int(port)) for _ in range(5)))
     while not uploads.done():  # asked by curl, another process: this one is busy sending the uploads
@@ -194,7 +194,8 @@ async def stalled(url: str, pid: int, args: argparse.Namespace) -> None:
           f"the last after {max(s for _, s in cut):.1f} s")
     print(f"5 header tricklers: answers {sorted(str(code) for code, _ in trickled)} after "
           f"{min(t for _, t in trickled):.1f}-{max(t for _, t in trickled):.1f} s")
-    print(f"  /api/styles meanwhile at worst {slowest:.3f} s; server resident at most {memory.stop():.0f} MiB")
+    print(f"  /api/styles meanwhile at worst {slowest:.3f} s; server resident at most {memory.stop():.0f} MiB, "
+          f"its CPU {cpu_seconds(pid) - cpu:.1f} s in {time.perf_counter() - started:.0f} s")
 
 
 async def measure(args: argparse.Namespace, folder: Path) -> None:
