@@ -19,7 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots import collage, i18n, messages, metrics
-from bots.limits import Refusal, UserLimits
+from bots.limits import Limits, Refusal, UserLimits
+from bots.shared_limits import SharedLimits
 from db import users
 from db.engine import answers
 from db.models import Platform, UsageStatus
@@ -213,13 +214,18 @@ class Core:
         output_size: int | None,
         animation_limits: animation.Limits = animation.Limits(),
         clips_in_flight: int = 2,
+        shared_limits: bool = False,
     ) -> None:
         self._stylizer = stylizer
         self._sessions = sessions
         self._recorder = recorder
         self._default_style = default_style
-        self._limits = UserLimits(requests_per_minute)
-        self._network_limits = UserLimits(network_requests_per_minute or requests_per_minute, one_at_a_time=False)
+        per_network = network_requests_per_minute or requests_per_minute
+        self._limits: Limits = UserLimits(requests_per_minute)
+        self._network_limits: Limits = UserLimits(per_network, one_at_a_time=False)
+        if shared_limits:  # in the database: every replica counts the same requests
+            self._limits = SharedLimits(sessions, "user", requests_per_minute)
+            self._network_limits = SharedLimits(sessions, "network", per_network, one_at_a_time=False)
         self._model_slots = metrics.ModelSlots(max_in_flight)  # photos and clips' frames, one each, in turn
         self._clip_slots = asyncio.Semaphore(clips_in_flight)  # clips decoded and held at once
         self._max_upload_bytes = max_upload_bytes
@@ -361,6 +367,9 @@ class Core:
         """Wait up to `timeout_s` for database work still running in the background (at shutdown)."""
         if self._pending:
             await asyncio.wait(list(self._pending.values()), timeout=timeout_s)
+        for limits in (self._limits, self._network_limits):  # turns still being given back
+            if isinstance(limits, SharedLimits):
+                await limits.settle(timeout_s)
 
     async def quiet(self, platform: Platform, user_id: str) -> None:
         """Wait until this process's database work on the user (a style save, usage records) has
@@ -541,19 +550,19 @@ class Core:
         self._record(request, outcome, time.perf_counter())
         return outcome.reply
 
-    def admit(self, request: Request) -> Reply | None:
+    async def admit(self, request: Request) -> Reply | None:
         """Count a photo request against its network's and user's allowances before its upload is
         read, so a refused one is never held in memory: None when admitted (then `handle` it with
         `admitted=True`, and `release` it whatever happens), else the refusal, logged."""
         outcome = _Outcome(style=request.style or self._default_style, words=words_for(request))
-        if self._admit(request, outcome):
+        if await self._admit(request, outcome):
             return None
         self._record(request, outcome, time.perf_counter())
         return outcome.reply
 
-    def release(self, request: Request) -> None:
+    async def release(self, request: Request) -> None:
         """End an admitted request (`admit`) that is answered or abandoned; again is harmless."""
-        self._limits.release((request.platform, request.user_id))
+        await self._limits.end((request.platform, request.user_id))
 
     def _record(self, request: Request, outcome: _Outcome, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -583,14 +592,14 @@ class Core:
         self, request: Request, style: StyleInfo, attachment: Attachment, outcome: _Outcome
     ) -> None:
         """Refuse politely when the user's network or the user is over their allowance, else draw."""
-        if not request.admitted and not self._admit(request, outcome):
+        if not request.admitted and not await self._admit(request, outcome):
             return
         try:
             await self._draw(style, attachment, outcome, request.progress, request.compare)
         finally:
-            self.release(request)
+            await self.release(request)
 
-    def _admit(self, request: Request, outcome: _Outcome) -> bool:
+    async def _admit(self, request: Request, outcome: _Outcome) -> bool:
         """True when the request may start now (`release` must follow), else `outcome` says why not.
 
         The network is asked first: a request it admits counts for it even if
@@ -600,13 +609,13 @@ class Core:
         if request.network is not None:
             checks.insert(0, (self._network_limits, (request.platform, "network", request.network)))
         for limits, key in checks:
-            refusal = limits.try_acquire(key)
+            refusal, retry_after = await limits.admit(key)
             if refusal is Refusal.BUSY:
-                outcome.refuse("rate_limited", "busy", outcome.words(messages.BUSY_USER), limits.retry_after(key))
+                outcome.refuse("rate_limited", "busy", outcome.words(messages.BUSY_USER), retry_after)
                 return False
             if refusal is Refusal.TOO_MANY:
                 text = outcome.words(messages.SLOW_DOWN, limit=limits.per_minute)
-                outcome.refuse("rate_limited", "too_many", text, limits.retry_after(key))
+                outcome.refuse("rate_limited", "too_many", text, retry_after)
                 return False
         return True
 

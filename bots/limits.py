@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from bots import messages
 
@@ -22,6 +23,24 @@ class Refusal(Enum):
 
     BUSY = "busy"  # their previous photo is still being drawn
     TOO_MANY = "too_many"  # over the per-minute allowance
+
+
+class Limits(Protocol):
+    """A minute's allowance per key, maybe one at a time: `UserLimits` in memory, or `bots.shared_limits`
+    in the database, which every replica shares."""
+
+    @property
+    def per_minute(self) -> int:
+        """The allowance: requests per minute."""
+
+    async def admit(self, key: Hashable) -> tuple[Refusal | None, int]:
+        """(None, 0) when `key` may start now (`end` must follow), else (why not, whole seconds to wait)."""
+
+    async def end(self, key: Hashable) -> None:
+        """End `key`'s request in flight (again is harmless)."""
+
+    async def take_back(self, key: Hashable) -> None:
+        """Uncount `key`'s latest admitted request (it drew nothing)."""
 
 
 class UserLimits:
@@ -57,6 +76,19 @@ class UserLimits:
         if self._one_at_a_time:
             self._in_flight.add(user)
         return None
+
+    async def admit(self, user: Hashable) -> tuple[Refusal | None, int]:
+        """`try_acquire` and, when refused, `retry_after` (`Limits`)."""
+        refusal = self.try_acquire(user)
+        return refusal, 0 if refusal is None else self.retry_after(user)
+
+    async def end(self, user: Hashable) -> None:
+        """`release` (`Limits`)."""
+        self.release(user)
+
+    async def take_back(self, user: Hashable) -> None:
+        """`refund` (`Limits`)."""
+        self.refund(user)
 
     def retry_after(self, user: Hashable) -> int:
         """Whole seconds until `user` may be admitted again (for HTTP's Retry-After)."""
@@ -105,11 +137,14 @@ class ChatLimits:
     `per_minute` of its photos a minute, and `at_once` drawn at a time while the rest wait in the
     group's own line, so however busy one group is, the other model slots stay free for everyone else.
 
-    In memory, per process, like `UserLimits`.
+    The minute is kept in memory, per process, like `UserLimits`, unless `minute` keeps it elsewhere (the
+    database: replicas share it); the turns and the line are this process's own (its model slots).
     """
 
-    def __init__(self, per_minute: int, at_once: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._minute = UserLimits(per_minute, clock, one_at_a_time=False)
+    def __init__(
+        self, per_minute: int, at_once: int, clock: Callable[[], float] = time.monotonic, *, minute: Limits | None = None
+    ) -> None:
+        self._minute: Limits = minute or UserLimits(per_minute, clock, one_at_a_time=False)
         self._at_once = at_once
         self._turns: dict[Hashable, asyncio.Semaphore] = {}
         self._waiting: Counter[Hashable] = Counter()  # photos drawing or in line, per chat
@@ -126,7 +161,7 @@ class ChatLimits:
         """Within `chat`'s minute, hold one of its turns while the block draws: in line for one when
         all are taken (`before_waiting` runs first, e.g. to say "thinking..."). Over the minute:
         `Share.refusal` says so, and the block must not draw."""
-        if self._minute.try_acquire(chat) is not None:
+        if (await self._minute.admit(chat))[0] is not None:
             yield Share(messages.CHAT_SLOW_DOWN.format(limit=self._minute.per_minute))
             return
         share = Share(None)
@@ -142,4 +177,4 @@ class ChatLimits:
             if not self._waiting[chat]:  # nobody left: forget the chat
                 del self._waiting[chat], self._turns[chat]
             if not share.drew:
-                self._minute.refund(chat)
+                await self._minute.take_back(chat)

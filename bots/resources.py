@@ -13,8 +13,12 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from bots.admin import Admin, open_admin
 from bots.core import Core
+from bots.limits import ChatLimits
+from bots.shared_limits import SharedLimits
 from config import Settings
 from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
@@ -37,6 +41,16 @@ class SharedCore:
         self.admin: Admin | None = None  # built with the core; front ends announce finished jobs with it
         self._stack = AsyncExitStack()
         self._warm_up: asyncio.Task[None] | None = None  # the embedded engine loading every style
+        self._sessions: async_sessionmaker[AsyncSession] | None = None  # the core's database, once open
+
+    def chat_limits(self, platform: str) -> ChatLimits:
+        """A front end's per-group limits (`CHAT_REQUESTS_PER_MINUTE`, `CHAT_MAX_IN_FLIGHT`), their minute kept
+        in the database like the users' when the core's are (`SHARED_LIMITS`); call once the core is open."""
+        settings, minute = self._settings, None
+        if settings.limits_in_database and self._sessions is not None:
+            minute = SharedLimits(self._sessions, f"chat:{platform}", settings.chat_requests_per_minute,
+                                  one_at_a_time=False)
+        return ChatLimits(settings.chat_requests_per_minute, settings.chat_max_in_flight, minute=minute)
 
     async def ready(self) -> dict[str, bool]:
         """For `/readyz`: the core is open, its styles are loaded (the embedded engine's warm-up is
@@ -98,7 +112,9 @@ class SharedCore:
             output_size=settings.output_size,
             animation_limits=animation.Limits.of(settings),
             clips_in_flight=settings.animation_max_in_flight,
+            shared_limits=settings.limits_in_database,
         )
+        self._sessions = sessions
         self._stack.push_async_callback(core.settle, 5.0)  # style saves still in flight, before the engine goes
         self.admin = await open_admin(settings, open_management(settings, stylizer), sessions, core)
         self._stack.push_async_callback(self.admin.close)

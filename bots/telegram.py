@@ -344,6 +344,7 @@ def build_application(settings: Settings, shared: SharedCore) -> Application:
 
     async def post_init(app: Application) -> None:
         app.bot_data["core"] = await shared.open()
+        app.bot_data["chat_limits"] = shared.chat_limits(PLATFORM)
         if shared.admin is not None:
             announcer = JobAnnouncer(shared.admin, PLATFORM, partial(notify, app.bot), poll_s=settings.jobs_poll_s)
             app.bot_data["announcer"] = asyncio.create_task(announcer.run())
@@ -366,7 +367,6 @@ def build_application(settings: Settings, shared: SharedCore) -> Application:
         url = settings.telegram_api_url.rstrip("/")
         builder = builder.base_url(f"{url}/bot").base_file_url(f"{url}/file/bot")
     app = builder.build()
-    app.bot_data["chat_limits"] = ChatLimits(settings.chat_requests_per_minute, settings.chat_max_in_flight)
     app.add_handler(MessageHandler(PICTURES, on_image))
     app.add_handler(CommandHandler("style", on_style_reply, STYLE_REPLY))
     chatter = filters.COMMAND | (filters.TEXT & filters.ChatType.PRIVATE)  # groups: commands only

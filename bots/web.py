@@ -258,7 +258,7 @@ async def stylize(request: web.Request) -> web.Response:
     size = request.content_length
     if size is not None and size > limit + FORM_OVERHEAD:  # declared too big: refused unread
         return _answer(core.refuse(asked, "too_big", messages.TOO_BIG, limit_mb=limit // 2**20, input_bytes=size))
-    refused = core.admit(asked)
+    refused = await core.admit(asked)
     if refused is not None:
         return _answer(refused)
     try:
@@ -274,7 +274,7 @@ async def stylize(request: web.Request) -> web.Response:
         drawn = _request(request, attachment, style=style or None, compare=compare)
         return _answer(await core.handle(replace(drawn, admitted=True)))
     finally:
-        core.release(asked)
+        await core.release(asked)
 
 
 async def _upload(

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # its photos drawn at once (below MAX_IN_FLIGHT, so others always get a slot) and a minute.
     chat_max_in_flight: int = Field(default=2, ge=1)
     chat_requests_per_minute: int = Field(default=20, ge=1)
+    # The minutes' counts (per user, address and group) and each user's one photo at a time kept in the database,
+    # so replicas share them; unset: on with PostgreSQL, off with SQLite (in memory, per process).
+    shared_limits: bool | None = None
     max_upload_bytes: int = Field(default=refusals.MAX_BYTES, ge=1)  # the handler's limit; also Telegram's for bots
     output_size: int | None = Field(default=None, ge=32, le=2048)  # None: the size each style draws at
     # Animated GIFs and MP4 videos, drawn frame by frame: longer clips are refused with these limits
@@ -109,6 +112,11 @@ class Settings(BaseSettings):
 
     # Training worker: the dataset root holding <pair>/trainA, trainB, testA, testB.
     datasets_dir: Path | None = None
+
+    @property
+    def limits_in_database(self) -> bool:
+        """Whether the rate limits live in the database (SHARED_LIMITS, else whether it is PostgreSQL)."""
+        return self.shared_limits if self.shared_limits is not None else self.database_url.startswith("postgresql")
 
     @field_validator("telegram_webhook_secret")
     @classmethod

@@ -1,4 +1,4 @@
-"""The four tables: users, usage, deployments, training_jobs.
+"""The tables: users, usage, deployments, training_jobs, and the shared rate limits (limit_hits, limit_turns).
 
 The schema itself is owned by the Alembic migrations in `db/migrations`;
 these mappings must match them (tests/test_db_migrations.py checks that).
@@ -146,3 +146,25 @@ class TrainingJob(Base):
     error: Mapped[str | None] = mapped_column(Text)  # why it failed or was cancelled
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     created_at: Mapped[datetime] = created_column()
+
+
+class LimitHit(Base):
+    """One request counted against a minute's allowance (a user's, an address's, a group's), so that
+    every replica counts the same requests (`db.limits`); older than the minute, it is deleted."""
+
+    __tablename__ = "limit_hits"
+    __table_args__ = (Index(None, "key", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200))  # e.g. "user:telegram:123"
+    at: Mapped[float] = mapped_column(Float)  # Unix time, as the replica that counted it saw it
+
+
+class LimitTurn(Base):
+    """A user's one photo being drawn, held by one replica until it is answered (one at a time each)."""
+
+    __tablename__ = "limit_turns"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))  # the process (and limiter) holding it
+    since: Mapped[float] = mapped_column(Float)  # Unix time; a turn held too long is taken over (a replica died)

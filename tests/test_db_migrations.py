@@ -17,7 +17,7 @@ from db.engine import async_url, create_engine, migrate
 from db.models import Base, User
 from db.users import set_style
 
-TABLES = {"users", "usage", "deployments", "training_jobs"}
+TABLES = {"users", "usage", "deployments", "training_jobs", "limit_hits", "limit_turns"}
 
 
 def _diff(connection: Connection) -> list:

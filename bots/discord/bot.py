@@ -19,7 +19,6 @@ from bots.core import Core, Reply
 from bots.discord.admin import AdminCog, PrivacyCog
 from bots.discord.answers import PLATFORM, answer, image_file
 from bots.discord.style import StyleCog
-from bots.limits import ChatLimits
 from bots.resources import SharedCore
 from config import Settings
 
@@ -64,7 +63,6 @@ class ToonBot(commands.Bot):
         intents = discord.Intents.default()
         intents.message_content = settings.discord_message_content
         super().__init__(command_prefix=(), help_command=None, intents=intents, tree_cls=ToonTree)
-        self._chat_limits = ChatLimits(settings.chat_requests_per_minute, settings.chat_max_in_flight)
         self._shared = shared
         self._dev_guild = settings.discord_dev_guild
         self._jobs_poll_s = settings.jobs_poll_s
@@ -77,7 +75,7 @@ class ToonBot(commands.Bot):
         self._core = await self._shared.open()
         admin = self._shared.admin
         assert admin is not None  # built with the core
-        await self.add_cog(StyleCog(self, self._core, self._chat_limits))
+        await self.add_cog(StyleCog(self, self._core, self._shared.chat_limits(PLATFORM)))
         await self.add_cog(PrivacyCog(admin))
         if self._has_admins:  # no ADMIN_IDS: nobody could use them
             await self.add_cog(AdminCog(admin))
