@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from training import official_tf
 from training.checkpoint import NETWORKS, save_checkpoint
 from styles.payload.networks import N_DOWNSAMPLING, Discriminator, ResnetGenerator
 from training.options import TrainOptions
@@ -99,6 +100,10 @@ def import_official(path: Path, out: Path, name: str, img_size: int | None = Non
 
 def run(args: argparse.Namespace) -> int:
     """Convert, then say what was found; a file we cannot convert ends in one line, not a traceback."""
+    if args.tf is not None:
+        return official_tf.run(args)
+    if args.file is None or args.out is None:
+        raise SystemExit("import-official: give the authors' .pt FILE and --out CKPT, or --tf PREFIX")
     try:
         state = import_official(args.file, args.out, args.name or args.file.stem, args.img_size)
     except ValueError as e:
@@ -112,9 +117,10 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `import-official`."""
-    p = sub.add_parser("import-official", help="convert an authors' U-GAT-IT .pt checkpoint")
-    p.add_argument("file", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("import-official", help="convert an authors' U-GAT-IT checkpoint (PyTorch .pt, or --tf)")
+    p.add_argument("file", type=Path, nargs="?", help="the authors' PyTorch checkpoint (.pt)")
+    p.add_argument("--out", type=Path, default=None, help="the toonbot checkpoint to write")
     p.add_argument("--name", default=None, help="pair name, e.g. selfie2anime (default: file name)")
     p.add_argument("--img-size", type=int, default=None, help="training size; needed for light generators")
+    official_tf.add_arguments(p)
     p.set_defaults(func=run)

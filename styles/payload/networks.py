@@ -9,6 +9,12 @@ checkpoints load key for key. Paper notation -> code:
   eta_s (CAM) with weights w: `gap_fc` / `gmp_fc`; attention feature maps
   a_s = w * E_s: the re-weighted bottleneck; AdaLIN: `AdaILN`; LIN: `ILN`;
   D_t with its auxiliary classifier eta_Dt: `Discriminator`; rho: `rho`.
+
+`ResnetGenerator(tf_compat=True)` is the authors' TensorFlow graph instead
+(taki0112/UGATIT, whose checkpoints `training.official_tf` imports): biased
+convolutions, affine instance norms, biased variances, a stride-2 padding of
+one pixel at the top and left only, an MLP with biases, and a CAM whose
+attention weights are a variable of their own plus its bias.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ N_DOWNSAMPLING = 2
 
 
 def _layer_instance_norm(
-    x: torch.Tensor, rho: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float
+    x: torch.Tensor, rho: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,
+    unbiased: bool = True,
 ) -> torch.Tensor:
     """gamma * (rho * IN(x) + (1 - rho) * LN(x)) + beta; gamma, beta broadcast as (N|1, C, 1, 1).
 
@@ -31,15 +38,18 @@ def _layer_instance_norm(
     mean instance variance plus the spread of the instance means (two-pass
     algebra, not E[x^2] - E[x]^2), and no term of size |mean| * scale is left
     to cancel in the multiply-add. Variances are unbiased, as in the authors'
-    `torch.var` calls, so imported weights give the same outputs.
+    `torch.var` calls, so imported weights give the same outputs; their
+    TensorFlow code (`tf.nn.moments`) takes biased ones: `unbiased=False`.
     """
     n_hw = x.shape[2] * x.shape[3]
     n_chw = n_hw * x.shape[1]
     in_var_b, in_mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
     ln_mean = in_mean.mean(dim=1, keepdim=True)
     ln_var_b = (in_var_b + (in_mean - ln_mean).square()).mean(dim=1, keepdim=True)
-    in_inv = torch.rsqrt(in_var_b * (n_hw / (n_hw - 1)) + eps)
-    ln_inv = torch.rsqrt(ln_var_b * (n_chw / (n_chw - 1)) + eps)
+    if unbiased:
+        in_var_b, ln_var_b = in_var_b * (n_hw / (n_hw - 1)), ln_var_b * (n_chw / (n_chw - 1))
+    in_inv = torch.rsqrt(in_var_b + eps)
+    ln_inv = torch.rsqrt(ln_var_b + eps)
     rho, gamma = rho.float(), gamma.float()
     scale = rho * in_inv + (1 - rho) * ln_inv
     shift = (1 - rho) * (in_mean - ln_mean) * ln_inv  # LN's offset relative to the instance mean
@@ -49,28 +59,29 @@ def _layer_instance_norm(
 class AdaILN(nn.Module):
     """Adaptive Layer-Instance Normalization: gamma and beta come from the CAM MLP."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-5, unbiased: bool = True) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.unbiased = eps, unbiased
         self.rho = nn.Parameter(torch.full((1, num_features, 1, 1), 0.9))
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W); gamma, beta: (N, C)."""
-        return _layer_instance_norm(x, self.rho, gamma[:, :, None, None], beta[:, :, None, None], self.eps)
+        return _layer_instance_norm(x, self.rho, gamma[:, :, None, None], beta[:, :, None, None], self.eps,
+                                    self.unbiased)
 
 
 class ILN(nn.Module):
     """Layer-Instance Normalization with learned gamma and beta (the decoder's LIN)."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-5, unbiased: bool = True) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.unbiased = eps, unbiased
         self.rho = nn.Parameter(torch.full((1, num_features, 1, 1), 0.0))
         self.gamma = nn.Parameter(torch.full((1, num_features, 1, 1), 1.0))
         self.beta = nn.Parameter(torch.full((1, num_features, 1, 1), 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _layer_instance_norm(x, self.rho, self.gamma, self.beta, self.eps)
+        return _layer_instance_norm(x, self.rho, self.gamma, self.beta, self.eps, self.unbiased)
 
 
 def clip_rho(module: nn.Module) -> None:
@@ -82,33 +93,39 @@ def clip_rho(module: nn.Module) -> None:
 
 
 def class_activation(
-    x: torch.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear
+    x: torch.Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear, attention_fc: nn.Linear | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The auxiliary classifier eta and the attention map a = w * E.
 
     Logits of the average- and max-pooled features (N, 2), and the feature map
     re-weighted by each classifier's weights, concatenated along channels (N, 2C, H, W).
+    With `attention_fc` (the authors' TensorFlow graph) both halves are re-weighted
+    by its weight plus its bias instead.
     """
     n = x.shape[0]
     gap_logit = gap_fc(F.adaptive_avg_pool2d(x, 1).view(n, -1))
     gmp_logit = gmp_fc(F.adaptive_max_pool2d(x, 1).view(n, -1))
-    attention = torch.cat([x * gap_fc.weight[:, :, None, None], x * gmp_fc.weight[:, :, None, None]], 1)
+    if attention_fc is not None:
+        w = (attention_fc.weight + attention_fc.bias[:, None])[:, :, None, None]
+        attention = torch.cat([x * w, x * w], 1)
+    else:
+        attention = torch.cat([x * gap_fc.weight[:, :, None, None], x * gmp_fc.weight[:, :, None, None]], 1)
     return torch.cat([gap_logit, gmp_logit], 1), attention
 
 
 class ResnetBlock(nn.Module):
     """Encoder residual block: (pad, 3x3 conv, IN, ReLU) x 2 with a skip."""
 
-    def __init__(self, dim: int, use_bias: bool = False) -> None:
+    def __init__(self, dim: int, use_bias: bool = False, affine: bool = False) -> None:
         super().__init__()
         self.conv_block = nn.Sequential(
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=0, bias=use_bias),
-            nn.InstanceNorm2d(dim),
+            nn.InstanceNorm2d(dim, affine=affine),
             nn.ReLU(True),
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=0, bias=use_bias),
-            nn.InstanceNorm2d(dim),
+            nn.InstanceNorm2d(dim, affine=affine),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,15 +135,15 @@ class ResnetBlock(nn.Module):
 class ResnetAdaILNBlock(nn.Module):
     """Decoder residual block whose normalisations take gamma/beta from the MLP."""
 
-    def __init__(self, dim: int, use_bias: bool = False) -> None:
+    def __init__(self, dim: int, use_bias: bool = False, unbiased: bool = True) -> None:
         super().__init__()
         self.pad1 = nn.ReflectionPad2d(1)
         self.conv1 = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=0, bias=use_bias)
-        self.norm1 = AdaILN(dim)
+        self.norm1 = AdaILN(dim, unbiased=unbiased)
         self.relu1 = nn.ReLU(True)
         self.pad2 = nn.ReflectionPad2d(1)
         self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=0, bias=use_bias)
-        self.norm2 = AdaILN(dim)
+        self.norm2 = AdaILN(dim, unbiased=unbiased)
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
@@ -140,6 +157,7 @@ class ResnetGenerator(nn.Module):
     `light` computes gamma/beta from the globally average-pooled attention
     map instead of the flattened one, which drops the (img_size/4)^2 * 4ch *
     4ch first MLP layer (268M of the full model's 279M parameters at 256 px).
+    `tf_compat` builds the authors' TensorFlow graph (see the module docstring).
     """
 
     def __init__(
@@ -150,6 +168,7 @@ class ResnetGenerator(nn.Module):
         n_blocks: int = 4,
         img_size: int = 256,
         light: bool = False,
+        tf_compat: bool = False,
     ) -> None:
         super().__init__()
         if n_blocks < 0:
@@ -158,47 +177,52 @@ class ResnetGenerator(nn.Module):
             raise ValueError(f"img_size must be a multiple of {2**N_DOWNSAMPLING}, got {img_size}")
         self.input_nc, self.output_nc = input_nc, output_nc
         self.ngf, self.n_blocks, self.img_size, self.light = ngf, n_blocks, img_size, light
+        self.tf_compat = tf_compat
         mult = 2**N_DOWNSAMPLING
         bottleneck = ngf * mult
+        bias = tf_compat  # TensorFlow's convolutions and MLP layers all carry biases
 
         # Encoder (down-sampling and bottleneck)
         down: list[nn.Module] = [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(input_nc, ngf, kernel_size=7, stride=1, padding=0, bias=False),
-            nn.InstanceNorm2d(ngf),
+            nn.Conv2d(input_nc, ngf, kernel_size=7, stride=1, padding=0, bias=bias),
+            nn.InstanceNorm2d(ngf, affine=tf_compat),
             nn.ReLU(True),
         ]
         for i in range(N_DOWNSAMPLING):
             c = ngf * 2**i
             down += [
-                nn.ReflectionPad2d(1),
-                nn.Conv2d(c, c * 2, kernel_size=3, stride=2, padding=0, bias=False),
-                nn.InstanceNorm2d(c * 2),
+                # TensorFlow pads a 3x3 stride-2 convolution by 1 at the top/left and 0 at the bottom/right
+                nn.ReflectionPad2d((1, 0, 1, 0) if tf_compat else 1),
+                nn.Conv2d(c, c * 2, kernel_size=3, stride=2, padding=0, bias=bias),
+                nn.InstanceNorm2d(c * 2, affine=tf_compat),
                 nn.ReLU(True),
             ]
-        down += [ResnetBlock(bottleneck) for _ in range(n_blocks)]
+        down += [ResnetBlock(bottleneck, use_bias=bias, affine=tf_compat) for _ in range(n_blocks)]
         self.DownBlock = nn.Sequential(*down)
 
         # Class activation map (auxiliary classifier eta_s)
-        self.gap_fc = nn.Linear(bottleneck, 1, bias=False)
-        self.gmp_fc = nn.Linear(bottleneck, 1, bias=False)
+        self.gap_fc = nn.Linear(bottleneck, 1, bias=bias)
+        self.gmp_fc = nn.Linear(bottleneck, 1, bias=bias)
+        # TensorFlow: the attention re-weights by a variable of its own (plus its bias), not the logits' weights
+        self.attention_fc = nn.Linear(bottleneck, 1, bias=True) if tf_compat else None
         self.conv1x1 = nn.Conv2d(bottleneck * 2, bottleneck, kernel_size=1, stride=1, bias=True)
         self.relu = nn.ReLU(True)
 
         # Gamma/beta MLP
         fc_in = bottleneck if light else (img_size // mult) ** 2 * bottleneck
         self.FC = nn.Sequential(
-            nn.Linear(fc_in, bottleneck, bias=False),
+            nn.Linear(fc_in, bottleneck, bias=bias),
             nn.ReLU(True),
-            nn.Linear(bottleneck, bottleneck, bias=False),
+            nn.Linear(bottleneck, bottleneck, bias=bias),
             nn.ReLU(True),
         )
-        self.gamma = nn.Linear(bottleneck, bottleneck, bias=False)
-        self.beta = nn.Linear(bottleneck, bottleneck, bias=False)
+        self.gamma = nn.Linear(bottleneck, bottleneck, bias=bias)
+        self.beta = nn.Linear(bottleneck, bottleneck, bias=bias)
 
         # Decoder: AdaILN residual blocks (attribute names as in the authors' code)
         for i in range(n_blocks):
-            setattr(self, f"UpBlock1_{i + 1}", ResnetAdaILNBlock(bottleneck))
+            setattr(self, f"UpBlock1_{i + 1}", ResnetAdaILNBlock(bottleneck, use_bias=bias, unbiased=not tf_compat))
 
         # Decoder: up-sampling with ILN, then the output layer
         up: list[nn.Module] = []
@@ -207,20 +231,20 @@ class ResnetGenerator(nn.Module):
             up += [
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.ReflectionPad2d(1),
-                nn.Conv2d(c, c // 2, kernel_size=3, stride=1, padding=0, bias=False),
-                ILN(c // 2),
+                nn.Conv2d(c, c // 2, kernel_size=3, stride=1, padding=0, bias=bias),
+                ILN(c // 2, unbiased=not tf_compat),
                 nn.ReLU(True),
             ]
         up += [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(ngf, output_nc, kernel_size=7, stride=1, padding=0, bias=False),
+            nn.Conv2d(ngf, output_nc, kernel_size=7, stride=1, padding=0, bias=bias),
             nn.Tanh(),
         ]
         self.UpBlock2 = nn.Sequential(*up)
 
     def arch(self) -> dict[str, int | bool]:
         """Constructor arguments, saved beside the weights so serving rebuilds this network."""
-        return {
+        arch: dict[str, int | bool] = {
             "input_nc": self.input_nc,
             "output_nc": self.output_nc,
             "ngf": self.ngf,
@@ -228,12 +252,15 @@ class ResnetGenerator(nn.Module):
             "img_size": self.img_size,
             "light": self.light,
         }
+        if self.tf_compat:  # written only when set: archives of our own networks stay as they were
+            arch["tf_compat"] = True
+        return arch
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, 3, S, S) in [-1, 1] -> (image (N, 3, S, S), cam_logit (N, 2), heatmap (N, 1, S/4, S/4))."""
         x = self.DownBlock(x)
         n = x.shape[0]
-        cam_logit, x = class_activation(x, self.gap_fc, self.gmp_fc)
+        cam_logit, x = class_activation(x, self.gap_fc, self.gmp_fc, self.attention_fc)
         x = self.relu(self.conv1x1(x))
         heatmap = torch.sum(x, dim=1, keepdim=True)
 
