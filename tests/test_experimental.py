@@ -13,7 +13,8 @@ from fakes.stylizer import MemoryStylizer
 from fakes.discord import FakeDiscord
 from test_discord import answers
 from test_discord import running_bot as running_discord
-from test_web import running_page
+from playwright.async_api import Page, expect
+from test_web import page, running_page  # noqa: F401  (page: a Chromium tab)
 
 from bots import messages, resources
 from bots.core import Request
@@ -81,3 +82,13 @@ async def test_the_bundled_horse2zebra_is_experimental_on_its_own_figures(tmp_pa
     horse = read_quality(store / "horse2zebra.mar")
     assert horse is not None and found["horse2zebra"] == below_bar(horse, catalog.bar("horse2zebra")) is not None
     assert found["cat2dog"] is None
+
+
+async def test_the_gallery_shows_the_reason_in_a_browser(
+    stylizer: MemoryStylizer, page: Page, tmp_path: Path, sqlite_db_url: str  # noqa: F811
+) -> None:
+    async with running_page(tmp_path, sqlite_db_url) as url:
+        await page.goto(url)
+        horse = page.locator('#gallery .card[data-style="horse2zebra"]')
+        await expect(horse.locator(".experimental-note")).to_have_text(SAID)
+        await expect(page.locator('#gallery .card[data-style="cat2dog"] .experimental-note')).to_have_count(0)
