@@ -609,7 +609,7 @@ class Core:
         if request.network is not None:
             checks.insert(0, (self._network_limits, (request.platform, "network", request.network)))
         for limits, key in checks:
-            refusal, retry_after = await limits.admit(key)
+            refusal, retry_after = await limits.admit(key, until=request.db_until)  # the reply's one deadline
             if refusal is Refusal.BUSY:
                 outcome.refuse("rate_limited", "busy", outcome.words(messages.BUSY_USER), retry_after)
                 return False

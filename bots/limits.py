@@ -33,8 +33,9 @@ class Limits(Protocol):
     def per_minute(self) -> int:
         """The allowance: requests per minute."""
 
-    async def admit(self, key: Hashable) -> tuple[Refusal | None, int]:
-        """(None, 0) when `key` may start now (`end` must follow), else (why not, whole seconds to wait)."""
+    async def admit(self, key: Hashable, *, until: float | None = None) -> tuple[Refusal | None, int]:
+        """(None, 0) when `key` may start now (`end` must follow), else (why not, whole seconds to wait);
+        decided by `until` (`time.monotonic()`) where a store may be slow."""
 
     async def end(self, key: Hashable) -> None:
         """End `key`'s request in flight (again is harmless)."""
@@ -77,7 +78,7 @@ class UserLimits:
             self._in_flight.add(user)
         return None
 
-    async def admit(self, user: Hashable) -> tuple[Refusal | None, int]:
+    async def admit(self, user: Hashable, *, until: float | None = None) -> tuple[Refusal | None, int]:
         """`try_acquire` and, when refused, `retry_after` (`Limits`)."""
         refusal = self.try_acquire(user)
         return refusal, 0 if refusal is None else self.retry_after(user)
@@ -142,7 +143,8 @@ class ChatLimits:
     """
 
     def __init__(
-        self, per_minute: int, at_once: int, clock: Callable[[], float] = time.monotonic, *, minute: Limits | None = None
+        self, per_minute: int, at_once: int, clock: Callable[[], float] = time.monotonic, *,
+        minute: Limits | None = None,
     ) -> None:
         self._minute: Limits = minute or UserLimits(per_minute, clock, one_at_a_time=False)
         self._at_once = at_once

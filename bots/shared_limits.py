@@ -44,6 +44,7 @@ class SharedLimits:
         self._turns: dict[Hashable, bool] = {}  # key -> its turn is in the database (else in `_local`)
         self._background: set[asyncio.Task[object]] = set()
         self._last_sweep = 0.0
+        self._hanging: asyncio.Task[object] | None = None  # a database call past its deadline, still waiting
 
     @property
     def per_minute(self) -> int:
@@ -54,20 +55,26 @@ class SharedLimits:
         parts = key if isinstance(key, tuple) else (key,)
         return ":".join([self._name, *map(str, parts)])[:200]
 
-    async def admit(self, key: Hashable) -> Decision:
-        """Ask the database within `DEADLINE_S`; else decide in memory."""
-        work = asyncio.create_task(self._admit(self._key(key), self._clock()))
-        done, _ = await asyncio.wait({work}, timeout=DEADLINE_S)
-        if done and work.exception() is None:
-            decision = work.result()
-            if decision[0] is None and self._one_at_a_time:
-                self._turns[key] = True
-            return decision
-        if done:
-            logger.warning("rate limit %s not asked of the database (%s): counted here", self._name, work.exception())
-        else:
-            logger.warning("rate limit %s: the database is slow, counted here", self._name)
-            work.add_done_callback(lambda task: self._late(key, task))  # not cancelled: it waits on the connection
+    async def admit(self, key: Hashable, *, until: float | None = None) -> Decision:
+        """Ask the database until `until` (`time.monotonic()`; None: `DEADLINE_S` from now), else decide in
+        memory. While an earlier call still hangs, the database is not asked at all: one hung call at a
+        time, and no reply waits on a database known to be slow."""
+        if self._hanging is None:
+            work = asyncio.create_task(self._admit(self._key(key), self._clock()))
+            timeout = DEADLINE_S if until is None else max(0.0, until - time.monotonic())
+            done, _ = await asyncio.wait({work}, timeout=timeout)
+            if done and work.exception() is None:
+                decision = work.result()
+                if decision[0] is None and self._one_at_a_time:
+                    self._turns[key] = True
+                return decision
+            if done:
+                logger.warning("rate limit %s not asked of the database (%s): counted here", self._name,
+                               work.exception())
+            else:
+                logger.warning("rate limit %s: the database is slow, counted here until it answers", self._name)
+                work.add_done_callback(lambda task: self._late(key, task))  # not cancelled: it waits on the connection
+                self._hang(work)
         refusal, retry = await self._local.admit(key)
         if refusal is None and self._one_at_a_time:
             self._turns[key] = False
@@ -75,16 +82,28 @@ class SharedLimits:
 
     async def end(self, key: Hashable) -> None:
         """End `key`'s request: its turn is given back where it was taken, before the reply goes out (so
-        the user's next photo finds it free on any replica), waiting for the database at most `DEADLINE_S`."""
+        the user's next photo finds it free on any replica), waiting for the database at most `DEADLINE_S`
+        (not at all while it is known to hang: the turn is given back when it answers)."""
         in_database = self._turns.pop(key, None)
         if in_database:
-            await asyncio.wait({self._spawn(self._end_turn(self._key(key)))}, timeout=DEADLINE_S)
+            ending = self._spawn(self._end_turn(self._key(key)))
+            if self._hanging is None:
+                done, _ = await asyncio.wait({ending}, timeout=DEADLINE_S)
+                if not done:
+                    self._hang(ending)
         elif in_database is not None:
             self._local.release(key)
 
+    def _hang(self, task: asyncio.Task[object]) -> None:
+        """`task` outlived its deadline: the database counts as slow until it ends."""
+        self._hanging = task
+        task.add_done_callback(lambda _: setattr(self, "_hanging", None))
+
     async def take_back(self, key: Hashable) -> None:
         """Uncount `key`'s latest request, waiting for the database at most `DEADLINE_S`."""
-        await asyncio.wait({self._spawn(self._write(limits.take_back_hit, key=self._key(key)))}, timeout=DEADLINE_S)
+        taking = self._spawn(self._write(limits.take_back_hit, key=self._key(key)))
+        if self._hanging is None:
+            await asyncio.wait({taking}, timeout=DEADLINE_S)
 
     async def _admit(self, key: str, now: float) -> Decision:
         """One transaction: the turn (one at a time), then the minute's count; a refused count gives the turn back."""

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
-from bots.core import Attachment, Core, Request
+from bots.core import DB_DEADLINE_S, Attachment, Core, Request
 from bots.limits import ChatLimits
 from bots.shared_limits import SharedLimits
 from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
 from fakes.stylizer import MemoryStylizer
+from test_db_usage import PostgresProxy
 from torchserve_fixture import free_ports
 
 CORE = {"default_style": "selfie2anime", "requests_per_minute": 10, "max_in_flight": 4,
         "max_upload_bytes": 2**20, "output_size": 64}
+SLACK_S = 0.4  # event-loop and thread hand-offs on a loaded machine
 
 
 @asynccontextmanager
@@ -104,3 +107,22 @@ async def test_without_the_database_the_process_counts_alone(caplog: pytest.LogC
         assert "counted here" in caplog.text
     finally:
         await engine.dispose()
+
+
+async def test_a_hung_database_holds_a_photo_once_and_the_next_not_at_all(
+    postgres_db_url: str, face_jpeg: bytes
+) -> None:
+    proxy = PostgresProxy(postgres_db_url)  # PostgreSQL behind a proxy that can stop passing bytes
+    await proxy.start()
+    try:
+        async with replicas(proxy.url, 1, shared=True) as (core,):
+            assert (await core.handle(photo(face_jpeg))).problem is None  # the style is read and remembered
+            proxy.freeze()
+            for _ in range(3):
+                started = time.perf_counter()
+                assert (await core.handle(photo(face_jpeg))).problem is None  # counted in memory meanwhile
+                assert time.perf_counter() - started < 0.2 + DB_DEADLINE_S + SLACK_S
+            proxy.thaw()
+    finally:
+        proxy.thaw()
+        await proxy.cut()
