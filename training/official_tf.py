@@ -157,8 +157,9 @@ def generator_state(ckpt: Checkpoint, scope: str, arch: dict[str, Any], smoothin
     mine = {n for n in ckpt.names() if n.startswith(f"{scope}/") and "/Adam" not in n}
     if mine - used:
         raise ValueError(f"{scope}: variables this converter does not know: {', '.join(sorted(mine - used)[:5])}")
-    net = ResnetGenerator(**arch)
-    net.load_state_dict(s, strict=True)  # every parameter of ours filled, shapes checked
+    with torch.device("meta"):  # no second gigabyte of random weights for the full model
+        net = ResnetGenerator(**arch)
+    net.load_state_dict(s, strict=True, assign=True)  # every parameter of ours filled, shapes checked
     return net.state_dict()
 
 
