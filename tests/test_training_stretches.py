@@ -260,3 +260,18 @@ def test_averages_survive_resume_pack_and_the_next_stretch_and_export_says_which
     assert all(torch.equal(shipped[k], t.half()) for k, t in averaged.items())
     with pytest.raises(SystemExit, match="has no ema-0.5 weights"):
         training_main(["export", str(warm / "a2b.generators.pt"), "--out", str(tmp_path / "x"), "--weights", "ema-0.5"])
+
+
+def test_export_sets_each_directions_upscaler_and_repackaging_keeps_it(first_stretch, tmp_path) -> None:
+    store, _ = first_stretch
+    export(tmp_path / "runs/a2b/checkpoints/latest.pt", tmp_path / "up", None,
+           "--upscaler", "realcugan-se:4:denoise3x", "none")
+    assert handler_config(tmp_path / "up" / "a2b.mar")["upscaler"] == {
+        "name": "realcugan-se", "scale": 4, "denoise": "denoise3x"}
+    assert "upscaler" not in handler_config(tmp_path / "up" / "b2a.mar")
+    export(tmp_path / "up" / "b2a.mar", tmp_path / "again")  # re-packaged from archives: each keeps its own
+    assert handler_config(tmp_path / "again" / "a2b.mar")["upscaler"]["scale"] == 4
+    assert "upscaler" not in handler_config(tmp_path / "again" / "b2a.mar")
+    with pytest.raises(SystemExit, match="scale must be one of"):
+        training_main(["export", str(tmp_path / "up" / "a2b.mar"), "--out", str(tmp_path / "x"),
+                       "--upscaler", "realcugan-se:5:denoise3x", "none"])

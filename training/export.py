@@ -17,6 +17,7 @@ from typing import Any
 
 from styles import catalog
 from styles.archive import DEFAULT_VERSION, model_config, write_archive
+from styles.payload import upscaler
 from styles.preview import add_previews
 from training import evaluate, warm_start
 from training.checkpoint import load_checkpoint
@@ -36,6 +37,21 @@ def chosen_weights(state: dict[str, Any], weights: str) -> tuple[dict[str, Any],
     return networks, ({**record, "weights": weights} if record else None)
 
 
+def parse_upscaler(spec: str) -> dict[str, Any] | None:
+    """`none`, or NAME:SCALE:DENOISE (e.g. realcugan-se:4:denoise3x) as model-config's handler.upscaler,
+    checked against the upscalers the payload offers."""
+    if spec == "none":
+        return None
+    try:
+        name, scale, denoise = spec.split(":")
+        section = {"name": name, "scale": int(scale), "denoise": denoise}
+        upscaler.from_config(section)
+    except ValueError as err:
+        raise SystemExit(f"--upscaler {spec}: {err} (write none or NAME:SCALE:DENOISE, e.g. "
+                         "realcugan-se:4:denoise3x)") from None
+    return section
+
+
 def export(args: argparse.Namespace) -> int:
     """Write both directions of a checkpoint (or of a pair's archives, with today's handler) into the model store,
     each with its preview."""
@@ -45,6 +61,7 @@ def export(args: argparse.Namespace) -> int:
         state = load_checkpoint(args.checkpoint)
     options = state["options"]
     networks, record = chosen_weights(state, args.weights)
+    upscalers = [parse_upscaler(spec) for spec in args.upscaler] if args.upscaler else state.get("upscalers", [None, None])
     names = tuple(args.names) if args.names else catalog.split_pair(options["name"])
     paths = []
     for i, (style, key) in enumerate(zip(names, ("genA2B", "genB2A"))):
@@ -59,7 +76,7 @@ def export(args: argparse.Namespace) -> int:
             state["generator_arch"], int(options["img_size"]), info, workers=args.workers,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
             response_timeout=args.response_timeout, inference=args.inference, training=record,
-            draw_size=args.draw_size_factor * int(options["img_size"]),
+            draw_size=args.draw_size_factor * int(options["img_size"]), upscaler=upscalers[i],
         )
         paths.append(write_archive(Path(args.out), style, args.version, networks[key], config))
     add_previews(paths)
@@ -99,6 +116,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--draw-size-factor", type=int, default=1, choices=(1, 2),
                    help="run the (fully convolutional) generator at this multiple of its training size; "
                         "replies default to that size (bench/output_size.py compares)")
+    p.add_argument("--upscaler", nargs=2, metavar=("A2B", "B2A"),
+                   help="each direction's learned upscaler after the generator: none or NAME:SCALE:DENOISE, "
+                        "e.g. realcugan-se:4:denoise3x (default: none; from archives, each keeps its own)")
     p.add_argument("--datasets", type=Path, default=None,
                    help="dataset root holding <pair>/testA ... (default: $DATASETS_DIR): each archive is then "
                         "measured on its pair's test split (quality.json, see `evaluate`)")

@@ -145,8 +145,10 @@ def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
     with zipfile.ZipFile(archive) as z:
         name = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["modelName"]
     state = initial_state(archive, name, discriminators=None)
+    upscalers = [read_archive(path)[1].get("upscaler") for path in pair_archives(archive, name).values()]
     return {
         "options": {"name": name, "img_size": int(config["img_size"])},
+        "upscalers": upscalers,  # each direction keeps its own unless export is told otherwise
         "generator_arch": config["arch"],
         "step": state["step"],
         "networks": state["networks"],
