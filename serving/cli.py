@@ -58,6 +58,7 @@ def start(args: argparse.Namespace) -> int:
         return 0
     ts.start()
     print(f"TorchServe: inference {ts.inference_url}, management {ts.management_url}")
+    print("each style's shipped version is its default; `python -m ops start` serves the deployed ones instead")
     print(f"keys: {ts.run_dir / 'key_file.json'}; logs: {ts.run_dir / 'logs'}")
     return 0
 
