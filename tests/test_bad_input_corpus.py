@@ -52,7 +52,7 @@ CORPUS: dict[str, tuple[bytes, str, str, int]] = {
     "noise.jpg": (bytes(range(256)) * 64, "image/jpeg", imaging.NOT_AN_IMAGE, 400),
     "cut.jpg": ((EDGE / "astronaut_truncated.jpg").read_bytes(), "image/jpeg", imaging.TRUNCATED, 400),
     "tiny.jpg": ((EDGE / "astronaut_tiny_31x47.jpg").read_bytes(), "image/jpeg", imaging.TOO_SMALL, 400),
-    "bomb.png": (png_bomb(), "image/png", imaging.TOO_MANY_PIXELS, 400),
+    "bomb.png": (png_bomb(), "image/png", imaging.TOO_MANY_PIXELS, 413),  # too large, measured from its header
 }
 
 
