@@ -3,6 +3,7 @@ in /styles (Telegram), the Discord embed, and the page's gallery."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from bots import messages, resources
 from bots.core import Request
 from bots.resources import SharedCore
 from config import Settings
+from serving.client import TorchServeClient
 from serving.engine import EmbeddedEngine
 from styles import catalog
 from styles.quality import Shortfall, below_bar, read_quality
@@ -92,3 +94,20 @@ async def test_the_gallery_shows_the_reason_in_a_browser(
         horse = page.locator('#gallery .card[data-style="horse2zebra"]')
         await expect(horse.locator(".experimental-note")).to_have_text(SAID)
         await expect(page.locator('#gallery .card[data-style="cat2dog"] .experimental-note')).to_have_count(0)
+
+
+async def test_a_torchserve_client_reads_the_figures_from_the_model_store(tmp_path: Path) -> None:
+    shutil.copy(BUNDLED / "horse2zebra.mar", tmp_path)
+    client = TorchServeClient("http://127.0.0.1:9", model_store=tmp_path)
+    meta = {"title": "Horse to zebra", "description": "Stripes.", "needs_face": False}
+
+    async def describe(*args: object, **kwargs: object) -> tuple[int, dict[str, str], bytes]:
+        return 200, {}, json.dumps([{"modelVersion": "1.0", "customizedMetadata": json.dumps(meta)}]).encode()
+
+    client._request = describe  # type: ignore[method-assign]  # TorchServe's GET /models/horse2zebra
+    try:
+        info = await client._describe("horse2zebra")
+    finally:
+        await client.close()
+    assert info is not None and info.experimental is not None
+    assert info.experimental == below_bar(read_quality(tmp_path / "horse2zebra.mar"), catalog.bar("horse2zebra"))
