@@ -448,9 +448,10 @@ async def test_gifs_and_videos_come_back_as_files_of_their_kind(
         long_file = fake.attachment(make_mp4(11.0, 2, audio=False), "long.mp4", "video/mp4")
         too_long = await fake.slash_command(115, "style", attachment=long_file)
         await fake.send_message(116, attachments=[fake.attachment(gif, "dm.gif", "image/gif")])  # a DM
-        [gif_answer] = await answers(fake, as_gif, "edit_original")
-        [video_answer] = await answers(fake, as_video, "edit_original")
-        [menu_answer] = await answers(fake, menu, "edit_original")
+        # Past any progress edit: drawing a clip can take over the progress interval on a loaded machine.
+        gif_answer = await fake.wait_for_file("edit_original", token=as_gif.token)
+        video_answer = await fake.wait_for_file("edit_original", token=as_video.token)
+        menu_answer = await fake.wait_for_file("edit_original", token=menu.token)
         [refusal] = await answers(fake, too_long, "followup")
         [dm_answer] = await fake.wait_for("channel_message", channel_id="116")
         fake.attachment_size_limit = 2000  # e.g. a long GIF, over what Discord takes from bots

@@ -150,6 +150,7 @@ class FakeDiscord:
         bot_routes: list[tuple[str, str, str, Handler]] = [  # with `Authorization: Bot <token>`
             ("GET", "/users/@me", "me", lambda r, c: self.bot_user),
             ("GET", "/oauth2/applications/@me", "application", self._application),
+            ("GET", "/gateway/bot", "gateway_bot", self._gateway_bot),  # a sharded bot asks how many shards
             ("PUT", "/applications/{app_id}/commands", "sync", self._sync),
             ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", "sync", self._sync),
             ("POST", "/channels/{channel_id}/messages", "channel_message", self._channel_message),
@@ -365,7 +366,10 @@ class FakeDiscord:
                     await socket.close(code=4004, message=b"Authentication failed.")
                     break
                 self.identify = payload["d"]
-                await self._send(socket, "READY", self._ready_event())
+                ready = self._ready_event()
+                if "shard" in payload["d"]:  # a sharded bot's READY says which shard it is, as Discord's does
+                    ready["shard"] = payload["d"]["shard"]
+                await self._send(socket, "READY", ready)
                 await self._send(socket, "GUILD_CREATE", self._guild())
                 self._ready.set()
         self._sockets.remove(socket)
@@ -373,6 +377,11 @@ class FakeDiscord:
 
     async def _send(self, socket: web.WebSocketResponse, event: str, data: JSON) -> None:
         await socket.send_json({"op": DISPATCH, "s": next(self._sequence), "t": event, "d": data})
+
+    def _gateway_bot(self, request: web.Request, call: Call) -> JSON:
+        """One shard, at this fake's gateway."""
+        limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+        return {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
 
     def _ready_event(self) -> JSON:
         return {
@@ -569,6 +578,16 @@ class FakeDiscord:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.calls_to(route, **params)) >= count)
         return self.calls_to(route, **params)
+
+    async def wait_for_file(self, route: str, timeout: float = 60.0, **params: str) -> Call:
+        """The first call of `route` (matching `params`) that carries a file: the answer itself, past
+        any progress edits a slow drawing sends before it."""
+        def with_file() -> list[Call]:
+            return [call for call in self.calls_to(route, **params) if call.files]
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: bool(with_file()))
+        return with_file()[0]
 
 
 async def _read_body(request: web.Request) -> tuple[Any, list[Upload]]:
