@@ -140,7 +140,7 @@ class TrainingWorker:
                     evaluate.ensure_judge(style, self.config.datasets, self.config.judges)
                 quality = evaluate.evaluate_archive(archive.path, self.config.datasets, judges=self.config.judges)
                 said[style] = quality.summary()
-            except (AttributeError, FileNotFoundError, ValueError) as error:  # AttributeError: no such archive
+            except (AttributeError, OSError, ValueError) as error:  # AttributeError: no such archive
                 log.warning("%s %s not measured: %s", style, version, error)
                 said[style] = f"not measured: {error}"
         return said
@@ -157,7 +157,7 @@ async def _serve(args: argparse.Namespace) -> int:
     config = WorkerConfig(
         datasets=args.datasets, model_store=args.model_store or get_settings().model_store, runs_dir=args.runs_dir,
         heartbeat_every=args.heartbeat_every, stale_after_s=args.stale_after, threads=args.threads,
-        train_missing_judges=True,
+        train_missing_judges=True, judges=args.judges,
         **({"worker_id": args.worker_id} if args.worker_id else {}),
     )
     sessions, stop = session_factory(engine), asyncio.Event()
@@ -195,6 +195,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-store", type=Path, default=None,
                    help="default: $MODEL_STORE, else model_store/ in the repository")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--judges", type=Path, default=JUDGES,
+                   help="the pairs' domain judges; one missing is trained into this folder (default %(default)s)")
     p.add_argument("--heartbeat-every", type=int, default=WorkerConfig.heartbeat_every,
                    help="iterations between heartbeats and checkpoints (default %(default)s)")
     p.add_argument("--stale-after", type=float, default=WorkerConfig.stale_after_s,
