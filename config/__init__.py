@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     telegram_webhook_port: int = Field(default=8443, ge=1, le=65535)
     telegram_webhook_secret: SecretStr | None = None
     discord_token: SecretStr | None = None
+    # Shards: one gateway connection serves at most 2,500 servers. Unset count: as many as Discord recommends,
+    # all in this process; with several processes, each takes DISCORD_SHARD_IDS (e.g. 0,1) of DISCORD_SHARD_COUNT.
+    discord_shard_count: int | None = Field(default=None, ge=1)
+    discord_shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     discord_dev_guild: int | None = None  # sync slash commands to one guild at once while developing
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
@@ -133,7 +137,15 @@ class Settings(BaseSettings):
             raise ValueError("TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET")
         return self
 
-    @field_validator("admin_ids", "web_allowed_hosts", mode="before")
+    @model_validator(mode="after")
+    def _shards_within_count(self) -> Settings:
+        """Shard ids are 0 .. DISCORD_SHARD_COUNT - 1, and need the count."""
+        count = self.discord_shard_count
+        if self.discord_shard_ids and (count is None or not all(0 <= i < count for i in self.discord_shard_ids)):
+            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT, and each id below it")
+        return self
+
+    @field_validator("admin_ids", "web_allowed_hosts", "discord_shard_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         """Accept `ADMIN_IDS=1,2,3` (or `WEB_ALLOWED_HOSTS=a,b`) as people write it, not only JSON."""

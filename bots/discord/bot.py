@@ -52,8 +52,11 @@ class ToonTree(app_commands.CommandTree):
             logger.warning("could not tell the user /%s failed: %s", command, answer_error)
 
 
-class ToonBot(commands.Bot):
-    """Slash commands only (no text prefix); the shared core opens in `setup_hook` and closes in `close`."""
+class ToonBot(commands.AutoShardedBot):
+    """Slash commands only (no text prefix); the shared core opens in `setup_hook` and closes in `close`.
+
+    Sharded: every shard Discord recommends in this process, or DISCORD_SHARD_IDS of DISCORD_SHARD_COUNT
+    when several processes share the servers (each syncs the same global commands: harmless)."""
 
     def __init__(self, settings: Settings, shared: SharedCore) -> None:
         # DMs and messages that mention the bot carry their attachments without the privileged
@@ -62,7 +65,10 @@ class ToonBot(commands.Bot):
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice, no warnings
         intents = discord.Intents.default()
         intents.message_content = settings.discord_message_content
-        super().__init__(command_prefix=(), help_command=None, intents=intents, tree_cls=ToonTree)
+        super().__init__(
+            command_prefix=(), help_command=None, intents=intents, tree_cls=ToonTree,
+            shard_count=settings.discord_shard_count, shard_ids=settings.discord_shard_ids or None,
+        )
         self._shared = shared
         self._dev_guild = settings.discord_dev_guild
         self._jobs_poll_s = settings.jobs_poll_s

@@ -1,0 +1,35 @@
+"""Discord sharded: the bot identifies as the shards Discord recommends, or as its share of a fixed count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from test_discord import fake, running_bot  # noqa: F401  (the fixture)
+
+from config import Settings
+from fakes.discord import FakeDiscord
+
+
+async def test_the_bot_runs_the_shards_discord_recommends(
+    fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str  # noqa: F811
+) -> None:
+    async with running_bot(fake, bots_model_store, sqlite_db_url):
+        assert fake.identify is not None and fake.identify["shard"] == [0, 1]  # shard 0 of the 1 recommended
+    assert [c.route for c in fake.calls].count("gateway_bot") == 1
+
+
+async def test_a_process_runs_its_shards_of_a_fixed_count(
+    fake: FakeDiscord, bots_model_store: Path, sqlite_db_url: str  # noqa: F811
+) -> None:
+    async with running_bot(fake, bots_model_store, sqlite_db_url, discord_shard_count=4, discord_shard_ids=[3]):
+        assert fake.identify is not None and fake.identify["shard"] == [3, 4]
+    assert "gateway_bot" not in [c.route for c in fake.calls]  # the count is given: Discord is not asked
+
+
+def test_shard_ids_need_their_count() -> None:
+    assert Settings(_env_file=None, discord_shard_count=4, discord_shard_ids="2,3").discord_shard_ids == [2, 3]
+    for bad in ({"discord_shard_ids": "0"}, {"discord_shard_count": 2, "discord_shard_ids": "2"}):
+        with pytest.raises(ValidationError, match="DISCORD_SHARD_IDS"):
+            Settings(_env_file=None, **bad)
