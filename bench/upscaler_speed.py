@@ -187,9 +187,10 @@ def bench_scale(scale: int, pixels: np.ndarray, runs: int, compiled: bool, cache
           f"{'max diff':>8} {'mean diff':>9}")
     ncnn_wall, ncnn_cpu = seconds["ncnn"]
     for name, (wall, cpu) in seconds.items():
-        rate = gflop / cpu
+        rate, peak = gflop / cpu, peaks.get(number_format(name))
+        share = f"{rate / peak:7.0%}" if peak else f"{'-':>7}"  # int8's peak is bench/latency.py's to measure
         print(f"  {name:26} {wall:7.3f} {ncnn_wall / wall:7.2f}x {cpu:7.3f} {ncnn_cpu / cpu:7.2f}x {rate:7.1f} "
-              f"{rate / peaks.get(number_format(name), float('nan')):7.0%} {diffs[name][0]:8d} {diffs[name][1]:9.3f}")
+              f"{share} {diffs[name][0]:8d} {diffs[name][1]:9.3f}")
     ours = [n for n in seconds if n != "ncnn"]
     for label, names in (("fastest with equal output (max diff <= 1)", [n for n in ours if diffs[n][0] <= 1]),
                          ("fastest", ours)):
