@@ -82,7 +82,9 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=default_database_url)
     torchserve_url: str | None = None  # unset: the embedded engine serves model_store/ in-process
     torchserve_token: SecretStr | None = None  # TorchServe's inference key
-    torchserve_management_url: str | None = None  # unset: the inference port + 1, as TorchServe lays out
+    # Unset: the inference port + 1, as TorchServe lays out. Several, comma-separated: every replica's, and a
+    # deploy registers on each (its check on each replica's own inference API, one port below).
+    torchserve_management_url: str | None = None
     torchserve_management_token: SecretStr | None = None  # unset: the inference key
     model_store: Path = REPO_ROOT / "model_store"
 
@@ -116,6 +118,11 @@ class Settings(BaseSettings):
 
     # Training worker: the dataset root holding <pair>/trainA, trainB, testA, testB.
     datasets_dir: Path | None = None
+
+    @property
+    def torchserve_management_urls(self) -> list[str]:
+        """Every TorchServe replica's management API (TORCHSERVE_MANAGEMENT_URL, comma-separated)."""
+        return [url.strip() for url in (self.torchserve_management_url or "").split(",") if url.strip()]
 
     @property
     def limits_in_database(self) -> bool:

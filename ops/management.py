@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -22,6 +24,8 @@ from serving.api import Stylizer
 from serving.client import TorchServeHTTP, default_management_url
 from serving.engine import EmbeddedEngine
 from styles.archive import Archive, find, store_versions, version_order
+
+logger = logging.getLogger(__name__)
 
 # A public-domain portrait (Grace Hopper, US Navy): face styles need a face to draw.
 SAMPLE = Path(__file__).with_name("samples") / "face.jpg"
@@ -148,6 +152,12 @@ class TorchServeManagement:
 
     async def make_default(self, archive: Archive) -> None:
         """Register the version (workers up), predict the sample with it, then set it as default."""
+        await self.prepare(archive)
+        await self.set_default(archive.name, archive.version)
+
+    async def prepare(self, archive: Archive) -> bool:
+        """Register the version (workers up) and predict the sample with it; True when it was newly
+        registered. A version that fails is unregistered again (unless it was there before)."""
         style, version = archive.name, archive.version
         registered = await self._registered(style)
         if version in registered:  # e.g. a rollback: make sure it still has a worker
@@ -164,11 +174,24 @@ class TorchServeManagement:
             await self._check(style, version)
         except DeployError:
             if version not in registered:  # leave nothing half-deployed behind
-                await self._manage("DELETE", f"/models/{style}/{version}")
+                await self.unregister(style, version)
             raise
+        return version not in registered
+
+    async def set_default(self, style: str, version: str) -> None:
+        """Make a registered version the one `/predictions/STYLE` answers with."""
         status, body = await self._manage("PUT", f"/models/{style}/{version}/set-default")
         if status != 200:
             raise DeployError(f"TorchServe would not make {style} {version} the default: {_reason(body)}")
+
+    async def default_of(self, style: str) -> str | None:
+        """The version serving `style` now (None: not registered)."""
+        status, body = await self._manage("GET", f"/models/{style}")
+        return json.loads(body)[0]["modelVersion"] if status == 200 else None
+
+    async def unregister(self, style: str, version: str) -> None:
+        """Drop a version that is not the default (TorchServe refuses to drop the default)."""
+        await self._manage("DELETE", f"/models/{style}/{version}")
 
     async def _registered(self, style: str) -> set[str]:
         status, body = await self._manage("GET", f"/models/{style}/all")
@@ -189,6 +212,69 @@ class TorchServeManagement:
         await self._http.close()
 
 
+class ReplicatedManagement:
+    """One deploy on every TorchServe replica behind a balancer (`TORCHSERVE_MANAGEMENT_URL` listing each):
+    every replica registers the version and draws the sample with it, then every replica makes it the
+    default; a failure on any puts every replica back as it was, so all serve the same version."""
+
+    runtime: ServingRuntime = "torchserve"
+
+    def __init__(self, replicas: list[TorchServeManagement]) -> None:
+        self.replicas = replicas
+
+    async def versions(self) -> list[StyleVersions]:
+        """What the first replica has (a deploy keeps them alike)."""
+        return await self.replicas[0].versions()
+
+    async def make_default(self, archive: Archive) -> None:
+        """Prepare the version on each replica, then switch each; undo all on the first failure."""
+        style, version = archive.name, archive.version
+        before = [await replica.default_of(style) for replica in self.replicas]
+        new: list[TorchServeManagement] = []  # where it was registered by this deploy
+        switched: list[tuple[TorchServeManagement, str | None]] = []
+        replica = self.replicas[0]
+        try:
+            for replica in self.replicas:
+                if await replica.prepare(archive):
+                    new.append(replica)
+            for replica, previous in zip(self.replicas, before, strict=True):
+                await replica.set_default(style, version)
+                switched.append((replica, previous))
+        except DeployError as error:
+            await self._undo(style, version, switched, new)
+            raise DeployError(f"{replica.management_url}: {error} (every replica is back as it was)") from error
+
+    @staticmethod
+    async def _undo(
+        style: str, version: str, switched: list[tuple[TorchServeManagement, str | None]],
+        new: list[TorchServeManagement],
+    ) -> None:
+        """The previous default back where it was switched, then the new version dropped where it was added."""
+        for replica, previous in switched:
+            if previous is not None and previous != version:
+                try:
+                    await replica.set_default(style, previous)
+                except DeployError as error:
+                    logger.error("%s: %s %s could not be made the default again: %s",
+                                 replica.management_url, style, previous, error)
+        for replica in new:
+            try:
+                await replica.unregister(style, version)
+            except DeployError as error:
+                logger.error("%s: %s %s could not be dropped: %s", replica.management_url, style, version, error)
+
+    async def close(self) -> None:
+        """Close every replica's HTTP session."""
+        for replica in self.replicas:
+            await replica.close()
+
+
+def replica_inference_url(management_url: str) -> str:
+    """TorchServe's layout: a replica's inference API listens one port below its management API."""
+    parts = urlsplit(management_url)
+    return urlunsplit((parts.scheme, f"{parts.hostname}:{(parts.port or 8081) - 1}", "", "", ""))
+
+
 def open_management(settings: Settings, stylizer: Stylizer) -> Management:
     """Deploys through the runtime `stylizer` (from `serving.factory.open_stylizer(settings)`) draws
     with: the embedded engine itself, else TorchServe's APIs."""
@@ -197,10 +283,12 @@ def open_management(settings: Settings, stylizer: Stylizer) -> Management:
     url = settings.torchserve_url
     if not url:
         raise ValueError("a TorchServe client needs its URL to manage versions")
-    return TorchServeManagement(
-        url, settings.torchserve_management_url or default_management_url(url),
-        token=reveal(settings.torchserve_token), management_token=reveal(settings.torchserve_management_token),
-    )
+    tokens = {"token": reveal(settings.torchserve_token),
+              "management_token": reveal(settings.torchserve_management_token)}
+    urls = settings.torchserve_management_urls
+    if len(urls) > 1:  # replicas: each checks the version on its own inference API, not through the balancer
+        return ReplicatedManagement([TorchServeManagement(replica_inference_url(u), u, **tokens) for u in urls])
+    return TorchServeManagement(url, urls[0] if urls else default_management_url(url), **tokens)
 
 
 def _reason(body: bytes) -> str:
