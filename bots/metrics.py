@@ -38,6 +38,10 @@ DRAWING = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60),
 )
 QUEUE_DEPTH = Gauge("toonbot_queue_depth", "Photos and clip frames waiting for a model slot now")
+ENGINE_QUEUE = Gauge(
+    "toonbot_engine_queue_depth", "Requests in the embedded engine's queues, waiting for a lane (0 on TorchServe:"
+    " its own metrics port says)",
+)
 DRAWING_NOW = Gauge("toonbot_drawing_now", "Photos and clip frames being drawn now (model slots held)")
 
 

@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bots import metrics
 from bots.admin import Admin, open_admin
 from bots.core import Core
 from bots.limits import ChatLimits
@@ -96,6 +97,7 @@ class SharedCore:
                 f" in {settings.model_store}" if settings.torchserve_url is None else "",
             )
         if isinstance(stylizer, EmbeddedEngine):
+            metrics.ENGINE_QUEUE.set_function(stylizer.queued)
             self._warm_up = warm_up = asyncio.create_task(stylizer.warm_up(first=settings.default_style))
             self._stack.callback(warm_up.cancel)
         recorder = UsageRecorder(sessions)

@@ -246,6 +246,10 @@ class EmbeddedEngine:
         if previous is not None:
             await previous.close()
 
+    def queued(self) -> int:
+        """Requests waiting in the styles' queues for a lane now (for the engine's queue-depth metric)."""
+        return sum(worker.queue.qsize() for worker in list(self._workers.values()))
+
     async def health(self) -> bool:
         """True when the model store holds at least one style."""
         return bool(await self.styles())

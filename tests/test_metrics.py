@@ -73,6 +73,7 @@ async def test_the_page_counts_requests_by_style_and_outcome(
     assert value(after, "toonbot_request_seconds_count", **latency) == value(
         before, "toonbot_request_seconds_count", **latency) + 1
     assert ("toonbot_queue_depth", frozenset()) in after
+    assert value(after, "toonbot_engine_queue_depth") == 0  # nothing waits once the answer is in
 
 
 async def test_the_page_answers_probes_under_any_host_but_not_cross_site(
