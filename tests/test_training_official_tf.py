@@ -56,6 +56,11 @@ def full_32(tmp_path_factory) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
     return tf_checkpoint(tmp_path_factory.mktemp("tf"), "full-32")
 
 
+@pytest.fixture(scope="module")
+def light_32(tmp_path_factory) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
+    return tf_checkpoint(tmp_path_factory.mktemp("tf"), "light-32")
+
+
 def translate(state: dict[str, torch.Tensor], arch: dict, image: np.ndarray) -> np.ndarray:
     g = ResnetGenerator(**arch).eval()
     g.load_state_dict(state)
@@ -73,7 +78,8 @@ def max_differences(prefix: Path, ref: dict[str, dict[str, np.ndarray]], img_siz
 
 @pytest.mark.parametrize("case", ["full-32", "light-32", "light-256"])
 def test_translates_the_faces_as_tensorflow_does(tmp_path, request, case: str) -> None:
-    prefix, ref = request.getfixturevalue("full_32") if case == "full-32" else tf_checkpoint(tmp_path, case)
+    fixture = {"full-32": "full_32", "light-32": "light_32"}.get(case)
+    prefix, ref = request.getfixturevalue(fixture) if fixture else tf_checkpoint(tmp_path, case)
     diffs = max_differences(prefix, ref, CASES[case][2])
     print(f"{case}: max abs difference a2b {diffs['a2b']:.2e}, b2a {diffs['b2a']:.2e}")
     assert max(diffs.values()) <= TOLERANCE, diffs
@@ -99,8 +105,8 @@ def test_import_official_tf_exports_both_styles_that_serve(tmp_path, full_32) ->
     assert load_checkpoint(ckpt)["generator_arch"] == arch
 
 
-def test_a_light_checkpoint_needs_its_image_size(tmp_path, capsys) -> None:
-    prefix, _ = tf_checkpoint(tmp_path, "light-32")
+def test_a_light_checkpoint_needs_its_image_size(tmp_path, light_32) -> None:
+    prefix, _ = light_32
     with pytest.raises(SystemExit, match="--img-size"):
         training_main(["import-official", "--tf", str(prefix), "--no-export", "--out", str(tmp_path / "x.pt")])
 

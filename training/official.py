@@ -1,5 +1,7 @@
 """`python -m training import-official`: the authors' PyTorch checkpoints as ours.
 
+Their TensorFlow checkpoints (`--tf PREFIX`) go through `training.official_tf`.
+
 The authors save `{'genA2B': state_dict, 'genB2A': ..., 'disGA': ..., 'disGB': ...,
 'disLA': ..., 'disLB': ...}`. Our networks keep their module names, so the
 weights load key for key; only the architecture must be read off the tensors.
