@@ -264,7 +264,7 @@ async def draw(
     for i, frame in enumerate(clip.frames):
         try:
             async with turns or contextlib.nullcontext():
-                result = await stylizer.stylize(style, frame, size=size, fmt="png", follow=follow)
+                result = await stylizer.stylize(style, frame, size=size, fmt="png", follow=follow, upscale=False)
         except NoFace:
             drawn.append(None)
         else:

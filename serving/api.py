@@ -20,10 +20,12 @@ FRAMES_HEADER = "X-Frames"  # where they were framed, for a clip's next frame to
 
 
 def request_headers(
-    size: int | None, fmt: str, follow: str | None = None, compare: bool = False
+    size: int | None, fmt: str, follow: str | None = None, compare: bool = False, upscale: bool = True
 ) -> dict[str, str]:
     """One request's options as the handler reads them (TorchServe passes no query string)."""
     headers = {"X-Format": fmt}
+    if not upscale:
+        headers["X-Upscale"] = "0"
     if size is not None:
         headers["X-Size"] = str(size)
     if follow is not None:
@@ -124,11 +126,12 @@ class Stylizer(Protocol):
 
     async def stylize(
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
-        follow: str | None = None, compare: bool = False,
+        follow: str | None = None, compare: bool = False, upscale: bool = True,
     ) -> Stylized:
         """Translate one image; raises a `StylizeError` subclass the user can be told about.
 
         `follow`: the previous frame's `Stylized.frames`, when `image` is a clip's next frame.
+        `upscale`: False skips the style's learned upscaler (a clip's frames: its time is per frame).
         `compare`: the original (as the model saw it) on the left of the result, in one picture.
         """
         ...

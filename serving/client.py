@@ -123,12 +123,12 @@ class TorchServeClient:
 
     async def stylize(
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
-        follow: str | None = None, compare: bool = False,
+        follow: str | None = None, compare: bool = False, upscale: bool = True,
     ) -> Stylized:
         """POST the image to /predictions/STYLE; options travel as headers (`request_headers`)."""
         if len(image) > refusals.MAX_BYTES:  # TorchServe would refuse it after the whole upload
             raise BadInput(refusals.TOO_LARGE)
-        headers = {"Content-Type": "application/octet-stream", **request_headers(size, fmt, follow, compare)}
+        headers = {"Content-Type": "application/octet-stream", **request_headers(size, fmt, follow, compare, upscale)}
         status, resp_headers, body = await self._request(
             "POST", f"{self.url}/predictions/{style}", self.token, data=image, headers=headers
         )

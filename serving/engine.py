@@ -181,11 +181,11 @@ class EmbeddedEngine:
 
     async def stylize(
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
-        follow: str | None = None, compare: bool = False,
+        follow: str | None = None, compare: bool = False, upscale: bool = True,
     ) -> Stylized:
         """Translate one image with the style's packaged handler."""
         worker = await self._worker(style)
-        answer = await worker.submit(image, request_headers(size, fmt, follow, compare))
+        answer = await worker.submit(image, request_headers(size, fmt, follow, compare, upscale))
         if answer.status == 200:
             return Stylized(answer.body, style, worker.archive.version, answer.content_type or "",
                             faces_drawn(answer.headers), answer.headers.get(FRAMES_HEADER))

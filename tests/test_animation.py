@@ -93,10 +93,12 @@ class FlakyFaces(MemoryStylizer):
         super().__init__()
         self.missing, self.calls = missing, 0
         self.followed: list[str | None] = []  # what each frame's request handed on
+        self.upscaled: list[object] = []  # whether each frame asked for the style's upscaler
 
     async def stylize(self, style: str, image: bytes, **kw) -> Stylized:
         self.calls += 1
         self.followed.append(kw.get("follow"))
+        self.upscaled.append(kw.get("upscale", True))
         if self.calls - 1 in self.missing:
             raise NoFace("no face")
         return replace(await super().stylize(style, image, **kw), frames=f"faces of frame {self.calls - 1}")
@@ -121,3 +123,4 @@ async def test_each_frame_hands_on_where_the_faces_were() -> None:
     stylizer = FlakyFaces({0, 2})
     await animation.draw(stylizer, "selfie2anime", animation.decode(make_gif([100] * 5)))
     assert stylizer.followed == [None, None, "faces of frame 1", "faces of frame 1", "faces of frame 3"]
+    assert stylizer.upscaled == [False] * 5  # a learned upscaler per frame would cost a clip minutes

@@ -177,6 +177,16 @@ async def test_an_explicit_size_overrides_the_upscaled_one(engine: EmbeddedEngin
         assert Image.open(io.BytesIO(result.image)).size == (size, size)
 
 
+async def test_a_clip_frame_skips_the_upscaler(engine: EmbeddedEngine) -> None:
+    """Frames of a clip ask for no upscaling: its cost is paid per frame, and a clip has hundreds."""
+    result = await engine.stylize("cat2dog", CAT.read_bytes(), fmt="png", upscale=False)
+    reply = np.asarray(Image.open(io.BytesIO(result.image)))
+    handler = engine._workers["cat2dog"].handler
+    job = handler._job(imaging.decode(CAT.read_bytes()), imaging.Options(fmt="png"), None)
+    with torch.inference_mode():
+        assert np.array_equal(reply, to_pixels(handler.generate(job.crops)))  # the generator's square
+
+
 async def test_torchserve_replies_with_the_same_upscaled_picture(
     engine: EmbeddedEngine, upscaled_store: Path, tmp_path: Path
 ) -> None:
@@ -186,10 +196,12 @@ async def test_torchserve_replies_with_the_same_upscaled_picture(
         client = TorchServeClient(ts.inference_url, ts.keys().get("inference"))
         try:
             served = await client.stylize("cat2dog", CAT.read_bytes(), fmt="png")
+            frame = await client.stylize("cat2dog", CAT.read_bytes(), fmt="png", upscale=False)
         finally:
             await client.close()
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(served.image))),
                           np.asarray(Image.open(io.BytesIO(local.image))))
+    assert Image.open(io.BytesIO(frame.image)).size == (TINY["img_size"], TINY["img_size"])
 
 
 @pytest.mark.parametrize(("section", "message"), [

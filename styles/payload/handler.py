@@ -114,7 +114,7 @@ class StyleHandler(BaseHandler):
         headers = self._headers(idx)
         return imaging.parse_options(
             row.get("size", headers.get("x-size")), row.get("format", headers.get("x-format")),
-            row.get("compare", headers.get("x-compare")),
+            row.get("compare", headers.get("x-compare")), row.get("upscale", headers.get("x-upscale")),
         )
 
     def _follow(self, idx: int) -> list[framing.Frame] | None:
@@ -161,9 +161,9 @@ class StyleHandler(BaseHandler):
             return data
         crops = torch.cat([job.crops for job in jobs])
         with torch.inference_mode():
-            fake = torch.cat([self.upscale(self.generate(chunk.to(self.device))) for chunk in crops.split(CHUNK)])
-        for job, drawn in zip(jobs, fake.split([len(job.crops) for job in jobs])):
-            job.drawn = drawn
+            fake = torch.cat([self.generate(chunk.to(self.device)) for chunk in crops.split(CHUNK)])
+            for job, drawn in zip(jobs, fake.split([len(job.crops) for job in jobs])):
+                job.drawn = self.upscale(drawn) if job.options.upscale else drawn
         return data
 
     def generate(self, real: torch.Tensor) -> torch.Tensor:
@@ -211,8 +211,8 @@ class StyleHandler(BaseHandler):
             after = _shrunk(framing.paste(job.photo, list(zip(squares, job.frames))), side)
             before = job.photo
         else:
-            side = job.options.size or self.output_size
-            after = squares[0] if side == self.output_size else squares[0].resize((side, side), Image.LANCZOS)
+            side = job.options.size or squares[0].width  # what was drawn (and upscaled, if it was)
+            after = squares[0] if side == squares[0].width else squares[0].resize((side, side), Image.LANCZOS)
             before = _images(job.crops[:1])[0]  # the square the generator saw
         return imaging.side_by_side(before, after) if job.options.compare else after
 

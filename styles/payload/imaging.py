@@ -59,12 +59,14 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Options:
-    """What the caller asked for: output side in pixels (None: the model's own), encoding, and
-    whether the original comes back beside the result (before/after)."""
+    """What the caller asked for: output side in pixels (None: the model's own), encoding,
+    whether the original comes back beside the result (before/after), and whether the style's
+    learned upscaler runs (a clip's frames skip it: its cost is paid per frame)."""
 
     size: int | None = None
     fmt: str = DEFAULT_FORMAT
     compare: bool = False
+    upscale: bool = True
 
     @property
     def content_type(self) -> str:
@@ -76,7 +78,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def parse_options(size: Any = None, fmt: Any = None, compare: Any = None) -> Options:
+def parse_options(size: Any = None, fmt: Any = None, compare: Any = None, upscale: Any = None) -> Options:
     """Validate the requested output side and format; None means the default
     (for the side: what the model draws, see the handler's `draw_size`).
 
@@ -90,10 +92,10 @@ def parse_options(size: Any = None, fmt: Any = None, compare: Any = None) -> Opt
     name = DEFAULT_FORMAT if fmt is None else _text(fmt).lower().replace("jpg", "jpeg")
     if (side is not None and side not in SIZES) or name not in FORMATS:
         raise Rejected("bad_option", BAD_OPTION)
-    flag = "" if compare is None else _text(compare).strip().lower()
-    if flag not in ("", "0", "1", "false", "true"):
+    flags = ["" if value is None else _text(value).strip().lower() for value in (compare, upscale)]
+    if any(flag not in ("", "0", "1", "false", "true") for flag in flags):
         raise Rejected("bad_option", BAD_OPTION)
-    return Options(side, name, flag in ("1", "true"))
+    return Options(side, name, flags[0] in ("1", "true"), flags[1] not in ("0", "false"))
 
 
 def side_by_side(before: Image.Image, after: Image.Image) -> Image.Image:

@@ -44,7 +44,7 @@ class MemoryStylizer:
 
     async def stylize(
         self, style: str, image: bytes, *, size: int | None = None, fmt: ImageFormat = "jpeg",
-        follow: str | None = None, compare: bool = False,
+        follow: str | None = None, compare: bool = False, upscale: bool = True,
     ) -> Stylized:
         """A posterised square of the photo (with `compare`, the square it came from on its
         left), checked and encoded as the handler would."""
