@@ -272,6 +272,6 @@ def test_export_sets_each_directions_upscaler_and_repackaging_keeps_it(first_str
     export(tmp_path / "up" / "b2a.mar", tmp_path / "again")  # re-packaged from archives: each keeps its own
     assert handler_config(tmp_path / "again" / "a2b.mar")["upscaler"]["scale"] == 4
     assert "upscaler" not in handler_config(tmp_path / "again" / "b2a.mar")
-    with pytest.raises(SystemExit, match="scale must be one of"):
+    with pytest.raises(SystemExit, match="has no scale 5 with denoise 'denoise3x'"):
         training_main(["export", str(tmp_path / "up" / "a2b.mar"), "--out", str(tmp_path / "x"),
                        "--upscaler", "realcugan-se:5:denoise3x", "none"])

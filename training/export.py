@@ -45,7 +45,7 @@ def parse_upscaler(spec: str) -> dict[str, Any] | None:
     try:
         name, scale, denoise = spec.split(":")
         section = {"name": name, "scale": int(scale), "denoise": denoise}
-        upscaler.from_config(section)
+        upscaler.model_files(name, section["scale"], denoise)  # the wheel has it: checked without building it
     except ValueError as err:
         raise SystemExit(f"--upscaler {spec}: {err} (write none or NAME:SCALE:DENOISE, e.g. "
                          "realcugan-se:4:denoise3x)") from None
