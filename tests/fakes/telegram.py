@@ -431,16 +431,18 @@ class FakeTelegram:
 
     # Observing the bot -------------------------------------------------------
 
-    def calls_to(self, method: str, chat_id: int | None = None) -> list[Call]:
-        """The calls of `method` so far, to one chat if given."""
+    def calls_to(self, method: str | tuple[str, ...], chat_id: int | None = None) -> list[Call]:
+        """The calls of `method` (or of any of several: a photo, or the refusal in its place) so far,
+        to one chat if given."""
+        methods = (method,) if isinstance(method, str) else method
         return [
-            c for c in self.calls if c.method == method and chat_id in (None, c.chat_id)
+            c for c in self.calls if c.method in methods and chat_id in (None, c.chat_id)
         ]
 
     async def wait_for(
-        self, method: str, chat_id: int | None = None, count: int = 1, timeout: float = 60.0
+        self, method: str | tuple[str, ...], chat_id: int | None = None, count: int = 1, timeout: float = 60.0
     ) -> list[Call]:
-        """Wait until the bot has made `count` calls of `method` (to `chat_id`); return them."""
+        """Wait until the bot has made `count` calls of `method` (of any of several) to `chat_id`; return them."""
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.calls_to(method, chat_id)) >= count)
         return self.calls_to(method, chat_id)
