@@ -285,6 +285,7 @@ class Trainer:
         if steps <= 0:
             return
         o = self.opts
+        self._follow_threads_file()
         log.info("warming up the discriminators for %d batches (generators fixed)", steps)
         dataset = UnpairedBatches(Path(o.data), o.img_size, o.batch_size, o.seed + 1, self.rt.rank, 0, steps)
         window: list[dict[str, float]] = []
@@ -328,6 +329,7 @@ class Trainer:
         bar = tqdm(total=stop, initial=self.step, disable=not self.rt.is_main,
                    dynamic_ncols=True, desc=o.name)
         window: list[dict[str, float]] = []
+        self._follow_threads_file()
         try:
             for step, real_A, real_B in self.batches(stop):
                 assert step == self.step, f"data step {step} != trainer step {self.step}"
@@ -363,7 +365,9 @@ class Trainer:
 
         A long CPU run shares its machine: `echo 1 > runs/NAME/threads` while a
         test suite runs (oversubscribed OpenMP threads slow a step several
-        times over), `echo 2 > ...` afterwards; read at every log step.
+        times over), `echo 2 > ...` afterwards; read before the warm-up, at the
+        first step and at every log step (a run started with the file already
+        there must not spend its first steps oversubscribed).
         """
         if self.rt.device.type != "cpu":
             return
