@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
+import pytest
+from PIL import Image, ImageFile
 
 FIXTURES = Path(__file__).with_name("fixtures")
 
@@ -83,6 +86,21 @@ def screen_gif(width: int, height: int, frames: int, delay_cs: int = 3) -> bytes
         out += b"\x21\xf9\x04\x00" + struct.pack("<H", delay_cs) + b"\0\0"  # graphic control: the delay
         out += b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"  # one pixel, LZW
     return bytes(out + b"\x3b")
+
+
+@contextmanager
+def undecoded() -> Iterator[list[tuple[int, int]]]:
+    """Within it, decoding a picture fails at once and its size is listed: a hostile file must be
+    refused from its headers alone (decoding it would composite gigapixels, for minutes)."""
+    decoded: list[tuple[int, int]] = []
+
+    def refuse(image: ImageFile.ImageFile) -> None:
+        decoded.append(image.size)
+        raise AssertionError(f"a {image.size} picture was decoded")
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(ImageFile.ImageFile, "load", refuse)
+        yield decoded
 
 
 def black_mp4(width: int, height: int, frames: int) -> bytes:
