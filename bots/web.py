@@ -62,7 +62,9 @@ HTTP_STATUS: dict[Problem, int] = {
 }
 FORM_OVERHEAD = 64 * 1024  # a form's bytes besides the image: boundaries, part headers, the style field
 UPLOAD_RETRY_S = 5  # Retry-After when the uploads at once are taken
-LINGER_S = 1.0  # how long an unread body is read and dropped after the answer, so the client sees the answer
+# How long a connection whose body was left unread stays open, unread, after its answer: a client still
+# sending has that long to read the answer before the close resets the connection.
+LINGER_S = 1.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -297,7 +299,6 @@ async def _upload(
         return _closing(_answer(core.refuse(asked, "too_slow", messages.UPLOAD_TOO_SLOW, seconds=deadline)))
     except web.RequestPayloadError as error:  # bytes that do not follow its Content-Encoding (or framing)
         logger.info("undecodable upload from %s: %s", address, error)
-        request.content.feed_eof()  # nothing more can be read: aiohttp must not try to drain the rest
         return _closing(_answer(core.refuse(asked, "bad_input", messages.NOT_A_FORM)))
     except (ValueError, HttpProcessingError) as error:  # a broken multipart body (no boundary, bad headers)
         logger.info("unreadable upload from %s: %s", address, error)
@@ -342,6 +343,23 @@ async def _read_capped(part: BodyPartReader, limit: int) -> bytes:
         if len(data) > limit:
             break
     return bytes(data)
+
+
+@web.middleware
+async def unread_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An answer given before its request's body was read (a refusal) goes out, and nothing more of
+    that body is received: its socket is paused until the close, LINGER_S later. aiohttp's own
+    lingering close receives whatever the client goes on sending, as fast as it comes, for each
+    refusal at once: 60 refused uploads kept the page's loop busy with bytes nobody uses."""
+    response = await handler(request)
+    if request.content.is_eof() or response.keep_alive is False:  # read to its end, or closed at once
+        return response
+    request.protocol.pause_reading()
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    await asyncio.sleep(LINGER_S)
+    return response
 
 
 def guard(hosts: Collection[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -398,7 +416,7 @@ def build_app(settings: Settings, shared: SharedCore) -> web.Application:
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(security_headers)
 
-    app = web.Application(middlewares=[guard(allowed_hosts(settings)), errors])
+    app = web.Application(middlewares=[unread_bodies, guard(allowed_hosts(settings)), errors])
     app[MAX_UPLOAD] = settings.max_upload_bytes
     app[BODY_TIMEOUT] = settings.web_body_timeout_s
     app[UPLOADS] = Uploads(settings.web_uploads_per_ip, settings.web_upload_budget_bytes)
@@ -426,7 +444,7 @@ async def serve(settings: Settings, shared: SharedCore, stop: asyncio.Event) -> 
     instead of drawing for nobody."""
     runner = web.AppRunner(
         build_app(settings, shared), handler_cancellation=True,
-        keepalive_timeout=settings.web_header_timeout_s, lingering_time=LINGER_S,
+        keepalive_timeout=settings.web_header_timeout_s, lingering_time=0,  # `unread_bodies` instead
     )
     await runner.setup()
     server, listening = runner.server, None

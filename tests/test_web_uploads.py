@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import io
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -147,6 +148,38 @@ async def test_uploads_are_admitted_and_capped_before_their_body_is_read(
         # held are cut off at the body deadline (408): the same statuses in any order of arrival.
         asked = [await stalled(url, cookie=c, length=400_000, sent=0) for c in cookies]
         assert sorted([await status_of(r) for r in asked]) == [408, 408, 503]
+
+
+@MEMORY_ONLY
+async def test_a_refused_upload_is_answered_and_not_read_any_further(
+    bots_model_store: Path, sqlite_db_url: str
+) -> None:
+    # A client that goes on sending after its refusal: aiohttp's lingering close received all of it, as
+    # fast as it came (60 such uploads held the page's loop); now its socket is paused until the close.
+    async with running_page(bots_model_store, sqlite_db_url) as url:
+        host, port = url.removeprefix("http://").split(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2**16)  # the kernel's buffers hold little of it
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write((f"POST /api/stylize HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {FORM}\r\n"
+                      f"Content-Length: {64 * 2**20}\r\n\r\n").encode() + PART)  # declared too big: refused unread
+        sent = 0
+
+        async def send() -> None:
+            nonlocal sent
+            while sent < 16 * 2**20:
+                writer.write(b"\xff" * 2**16)
+                sent += 2**16
+                await writer.drain()
+
+        sending = asyncio.create_task(send())
+        assert await status_of(reader) == 413
+        with pytest.raises(ConnectionError):  # the server closes it, unread, instead of taking all of it
+            await asyncio.wait_for(sending, HANG_S)
+        assert sent < 4 * 2**20  # what the sockets buffer: 768 KiB here
+        writer.close()
 
 
 @MEMORY_ONLY
