@@ -70,10 +70,10 @@ class Archive:
             return z.read(PREVIEW) if PREVIEW in z.namelist() else None
 
     def generator_weights(self) -> dict[str, torch.Tensor]:
-        """The generator's weights in float32 (archives keep them in fp16)."""
+        """The generator's weights in float32 (archives keep them in fp16), an int8 layer as stored."""
         with zipfile.ZipFile(self.path) as z:
             state = torch.load(io.BytesIO(z.read(WEIGHTS)), map_location="cpu", weights_only=True)
-        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
 def read_archive(path: Path) -> Archive:
@@ -171,7 +171,8 @@ def write_archive(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp)
-        half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+        # float32 becomes fp16; an int8 layer and its bf16 scales (`fc0_weight`) are kept as they are
+        half = {k: v.half() if v.dtype == torch.float32 else v for k, v in state_dict.items()}
         torch.save(half, stage / WEIGHTS)
         (stage / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
         extra = sorted(p for p in PAYLOAD.glob("*.py") if p.name not in (HANDLER, NETWORKS))

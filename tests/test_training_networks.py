@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styles.payload.networks import AdaILN, ILN, Discriminator, ResnetGenerator, clip_rho, min_image_size
+from styles.payload.networks import AdaILN, ILN, Discriminator, Int8Linear, ResnetGenerator, clip_rho, min_image_size
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -37,6 +37,36 @@ def test_full_generator_needs_its_training_size() -> None:
         g(torch.zeros(1, 3, 64, 64))
     light = ResnetGenerator(ngf=8, n_blocks=1, img_size=32, light=True)
     assert light(torch.zeros(1, 3, 64, 64))[0].shape == (1, 3, 64, 64)  # any size
+
+
+def test_int8_weights_lie_within_half_a_step_of_the_float_ones() -> None:
+    w = torch.randn(8, 1024) * torch.logspace(-6, 1, 8)[:, None]  # rows of very different sizes
+    w[3] = 0  # a row of zeros quantizes to zeros, not NaN
+    q, scale = Int8Linear.quantize(w, rows=3)
+    assert q.dtype == torch.int8 and scale.dtype == torch.bfloat16 and q.abs().max() <= 127
+    error = (q.float() * scale.float()[:, None] - w).abs()
+    assert (error <= scale.float()[:, None] * 0.51).all()  # the scale applied is the one stored
+
+
+def test_the_int8_layer_computes_the_dequantized_product() -> None:
+    fc = Int8Linear(1024, 8)
+    fc.weight, fc.scale = Int8Linear.quantize(torch.randn(8, 1024))
+    fc.bias.data = torch.randn(8)
+    x = torch.rand(2, 1024)
+    # the kernel multiplies the activations rounded to bf16, sums exactly enough, and rounds the product to bf16
+    exact = torch.nn.functional.linear(x.bfloat16().double(), fc.weight.double() * fc.scale.double()[:, None])
+    assert torch.allclose(fc(x).double() - fc.bias.double(), exact, rtol=2**-8, atol=1e-4)
+    with pytest.raises(ValueError, match="multiples of 16"):  # the kernel's row blocks
+        Int8Linear(1000, 8)
+
+
+def test_a_generator_stores_its_first_mlp_layer_as_asked() -> None:
+    g = ResnetGenerator(ngf=8, n_blocks=1, img_size=32, tf_compat=True, fc0_weight="int8")
+    assert isinstance(g.FC[0], Int8Linear) and g.FC[0].weight.dtype == torch.int8
+    assert g.arch()["fc0_weight"] == "int8" and "fc0_weight" not in ResnetGenerator(ngf=8, img_size=32).arch()
+    assert ResnetGenerator(**g.arch()).arch() == g.arch()
+    with pytest.raises(ValueError, match="fc0_weight"):
+        ResnetGenerator(ngf=8, img_size=32, fc0_weight="int4")
 
 
 @pytest.mark.parametrize(("n_layers", "size", "patch"), [(5, 32, 2), (5, 64, 6), (7, 256, 6), (4, 32, 6)])

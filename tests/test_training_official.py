@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from styles.archive import read_archive
 from training.checkpoint import load_checkpoint
 from training.cli import main as training_main
 from styles.payload.networks import Discriminator, ResnetGenerator
@@ -51,6 +52,23 @@ def test_import_official_gives_the_same_translations(tmp_path, capsys, light: bo
     arch = ours["generator_arch"]
     for k in ("genA2B", "genB2A"):
         torch.testing.assert_close(translate(ours["networks"][k], arch), translate(raw[k], arch))
+    # what `export` serves it with: the bundled pair's upscalers at 32 px, a full model's first MLP layer in int8
+    assert ours["upscalers"] == [{"name": "realcugan-se", "scale": 4, "denoise": "denoise3x"},
+                                 {"name": "realcugan-se", "scale": 2, "denoise": "no-denoise"}]
+    assert ours["fc0_weight"] == ("float" if light else "int8")
+
+
+def test_export_serves_an_import_as_recorded_unless_told(tmp_path) -> None:
+    torch.save(official_file(light=False), tmp_path / "full.pt")
+    assert training_main(["import-official", str(tmp_path / "full.pt"), "--out", str(tmp_path / "ours.pt"),
+                          "--name", "selfie2anime", "--upscaler", "none", "realcugan-se:2:conservative"]) == 0
+    assert training_main(["export", str(tmp_path / "ours.pt"), "--out", str(tmp_path / "store")]) == 0
+    a2b, b2a = (read_archive(tmp_path / "store" / f"{s}.mar").handler for s in ("selfie2anime", "anime2selfie"))
+    assert a2b["arch"]["fc0_weight"] == b2a["arch"]["fc0_weight"] == "int8" and "upscaler" not in a2b
+    assert b2a["upscaler"] == {"name": "realcugan-se", "scale": 2, "denoise": "conservative"}
+    assert training_main(["export", str(tmp_path / "ours.pt"), "--out", str(tmp_path / "float"),
+                          "--fc0-weight", "float"]) == 0
+    assert "fc0_weight" not in read_archive(tmp_path / "float" / "selfie2anime.mar").handler["arch"]
 
 
 def test_import_refuses_the_pre_relu_mlp_code(tmp_path) -> None:

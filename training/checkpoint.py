@@ -7,6 +7,7 @@ Layout (keys):
   step             iterations done
   networks         {genA2B, genB2A, disGA, disGB, disLA, disLB}: state dicts
   optimizers, schedulers, scaler, rng   present in training checkpoints only
+  upscalers, fc0_weight   how `export` serves it unless told otherwise (imported checkpoints)
 """
 
 from __future__ import annotations

@@ -15,9 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from styles import catalog
 from styles.archive import DEFAULT_VERSION, model_config, write_archive
-from styles.payload import upscaler
+from styles.payload import acceleration, upscaler
+from styles.payload.networks import FC0_WEIGHTS, Int8Linear, ResnetGenerator
 from styles.preview import add_previews
 from training import evaluate, warm_start
 from training.checkpoint import load_checkpoint
@@ -52,6 +55,48 @@ def parse_upscaler(spec: str) -> dict[str, Any] | None:
     return section
 
 
+def stored_as(arch: dict[str, Any], networks: dict[str, Any], fc0_weight: str | None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The generators' arch and weights with the MLP's first layer stored as `fc0_weight` (None: as they are).
+
+    "int8" quantizes it per output feature (`Int8Linear.quantize`), then checks each generator on the
+    shipped photos as serving checks a faster path (`acceleration.passes`: PSNR floors against float32);
+    quantizing cannot be undone, so an int8 archive does not become a float one.
+    """
+    have = arch.get("fc0_weight", "float")
+    if fc0_weight in (None, have):
+        return arch, networks
+    if have != "float":
+        raise SystemExit(f"--fc0-weight {fc0_weight}: these generators' first MLP layer is already {have}")
+    stored_arch = {**arch, "fc0_weight": fc0_weight}
+    stored = {}
+    for key, state in networks.items():
+        weight, scale = Int8Linear.quantize(state["FC.0.weight"])
+        stored[key] = {**state, "FC.0.weight": weight, "FC.0.scale": scale}
+        whole, faces = on_photos(arch, state, stored_arch, stored[key])
+        print(f"{key}: first MLP layer in {fc0_weight}, against float32 on the photos: PSNR {whole:.1f} dB "
+              f"(faces {faces:.1f} dB)")
+        if not acceleration.passes(whole, faces):
+            raise SystemExit(f"{key}: {fc0_weight} is below the photo check's floors ({acceleration.PSNR_FLOOR_DB:.0f} "
+                             f"dB, faces {acceleration.FACE_FLOOR_DB:.0f} dB): export with --fc0-weight float")
+    return stored_arch, stored
+
+
+@torch.inference_mode()
+def on_photos(arch: dict[str, Any], state: dict[str, Any], stored_arch: dict[str, Any], stored: dict[str, Any]
+              ) -> tuple[float, float]:
+    """(worst whole-photo PSNR, worst face-box PSNR) of the stored generator against the float32 one,
+    each built from its weights in place (no copy of a full model's gigabyte)."""
+    photos = acceleration.photo_batch(int(arch["img_size"]))
+    outs = []
+    for a, weights in ((arch, state), (stored_arch, stored)):
+        with torch.device("meta"):
+            g = ResnetGenerator(**a)
+        g.load_state_dict(weights, assign=True)
+        outs.append(torch.cat([g.eval()(x[None])[0] for x in photos]))
+    return acceleration.photo_quality(outs[1], outs[0])
+
+
 def export(args: argparse.Namespace) -> int:
     """Write both directions of a checkpoint (or of a pair's archives, with today's handler) into the model store,
     each with its preview."""
@@ -61,6 +106,8 @@ def export(args: argparse.Namespace) -> int:
         state = load_checkpoint(args.checkpoint)
     options = state["options"]
     networks, record = chosen_weights(state, args.weights)
+    arch, networks = stored_as(state["generator_arch"], {k: networks[k] for k in ("genA2B", "genB2A")},
+                               args.fc0_weight or state.get("fc0_weight"))
     upscalers = [parse_upscaler(spec) for spec in args.upscaler] if args.upscaler else state.get("upscalers", [None, None])
     names = tuple(args.names) if args.names else catalog.split_pair(options["name"])
     paths = []
@@ -73,7 +120,7 @@ def export(args: argparse.Namespace) -> int:
         if args.needs_face:
             info = replace(info, needs_face=args.needs_face[i] == "yes")
         config = model_config(
-            state["generator_arch"], int(options["img_size"]), info, workers=args.workers,
+            arch, int(options["img_size"]), info, workers=args.workers,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
             response_timeout=args.response_timeout, inference=args.inference, training=record,
             draw_size=args.draw_size_factor * int(options["img_size"]), upscaler=upscalers[i],
@@ -118,7 +165,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "replies default to that size (bench/output_size.py compares)")
     p.add_argument("--upscaler", nargs=2, metavar=("A2B", "B2A"),
                    help="each direction's learned upscaler after the generator: none or NAME:SCALE:DENOISE, "
-                        "e.g. realcugan-se:4:denoise3x (default: none; from archives, each keeps its own)")
+                        "e.g. realcugan-se:4:denoise3x (default: as the checkpoint says, else none; from "
+                        "archives, each keeps its own)")
+    p.add_argument("--fc0-weight", choices=FC0_WEIGHTS, default=None,
+                   help="how the archives store the MLP's first layer (the full model's 268M-parameter FC.0): "
+                        "int8 per output feature (a quarter of the memory, faster on a CPU; bench/full_tf_model.py) "
+                        "or float (fp16 in the archive); default: as the checkpoint says (import-official: "
+                        "int8 for a full model)")
     p.add_argument("--datasets", type=Path, default=None,
                    help="dataset root holding <pair>/testA ... (default: $DATASETS_DIR): each archive is then "
                         "measured on its pair's test split (quality.json, see `evaluate`)")

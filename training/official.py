@@ -27,7 +27,7 @@ import torch
 
 from training import official_tf
 from training.checkpoint import NETWORKS, save_checkpoint
-from styles.payload.networks import N_DOWNSAMPLING, Discriminator, ResnetGenerator
+from styles.payload.networks import FC0_WEIGHTS, N_DOWNSAMPLING, Discriminator, ResnetGenerator
 from training.options import TrainOptions
 
 REPRODUCES = (
@@ -75,8 +75,10 @@ def discriminator_layers(state: dict[str, torch.Tensor]) -> int:
     return sum(1 for k in state if k.startswith("model.") and k.endswith(".weight_orig")) + 1
 
 
-def import_official(path: Path, out: Path, name: str, img_size: int | None = None) -> dict[str, Any]:
-    """Convert and verify (strict loading into our networks); returns the written state."""
+def import_official(path: Path, out: Path, name: str, img_size: int | None = None,
+                    upscalers: list[str] | None = None, fc0_weight: str | None = None) -> dict[str, Any]:
+    """Convert and verify (strict loading into our networks); returns the written state, which records
+    how `export` serves it (`official_tf.serving`)."""
     raw = torch.load(path, map_location="cpu", weights_only=True)
     missing = [k for k in NETWORKS if k not in raw]
     if missing:
@@ -95,7 +97,7 @@ def import_official(path: Path, out: Path, name: str, img_size: int | None = Non
                         n_res=arch["n_blocks"], light=arch["light"],
                         n_dis_global=n_global, n_dis_local=n_local)
     state = {"options": opts.to_dict(), "generator_arch": arch, "step": 0, "networks": nets,
-             "imported_from": path.name}
+             "imported_from": path.name, **official_tf.serving(name, arch, upscalers, fc0_weight)}
     save_checkpoint(out, state)
     return state
 
@@ -107,12 +109,14 @@ def run(args: argparse.Namespace) -> int:
     if args.file is None or args.out is None:
         raise SystemExit("import-official: give the authors' .pt FILE and --out CKPT, or --tf PREFIX")
     try:
-        state = import_official(args.file, args.out, args.name or args.file.stem, args.img_size)
+        state = import_official(args.file, args.out, args.name or args.file.stem, args.img_size, args.upscaler,
+                                args.fc0_weight)
     except ValueError as e:
         raise SystemExit(f"import-official: {e}") from None
     a = state["generator_arch"]
     print(f"imported {args.file} -> {args.out}: {'light' if a['light'] else 'full'} generator, "
           f"img_size {a['img_size']}, ch {a['ngf']}, n_res {a['n_blocks']}")
+    print(f"`export {args.out}` writes archives {official_tf.describe_serving(state)}")
     print(REPRODUCES)
     return 0
 
@@ -124,5 +128,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="the toonbot checkpoint to write")
     p.add_argument("--name", default=None, help="pair name, e.g. selfie2anime (default: file name)")
     p.add_argument("--img-size", type=int, default=None, help="training size; needed for light generators")
+    p.add_argument("--upscaler", nargs=2, metavar=("A2B", "B2A"),
+                   help="each direction's learned upscaler, as for export (none or NAME:SCALE:DENOISE); default for "
+                        f"selfie2anime: the bundled pair's Real-CUGAN models, selfie2anime's at the scale that gives "
+                        f"{official_tf.SELFIE_REPLY} px (2x denoise3x for 256 px), anime2selfie 2x no-denoise; "
+                        "other pairs none")
+    p.add_argument("--fc0-weight", choices=FC0_WEIGHTS, default=None,
+                   help="how the archives store the MLP's first layer (default: int8 for a full model, whose "
+                        "268M-parameter layer it is; float for a light one)")
     official_tf.add_arguments(p)
     p.set_defaults(func=run)

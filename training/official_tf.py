@@ -45,6 +45,7 @@ NO_IMG_SIZE = (
     "a light generator does not record its image size: pass --img-size with the size it was trained at "
     "(the authors' default is 256)"
 )
+SELFIE_REPLY = 512  # px: the bundled selfie2anime's reply (its 128 px drawing upscaled 4x)
 MLP_WIDTH = (
     "the MLP is {width} wide but the bottleneck has {bottleneck} channels: the authors' graph only builds "
     "when ch * n_res == 4 * ch (n_res 4)"
@@ -182,17 +183,45 @@ def import_tf(prefix: Path, name: str, img_size: int | None = None, smoothing: b
             "imported_from": str(ckpt.prefix.name), "tf_smoothing": smoothing}
 
 
+def default_upscalers(pair: str, img_size: int) -> list[str]:
+    """Each direction's upscaler unless `--upscaler` names them: the bundled selfie2anime pair's (Real-CUGAN se;
+    denoise3x at the scale that gives selfie2anime's 512 px reply, 2x for the paper's 256 px; anime2selfie 2x
+    without denoising); other pairs none."""
+    if pair != "selfie2anime":
+        return ["none", "none"]
+    scale = min(4, max(2, -(-SELFIE_REPLY // img_size)))
+    return [f"realcugan-se:{scale}:denoise3x", "realcugan-se:2:no-denoise"]
+
+
+def serving(pair: str, arch: dict[str, Any], upscalers: list[str] | None, fc0_weight: str | None) -> dict[str, Any]:
+    """What `export` serves the imported generators with (recorded in the checkpoint; export's own options still
+    override): each direction's upscaler, and a full model's 268M-parameter first MLP layer in int8, which keeps
+    the paper's model within a 2-core server's memory (bench/full_tf_model.py)."""
+    specs = upscalers or default_upscalers(pair, int(arch["img_size"]))
+    return {"upscalers": [export.parse_upscaler(spec) for spec in specs],
+            "fc0_weight": fc0_weight or ("float" if arch["light"] else "int8")}
+
+
+def describe_serving(state: dict[str, Any]) -> str:
+    """One line on what the archives will serve with."""
+    ups = ", ".join("none" if u is None else f"{u['name']} {u['scale']}x {u['denoise']}"
+                    for u in state["upscalers"])
+    return f"served with the upscalers {ups} (A2B, B2A) and the first MLP layer in {state['fc0_weight']}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Convert, save the checkpoint, then export both directions through `training.export`."""
     try:
         state = import_tf(args.tf, args.name or "selfie2anime", args.img_size, args.smoothing)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"import-official: {e}") from None
+    state.update(serving(state["options"]["name"], state["generator_arch"], args.upscaler, args.fc0_weight))
     out = args.out or Path("runs") / f"{state['options']['name']}-tf-{args.tf.name}.pt"
     save_checkpoint(out, state)
     a = state["generator_arch"]
     print(f"imported {args.tf} -> {out}: {'light' if a['light'] else 'full'} generator (TensorFlow graph), "
-          f"img_size {a['img_size']}, ch {a['ngf']}, n_res {a['n_blocks']}, smoothing {state['tf_smoothing']}")
+          f"img_size {a['img_size']}, ch {a['ngf']}, n_res {a['n_blocks']}, smoothing {state['tf_smoothing']}; "
+          f"{describe_serving(state)}")
     if args.no_export:
         return 0
     parser = argparse.ArgumentParser()

@@ -44,14 +44,14 @@ FORMAT = "toonbot-discriminators/1"
 
 
 def read_archive(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(float32 generator weights, the handler section of model-config.yaml) of one `.mar`."""
+    """(float32 generator weights, an int8 layer as stored; the handler section of model-config.yaml) of one `.mar`."""
     try:
         with zipfile.ZipFile(path) as z:
             weights = torch.load(io.BytesIO(z.read("generator.pt")), map_location="cpu", weights_only=True)
             config = yaml.safe_load(z.read("model-config.yaml"))["handler"]
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
         raise SystemExit(f"cannot read {path} as a toonbot archive: {exc}") from exc
-    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, config
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in weights.items()}, config
 
 
 def pair_archives(path: Path, run_name: str) -> dict[str, Path]:

@@ -53,7 +53,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-import photos
+try:  # flat inside a .mar: TorchServe puts the archive's folder on sys.path
+    import photos
+except ModuleNotFoundError:  # imported from the source tree (export's check of an int8 layer)
+    from styles.payload import photos
 
 logger = logging.getLogger(__name__)
 
