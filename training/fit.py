@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=int, default=None,
                    help="train this many iterations now, save, and exit (resume later)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="save and exit after this many minutes (end a stretch before its machine goes)")
+                   help="save and exit this many minutes after the start, speed check and warm-up included "
+                        "(end a stretch before its machine goes)")
     p.set_defaults(func=run)
 
 
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from is not None and (args.resume or args.init is not None):
         raise SystemExit("--init-from starts a run from archives; it cannot be combined with --resume or --init")
     rt = distributed.setup(opts.threads)
+    # counted from the start: the speed check and a discriminator warm-up take half an hour on 2 cores
+    deadline = None if args.time_limit is None else time.monotonic() + 60 * args.time_limit
     trainer: Trainer | None = None
     finished = False
     try:
@@ -89,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
             trainer.load(start_from)
             if not args.resume:
                 trainer.step = 0
-        deadline = None if args.time_limit is None else time.monotonic() + 60 * args.time_limit
         try:
             trainer.fit(stop_after=args.stop_after, deadline=deadline)
         except KeyboardInterrupt:
