@@ -57,8 +57,9 @@ class Bar:
 
 # Thresholds per style, on its own pair's judge (training/judges/, 94-99 % accurate on real pictures).
 # A stripe painter must convince the judge nearly as often as real zebras do (0.93 of them) and come as
-# near real zebras as the working styles come to their targets (KID 2-25): the bundled horse2zebra paints
-# a blurred checkerboard the judge takes for stripes two times in three (judged 0.67, KID 90).
+# near real zebras as the working styles come to their targets (KID 2-25): the 96 px horse2zebra painted
+# a blurred checkerboard the judge took for stripes two times in three (judged 0.67-0.72, KID 90-94); the
+# 128 px one of stretch 6 paints stripes (0.95, KID 44).
 BARS: dict[str, Bar] = {
     "horse2zebra": Bar(min_judged=0.8, max_kid=50.0),
 }
