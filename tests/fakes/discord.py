@@ -3,7 +3,9 @@
 It speaks what a bot with slash commands uses of https://discord.com/developers/docs:
 the REST calls (`/users/@me`, `/oauth2/applications/@me`, command sync,
 interaction callbacks, follow-up webhooks, channel messages, typing) and the
-gateway's HELLO / heartbeat / IDENTIFY / READY / GUILD_CREATE handshake. The
+gateway's HELLO / heartbeat / IDENTIFY / READY / GUILD_CREATE handshake, on one
+connection per shard: events go to the shard Discord would send them to (`shard_of`; the guild sits on shard 1
+of 2, DMs on shard 0), and `/gateway/bot` recommends `shards` of them. The
 test plays the users (`slash_command`, `autocomplete`, `send_message` push
 INTERACTION_CREATE and MESSAGE_CREATE events) and reads back every call the bot
 made (`calls`, `wait_for`). A route the fake does not know is answered 404 and
@@ -114,11 +116,13 @@ class FakeDiscord:
         self._ids = itertools.count(1_000_000_000_000_000_000)
         self.app_id = self._id()
         self.bot_user = _user(self.app_id, "toonbot", bot=True)
-        self.guild_id = self._id()
+        self.guild_id = self._id() | 1 << 22  # on shard 1 of 2 (`shard_of`): two shards in one process both get events
         self.channel_id = self._id()
         self.calls: list[Call] = []
         self.unknown: list[str] = []  # "METHOD /path" of routes the fake does not implement
-        self.identify: JSON | None = None  # the bot's IDENTIFY payload
+        self.shards = 1  # how many shards GET /gateway/bot recommends
+        self.identified: dict[int, JSON] = {}  # each shard's IDENTIFY payload, by shard id
+        self.dispatched: list[tuple[int, str, JSON]] = []  # (shard, event, data) of every event sent to the bot
         self.downloads: list[str] = []  # attachment ids the bot fetched
         self.refused: list[Call] = []  # calls Discord would have refused (answered with an error)
         self.attachment_size_limit = 10 * 2**20  # what the bot may upload, as interactions say
@@ -127,9 +131,9 @@ class FakeDiscord:
         self._attachments: dict[str, bytes] = {}
         self._messages: dict[str, JSON] = {}  # every message sent, by id, to reply to or fetch
         self._sockets: list[web.WebSocketResponse] = []
+        self._shards: dict[int, tuple[int, web.WebSocketResponse]] = {}  # shard id -> (shard count, connection)
         self._sequence = itertools.count(1)
-        self._changed = asyncio.Condition()
-        self._ready = asyncio.Event()
+        self._changed = asyncio.Condition()  # a call was recorded, or a shard identified
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -349,8 +353,13 @@ class FakeDiscord:
 
     # Gateway -----------------------------------------------------------------
 
+    @property
+    def identify(self) -> JSON | None:
+        """The bot's latest IDENTIFY payload (None before one)."""
+        return next(reversed(self.identified.values()), None)
+
     async def _on_gateway(self, request: web.Request) -> web.WebSocketResponse:
-        """HELLO; answer heartbeats; IDENTIFY gets READY and the guild; then events as the test sends."""
+        """HELLO; answer heartbeats; IDENTIFY gets READY and, on the guild's shard, the guild; then events."""
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         self._sockets.append(socket)
@@ -365,13 +374,18 @@ class FakeDiscord:
                 if payload["d"]["token"] != self.token:
                     await socket.close(code=4004, message=b"Authentication failed.")
                     break
-                self.identify = payload["d"]
-                ready = self._ready_event()
+                shard, count = payload["d"].get("shard", (0, 1))
+                ours = shard_of(self.guild_id, count) == shard
+                ready = self._ready_event(with_guild=ours)
                 if "shard" in payload["d"]:  # a sharded bot's READY says which shard it is, as Discord's does
                     ready["shard"] = payload["d"]["shard"]
                 await self._send(socket, "READY", ready)
-                await self._send(socket, "GUILD_CREATE", self._guild())
-                self._ready.set()
+                if ours:
+                    await self._send(socket, "GUILD_CREATE", self._guild())
+                async with self._changed:
+                    self.identified[shard] = payload["d"]
+                    self._shards[shard] = (count, socket)
+                    self._changed.notify_all()
         self._sockets.remove(socket)
         return socket
 
@@ -379,15 +393,15 @@ class FakeDiscord:
         await socket.send_json({"op": DISPATCH, "s": next(self._sequence), "t": event, "d": data})
 
     def _gateway_bot(self, request: web.Request, call: Call) -> JSON:
-        """One shard, at this fake's gateway."""
+        """`shards` shards, at this fake's gateway."""
         limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
-        return {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
+        return {"url": self.gateway_url, "shards": self.shards, "session_start_limit": limit}
 
-    def _ready_event(self) -> JSON:
+    def _ready_event(self, *, with_guild: bool) -> JSON:
         return {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if with_guild else [],
             "session_id": "fake-session",
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.app_id), "flags": 0},
@@ -439,15 +453,20 @@ class FakeDiscord:
             "soundboard_sounds": [],
         }
 
-    async def ready(self, timeout: float = 60.0) -> None:
-        """Wait until a bot has identified and been told about the guild."""
-        async with asyncio.timeout(timeout):
-            await self._ready.wait()
+    async def ready(self, timeout: float = 60.0, shards: int = 1) -> None:
+        """Wait until a bot has identified on `shards` shards (and the guild's shard was told about it)."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self._shards) >= shards)
 
     async def _dispatch(self, event: str, data: JSON) -> None:
+        """Send an event on the shard Discord would use: the guild's, or shard 0 for a DM."""
         await self.ready()
-        for socket in self._sockets:
-            await self._send(socket, event, data)
+        count = next(iter(self._shards.values()))[0]
+        shard = shard_of(int(data["guild_id"]), count) if "guild_id" in data else 0
+        async with asyncio.timeout(60.0), self._changed:
+            await self._changed.wait_for(lambda: shard in self._shards)
+        self.dispatched.append((shard, event, data))
+        await self._send(self._shards[shard][1], event, data)
 
     # The users' side ---------------------------------------------------------
 
@@ -588,6 +607,11 @@ class FakeDiscord:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: bool(with_file()))
         return with_file()[0]
+
+
+def shard_of(guild_id: int, count: int) -> int:
+    """The shard that gets a guild's events: https://discord.com/developers/docs/events/gateway#sharding."""
+    return (guild_id >> 22) % count
 
 
 async def _read_body(request: web.Request) -> tuple[Any, list[Upload]]:
