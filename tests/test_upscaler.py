@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import sys
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -72,6 +73,25 @@ def test_picture_equals_realcugan_ncnn_vulkan(scale: int) -> None:
     assert ours.shape == reference.shape == (38 * scale, 45 * scale, 3)
     diff = np.abs(ours.astype(int) - reference)
     assert diff.max() <= PIXEL_TOLERANCE and (diff == 0).mean() > 0.99
+
+
+@needs_ncnn
+@pytest.mark.full  # compiles a graph (a minute or two)
+@pytest.mark.skipif(not acceleration.can_compile(), reason="no C++ compiler: nothing is compiled")
+def test_the_compiled_graph_is_frozen_and_still_equals_ncnn(tmp_path: Path) -> None:
+    """Frozen: weights folded in and prepacked, each convolution one oneDNN call with its activation
+    (none left to aten's plain convolution, which re-lays its weights out on every call). Freezing
+    rewrites the graph, so its float32 picture is held to ncnn's again."""
+    pixels = np.asarray(Image.open(CAT).convert("RGB").resize((40, 40), Image.LANCZOS))
+    model = upscaler.Upscaler("realcugan-se", 2, "denoise3x")
+    build = dict(acceleration.candidates(model, torch.device("cpu"), 40, tmp_path))["cpu-compiled-fp32"]
+    with torch.inference_mode():
+        ours = to_pixels(build()(from_pixels(pixels)))
+    diff = np.abs(ours.astype(int) - ncnn_upscale(ncnn_net(2), pixels, 2))
+    assert diff.max() <= PIXEL_TOLERANCE and (diff == 0).mean() > 0.99
+    with zipfile.ZipFile(tmp_path / "cpu-compiled-fp32.pt2") as package:
+        wrapper = next(package.read(n).decode() for n in package.namelist() if n.endswith(".wrapper.cpp"))
+    assert "mkldnn__convolution_pointwise(" in wrapper and "aoti_torch_cpu_convolution(" not in wrapper
 
 
 def test_every_se_model_in_the_wheel_loads() -> None:

@@ -245,7 +245,11 @@ def compile_main(folder_name: str, side_text: str, out_name: str) -> None:
         if saved.get("int8"):
             first = next(name for name, m in generator.named_modules() if isinstance(m, nn.Conv2d))
             program = _quantized(program, f"model.{first}", side)
-    torch._inductor.aoti_compile_and_package(program, package_path=str(folder / "graph.pt2"), inductor_configs=GRAPH)
+        # Inside no_grad: Inductor freezes only a graph compiled without autograd. Outside it, GRAPH's
+        # freezing was silently skipped: every convolution re-laid its weights out on each call and
+        # wrote its output once more for its activation (measured: the upscaler's bf16 graph 1.8x slower).
+        torch._inductor.aoti_compile_and_package(program, package_path=str(folder / "graph.pt2"),
+                                                 inductor_configs=GRAPH)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(folder / "graph.pt2", out.with_suffix(".partial"))
     os.replace(out.with_suffix(".partial"), out)  # readers only ever see a whole file
