@@ -38,7 +38,8 @@ SLOPE = 0.1  # every LeakyReLU
 
 
 class SEBlock(nn.Module):
-    """Squeeze-excitation: channels re-weighted by a 2-layer MLP (1x1 convolutions) of their means."""
+    """Squeeze-excitation: channels re-weighted by a 2-layer MLP (1x1 convolutions, as upstream stores it)
+    of their means."""
 
     def __init__(self, in_channels: int, reduction: int = 8) -> None:
         super().__init__()
@@ -47,8 +48,12 @@ class SEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The mean in float32 even under bf16 autocast: it spans the whole picture.
-        x0 = x.float().mean(dim=(2, 3), keepdim=True).to(x.dtype)
-        return x * torch.sigmoid(self.conv2(F.relu(self.conv1(x0))))
+        x0 = x.float().mean(dim=(2, 3)).to(x.dtype)
+        # The 1x1 convolutions of a 1x1 picture are matrix products: run as such, a compiled graph spends
+        # one small GEMM on each instead of a convolution primitive and its threads (the 4x graph 7 %
+        # faster on 2 threads, same sums).
+        z = F.relu(F.linear(x0, self.conv1.weight.flatten(1), self.conv1.bias))
+        return x * torch.sigmoid(F.linear(z, self.conv2.weight.flatten(1), self.conv2.bias))[:, :, None, None]
 
 
 class UNetConv(nn.Module):
@@ -326,7 +331,10 @@ class Upscaler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         x = ((x + 1) * 0.5).contiguous(memory_format=torch.channels_last)
-        return (self.net(x) * 2 - 1,)
+        # Out in the contiguous layout: its 3 channels are the innermost dimension of a channels-last
+        # picture, where the compiled graph's last step (pixel shuffle, 4x's input added, [-1, 1]) ran
+        # 3 lanes of 16; contiguous, it vectorises along rows (3x faster on one thread).
+        return ((self.net(x) * 2 - 1).contiguous(),)
 
 
 CONFIG_KEYS = ("name", "scale", "denoise")  # model-config.yaml: handler: upscaler: {name, scale, denoise}
