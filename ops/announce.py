@@ -94,7 +94,8 @@ class JobAnnouncer:
 
     async def _against_live(self, exported: dict[str, str]) -> tuple[list[str], bytes | None]:
         """Each exported version's scores beside the live version's, and the preview strip of both."""
-        live = {s.style: s.default for s in await self._deployer.management.versions()}
+        found = await self._deployer.management.versions()
+        live = {s.style: s.default for s in found if s.default is not None}  # replicas that differ: none to compare
         store = self._deployer.model_store
         lines, rows = [], []
         for style, version in exported.items():

@@ -57,7 +57,7 @@ class StyleReport:
     """A style's versions and its default, for `/models`."""
 
     style: str
-    default: str
+    default: str | None  # None: TorchServe replicas that serve different defaults
     versions: tuple[VersionInfo, ...]
 
 
@@ -65,7 +65,7 @@ def describe_models(reports: list[StyleReport]) -> list[str]:
     """/models and `python -m ops models`: a style per line, its versions indented, the default starred."""
     lines = []
     for report in reports:
-        lines.append(f"{report.style} (default {report.default})")
+        lines.append(f"{report.style} (default {report.default or 'differs between the replicas'})")
         live = next((v.quality for v in report.versions if v.version == report.default), None)
         for v in report.versions:
             when = f"{v.deployed_at:%Y-%m-%d %H:%M} UTC by {v.deployed_by}" if v.deployed_at else "never deployed"
@@ -137,8 +137,8 @@ class Deployer:
                     logger.warning("deploy of %s %s by %s refused: %s", style, version, by, check.note)
                     logged = await self._record(style, version, action, by, ok=False, message=check.note, check=check)
                     return Outcome(False, check.note, logged)
-                if style in current:
-                    await self._log_baseline(style, current[style])
+                if (serving := current.get(style)) is not None:  # replicas that differ have no one version to log
+                    await self._log_baseline(style, serving)
                 await self.management.make_default(archive)
             except DeployError as error:
                 logger.warning("%s of %s %s by %s failed: %s", action, style, version, by, error.message)

@@ -46,7 +46,7 @@ class StyleVersions:
 
     style: str
     versions: tuple[str, ...]
-    default: str
+    default: str | None  # None: TorchServe replicas that serve different defaults (`ReplicatedManagement`)
 
 
 class Management(Protocol):
@@ -223,8 +223,17 @@ class ReplicatedManagement:
         self.replicas = replicas
 
     async def versions(self) -> list[StyleVersions]:
-        """What the first replica has (a deploy keeps them alike)."""
-        return await self.replicas[0].versions()
+        """What every replica serves: the styles all of them have, the versions registered on all of them,
+        and the default they agree on (None where they differ, e.g. one restarted on its own serves its
+        shipped version: a restore or the next deploy sets the logged one on each)."""
+        listed = [{s.style: s for s in await replica.versions()} for replica in self.replicas]
+        result = []
+        for style in sorted(set.intersection(*(set(found) for found in listed))):
+            each = [found[style] for found in listed]
+            versions = tuple(v for v in each[0].versions if all(v in other.versions for other in each[1:]))
+            defaults = {found.default for found in each}
+            result.append(StyleVersions(style, versions, defaults.pop() if len(defaults) == 1 else None))
+        return result
 
     async def make_default(self, archive: Archive) -> None:
         """Prepare the version on each replica, then switch each; undo all on the first failure."""

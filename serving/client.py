@@ -12,7 +12,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -86,7 +86,7 @@ class TorchServeClient:
         url: str,
         token: str | None = None,
         *,
-        management_url: str | None = None,
+        management_urls: Sequence[str] = (),
         management_token: str | None = None,
         timeout: float = 120.0,
         retries: int = 3,
@@ -95,7 +95,8 @@ class TorchServeClient:
     ) -> None:
         self.url = url.rstrip("/")
         self.model_store = model_store  # where the served archives' quality.json can be read, if at hand
-        self.management_url = (management_url or default_management_url(url)).rstrip("/")
+        # Every TorchServe replica's management API behind the balancer at `url` (none: the inference port + 1).
+        self.management_urls = [u.rstrip("/") for u in management_urls] or [default_management_url(url)]
         self.token = token
         self.management_token = management_token or token
         self.retries = retries
@@ -154,12 +155,27 @@ class TorchServeClient:
         return StylizeError(replies.FAILED)
 
     async def styles(self) -> list[StyleInfo]:
-        """Every registered model whose handler describes itself as a toonbot style."""
+        """Every registered model whose handler describes itself as a toonbot style, on every replica:
+        the balancer may send a photo to any. A replica that does not answer is left out, unless none does."""
+        listed = await asyncio.gather(*(self._models(url) for url in self.management_urls), return_exceptions=True)
+        answered = [(url, n) for url, n in zip(self.management_urls, listed, strict=True) if isinstance(n, list)]
+        for url, error in zip(self.management_urls, listed, strict=True):
+            if isinstance(error, BaseException):
+                if not isinstance(error, StylizeError) or not answered:
+                    raise error
+                logger.warning("TorchServe at %s left out of the style list: %s", url, error)
+        url, names = answered[0]
+        everywhere = [name for name in names if all(name in others for _, others in answered[1:])]
+        found = await asyncio.gather(*(self._describe(url, name) for name in everywhere))
+        return sorted((s for s in found if s is not None), key=lambda s: s.name)
+
+    async def _models(self, management_url: str) -> list[str]:
+        """The names of the models registered with one replica."""
         names: list[str] = []
         page: str | None = ""
         while page is not None:
             status, _, body = await self._request(
-                "GET", f"{self.management_url}/models", self.management_token,
+                "GET", f"{management_url}/models", self.management_token,
                 params={"limit": "100", **({"next_page_token": page} if page else {})},
             )
             if status != 200:
@@ -167,13 +183,12 @@ class TorchServeClient:
             listing = json.loads(body)
             names += [m["modelName"] for m in listing.get("models", [])]
             page = listing.get("nextPageToken")
-        found = await asyncio.gather(*(self._describe(name) for name in names))
-        return sorted((s for s in found if s is not None), key=lambda s: s.name)
+        return names
 
-    async def _describe(self, name: str) -> StyleInfo | None:
+    async def _describe(self, management_url: str, name: str) -> StyleInfo | None:
         """The default version's catalogue entry and preview, or None for a model that is no toonbot style."""
         status, _, body = await self._request(
-            "GET", f"{self.management_url}/models/{name}", self.management_token, params={"customized": "true"}
+            "GET", f"{management_url}/models/{name}", self.management_token, params={"customized": "true"}
         )
         if status != 200:
             return None

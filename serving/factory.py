@@ -19,7 +19,7 @@ def open_stylizer(settings: Settings) -> Stylizer:
     if settings.torchserve_url:
         return TorchServeClient(
             settings.torchserve_url, reveal(settings.torchserve_token),
-            management_url=next(iter(settings.torchserve_management_urls), None),  # the first replica's lists styles
+            management_urls=settings.torchserve_management_urls,
             management_token=reveal(settings.torchserve_management_token), model_store=settings.model_store,
         )
     return EmbeddedEngine(settings.model_store)

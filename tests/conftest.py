@@ -40,6 +40,7 @@ FULL_MODULES = {  # whole modules, and why
     "test_framing": "runs the face detectors",
     "test_serving_handler": "runs the packaged handler",
     "test_serving_runtimes": "holds the engine and TorchServe to the same answers",
+    "test_torchserve_replicas": "starts two TorchServes",
     "test_torchserve_start": "starts TorchServe",
     "test_training_networks": "builds the real networks",
     "test_training_official": "converts real checkpoints",

@@ -87,7 +87,7 @@ async def runtime(
         await engine.close()
     else:
         ts: LocalTorchServe = request.getfixturevalue("torchserve")
-        client = TorchServeClient(ts.inference_url, management_url=ts.management_url)
+        client = TorchServeClient(ts.inference_url, management_urls=[ts.management_url])
         manager = TorchServeManagement(ts.inference_url, ts.management_url)
         yield client, manager
         await manager.close()

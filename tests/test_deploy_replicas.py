@@ -1,8 +1,11 @@
 """Deploys that reach every TorchServe replica: each registers and checks the version, then each switches;
-a failure on any replica puts them all back as they were. Two fake TorchServes stand in for the replicas."""
+a failure on any replica puts them all back as they were; the lists are what every replica serves. Two fake
+TorchServes stand in for the replicas (tests/test_torchserve_replicas.py runs two real ones)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -12,8 +15,11 @@ import pytest
 from aiohttp import web
 
 from config import Settings
-from ops.management import DeployError, ReplicatedManagement, open_management
+from ops.management import DeployError, ReplicatedManagement, StyleVersions, open_management
+from serving.api import Unavailable
+from serving.client import TorchServeClient
 from styles.archive import Archive
+from torchserve_fixture import free_ports
 
 STYLE = "selfie2anime"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
@@ -54,7 +60,10 @@ class FakeTorchServe:
         style = request.match_info["style"]
         if style not in self.default:
             return web.json_response({"message": "not found"}, status=404)
-        return web.json_response([{"modelVersion": self.default[style]}])
+        described = {"modelVersion": self.default[style]}
+        if request.query.get("customized") == "true":  # what the handler says of itself, as a JSON string
+            described["customizedMetadata"] = json.dumps({"title": style, "description": "", "needs_face": False})
+        return web.json_response([described])
 
     async def _register(self, request: web.Request) -> web.Response:
         style, version = request.query["url"].removesuffix(".mar").split("-")
@@ -115,8 +124,12 @@ def archive(version: str) -> Archive:
     return Archive(Path(f"/models/{STYLE}-{version}.mar"), manifest, {})
 
 
+def management_url(fake: FakeTorchServe) -> str:
+    return f"http://127.0.0.1:{fake.inference_port + 1}"
+
+
 def management(fakes: list[FakeTorchServe]) -> ReplicatedManagement:
-    urls = ",".join(f"http://127.0.0.1:{f.inference_port + 1}" for f in fakes)
+    urls = ",".join(management_url(f) for f in fakes)
     settings = Settings(_env_file=None, torchserve_url="http://balancer:8080", torchserve_management_url=urls)
     manager = open_management(settings, stylizer=object())  # type: ignore[arg-type]  (not the embedded engine)
     assert isinstance(manager, ReplicatedManagement)
@@ -138,8 +151,47 @@ async def test_a_failure_on_one_replica_puts_every_replica_back(replicas: list[F
     setattr(replicas[1], failure, True)  # the second replica fails its check, or refuses to switch
     manager = management(replicas)
     try:
-        with pytest.raises(DeployError, match=f"127.0.0.1:{replicas[1].inference_port + 1}.*back as it was"):
+        with pytest.raises(DeployError, match=f"{management_url(replicas[1])}.*back as it was"):
             await manager.make_default(archive("2.0"))
         assert [(f.default[STYLE], f.versions[STYLE]) for f in replicas] == [("1.0", {"1.0"})] * 2
     finally:
         await manager.close()
+
+
+async def test_the_lists_are_what_every_replica_serves(replicas: list[FakeTorchServe]) -> None:
+    """A style or a version registered on one replica only is left out, and a default they do not agree on
+    is None (a restore, or the next deploy, then sets the logged one on each)."""
+    first, second = replicas
+    first.versions["cat2dog"], first.default["cat2dog"] = {"1.0"}, "1.0"
+    first.versions[STYLE].add("2.0")
+    first.default[STYLE] = "2.0"  # as when the second restarted on its own and serves its shipped version
+    manager = management(replicas)
+    client = TorchServeClient("http://balancer:8080", management_urls=[management_url(f) for f in replicas])
+    try:
+        assert await manager.versions() == [StyleVersions(STYLE, ("1.0",), None)]
+        assert [(s.name, s.version) for s in await client.styles()] == [(STYLE, "2.0")]
+
+        second.versions[STYLE].add("2.0")
+        second.default[STYLE] = "2.0"
+        assert await manager.versions() == [StyleVersions(STYLE, ("1.0", "2.0"), "2.0")]
+    finally:
+        await manager.close()
+        await client.close()
+
+
+async def test_the_style_list_leaves_out_a_replica_that_does_not_answer(
+    replicas: list[FakeTorchServe], caplog: pytest.LogCaptureFixture
+) -> None:
+    (closed,) = free_ports(1)
+    down = f"http://127.0.0.1:{closed}"
+    client = TorchServeClient("http://balancer:8080", management_urls=[down, management_url(replicas[0])], retries=0)
+    alone = TorchServeClient("http://balancer:8080", management_urls=[down], retries=0)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert [s.name for s in await client.styles()] == [STYLE]
+        assert f"TorchServe at {down} left out of the style list" in caplog.text
+        with pytest.raises(Unavailable):
+            await alone.styles()
+    finally:
+        await client.close()
+        await alone.close()

@@ -119,7 +119,7 @@ async def test_a_torchserve_client_reads_the_figures_from_the_model_store(
 
     client._request = describe  # type: ignore[method-assign]  # TorchServe's GET /models/horse2zebra
     try:
-        info = await client._describe("horse2zebra")
+        info = await client._describe(client.management_urls[0], "horse2zebra")
     finally:
         await client.close()
     assert info is not None and info.experimental is not None

@@ -71,7 +71,7 @@ async def stylizer(
 def client_for(ts: LocalTorchServe, **options) -> TorchServeClient:
     keys = ts.keys()
     return TorchServeClient(
-        ts.inference_url, keys.get("inference"), management_url=ts.management_url,
+        ts.inference_url, keys.get("inference"), management_urls=[ts.management_url],
         management_token=keys.get("management"), **options,
     )
 

@@ -28,6 +28,8 @@ from training.checkpoint import save_checkpoint
 from styles.payload.networks import ResnetGenerator
 
 TINY = {"ngf": 8, "n_blocks": 1, "img_size": 32, "light": True}
+# Java alone has taken over a minute to start on the loaded 2-core machine (90 s, the default, was too short).
+START_TIMEOUT_S = 300.0
 
 
 def free_ports(count: int) -> list[int]:
@@ -78,8 +80,11 @@ def export_tiny_styles(store: Path, name: str, *extra_args: str, seed: int = 0) 
 
 
 @contextmanager
-def running_torchserve(model_store: Path, run_dir: Path, *, token_auth: bool = False) -> Iterator[LocalTorchServe]:
-    """A real TorchServe over `model_store` on free ports, stopped on exit.
+def running_torchserve(
+    model_store: Path, run_dir: Path, *, token_auth: bool = False, consecutive: bool = False
+) -> Iterator[LocalTorchServe]:
+    """A real TorchServe over `model_store` on free ports, stopped on exit; `consecutive`: on five
+    consecutive ones, TorchServe's own layout, which replicas listed in TORCHSERVE_MANAGEMENT_URL keep.
 
     Ports free a moment ago may be taken by another process before Java binds
     them (TorchServe cannot report ports it chose itself: asked for port 0 it
@@ -88,9 +93,10 @@ def running_torchserve(model_store: Path, run_dir: Path, *, token_auth: bool = F
     """
     for attempt in range(3):
         folder = run_dir if attempt == 0 else run_dir / f"retry{attempt}"
-        ts = LocalTorchServe(folder, model_store, Ports(*free_ports(5)), token_auth)
+        ports = Ports.from_base(free_port_block(5)) if consecutive else Ports(*free_ports(5))
+        ts = LocalTorchServe(folder, model_store, ports, token_auth)
         try:
-            ts.start()
+            ts.start(START_TIMEOUT_S)
         except (RuntimeError, TimeoutError):
             ts.stop()
             continue
