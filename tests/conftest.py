@@ -163,6 +163,16 @@ def db_sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(db_engine)
 
 
+@pytest.fixture
+def patient_database() -> Iterator[None]:
+    """The test waits for the database however slowly it answers (`waiting.patience`): on a loaded
+    2-core machine a query outlasts a reply's deadline, and the reply then says so instead."""
+    from waiting import patience
+
+    with patience():
+        yield
+
+
 # --- bots: a tiny deployed model store and public-domain sample photos -----------
 
 FIXTURES = Path(__file__).with_name("fixtures")

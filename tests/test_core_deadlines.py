@@ -7,7 +7,6 @@ write lock held by another connection.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,10 +22,11 @@ from bots import core as core_module
 from bots import messages
 from bots.core import Attachment, Core, Request
 from db.engine import create_engine, session_factory
-from db.models import User
+from db.models import Usage, User
 from db.usage import UsageRecorder
 from fakes.stylizer import MemoryStylizer
 from serving.engine import EmbeddedEngine
+from waiting import until
 
 if TYPE_CHECKING:
     from conftest import ReadUsage
@@ -54,11 +54,16 @@ class CountedSessions:
 
 
 async def usage_rows(read_usage: ReadUsage, url: str, count: int) -> list[tuple[str, str, str]]:
-    """(user, style, status) of the usage table once it holds `count` rows (30 s at most), oldest first."""
-    for _ in range(300):
-        if len(rows := await read_usage(url)) >= count:
-            break
-        await asyncio.sleep(0.1)
+    """(user, style, status) of the usage table once it holds `count` rows (written in the background,
+    retried while the database was away), oldest first."""
+    rows: list[Usage] = []
+
+    async def landed() -> bool:
+        nonlocal rows
+        rows = await read_usage(url)
+        return len(rows) >= count
+
+    await until(landed, f"{count} usage rows")
     return [(r.platform_user_id, r.style, r.status) for r in rows]
 
 
@@ -128,14 +133,14 @@ async def test_a_frozen_postgres_does_not_stall_replies(
 
     proxy.thaw()  # the save that outlived its reply lands once the database answers
     engine = create_engine(postgres_db_url)
+
+    async def saved() -> bool:  # the last choice, not the first save that hung
+        async with session_factory(engine)() as session:
+            style = await session.scalar(select(User.current_style).where(User.platform_user_id == "stranger"))
+        return style == "selfie2anime"
+
     try:
-        for _ in range(100):
-            async with session_factory(engine)() as session:
-                saved = await session.scalar(select(User.current_style).where(User.platform_user_id == "stranger"))
-            if saved == "selfie2anime":
-                break
-            await asyncio.sleep(0.1)
-        assert saved == "selfie2anime"  # the last choice, not the first save that hung
+        await until(saved, "the last style saved")
     finally:
         await engine.dispose()
     assert await usage_rows(read_usage, postgres_db_url, 2) == [  # the photo drawn while it hung is logged too

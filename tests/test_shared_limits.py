@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-from bots import core as core_module
-from bots import shared_limits
 from bots.core import DB_DEADLINE_S, Attachment, Core, Request
 from bots.limits import ChatLimits
 from bots.shared_limits import SharedLimits
@@ -23,7 +21,7 @@ from fakes.stylizer import MemoryStylizer
 from serving.api import Stylized
 from test_db_usage import PostgresProxy
 from torchserve_fixture import free_ports
-from waiting import HANG_S, until
+from waiting import HANG_S, patience, until
 
 CORE = {"default_style": "selfie2anime", "requests_per_minute": 10, "max_in_flight": 4,
         "max_upload_bytes": 2**20, "output_size": 64}
@@ -51,14 +49,6 @@ class Held(MemoryStylizer):
         return await super().stylize(style, image, **kw)
 
 
-@pytest.fixture
-def patient(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The database answers, however slowly a loaded machine makes it: what the limits count is the
-    subject, not their deadline (a hung database has its own test, below)."""
-    monkeypatch.setattr(core_module, "DB_DEADLINE_S", HANG_S)
-    monkeypatch.setattr(shared_limits, "DEADLINE_S", HANG_S)
-
-
 @asynccontextmanager
 async def replicas(
     url: str, count: int, *, shared: bool, stylizer: MemoryStylizer | None = None
@@ -68,7 +58,7 @@ async def replicas(
     async with AsyncExitStack() as stack:
         cores = []
         for _ in range(count):
-            engine = create_engine(url)
+            engine = create_engine(url, timeout=HANG_S)  # a hung call lasts the test (see the last one)
             stack.push_async_callback(engine.dispose)
             sessions = session_factory(engine)
             recorder = UsageRecorder(sessions)
@@ -107,20 +97,20 @@ async def thirty_photos(url: str, count: int, shared: bool, face_jpeg: bytes) ->
     return seen
 
 
-@pytest.mark.usefixtures("patient")
+@pytest.mark.usefixtures("patient_database")
 async def test_thirty_photos_over_two_replicas_meet_the_refusals_of_one(db_url: str, face_jpeg: bytes) -> None:
     alone = await thirty_photos(db_url, 1, False, face_jpeg)
     assert alone == {None: 10, "busy": 10, "too_many": 10}  # one at a time, ten a minute
     assert await thirty_photos(db_url, 2, True, face_jpeg) == alone
 
 
-@pytest.mark.usefixtures("patient")
+@pytest.mark.usefixtures("patient_database")
 async def test_in_memory_limits_do_not_hold_across_replicas(sqlite_db_url: str, face_jpeg: bytes) -> None:
     # What SHARED_LIMITS=false allows: twice as much.
     assert (await thirty_photos(sqlite_db_url, 2, False, face_jpeg))[None] == 20
 
 
-@pytest.mark.usefixtures("patient")
+@pytest.mark.usefixtures("patient_database")
 async def test_a_groups_minute_holds_across_replicas(db_url: str) -> None:
     engines = [create_engine(db_url) for _ in range(2)]
     try:
@@ -161,7 +151,9 @@ async def test_a_hung_database_holds_a_photo_once_and_the_next_not_at_all(
     await proxy.start()
     try:
         async with replicas(proxy.url, 1, shared=True) as (core,):
-            assert (await core.handle(photo(face_jpeg))).problem is None  # the style is read and remembered
+            with patience():  # the style read and remembered, the turn given back: nothing still hangs
+                assert (await core.handle(photo(face_jpeg))).problem is None
+                await core.settle(HANG_S)
             proxy.freeze()
             with caplog.at_level(logging.WARNING):  # and answered while it hangs: none waits for it
                 started = time.perf_counter()
@@ -170,7 +162,8 @@ async def test_a_hung_database_holds_a_photo_once_and_the_next_not_at_all(
                 async with asyncio.timeout(HANG_S):
                     for _ in range(2):
                         assert (await core.handle(photo(face_jpeg))).problem is None
-            # One call outlived its deadline; while it hangs, the next photos ask the database nothing.
+            # One call outlived its deadline; while it hangs (past the engine's connect timeout, which
+            # would end it and let the next photo ask again), the next photos ask the database nothing.
             assert caplog.text.count(SLOW) == 1
             proxy.thaw()
     finally:

@@ -8,16 +8,44 @@ long as it takes; `HANG_S` only ends a wait for code that will never get there.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
-HANG_S = 60.0  # far past any answer on a loaded 2-core machine: only a state never reached waits this long
+import pytest
+
+# Far past any answer on a loaded 2-core machine, and past the longest retry backoff (the usage log's and
+# `db.deadline`'s 30 s): only a state never reached waits this long.
+HANG_S = 60.0
 
 
-async def until(reached: Callable[[], bool], what: str = "the state waited for") -> None:
-    """Return once `reached()` is true (polled between turns of the event loop); fail if it never is."""
+async def until(reached: Callable[[], bool | Awaitable[bool]], what: str = "the state waited for") -> None:
+    """Return once `reached()` is true (polled between turns of the event loop, awaited if it is a
+    coroutine: a database read); fail if it never is."""
+
+    async def now() -> bool:
+        answer = reached()
+        return await answer if inspect.isawaitable(answer) else answer
+
     try:
         async with asyncio.timeout(HANG_S):
-            while not reached():
+            while not await now():
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"{what} never came ({HANG_S:.0f} s)") from None
+
+
+@contextmanager
+def patience() -> Iterator[None]:
+    """Within it the database is waited for, however slowly a loaded machine makes it answer: for what
+    is counted, stored or said, not for the deadlines of a person's wait (0.5-0.8 s, past which a reply
+    goes on without the database and says so), which have their own tests behind a hung database."""
+    from bots import admin, shared_limits
+    from bots import core as core_module
+    from db.deadline import Deadlines
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(core_module, "DB_DEADLINE_S", HANG_S)
+        patched.setattr(shared_limits, "DEADLINE_S", HANG_S)
+        patched.setattr(admin, "Deadlines", lambda: Deadlines(HANG_S))
+        yield
