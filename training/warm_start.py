@@ -24,16 +24,14 @@ iterations of settling.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import logging
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from styles import archive as archives
 from training.checkpoint import NETWORKS, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -46,12 +44,10 @@ FORMAT = "toonbot-discriminators/1"
 def read_archive(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(float32 generator weights, an int8 layer as stored; the handler section of model-config.yaml) of one `.mar`."""
     try:
-        with zipfile.ZipFile(path) as z:
-            weights = torch.load(io.BytesIO(z.read("generator.pt")), map_location="cpu", weights_only=True)
-            config = yaml.safe_load(z.read("model-config.yaml"))["handler"]
+        archive = archives.read_archive(path)
+        return archive.generator_weights(), archive.handler
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
         raise SystemExit(f"cannot read {path} as a toonbot archive: {exc}") from exc
-    return {k: v.float() if v.dtype == torch.float16 else v for k, v in weights.items()}, config
 
 
 def pair_archives(path: Path, run_name: str) -> dict[str, Path]:
@@ -141,11 +137,10 @@ def _float(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
     """A pair's two archives as an export-ready checkpoint (generators, size, record), named by `archive`'s style."""
-    weights, config = read_archive(archive)
-    with zipfile.ZipFile(archive) as z:
-        name = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["modelName"]
+    named = archives.read_archive(archive)  # manifest and config only: the weights are read once, below
+    name, config = named.name, named.handler
     state = initial_state(archive, name, discriminators=None)
-    upscalers = [read_archive(path)[1].get("upscaler") for path in pair_archives(archive, name).values()]
+    upscalers = [archives.read_archive(path).handler.get("upscaler") for path in pair_archives(archive, name).values()]
     return {
         "options": {"name": name, "img_size": int(config["img_size"])},
         "upscalers": upscalers,  # each direction keeps its own unless export is told otherwise
