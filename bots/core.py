@@ -212,6 +212,7 @@ class Core:
         max_in_flight: int,
         max_upload_bytes: int,
         output_size: int | None,
+        upscale_backlog: int = 4,
         animation_limits: animation.Limits = animation.Limits(),
         clips_in_flight: int = 2,
         shared_limits: bool = False,
@@ -230,6 +231,7 @@ class Core:
         self._clip_slots = asyncio.Semaphore(clips_in_flight)  # clips decoded and held at once
         self._max_upload_bytes = max_upload_bytes
         self._output_size = output_size
+        self._upscale_backlog = upscale_backlog
         self._animation_limits = animation_limits
         self._catalogue_lock = asyncio.Lock()
         self._catalogue_cache: dict[str, StyleInfo] = {}
@@ -651,9 +653,14 @@ class Core:
         if declared.startswith("video/"):  # a WebM, an AVI...: no still image either
             outcome.refuse("bad_input", "not_an_image", outcome.words(messages.NOT_A_CLIP))
             return
+        size, upscale = self._output_size, True
+        if self._model_slots.waiting > self._upscale_backlog and style.output_size is not None:
+            # A burst: the same size, resized instead of drawn by the upscaler, so the line moves (UPSCALE_BACKLOG).
+            size, upscale = size or style.output_size, False
+            metrics.UPSCALER_SKIPPED.labels(style.name).inc()
         async with self._model_slots:
             result = await self._stylizer.stylize(
-                style.name, data, size=self._output_size, fmt="jpeg", compare=compare
+                style.name, data, size=size, fmt="jpeg", compare=compare, upscale=upscale
             )
         outcome.status, outcome.version, outcome.faces = "ok", result.version, result.faces
         caption = outcome.words(messages.RESULT_CAPTION, title=_title(outcome.words, style))

@@ -43,6 +43,10 @@ ENGINE_QUEUE = Gauge(
     " its own metrics port says)",
 )
 DRAWING_NOW = Gauge("toonbot_drawing_now", "Photos and clip frames being drawn now (model slots held)")
+UPSCALER_SKIPPED = Counter(
+    "toonbot_upscaler_skipped", "Photos drawn without their style's learned upscaler (resized instead) because"
+    " more than UPSCALE_BACKLOG photos were waiting", ["style"],
+)
 
 
 def observe(
@@ -72,15 +76,19 @@ class ModelSlots(asyncio.Semaphore):
     def __init__(self, value: int) -> None:
         super().__init__(value)
         self._taken: dict[asyncio.Task[object] | None, list[float]] = {}
+        self.waiting = 0  # tasks in line for a slot now
+
 
     async def acquire(self) -> Literal[True]:
         """Wait for a slot, counted in the queue meanwhile."""
         started = time.perf_counter()
         QUEUE_DEPTH.inc()
+        self.waiting += 1
         try:
             await super().acquire()
         finally:
             QUEUE_DEPTH.dec()
+            self.waiting -= 1
         now = time.perf_counter()
         QUEUE_WAIT.observe(now - started)
         DRAWING_NOW.inc()

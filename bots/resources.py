@@ -112,6 +112,7 @@ class SharedCore:
             max_in_flight=settings.max_in_flight,
             max_upload_bytes=settings.max_upload_bytes,
             output_size=settings.output_size,
+            upscale_backlog=settings.upscale_backlog,
             animation_limits=animation.Limits.of(settings),
             clips_in_flight=settings.animation_max_in_flight,
             shared_limits=settings.limits_in_database,

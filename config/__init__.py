@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     shared_limits: bool | None = None
     max_upload_bytes: int = Field(default=refusals.MAX_BYTES, ge=1)  # the handler's limit; also Telegram's for bots
     output_size: int | None = Field(default=None, ge=32, le=2048)  # None: the size each style draws at
+    # While more photos than this wait for a model slot, a new one skips its style's learned upscaler and is
+    # resized to the same size instead (~0.05 instead of ~0.4 CPU-s for selfie2anime), so a burst drains in
+    # seconds (bench/load.py); a large number never skips.
+    upscale_backlog: int = Field(default=4, ge=0)
     # Animated GIFs and MP4 videos, drawn frame by frame: longer clips are refused with these limits
     # in the words; larger frames are scaled down to ANIMATION_MAX_PIXELS before drawing.
     animation_max_seconds: float = Field(default=10.0, gt=0)

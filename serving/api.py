@@ -55,6 +55,8 @@ class StyleInfo:
     preview: bytes | None = field(default=None, repr=False)
     # Why the live version counts as experimental (below its catalogue bar on its test split), else None.
     experimental: Shortfall | None = None
+    # The side of a square reply by default (the generator's, times its upscaler's scale); None: not said.
+    output_size: int | None = None
 
 
 class StylizeError(Exception):

@@ -198,11 +198,13 @@ class TorchServeClient:
             meta = json.loads(meta) if isinstance(meta, str) else meta
             preview = base64.b64decode(meta["preview"], validate=True) if "preview" in meta else None
             version = model["modelVersion"]
+            output_size = int(meta["output_size"]) if "output_size" in meta else None
         except (ValueError, KeyError, IndexError, TypeError):  # binascii.Error is a ValueError
             return None
         store = self.model_store
         short = await asyncio.to_thread(experimental, store, name, version) if store is not None else None
-        return StyleInfo(name, meta["title"], meta["description"], bool(meta["needs_face"]), version, preview, short)
+        return StyleInfo(name, meta["title"], meta["description"], bool(meta["needs_face"]), version, preview, short,
+                         output_size)
 
     async def health(self) -> bool:
         """True when TorchServe's /ping says Healthy."""

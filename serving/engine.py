@@ -127,7 +127,8 @@ def _info(archive: Archive) -> StyleInfo:
     """A served archive as the bots see it: its catalogue entry, version and preview."""
     entry = archive.entry
     return StyleInfo(archive.name, entry.title, entry.description, entry.needs_face, archive.version,
-                     archive.preview(), below_bar(read_quality(archive.path), catalog.bar(archive.name)))
+                     archive.preview(), below_bar(read_quality(archive.path), catalog.bar(archive.name)),
+                     archive.output_size)
 
 
 M_ARENA_MAX = -8  # glibc's mallopt() parameter

@@ -64,6 +64,13 @@ class Archive:
         h = self.handler
         return Entry(h["title"], h["description"], bool(h["needs_face"]))
 
+    @property
+    def output_size(self) -> int:
+        """The side of a square reply by default: what the generator draws, times its upscaler's scale
+        (the handler's `output_size`, read without loading it)."""
+        h = self.handler
+        return int(h.get("draw_size", h["img_size"])) * int((h.get("upscaler") or {}).get("scale", 1))
+
     def preview(self) -> bytes | None:
         """The style's before|after JPEG; None for an archive exported before previews."""
         with zipfile.ZipFile(self.path) as z:

@@ -127,6 +127,7 @@ async def test_styles_and_health_agree(stylizer: Stylizer, serving_model_store: 
     for style in styles:  # the preview export drew into each archive, through either runtime
         assert style.preview == read_archive(serving_model_store / f"{style.name}.mar").preview()
         assert style.preview is not None and Image.open(io.BytesIO(style.preview)).format == "JPEG"
+        assert style.output_size == read_archive(serving_model_store / f"{style.name}.mar").output_size
     assert await stylizer.health()
 
 
