@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 import yaml
-from model_archiver import ModelArchiver, ModelArchiverConfig
+from model_archiver import ModelArchiverConfig
+from model_archiver.model_packaging_utils import ModelExportUtils
 from packaging.version import InvalidVersion, Version
 
 from styles.catalog import Entry
@@ -174,28 +175,36 @@ def model_config(
 def write_archive(
     out: Path, style: str, version: str, state_dict: dict[str, torch.Tensor], config: dict[str, Any]
 ) -> Path:
-    """Package one direction with torch-model-archiver (fp16 weights, the payload, `config`); the `.mar` path."""
+    """Package one direction as torch-model-archiver does (fp16 weights, the payload, `config`); the `.mar` path.
+
+    Its manifest and zip, staged in a folder of this export's own: torch-model-archiver's
+    `generate_model_archive` stages every archive in `$TMPDIR/<style>` and deletes that first, so two
+    exports of one style at once (two admins, a retrain beside an import) packed each other's files.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        stage = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix=f"toonbot-{style}-") as tmp:
+        stage, files = Path(tmp), Path(tmp) / "files"
+        files.mkdir()
         # float32 becomes fp16; an int8 layer and its bf16 scales (`fc0_weight`) are kept as they are
         half = {k: v.half() if v.dtype == torch.float32 else v for k, v in state_dict.items()}
-        torch.save(half, stage / WEIGHTS)
-        (stage / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        torch.save(half, files / WEIGHTS)
+        (files / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
         extra = sorted(p for p in PAYLOAD.glob("*.py") if p.name not in (HANDLER, NETWORKS))
-        ModelArchiver.generate_model_archive(
-            ModelArchiverConfig(
-                model_name=style,
-                version=version,
-                handler=str(PAYLOAD / HANDLER),
-                serialized_file=str(stage / WEIGHTS),
-                model_file=str(PAYLOAD / NETWORKS),
-                extra_files=",".join(map(str, extra)),
-                config_file=str(stage / CONFIG),
-                export_path=str(stage),
-                force=True,
-            )
+        for source in (PAYLOAD / HANDLER, PAYLOAD / NETWORKS, *extra):
+            shutil.copy(source, files)
+        settings = ModelArchiverConfig(
+            model_name=style,
+            version=version,
+            handler=str(files / HANDLER),
+            serialized_file=str(files / WEIGHTS),
+            model_file=str(files / NETWORKS),
+            extra_files=",".join(str(files / p.name) for p in extra),
+            config_file=str(files / CONFIG),
+            export_path=str(stage),
+            force=True,
         )
+        ModelExportUtils.validate_inputs(style, str(stage))
+        ModelExportUtils.archive(str(stage), style, str(files), ModelExportUtils.generate_manifest_json(settings))
         target = out / archive_name(style, version)
         shutil.move(stage / f"{style}.mar", target)
     return target

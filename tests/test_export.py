@@ -6,7 +6,9 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,8 @@ from PIL import Image
 from torchserve_fixture import export_tiny_styles, tiny_checkpoint
 
 from styles import catalog
-from styles.archive import read_archive, scan
+from styles.archive import model_config, read_archive, scan, write_archive
+from styles.payload.networks import ResnetGenerator
 
 torch.set_num_threads(1)
 
@@ -121,6 +124,29 @@ def test_later_versions_sit_beside_the_first(tmp_path: Path) -> None:
     assert (store / "cat2dog.mar").exists() and (store / "cat2dog-2.0.mar").exists()
     assert read_archive(store / "cat2dog-2.0.mar").version == "2.0"
     assert scan(store)["cat2dog"].version == "1.0"  # the first: what serves until 2.0 is deployed
+
+
+def test_two_exports_of_one_style_at_once_each_pack_their_own_files(tmp_path: Path, monkeypatch) -> None:
+    """torch-model-archiver staged every archive in $TMPDIR/<style>, deleting it first: two exports of one
+    style at once packed each other's weights (or none). Each now stages in a folder of its own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    theirs = tmp_path / "selfie2anime"  # what torch-model-archiver would have been staging for another export
+    theirs.mkdir()
+    (theirs / "generator.pt").write_bytes(b"another export's weights")
+    generators = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        generators.append(ResnetGenerator(ngf=8, n_blocks=1, img_size=32, light=True).state_dict())
+    config = model_config(ResnetGenerator(ngf=8, n_blocks=1, img_size=32, light=True).arch(), 32,
+                          catalog.entry("selfie2anime"), workers=1, batch_size=1, max_batch_delay=50,
+                          response_timeout=120)
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda i: write_archive(tmp_path / f"store{i}", "selfie2anime", f"{i + 2}.0",
+                                                      generators[i], config), range(4)))
+    for path, weights in zip(paths, generators):
+        packed = read_archive(path).generator_weights()
+        assert all(torch.equal(packed[k], weights[k].half().float()) for k in weights)
+    assert (theirs / "generator.pt").read_bytes() == b"another export's weights"
 
 
 def test_unknown_pairs_get_generic_catalogue_entries() -> None:
