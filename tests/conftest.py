@@ -163,10 +163,14 @@ def db_sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(db_engine)
 
 
-@pytest.fixture
-def patient_database() -> Iterator[None]:
-    """The test waits for the database however slowly it answers (`waiting.patience`): on a loaded
-    2-core machine a query outlasts a reply's deadline, and the reply then says so instead."""
+@pytest.fixture(autouse=True)
+def patient_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test waits for the database however slowly it answers (`waiting.patience`): on a loaded
+    2-core machine a query outlasts a reply's deadline, and the reply then says so instead. A test whose
+    subject is such a deadline says so (`@pytest.mark.deadline`) and keeps the real ones."""
+    if request.node.get_closest_marker("deadline"):
+        yield
+        return
     from waiting import patience
 
     with patience():

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 torch.set_num_threads(1)
 UNMEASURED = " " + guard.UNMEASURED.format(style="selfie2anime", version="2.0")  # tiny archives carry no quality.json
 # What the admin commands say, not their 1 s deadline (tests/test_admin_deadlines.py): a slow database is waited for.
-pytestmark = pytest.mark.usefixtures("patient_database")
 ADMIN, USER = 1, 5
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 torch.set_num_threads(1)
 # What the admin commands say, not their 1 s deadline (tests/test_admin_deadlines.py): a slow database is waited for.
-pytestmark = pytest.mark.usefixtures("patient_database")
 ADMIN, USER = 7, 8
 PNG = b"\x89PNG\r\n\x1a\n"
 ADMINISTRATOR = 1 << 3  # Discord's permission bit

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from conftest import ReadUsage
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.deadline  # the real deadlines, not the patient database
 LIMITS = {"default_style": "selfie2anime", "requests_per_minute": 100, "max_in_flight": 2,
           "max_upload_bytes": 2**20, "output_size": 64}
 # The requirement is a time (a reply waits at most DB_DEADLINE_S), so it is checked as one, with a margin a

@@ -128,7 +128,6 @@ async def ready(url: str) -> tuple[int, dict[str, bool]]:
         return response.status, (await response.json())["checks"]
 
 
-@pytest.mark.usefixtures("patient_database")  # the database is up: on a loaded machine it may take over 0.5 s
 async def test_readyz_waits_for_the_styles_and_the_database(
     tmp_path: Path, sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,6 +148,7 @@ async def test_readyz_waits_for_the_styles_and_the_database(
             await shared.close()
 
 
+@pytest.mark.deadline  # /readyz waits for the database at most DB_DEADLINE_S
 async def test_readyz_is_503_while_the_database_hangs(
     tmp_path: Path, postgres_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

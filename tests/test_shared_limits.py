@@ -6,14 +6,15 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
 
+from bots import core as core_module
 from bots.core import DB_DEADLINE_S, Attachment, Core, Request
-from bots.limits import ChatLimits
+from bots.limits import ChatLimits, UserLimits
 from bots.shared_limits import SharedLimits
 from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
@@ -30,6 +31,26 @@ CORE = {"default_style": "selfie2anime", "requests_per_minute": 10, "max_in_flig
 # are told apart by what the limiter logs, not by time.
 WITHIN_DEADLINE_S = 0.2 + DB_DEADLINE_S + 2.5  # the drawing, the deadline, the margin
 SLOW = "the database is slow, counted here until it answers"
+
+
+@pytest.fixture
+def one_minute(monkeypatch: pytest.MonkeyPatch) -> Callable[[], float]:
+    """The limiters' clock, standing still: a test's photos all fall in one minute, however long a loaded
+    machine takes over them (a minute that ran out midway would admit more, and the counts say nothing).
+    The cores' limiters, in memory and in the database, read it; so may a test's own."""
+    now = time.time()
+
+    class Counted(SharedLimits):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, clock=lambda: now, **kw)
+
+    class Local(UserLimits):
+        def __init__(self, per_minute: int, **kw: Any) -> None:
+            super().__init__(per_minute, lambda: now, **kw)
+
+    monkeypatch.setattr(core_module, "SharedLimits", Counted)
+    monkeypatch.setattr(core_module, "UserLimits", Local)
+    return lambda: now
 
 
 class Held(MemoryStylizer):
@@ -97,25 +118,25 @@ async def thirty_photos(url: str, count: int, shared: bool, face_jpeg: bytes) ->
     return seen
 
 
-@pytest.mark.usefixtures("patient_database")
+@pytest.mark.usefixtures("one_minute")
 async def test_thirty_photos_over_two_replicas_meet_the_refusals_of_one(db_url: str, face_jpeg: bytes) -> None:
     alone = await thirty_photos(db_url, 1, False, face_jpeg)
     assert alone == {None: 10, "busy": 10, "too_many": 10}  # one at a time, ten a minute
     assert await thirty_photos(db_url, 2, True, face_jpeg) == alone
 
 
-@pytest.mark.usefixtures("patient_database")
+@pytest.mark.usefixtures("one_minute")
 async def test_in_memory_limits_do_not_hold_across_replicas(sqlite_db_url: str, face_jpeg: bytes) -> None:
     # What SHARED_LIMITS=false allows: twice as much.
     assert (await thirty_photos(sqlite_db_url, 2, False, face_jpeg))[None] == 20
 
 
-@pytest.mark.usefixtures("patient_database")
-async def test_a_groups_minute_holds_across_replicas(db_url: str) -> None:
+async def test_a_groups_minute_holds_across_replicas(db_url: str, one_minute: Callable[[], float]) -> None:
     engines = [create_engine(db_url) for _ in range(2)]
     try:
-        groups = [ChatLimits(3, 2, minute=SharedLimits(session_factory(e), "chat:telegram", 3, one_at_a_time=False))
-                  for e in engines]
+        minutes = [SharedLimits(session_factory(e), "chat:telegram", 3, one_at_a_time=False, clock=one_minute)
+                   for e in engines]
+        groups = [ChatLimits(3, 2, minute=minute) for minute in minutes]
         refused = []
         for i in range(6):
             async with groups[i % 2].share(-100) as share:
@@ -144,6 +165,7 @@ async def test_without_the_database_the_process_counts_alone(caplog: pytest.LogC
         await engine.dispose()
 
 
+@pytest.mark.deadline  # the photo held by the hung database at most DB_DEADLINE_S
 async def test_a_hung_database_holds_a_photo_once_and_the_next_not_at_all(
     postgres_db_url: str, face_jpeg: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -633,6 +633,7 @@ async def test_a_video_drawn_by_the_real_engine(
 
 
 @MEMORY_ONLY
+@pytest.mark.deadline  # the reply waits for the database at most DB_DEADLINE_S
 async def test_a_photo_while_the_database_hangs_is_answered_and_logged_once_it_answers(
     read_usage: ReadUsage, bots_model_store: Path, postgres_db_url: str, face_jpeg: bytes
 ) -> None:
