@@ -20,8 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import jobs
 from db.models import TrainingJob
-from styles.archive import store_versions
-from training import cli
+from styles import catalog
+from styles.archive import model_config, store_versions, write_archive
+from styles.payload.networks import Int8Linear, ResnetGenerator
+from training import cli, distributed, retrain
+from training.trainer import Trainer
 from training.worker import TrainingWorker, WorkerConfig
 
 torch.set_num_threads(1)
@@ -90,6 +93,64 @@ async def test_a_job_trains_exports_the_next_version_and_reports(
     assert new["handler"]["title"] == "Selfie to anime"
     failed = await job_now(sessions, missing.id)
     assert failed.status == "failed" and "no selfie2anime 7.0" in (failed.error or "")
+
+
+# The authors' full model as import-official writes it (TensorFlow graph, int8 first MLP layer), small.
+FULL = {"input_nc": 3, "output_nc": 3, "ngf": 8, "n_blocks": 1, "img_size": 32, "light": False, "tf_compat": True}
+
+
+def add_full_version(store: Path, version: str, arch: dict | None = None) -> None:
+    """Both directions of the pair as `version`: a small full model stored as import-official stores it."""
+    arch = arch or {**FULL, "fc0_weight": "int8"}
+    for seed, style in enumerate(("selfie2anime", "anime2selfie")):
+        torch.manual_seed(seed)
+        weights = ResnetGenerator(**FULL).state_dict()
+        weights["FC.0.weight"], weights["FC.0.scale"] = Int8Linear.quantize(weights["FC.0.weight"])
+        config = model_config(arch, 32, catalog.entry(style), workers=1, batch_size=1, max_batch_delay=50,
+                              response_timeout=120)
+        write_archive(store, style, version, weights, config)
+
+
+def test_retraining_from_an_imported_full_version_starts_from_that_network(
+    tiny_store: Path, datasets: Path, tmp_path: Path
+) -> None:
+    """/retrain ... from 2.0 where 2.0 is full (the light 1.0 beside it): the trainer builds 2.0's network
+    and starts from its weights, the int8 layer as the float32 one it stands for."""
+    add_full_version(tiny_store, "2.0")
+    plan = retrain.plan(pair="selfie2anime", iterations=2, from_version="2.0", datasets=datasets,
+                        model_store=tiny_store, runs_dir=tmp_path / "runs", run_name="job-1", chunk=2)
+    assert (plan.options.light, plan.options.tf_compat, plan.options.img_size) == (False, True, 32)
+    trainer = Trainer(plan.options, distributed.setup(1))
+    retrain.start_from_archives(trainer, plan)
+    for key, archive in zip(("genA2B", "genB2A"), plan.templates):
+        stored, trained = archive.generator_weights(), trainer.nets[key].state_dict()
+        int8, scale = stored.pop("FC.0.weight"), stored.pop("FC.0.scale")
+        assert torch.equal(trained.pop("FC.0.weight"), int8.float() * scale.float()[:, None])
+        assert trained.keys() == stored.keys() and all(torch.equal(trained[k], stored[k]) for k in stored)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_job_from_a_full_version_exports_the_same_network_and_one_it_cannot_build_is_refused(
+    worker_sessions: Callable[[], Sessions], tiny_store: Path, datasets: Path, tmp_path: Path
+) -> None:
+    add_full_version(tiny_store, "2.0")
+    add_full_version(tiny_store, "3.0", {**FULL, "fc0_weight": "int8", "input_nc": 1})
+    sessions = worker_sessions()
+    worker = TrainingWorker(sessions, config(tiny_store, datasets, tmp_path, "w1"))
+    full, odd = await add_job(sessions, iterations=2, from_version="2.0"), await add_job(sessions, 2, "3.0")
+    assert [await worker.run_once() for _ in range(2)] == [full.id, odd.id]
+
+    done = await job_now(sessions, full.id)
+    assert done.status == "done", done.error
+    assert done.result is not None and done.result["versions"] == {"selfie2anime": "4.0", "anime2selfie": "4.0"}
+    found = store_versions(tiny_store)
+    for style in ("selfie2anime", "anime2selfie"):
+        new = found[style]["4.0"]
+        assert new.handler["arch"] == found[style]["2.0"].handler["arch"]
+        assert new.generator_weights()["FC.0.weight"].dtype == torch.int8
+    refused = await job_now(sessions, odd.id)
+    assert refused.status == "failed" and "selfie2anime 3.0 is a network the trainer cannot build (input_nc: 1)" in (
+        refused.error or "")
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)

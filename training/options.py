@@ -22,6 +22,7 @@ class TrainOptions:
     ch: int = 64
     n_res: int = 4
     light: bool = False
+    tf_compat: bool = False  # the authors' TensorFlow graph (an imported archive's arch); no flag: /retrain sets it
     n_dis_global: int = 7
     n_dis_local: int = 5
     # optimisation (paper: Adam 1e-4, betas (0.5, 0.999), weight decay 1e-4)

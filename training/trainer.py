@@ -124,7 +124,8 @@ class Trainer:
         self._samples: dict[Path, torch.Tensor] = {}
         torch.manual_seed(opts.seed)
         dev = runtime.device
-        gen = dict(ngf=opts.ch, n_blocks=opts.n_res, img_size=opts.img_size, light=opts.light)
+        gen = dict(ngf=opts.ch, n_blocks=opts.n_res, img_size=opts.img_size, light=opts.light,
+                   tf_compat=opts.tf_compat)
         self.nets: dict[str, nn.Module] = {
             "genA2B": ResnetGenerator(**gen).to(dev),
             "genB2A": ResnetGenerator(**gen).to(dev),
