@@ -435,28 +435,36 @@ def build_app(settings: Settings, shared: SharedCore) -> web.Application:
 
 
 async def serve(settings: Settings, shared: SharedCore, stop: asyncio.Event) -> None:
-    """Serve the page on WEB_HOST:WEB_PORT until `stop`.
+    """Serve the page on WEB_HOST:WEB_PORT until `stop` (WEB_PORT=0: a free port, the one logged).
 
     A connection gets WEB_HEADER_TIMEOUT_S for its request's headers: the first request's are
     watched by `bots.deadline` (408, logged), later ones on a kept-alive connection by aiohttp's
     keep-alive timer, which runs from each answer and closes a connection still without headers.
     A visitor who leaves cancels their request: the engine's slot is freed at the next frame
     instead of drawing for nobody."""
-    runner = web.AppRunner(
-        build_app(settings, shared), handler_cancellation=True,
-        keepalive_timeout=settings.web_header_timeout_s, lingering_time=0,  # `unread_bodies` instead
+    handlers: list[web.Server] = []  # the runner's, once set up: nothing is accepted before
+    # What aiohttp's TCPSite does, with each connection's protocol behind the header deadline; bound before
+    # the app is built, so that the Host names it allows carry the port it got.
+    listening = await asyncio.get_running_loop().create_server(
+        lambda: HeadersWithin(handlers[0](), settings.web_header_timeout_s), settings.web_host, settings.web_port,
+        start_serving=False,
     )
-    await runner.setup()
-    server, listening = runner.server, None
-    assert server is not None  # made by setup()
     try:
-        # What aiohttp's TCPSite does, with each connection's protocol behind the header deadline.
-        listening = await asyncio.get_running_loop().create_server(
-            lambda: HeadersWithin(server(), settings.web_header_timeout_s), settings.web_host, settings.web_port
+        port = listening.sockets[0].getsockname()[1]
+        runner = web.AppRunner(
+            build_app(settings.model_copy(update={"web_port": port}), shared), handler_cancellation=True,
+            keepalive_timeout=settings.web_header_timeout_s, lingering_time=0,  # `unread_bodies` instead
         )
-        logger.info("web page: http://%s:%d", settings.web_host, settings.web_port)
+        await runner.setup()
+    except BaseException:
+        listening.close()
+        raise
+    try:
+        assert runner.server is not None  # made by setup()
+        handlers.append(runner.server)
+        await listening.start_serving()
+        logger.info("web page: http://%s:%d", settings.web_host, port)
         await stop.wait()
     finally:
-        if listening is not None:
-            listening.close()
+        listening.close()
         await runner.cleanup()

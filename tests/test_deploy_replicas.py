@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -19,7 +18,7 @@ from ops.management import DeployError, ReplicatedManagement, StyleVersions, ope
 from serving.api import Unavailable
 from serving.client import TorchServeClient
 from styles.archive import Archive
-from torchserve_fixture import free_ports
+from torchserve_fixture import free_port_block, free_ports
 
 STYLE = "selfie2anime"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
@@ -87,22 +86,6 @@ class FakeTorchServe:
         return web.Response(body=PNG, content_type="image/png")
 
 
-def adjacent_free_ports() -> int:
-    """A port P with P + 1 free too (TorchServe's inference and management layout)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        with socket.socket() as first, socket.socket() as second:
-            try:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no two adjacent free ports")
-
-
 @pytest.fixture
 async def replicas() -> AsyncIterator[list[FakeTorchServe]]:
     async with AsyncExitStack() as stack:
@@ -112,7 +95,7 @@ async def replicas() -> AsyncIterator[list[FakeTorchServe]]:
             runner = web.AppRunner(fake.app())
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            fake.inference_port = port = adjacent_free_ports()
+            fake.inference_port = port = free_port_block(2)  # TorchServe's inference and management layout
             for listening in (port, port + 1):
                 await web.TCPSite(runner, "127.0.0.1", listening).start()
             fakes.append(fake)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
+import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +27,7 @@ from styles import catalog
 from media import gif_frames, make_gif, make_mp4, probe
 from test_core_deadlines import usage_rows
 from test_db_usage import PostgresProxy
-from torchserve_fixture import free_ports
+from waiting import until
 
 if TYPE_CHECKING:
     from conftest import ReadUsage
@@ -39,37 +41,45 @@ CHROMIUM_FLAGS = [
 ]
 
 
+class Announced(logging.Handler):
+    """The address a page logs once it serves ("web page: http://HOST:PORT")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.url: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if found := re.fullmatch(r"web page: (http://\S+)", record.getMessage()):
+            self.url = found[1]
+
+
 @asynccontextmanager
 async def running_page(model_store: Path, database_url: str, **more: object) -> AsyncIterator[str]:
-    """The page as `python -m bots web` serves it, on a free port; stopped (and flushed) after."""
+    """The page as `python -m bots web` serves it, on the port it binds (WEB_PORT=0: free, and never
+    another's), once it says it serves; stopped (and flushed) after."""
     settings = Settings(
         _env_file=None,
         model_store=model_store,
         database_url=database_url,
-        web_port=free_ports(1)[0],
+        web_port=0,
         output_size=64,
         max_upload_bytes=2**20,
         **more,  # type: ignore[arg-type]
     )
-    stop = asyncio.Event()
+    stop, announced, level = asyncio.Event(), Announced(), web.logger.level
+    web.logger.addHandler(announced)
+    web.logger.setLevel(logging.INFO)
     task = asyncio.create_task(web.serve(settings, SharedCore(settings), stop))
-    url = f"http://127.0.0.1:{settings.web_port}"
     try:
-        async with aiohttp.ClientSession() as client:
-            for _ in range(1200):  # until it listens (60 s: the engine may load on a loaded machine)
-                if task.done():  # it stopped: its error, or say so
-                    await task
-                    raise AssertionError("the page stopped before it answered")
-                try:
-                    async with client.get(f"{url}/api/styles") as response:
-                        assert response.status == 200, await response.text()
-                        break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError(f"the page did not answer on {url} within 60 s")
-        yield url
+        await until(lambda: announced.url is not None or task.done(), "the page serving")
+        if task.done():  # it stopped: its error, or say so
+            await task
+            raise AssertionError("the page stopped before it served")
+        assert announced.url is not None
+        yield announced.url
     finally:
+        web.logger.removeHandler(announced)
+        web.logger.setLevel(level)
         stop.set()
         await task
 

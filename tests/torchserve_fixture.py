@@ -32,29 +32,54 @@ TINY = {"ngf": 8, "n_blocks": 1, "img_size": 32, "light": True}
 START_TIMEOUT_S = 300.0
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the OS says are free now (all bound at once, so they are distinct)."""
-    socks = [socket.socket() for _ in range(count)]
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands out by itself: to a bind to port 0, and to every outgoing connection."""
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+# Where a test picks a port for a server that binds it later (a child process, Java, a bot's webhook):
+# never one the kernel may give another socket in the meantime. A port from a bind to port 0 is free only
+# until it is closed: the next outgoing connection on the machine may take it as its own end.
+PICKABLE = frozenset(range(10000, 65536)) - frozenset(_ephemeral_ports())
+
+
+def _free(port: int) -> bool:
+    """Whether nothing holds `port` on 127.0.0.1 now (not even a connection closing: no SO_REUSEADDR)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now, outside the kernel's ephemeral range (`PICKABLE`), for servers
+    that cannot bind port 0 and say which port they got."""
+    ports: list[int] = []
+    candidates = sorted(PICKABLE)
+    for _ in range(200 * count):
+        port = random.choice(candidates)
+        if port not in ports and _free(port):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise RuntimeError(f"no {count} free ports found")
 
 
 def free_port_block(count: int) -> int:
-    """A first port such that `count` consecutive ports are free now (for `--port` flags)."""
+    """A first port such that `count` consecutive ports are free now, outside the ephemeral range (for
+    `--port` flags)."""
+    candidates = sorted(PICKABLE)
     for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        try:
-            socks = [socket.create_server(("127.0.0.1", p)) for p in range(base, base + count)]
-        except OSError:
-            continue
-        for s in socks:
-            s.close()
-        return base
+        base = random.choice(candidates)
+        block = range(base, base + count)
+        if all(p in PICKABLE for p in block) and all(_free(p) for p in block):
+            return base
     raise RuntimeError(f"no {count} consecutive free ports found")
 
 
