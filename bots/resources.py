@@ -43,6 +43,7 @@ class SharedCore:
         self._stack = AsyncExitStack()
         self._warm_up: asyncio.Task[None] | None = None  # the embedded engine loading every style
         self._sessions: async_sessionmaker[AsyncSession] | None = None  # the core's database, once open
+        self._recorder: UsageRecorder | None = None  # the core's usage log, while open
 
     def chat_limits(self, platform: str) -> ChatLimits:
         """A front end's per-group limits (`CHAT_REQUESTS_PER_MINUTE`, `CHAT_MAX_IN_FLIGHT`), their minute kept
@@ -82,7 +83,23 @@ class SharedCore:
             self._holders -= 1
             if self._holders == 0:
                 self._core = None
-                await self._stack.aclose()
+                try:
+                    await self._stack.aclose()
+                finally:
+                    self._recorder = None  # not before: a stop's `flush` may wait for the close's
+
+    async def flush(self, timeout_s: float) -> None:
+        """Write the usage log's queued rows now, waiting for the database up to `timeout_s` (at a stop
+        signal, before the grace that cuts the closing short: however slowly a loaded machine writes them,
+        they are not lost to it); rows still queued then are left to the close, which says how many."""
+        recorder = self._recorder
+        if recorder is None or not recorder.pending:
+            return
+        logger.info("stopping: writing %d usage rows first", recorder.pending)
+        try:
+            await asyncio.wait_for(recorder.flush(), timeout_s)
+        except TimeoutError:
+            logger.warning("stopping: %d usage rows still unwritten after %.0f s", recorder.pending, timeout_s)
 
     async def _build(self) -> Core:
         settings = self._settings
@@ -100,7 +117,7 @@ class SharedCore:
             metrics.ENGINE_QUEUE.set_function(stylizer.queued)
             self._warm_up = warm_up = asyncio.create_task(stylizer.warm_up(first=settings.default_style))
             self._stack.callback(warm_up.cancel)
-        recorder = UsageRecorder(sessions)
+        self._recorder = recorder = UsageRecorder(sessions)
         self._stack.push_async_callback(recorder.close)  # flushed before the engine goes
         core = Core(
             stylizer=stylizer,

@@ -17,8 +17,10 @@ from telemetry import probes
 
 logger = logging.getLogger(__name__)
 
-# After Ctrl-C or SIGTERM the front ends get this long to close (the usage log is flushed
-# first); whatever still runs then, start-up included, is cancelled.
+# After Ctrl-C or SIGTERM the usage log's queued rows are written first, for as long as the database
+# takes (a loaded machine's second or two), up to STOP_FLUSH_S while it does not answer; only then do the
+# front ends get STOP_GRACE_S to finish closing, and whatever still runs, start-up included, is cancelled.
+STOP_FLUSH_S = 10.0
 STOP_GRACE_S = 1.0
 
 
@@ -49,18 +51,21 @@ FRONT_ENDS: dict[str, FrontEnd] = {
 async def run(names: Sequence[str], settings: Settings) -> None:
     """Migrate the database, then serve `names` side by side until SIGINT/SIGTERM.
 
-    A signal stops the process within about `STOP_GRACE_S` at any moment,
-    start-up included: the front ends close in that time, else are cancelled.
+    A signal stops the process within about `STOP_GRACE_S` at any moment, start-up included, once
+    the usage log is written (no grace cuts that short): the front ends close in that time, else are
+    cancelled.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    work = asyncio.create_task(_migrate_and_serve(names, settings, stop), name="front-ends")
+    shared = SharedCore(settings)
+    work = asyncio.create_task(_migrate_and_serve(names, settings, stop, shared), name="front-ends")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     if not work.done():
+        await shared.flush(STOP_FLUSH_S)  # while the front ends begin closing
         await asyncio.wait({work}, timeout=STOP_GRACE_S)
     if not work.done():
         logger.warning("still busy %.1f s after the stop signal (starting up?): cutting it short", STOP_GRACE_S)
@@ -71,8 +76,10 @@ async def run(names: Sequence[str], settings: Settings) -> None:
     work.result()  # a front end's failure
 
 
-async def _migrate_and_serve(names: Sequence[str], settings: Settings, stop: asyncio.Event) -> None:
-    shared = SharedCore(settings)
+async def _migrate_and_serve(
+    names: Sequence[str], settings: Settings, stop: asyncio.Event, shared: SharedCore | None = None
+) -> None:
+    shared = shared or SharedCore(settings)
     # One failing front end cancels the others, and each cleans up on the way out.
     async with asyncio.TaskGroup() as group:
         if settings.metrics_port is not None:  # up first: /healthz answers (and /readyz says 503) while starting
