@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from fakes.stylizer import MemoryStylizer
 from fakes.discord import FakeDiscord
-from test_discord import answers
+from test_discord import answers, fake  # noqa: F401  (fake: the fake Discord fixture)
 from test_discord import running_bot as running_discord
 from playwright.async_api import Page, expect
 from test_web import page, running_page  # noqa: F401  (page: a Chromium tab)
@@ -58,8 +58,10 @@ async def test_styles_says_why_a_style_is_experimental(
     assert SAID not in "\n".join(lines[:horse])  # cat2dog meets its bar
 
 
-async def test_the_discord_embed_says_why(stylizer: MemoryStylizer, tmp_path: Path, sqlite_db_url: str) -> None:
-    async with FakeDiscord() as fake, running_discord(fake, tmp_path, sqlite_db_url, default_style="cat2dog"):
+async def test_the_discord_embed_says_why(
+    stylizer: MemoryStylizer, fake: FakeDiscord, tmp_path: Path, sqlite_db_url: str
+) -> None:
+    async with running_discord(fake, tmp_path, sqlite_db_url, default_style="cat2dog"):
         [listing] = await answers(fake, await fake.slash_command(41, "styles"))
     [embed] = listing.json["data"]["embeds"]
     assert f"horse2zebra - {catalog.KNOWN['horse2zebra'].description}\n  {SAID}" in embed["description"]
