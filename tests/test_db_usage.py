@@ -280,7 +280,7 @@ async def test_close_gives_up_and_says_how_many(
         await recorder.close(timeout_s=0.3)
     else:  # cancelled, as `python -m bots` does once its stop grace is over
         closing = asyncio.create_task(recorder.close(timeout_s=30))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0)  # one turn of the loop: the close has begun, and waits for the flush
         closing.cancel()
         with pytest.raises(asyncio.CancelledError):
             await closing

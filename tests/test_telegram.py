@@ -79,6 +79,17 @@ async def running_bot(api: FakeTelegram, settings: Settings) -> AsyncIterator[No
         await task  # stops polling, flushes the usage log, closes the engine
 
 
+LAST_WORD = 999  # the private chat of `fetched_all`'s /help
+
+
+async def fetched_all(api: FakeTelegram) -> None:
+    """A /help from a chat of its own, answered: updates come in order, so the bot has fetched every one
+    sent before it, and leaving `running_bot` waits for all their handlers. After the block, what those
+    updates made the bot send is all they ever will (instead of giving anything unwanted time to show)."""
+    api.send_text(LAST_WORD, "/help")
+    await api.wait_for("sendMessage", chat_id=LAST_WORD)
+
+
 async def test_photos_documents_and_a_pdf(
     read_usage: ReadUsage, api: FakeTelegram, bots_model_store: Path, sqlite_db_url: str, face_jpeg: bytes
 ) -> None:
@@ -284,10 +295,10 @@ async def test_groups_draw_a_captioned_photo_or_the_photo_a_style_command_replie
         photos = await api.wait_for("sendPhoto", chat_id=GROUP, count=4)
         [document] = await api.wait_for("sendDocument", chat_id=GROUP)
         answers = await api.wait_for("sendMessage", chat_id=GROUP, count=3)
-        await asyncio.sleep(0.5)  # time for anything unwanted to show
+        await fetched_all(api)
 
     assert {m["message_id"] for m in api.withheld} >= {photo["message_id"], file["message_id"]}
-    assert len(api.calls_to("sendPhoto")) == 4 and len(api.calls_to("sendMessage")) == 3  # nothing else
+    assert len(api.calls_to("sendPhoto")) == 4 and len(api.calls_to("sendMessage")) == 3 + 1  # + fetched_all's
     drawn = {replying_to(c): c.fields["caption"] for c in photos}
     assert drawn == {
         captioned["message_id"]: "Anime to selfie",
@@ -342,9 +353,10 @@ async def test_without_privacy_mode_a_group_photo_is_still_drawn_only_when_asked
         api.send_text(401, "hello all", chat_id=GROUP)
         asked = api.send_photo(402, face_jpeg, caption="/style", chat_id=GROUP)
         [photo] = await api.wait_for("sendPhoto", chat_id=GROUP)
-        await asyncio.sleep(0.5)  # time for anything unwanted to show
+        await fetched_all(api)
     assert replying_to(photo) == asked["message_id"]
-    assert api.withheld == [] and len(api.calls_to("sendPhoto")) == 1 and api.calls_to("sendMessage") == []
+    assert api.withheld == [] and len(api.calls_to("sendPhoto")) == 1
+    assert [c.chat_id for c in api.calls_to("sendMessage")] == [LAST_WORD]  # fetched_all's alone
     assert len(api.calls_to("getFile")) == 1
 
 

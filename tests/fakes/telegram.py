@@ -37,6 +37,8 @@ import aiohttp
 from aiohttp import web
 from PIL import Image
 
+from waiting import HANG_S
+
 JSON = dict[str, Any]
 
 
@@ -416,14 +418,17 @@ class FakeTelegram:
         assert self.webhook is not None, "no webhook registered (setWebhook)"
         headers = {} if secret is None else {"X-Telegram-Bot-Api-Secret-Token": secret}
         async with aiohttp.ClientSession() as client:
-            for _ in range(100):  # Telegram retries while nothing listens (PTB registers before it listens)
-                try:
-                    async with client.post(self.webhook["url"], json=update, headers=headers) as response:
-                        self.deliveries.append(response.status)
-                        return response.status
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-        raise AssertionError(f"nothing listens at {self.webhook['url']}")
+            try:
+                async with asyncio.timeout(HANG_S):  # however long a loaded machine takes to start listening
+                    while True:  # Telegram retries while nothing listens (PTB registers before it listens)
+                        try:
+                            async with client.post(self.webhook["url"], json=update, headers=headers) as response:
+                                self.deliveries.append(response.status)
+                                return response.status
+                        except aiohttp.ClientConnectionError:
+                            await asyncio.sleep(0.05)
+            except TimeoutError:
+                raise AssertionError(f"nothing listens at {self.webhook['url']}") from None
 
     def forget_files(self) -> None:
         """Make every file the users sent so far unavailable, as an expired file_id is."""
