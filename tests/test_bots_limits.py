@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from waiting import until
 
 from bots import messages
 from bots.limits import WINDOW_S, ChatLimits, Refusal, UserLimits
@@ -101,7 +102,7 @@ async def test_a_group_draws_its_share_at_once_and_the_rest_wait_their_turn() ->
 
     tasks = [asyncio.create_task(draw("group", name)) for name in ("a", "b", "c")]
     tasks.append(asyncio.create_task(draw("other group", "d")))
-    await asyncio.sleep(0.01)
+    await until(lambda: len(started) + len(waited) == 4, "each photo started or waiting")
     assert started == ["a", "b", "d"] and waited == ["c"]  # others are not held up
     release.set()
     await asyncio.gather(*tasks)
