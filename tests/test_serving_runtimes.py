@@ -24,12 +24,14 @@ from PIL import Image
 from group_photos import group_photo
 from torchserve_fixture import (
     free_ports,
+    handed_to_worker,
     management,
     model_log,
     ready_workers,
     running_torchserve,
     wait_for_workers,
 )
+from waiting import until
 
 from config import Settings
 from serving import replies
@@ -210,9 +212,7 @@ async def test_a_bad_item_fails_alone_in_a_mixed_batch(
         torchserve = request.getfixturevalue("torchserve")
         async with behind_a_full_batch(torchserve, "selfie2anime", stylizer):
             mixed = ask()
-            async with asyncio.timeout(60):
-                while await asyncio.to_thread(queued, torchserve, "selfie2anime") < 8 + 5:
-                    await asyncio.sleep(0.1)
+            await until(lambda: queued_at_least(torchserve, "selfie2anime", 13), "the five behind the eight", every=0.1)
         results = await mixed
         await until_logged(torchserve, one_batch, before=0)
     assert [type(r).__name__ for r in results] == ["Stylized", "BadInput", "NoFace", "BadInput", "Stylized"]
@@ -223,22 +223,21 @@ async def test_a_bad_item_fails_alone_in_a_mixed_batch(
 async def behind_a_full_batch(
     ts: LocalTorchServe, model: str, client: Stylizer
 ) -> AsyncIterator[list[asyncio.Task[Stylized]]]:
-    """The model's worker stopped, a batch waiting at it and eight requests in its queue: what the block
+    """The model's worker stopped, a batch handed to it and eight requests in its queue: what the block
     sends queues behind them, and when the block ends the worker goes on, so the batch after those
-    eight is what the block queued (batchSize 8). Requests go one at a time: until one stays in the queue
-    (the window of the batch at the worker has closed), then until eight do, counted by TorchServe.
+    eight is what the block queued (batchSize 8). Every step waits for TorchServe's own word, however
+    long a loaded machine takes: one request, until the frontend logs handing its batch to the worker
+    (its 300 ms window closed, nothing more joins it); then eight, until its queue counts eight.
     Yields those requests, answered once the block has ended."""
     [worker] = wait_for_workers(ts, model, 1)
     os.kill(worker["pid"], signal.SIGSTOP)
     plugs: list[asyncio.Task[Stylized]] = []
     try:
-        while len(plugs) < 30 and await asyncio.to_thread(queued, ts, model) < 8:
-            waiting = await asyncio.to_thread(queued, ts, model)
-            plugs.append(asyncio.create_task(client.stylize(model, FACE, size=32)))
-            for _ in range(20):  # 2 s: queued, or taken into the batch at the worker
-                if await asyncio.to_thread(queued, ts, model) > waiting:
-                    break
-                await asyncio.sleep(0.1)
+        handed = handed_to_worker(ts, model)
+        plugs.append(asyncio.create_task(client.stylize(model, FACE, size=32)))
+        await until(lambda: handed_to_worker(ts, model) > handed, "a batch handed to the stopped worker", every=0.1)
+        plugs += [asyncio.create_task(client.stylize(model, FACE, size=32)) for _ in range(8)]
+        await until(lambda: queued_at_least(ts, model, 8), "eight requests in the queue", every=0.1)
         assert await asyncio.to_thread(queued, ts, model) == 8
         yield plugs
     finally:
@@ -248,10 +247,7 @@ async def behind_a_full_batch(
 
 async def until_logged(ts: LocalTorchServe, line: str, before: int) -> None:
     """Wait for the handler's log line to reach model_log.log (through Java) more than `before` times."""
-    deadline = time.monotonic() + 10
-    while model_log(ts).count(line) <= before:
-        assert time.monotonic() < deadline, f"{line!r} not in model_log.log"
-        await asyncio.sleep(0.2)
+    await until(lambda: model_log(ts).count(line) > before, f"{line!r} in model_log.log", every=0.1)
 
 
 def queued(ts: LocalTorchServe, model: str) -> int:
@@ -259,6 +255,11 @@ def queued(ts: LocalTorchServe, model: str) -> int:
     status, body = management(ts, "GET", f"/models/{model}")
     assert status == 200, body
     return body[0]["jobQueueStatus"]["pendingRequests"]
+
+
+async def queued_at_least(ts: LocalTorchServe, model: str, count: int) -> bool:
+    """Whether `count` or more requests wait in the model's job queue (asked off the event loop)."""
+    return await asyncio.to_thread(queued, ts, model) >= count
 
 
 async def test_queued_requests_go_to_the_worker_a_full_batch_at_once(torchserve: LocalTorchServe) -> None:
@@ -281,17 +282,17 @@ async def test_a_killed_worker_is_replaced_while_requests_are_answered(torchserv
     before = {w["pid"] for w in wait_for_workers(torchserve, "dog2cat", 2)}
     client = client_for(torchserve, retries=6, backoff=0.25)
 
-    async def keep_asking(n: int) -> list[bytes]:
-        answers = []
+    answers: list[bytes] = []
+
+    async def keep_asking(n: int) -> None:
         for _ in range(n):
             answers.append((await client.stylize("dog2cat", CAT, size=32)).image)
-        return answers
 
     try:
         asking = asyncio.create_task(keep_asking(12))
-        await asyncio.sleep(0.3)
+        await until(lambda: bool(answers) or asking.done(), "a first answer")  # the kill lands while it asks
         os.kill(sorted(before)[0], signal.SIGKILL)
-        answers = await asking
+        await asking
         assert len(answers) == 12 and all(answers)
         deadline = time.monotonic() + 90
         while True:

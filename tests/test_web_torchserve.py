@@ -19,7 +19,8 @@ import aiohttp
 import pytest
 import torch
 from test_web import running_page, upload
-from torchserve_fixture import running_torchserve, wait_for_workers
+from torchserve_fixture import handed_to_worker, running_torchserve, wait_for_workers
+from waiting import until
 
 import serving.torchserve
 from bots import core as core_module
@@ -78,22 +79,22 @@ async def predict(client: aiohttp.ClientSession, ts: LocalTorchServe, image: byt
 
 
 async def fill(client: aiohttp.ClientSession, ts: LocalTorchServe, image: bytes) -> list[asyncio.Task[int]]:
-    """Requests straight to TorchServe, one at a time, until two in a row are refused; those it took.
+    """Fill TorchServe, its worker stopped: one request at the worker, one in the queue's one place;
+    those two, still unanswered.
 
-    TorchServe answers a refusal at once; one it holds is still waiting after 5 s."""
-    held: list[asyncio.Task[int]] = []
-    refused = 0
-    while refused < 2:
-        request = asyncio.create_task(predict(client, ts, image))
-        done, _ = await asyncio.wait({request}, timeout=5)
-        if not done:
-            held.append(request)
-            refused = 0
-        else:
-            assert request.result() == 503
-            refused += 1
-        assert len(held) <= 2, "TorchServe took more than its worker and one queued request"
-    return held
+    Each step waits for TorchServe to say so, however slowly it goes: the first request is in the
+    worker's hands once the frontend logs handing it over; then of two more, the queue takes the first
+    to arrive and refuses the other at once (503). A TorchServe that held more would refuse neither."""
+    handed = handed_to_worker(ts, STYLE)
+    at_worker = asyncio.create_task(predict(client, ts, image))
+    taken = "the worker taking a request"
+    await until(lambda: handed_to_worker(ts, STYLE) > handed or at_worker.done(), taken, every=0.1)
+    assert not at_worker.done(), f"TorchServe answered {at_worker.result()} with its worker stopped"
+    pair = [asyncio.create_task(predict(client, ts, image)) for _ in range(2)]
+    await until(lambda: any(request.done() for request in pair), "a refusal once the queue was full")
+    [refused] = [request for request in pair if request.done()]
+    assert refused.result() == 503
+    return [at_worker, *(request for request in pair if request is not refused)]
 
 
 async def test_a_full_torchserve_is_a_503_with_retry_after_and_an_overloaded_row(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import socket
 import time
 import urllib.error
@@ -154,8 +155,11 @@ def ready_workers(ts: LocalTorchServe, model: str) -> list[dict[str, Any]]:
     return [w for w in body[0]["workers"] if w["status"] == "READY"] if status == 200 else []
 
 
-def wait_for_workers(ts: LocalTorchServe, model: str, count: int, timeout: float = 90.0) -> list[dict[str, Any]]:
-    """Block until `count` workers of the model are READY; returns them."""
+def wait_for_workers(
+    ts: LocalTorchServe, model: str, count: int, timeout: float = START_TIMEOUT_S
+) -> list[dict[str, Any]]:
+    """Block until `count` workers of the model are READY; returns them. (A worker loads torch and its
+    archive: 90 s were too few beside training on the 2-core machine, so it gets Java's own start time.)"""
     deadline = time.monotonic() + timeout
     while len(workers := ready_workers(ts, model)) < count:
         if time.monotonic() > deadline:
@@ -168,3 +172,11 @@ def model_log(ts: LocalTorchServe) -> str:
     """What the Python workers printed (the handler's log lines)."""
     path = ts.run_dir / "logs" / "model_log.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def handed_to_worker(ts: LocalTorchServe, model: str) -> int:
+    """Batches of predictions the frontend has handed to `model`'s workers so far: each is out of the
+    job queue for good (TorchServe's debug line in ts_log.log, from the worker's own thread)."""
+    path = ts.run_dir / "logs" / "ts_log.log"
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return len(re.findall(rf" W-\d+-{re.escape(model)}_\S+ \S+ - Flushing req\.cmd PREDICT ", text))

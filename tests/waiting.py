@@ -19,9 +19,12 @@ import pytest
 HANG_S = 60.0
 
 
-async def until(reached: Callable[[], bool | Awaitable[bool]], what: str = "the state waited for") -> None:
-    """Return once `reached()` is true (polled between turns of the event loop, awaited if it is a
-    coroutine: a database read); fail if it never is."""
+async def until(
+    reached: Callable[[], bool | Awaitable[bool]], what: str = "the state waited for", *, every: float = 0.01
+) -> None:
+    """Return once `reached()` is true (polled every `every` seconds, awaited if it is a coroutine: a
+    database read; a poll that reads a log file or asks a server wants a longer `every`); fail if it
+    never is."""
 
     async def now() -> bool:
         answer = reached()
@@ -30,7 +33,7 @@ async def until(reached: Callable[[], bool | Awaitable[bool]], what: str = "the 
     try:
         async with asyncio.timeout(HANG_S):
             while not await now():
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(every)
     except TimeoutError:
         raise AssertionError(f"{what} never came ({HANG_S:.0f} s)") from None
 
