@@ -6,15 +6,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
 
-from bots import core as core_module
 from bots.core import DB_DEADLINE_S, Attachment, Core, Request
-from bots.limits import ChatLimits, UserLimits
+from bots.limits import ChatLimits
 from bots.shared_limits import SharedLimits
 from db.engine import create_engine, session_factory
 from db.usage import UsageRecorder
@@ -22,7 +21,7 @@ from fakes.stylizer import MemoryStylizer
 from serving.api import Stylized
 from test_db_usage import PostgresProxy
 from torchserve_fixture import free_ports
-from waiting import HANG_S, patience, until
+from waiting import HANG_S, patience, still_minute, until
 
 CORE = {"default_style": "selfie2anime", "requests_per_minute": 10, "max_in_flight": 4,
         "max_upload_bytes": 2**20, "output_size": 64}
@@ -34,23 +33,11 @@ SLOW = "the database is slow, counted here until it answers"
 
 
 @pytest.fixture
-def one_minute(monkeypatch: pytest.MonkeyPatch) -> Callable[[], float]:
-    """The limiters' clock, standing still: a test's photos all fall in one minute, however long a loaded
-    machine takes over them (a minute that ran out midway would admit more, and the counts say nothing).
-    The cores' limiters, in memory and in the database, read it; so may a test's own."""
+def one_minute() -> Iterator[Callable[[], float]]:
+    """The limiters' clock, standing still (`waiting.still_minute`); a test's own limiters may read it too."""
     now = time.time()
-
-    class Counted(SharedLimits):
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            super().__init__(*args, clock=lambda: now, **kw)
-
-    class Local(UserLimits):
-        def __init__(self, per_minute: int, **kw: Any) -> None:
-            super().__init__(per_minute, lambda: now, **kw)
-
-    monkeypatch.setattr(core_module, "SharedLimits", Counted)
-    monkeypatch.setattr(core_module, "UserLimits", Local)
-    return lambda: now
+    with still_minute(now):
+        yield lambda: now
 
 
 class Held(MemoryStylizer):

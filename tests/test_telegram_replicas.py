@@ -24,6 +24,7 @@ SECRET = "replica_Secret-2"
 HOOK = "/telegram/hook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 READY = "takes updates at"  # bots.webhook logs it once the replica listens
+PATIENT_BOTS = str(Path(__file__).with_name("patient_bots.py"))
 START_TIMEOUT_S = 240.0  # two interpreters loading torch side by side on a loaded 2-core machine
 
 
@@ -74,6 +75,7 @@ async def replicas(
     stopped them with SIGTERM and they exited 0."""
     processes: list[asyncio.subprocess.Process] = []
     logs = [folder / f"replica{i}.log" for i in range(len(balancer.ports))]
+    minute = time.time()
     async with AsyncExitStack() as stack:
         for port, log in zip(balancer.ports, logs, strict=True):
             env = {
@@ -83,10 +85,11 @@ async def replicas(
                 "TELEGRAM_WEBHOOK_LISTEN": "127.0.0.1", "TELEGRAM_WEBHOOK_PORT": str(port),
                 "MODEL_STORE": str(model_store), "DATABASE_URL": database_url,
                 "SHARED_LIMITS": "true", "REQUESTS_PER_MINUTE": "2", "OMP_NUM_THREADS": "1",
+                "TOONBOT_TEST_MINUTE": str(minute),  # both replicas' one minute, however long the photos take
             }
             out = stack.enter_context(log.open("wb"))
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bots", "telegram", cwd=folder, env=env,  # folder: no .env to read
+            process = await asyncio.create_subprocess_exec(  # `python -m bots telegram`, waiting for its database
+                sys.executable, PATIENT_BOTS, "telegram", cwd=folder, env=env,  # folder: no .env to read
                 stdout=out, stderr=asyncio.subprocess.STDOUT,
             )
             processes.append(process)

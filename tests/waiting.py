@@ -11,6 +11,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -51,4 +52,27 @@ def patience() -> Iterator[None]:
         patched.setattr(core_module, "DB_DEADLINE_S", HANG_S)
         patched.setattr(shared_limits, "DEADLINE_S", HANG_S)
         patched.setattr(admin, "Deadlines", lambda: Deadlines(HANG_S))
+        yield
+
+
+@contextmanager
+def still_minute(now: float) -> Iterator[None]:
+    """Within it the cores' rate limiters (in memory and in the database) read a clock that stands at
+    `now` (Unix time): every request falls in one minute, however long a loaded machine takes over them
+    (a minute that ran out midway would admit more, and the counts would say nothing)."""
+    from bots import core as core_module
+    from bots.limits import UserLimits
+    from bots.shared_limits import SharedLimits
+
+    class Counted(SharedLimits):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, clock=lambda: now, **kw)
+
+    class Local(UserLimits):
+        def __init__(self, per_minute: int, **kw: Any) -> None:
+            super().__init__(per_minute, lambda: now, **kw)
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(core_module, "SharedLimits", Counted)
+        patched.setattr(core_module, "UserLimits", Local)
         yield
