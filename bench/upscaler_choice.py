@@ -114,9 +114,10 @@ def compact_all(nets: dict[int, torch.nn.Module], drawn: torch.Tensor) -> dict[i
 
 
 @torch.inference_mode()
-def draw(style: str, specs: list[str], out: Path, timed: int, limit: int | None) -> dict[str, float]:
+def draw(style: str, archive_path: Path, specs: list[str], out: Path, timed: int, limit: int | None
+         ) -> dict[str, float]:
     """Write every candidate's replies under out/CANDIDATE/; return each one's median CPU seconds per reply."""
-    archive = read_archive(ROOT / "model_store" / f"{style}.mar")
+    archive = read_archive(archive_path)
     with tempfile.TemporaryDirectory(prefix="toonbot-upscaler-choice-") as tmp:
         handler, _ = loader.load_eager(archive, Path(tmp))
     imaging = handler._picture.__globals__["imaging"]  # the archive's own module, as its handler encodes
@@ -181,6 +182,7 @@ def measure(folder: Path, real_features: np.ndarray, real_sharpness: float,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("style", help="a style in model_store/ whose pair has a domain judge")
+    parser.add_argument("--archive", type=Path, help="the style's archive (default: model_store/STYLE.mar)")
     parser.add_argument("--upscalers", nargs="+", required=True, help="none, NAME:SCALE:DENOISE or ncnn:MODEL each")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "upscaler-choice")
     parser.add_argument("--timed", type=int, default=3, help="pictures timed per candidate (CPU seconds)")
@@ -190,8 +192,9 @@ def main() -> int:
     os.environ.setdefault("TOONBOT_COMPILE", "never")
     pair, target, source, real = split(args.style)
     out = args.out / args.style
-    print(f"{args.style}: {source} -> {out}/CANDIDATE/")
-    seconds = draw(args.style, args.upscalers, out, args.timed, args.limit)
+    archive = args.archive or ROOT / "model_store" / f"{args.style}.mar"
+    print(f"{args.style} ({archive}): {source} -> {out}/CANDIDATE/")
+    seconds = draw(args.style, archive, args.upscalers, out, args.timed, args.limit)
     net = judge.load_model(pair)
     torch.set_num_threads(1)
     reals = kid.images(str(real))
