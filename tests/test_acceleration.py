@@ -174,7 +174,8 @@ def test_a_signal_ends_the_process_at_once_while_it_compiles(tmp_path, sig) -> N
         time.sleep(0.2)
     helpers = _compilers(child.pid)
     child.send_signal(sig)
-    assert child.wait(timeout=10) != 0
+    # "At once" against the build it would otherwise finish (minutes); at load 15 the exit itself took over 10 s.
+    assert child.wait(timeout=30) != 0
     gone = time.monotonic() + 30  # the compilers get the signal with it; a loaded machine reaps them late
     while [p for p in helpers if _alive(p)] and time.monotonic() < gone:
         time.sleep(0.1)
