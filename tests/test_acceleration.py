@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import weakref
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ ARCHIVE = Path(__file__).resolve().parents[1] / "styles" / "payload"
 sys.path.insert(0, str(ARCHIVE))  # the module ships flat inside each .mar
 
 import acceleration  # noqa: E402
-from styles.payload.networks import ResnetGenerator  # noqa: E402
+from styles.payload.networks import Int8Linear, ResnetGenerator  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SIZE = 32
@@ -106,12 +107,18 @@ def test_eager_answers_at_once_and_the_checked_path_is_swapped_in_then_cached(ge
     (verdict,) = tmp_path.glob("cache/*/verdict.json")
     assert first.path.name in verdict.read_text()
 
-    # The next start (even a one-off) loads the verdict's path from disk: nothing is compiled again.
+    # The next start (even a one-off) loads the verdict's path from disk: nothing is compiled again, and
+    # it is checked against float32's pictures kept beside it, without an eager pass of its own.
     built = {p: p.stat().st_mtime for p in tmp_path.glob("cache/*/*.pt2")}
-    second = acceleration.Accelerated(copy.deepcopy(generator), SIZE, torch.device("cpu"), model_dir=model_dir,
+    model, eager_passes = copy.deepcopy(generator), []
+    model.register_forward_hook(lambda *_: eager_passes.append(1))
+    second = acceleration.Accelerated(model, SIZE, torch.device("cpu"), model_dir=model_dir,
                                       cache=tmp_path / "cache", mode="cached", prefer=SWAPPED_IN)
     assert second.ready.wait(120) and second.path.name == first.path.name
     assert {p: p.stat().st_mtime for p in tmp_path.glob("cache/*/*.pt2")} == built
+    assert list(tmp_path.glob(f"cache/*/{acceleration.REFERENCE}"))
+    if acceleration.can_compile():  # (an eager candidate is itself an eager pass)
+        assert not eager_passes
 
 
 @pytest.mark.skipif(not acceleration.can_compile(), reason="no C++ compiler: nothing is compiled")
@@ -136,6 +143,51 @@ def test_the_eager_weights_are_freed_once_a_compiled_graph_serves(generator, tmp
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert loaded.stdout.split() == ["cpu-compiled-fp32", "False"], loaded.stderr[-2000:]
+
+
+def test_a_compile_child_maps_a_held_weight_from_the_file_this_process_maps(tmp_path) -> None:
+    """The full model's int8 layer is mapped from the archive; a compile child maps the same pages of the
+    same file (no copy written, none read into its own memory); a weight of no file is written for it once."""
+    weights = {"small": torch.ones(3), "big": (torch.arange(1 << 16) % 251 - 125).to(torch.int8).view(256, 256)}
+    torch.save(weights, tmp_path / "generator.pt")
+    mapped = torch.load(tmp_path / "generator.pt", mmap=True, weights_only=True)
+    place = acceleration._file_place(mapped["big"], tmp_path / "spare.bin")
+    assert place["path"] == os.path.realpath(tmp_path / "generator.pt") and not (tmp_path / "spare.bin").exists()
+    assert torch.equal(acceleration._mapped(place), weights["big"])
+    place = acceleration._file_place(weights["big"], tmp_path / "spare.bin")
+    assert place["path"] == str(tmp_path / "spare.bin")
+    assert torch.equal(acceleration._mapped(place), weights["big"])
+
+
+@pytest.mark.skipif(not acceleration.can_compile(), reason="no C++ compiler: nothing is compiled")
+def test_a_large_weight_stays_out_of_the_compiled_graph(tmp_path, monkeypatch) -> None:
+    """The full model's first MLP layer (int8, mapped from the archive) is an input of the compiled graph,
+    not a copy among its constants: the package holds none of its bytes, and the graph reads the model's
+    own tensor (changing it changes the picture). Here a small full model, its layer held at its size."""
+    torch.manual_seed(0)
+    state = ResnetGenerator(ngf=8, n_blocks=2, img_size=SIZE, tf_compat=True).state_dict()
+    state["FC.0.weight"], state["FC.0.scale"] = Int8Linear.quantize(state["FC.0.weight"])
+    torch.save(state, tmp_path / "generator.pt")
+    with torch.device("meta"):  # as the handler builds it
+        model = ResnetGenerator(ngf=8, n_blocks=2, img_size=SIZE, tf_compat=True, fc0_weight="int8")
+    model.load_state_dict(torch.load(tmp_path / "generator.pt", mmap=True, weights_only=True), assign=True)
+    model.eval()
+    monkeypatch.setattr(acceleration, "HELD_BYTES", state["FC.0.weight"].nbytes)
+    assert list(acceleration.held(model)) == ["FC.0.weight"]
+    batch = acceleration.photo_batch(SIZE)
+    with torch.inference_mode():
+        reference = model(batch)[0]
+    name = "cpu-compiled-int8" if acceleration.can_quantize() else "cpu-compiled-fp32"
+    [build] = [b for n, b in acceleration.candidates(model, torch.device("cpu"), SIZE, tmp_path) if n == name]
+    run = build()
+    assert acceleration.passes(*acceleration.photo_quality(run(batch), reference))
+    with zipfile.ZipFile(tmp_path / f"{name}.pt2") as package:
+        row = state["FC.0.weight"][0, :512].numpy().tobytes()
+        assert not any(row in package.read(f) for f in package.namelist())
+    with torch.inference_mode():
+        model.FC[0].weight.neg_()  # the mapping is private: the file keeps its bytes
+        assert acceleration.psnr(run(batch), model(batch)[0]) >= acceleration.PSNR_FLOOR_DB
+    assert acceleration.psnr(run(batch), reference) < acceleration.PSNR_FLOOR_DB
 
 
 # A new process that imports the module flat, as an archive ships it, and builds the fixture's generator (same seed and shape).

@@ -20,7 +20,9 @@ shipped photos mirrored, checked on them as they are), bf16 autocast
 (compiled, then eager) where the CPU has bf16 instructions (AVX512-BF16 or
 AMX), an AOTInductor float32 graph (needs a C++ compiler), channels-last
 eager; fp16 autocast on CUDA. Inputs always have one shape (the handler runs one square at a time at
-the draw size), so a compiled graph never recompiles.
+the draw size), so a compiled graph never recompiles. A weight of HELD_BYTES or more (the paper's full
+generator's int8 FC.0, 268 MB) is folded into no graph: each takes the eager model's tensor, mapped from
+the archive, as an input, so the eager path, every candidate and the compile child share one copy.
 """
 
 from __future__ import annotations
@@ -131,25 +133,45 @@ def _channels_last(run: Run) -> Run:
     return lambda x: run(x.contiguous(memory_format=torch.channels_last))
 
 
+# A weight this large stays out of compiled graphs: each graph takes it as an input, the very tensor the
+# eager model holds (mapped from the archive), instead of folding a copy into its constants. Only the full
+# model's first MLP layer is this large (FC.0: 268 MB in int8 at 256 px); the light styles' largest is 2 MB.
+HELD_BYTES = 16 * 2**20
+
+
+def held(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights of at least HELD_BYTES, by state-dict name, in a fixed order."""
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    return {name: t for name, t in sorted(tensors.items()) if t.nbytes >= HELD_BYTES}
+
+
 class _Export(nn.Module):
     """What gets compiled: the generator's image alone, under autocast to `dtype` if one is given
-    (none: no autocast node, which would hide the convolutions from the int8 quantizer)."""
+    (none: no autocast node, which would hide the convolutions from the int8 quantizer).
+    The weights named in `held` come in as inputs after the picture, in that order."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype | None) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype | None, held: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.model, self.dtype = model, dtype
+        self.model, self.dtype, self.held = model, dtype, held
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
         if self.dtype is None:
-            return self.model(x)[0]
+            return self._image(x, weights)
         with torch.autocast("cpu", dtype=self.dtype):
-            return self.model(x)[0].float()
+            return self._image(x, weights).float()
+
+    def _image(self, x: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if not self.held:
+            return self.model(x)[0]
+        return torch.func.functional_call(self.model, dict(zip(self.held, weights)), (x,))[0]
 
 
-def _quantized(program: torch.export.ExportedProgram, first_conv: str, side: int) -> torch.export.ExportedProgram:
+def _quantized(program: torch.export.ExportedProgram, first_conv: str, side: int,
+               weights: tuple[torch.Tensor, ...] = ()) -> torch.export.ExportedProgram:
     """int8 convolutions but the first (7x7 on the RGB input: 2-3 % of the work, ~18 dB lost on AVX2 when
     quantized); norms, CAM and upsampling stay float32. Calibrated on the shipped photos mirrored, so the
-    check on the photos as they are is not the calibration set."""
+    check on the photos as they are is not the calibration set. `weights`: the held inputs (see `held`)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
@@ -158,8 +180,8 @@ def _quantized(program: torch.export.ExportedProgram, first_conv: str, side: int
     quantizer.set_module_name_qconfig(first_conv, None)
     prepared = prepare_pt2e(program.module(), quantizer)
     for image in photo_batch(side).flip(-1):
-        prepared(image[None])
-    return torch.export.export(convert_pt2e(prepared), (torch.zeros(1, 3, side, side),))
+        prepared(image[None], *weights)
+    return torch.export.export(convert_pt2e(prepared), (torch.zeros(1, 3, side, side), *weights))
 
 
 def _compiled(model: nn.Module, img_size: int, dtype: torch.dtype | None, artefact: pathlib.Path | None,
@@ -171,15 +193,21 @@ def _compiled(model: nn.Module, img_size: int, dtype: torch.dtype | None, artefa
     while it traces, which breaks eager requests running in other threads, and
     a child never delays this process's exit (it dies with it). The child
     rebuilds the generator from its class's source file, its `arch()` and its
-    weights (the archive's modules are not importable by name once loaded).
+    weights (the archive's modules are not importable by name once loaded);
+    it maps the `held` weights from the file this process maps them from, so
+    both share the same pages. The graph takes those as inputs: the very
+    tensors `model` holds are passed to it on every call.
     """
+    weights = held(model)
     with tempfile.TemporaryDirectory(prefix="toonbot-compile-") as tmp_name:
         tmp = pathlib.Path(tmp_name)
         if artefact is None or not artefact.exists():
             out = artefact or tmp / "graph.pt2"
             cls = type(model)
+            state = {k: v for k, v in model.state_dict().items() if k not in weights}
+            places = {name: _file_place(t, tmp / f"held-{i}.bin") for i, (name, t) in enumerate(weights.items())}
             torch.save({"source": cls.forward.__code__.co_filename, "cls": cls.__name__, "arch": model.arch(),
-                        "state": model.state_dict(), "dtype": str(dtype), "int8": int8}, tmp / "model.pt")
+                        "state": state, "held": places, "dtype": str(dtype), "int8": int8}, tmp / "model.pt")
             env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
             with (tmp / "log").open("wb") as log:
                 child = subprocess.Popen([sys.executable, "-c", CHILD, str(os.getpid()), str(tmp), str(img_size),
@@ -193,7 +221,43 @@ def _compiled(model: nn.Module, img_size: int, dtype: torch.dtype | None, artefa
                 raise RuntimeError(f"compiling failed: {lines[-1] if lines else child.returncode}")
             artefact = out
         graph = _load_graph(artefact)
-    return lambda x: graph.boxed_run([x.contiguous()])[0]
+    inputs = list(weights.values())
+    return lambda x: graph.boxed_run([x.contiguous(), *inputs])[0]
+
+
+def _file_place(t: torch.Tensor, spare: pathlib.Path) -> dict[str, object]:
+    """Where a compile child can map `t`'s bytes from: the file this process maps them from (the archive's
+    weights, loaded with mmap), else `spare`, written now."""
+    start = t.data_ptr()
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/self/maps").read_text().splitlines():
+            fields = line.split(maxsplit=5)
+            low, high = (int(v, 16) for v in fields[0].split("-"))
+            if low <= start and start + t.nbytes <= high and len(fields) == 6 and fields[5].startswith("/"):
+                if pathlib.Path(fields[5]).is_file():
+                    return {"path": fields[5], "offset": int(fields[2], 16) + start - low,
+                            "dtype": str(t.dtype), "shape": list(t.shape)}
+                break
+    t.contiguous().view(torch.uint8).numpy().tofile(spare)
+    return {"path": str(spare), "offset": 0, "dtype": str(t.dtype), "shape": list(t.shape)}
+
+
+def _mapped(place: dict) -> torch.Tensor:
+    """A tensor on the pages of `place`'s file (copy-on-write: the file is never written)."""
+    dtype = getattr(torch, place["dtype"].removeprefix("torch."))
+    count = math.prod(place["shape"]) * torch.empty(0, dtype=dtype).element_size()
+    raw = np.memmap(place["path"], dtype=np.uint8, mode="c", offset=place["offset"], shape=(count,))
+    return torch.from_numpy(raw).view(dtype).view(place["shape"])
+
+
+def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Replace a parameter or buffer by state-dict name, keeping which of the two it is."""
+    owner_name, _, attr = name.rpartition(".")
+    owner = model.get_submodule(owner_name)
+    if attr in owner._parameters:
+        owner._parameters[attr] = nn.Parameter(value, requires_grad=False)
+    else:
+        owner._buffers[attr] = value
 
 
 def _load_graph(artefact: pathlib.Path) -> torch._C._aoti.AOTIModelPackageLoader:
@@ -233,18 +297,23 @@ def compile_main(folder_name: str, side_text: str, out_name: str) -> None:
     assert spec is not None and spec.loader is not None
     source = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(source)
-    generator = getattr(source, saved["cls"])(**saved["arch"])
-    generator.load_state_dict(saved["state"])
+    with torch.device("meta"):  # no memory for weights that are assigned next
+        generator = getattr(source, saved["cls"])(**saved["arch"])
+    weights = {name: _mapped(place) for name, place in saved.get("held", {}).items()}
+    generator.load_state_dict({**saved["state"], **weights}, assign=True)
+    for name, t in weights.items():  # inputs of the graph, not constants: the module keeps an empty stand-in
+        _set_tensor(generator, name, torch.empty(0, dtype=t.dtype))
+    example = (torch.zeros(1, 3, side, side), *weights.values())
     dtype = None if saved["dtype"] == "None" else getattr(torch, saved["dtype"].removeprefix("torch."))
     if dtype is not None:  # autocast would cast the convolutions' weights on every call; store them cast
         for module in generator.modules():
             if isinstance(module, nn.Conv2d):
                 module.to(dtype)
     with torch.no_grad():
-        program = torch.export.export(_Export(generator.eval(), dtype), (torch.zeros(1, 3, side, side),))
+        program = torch.export.export(_Export(generator.eval(), dtype, tuple(weights)), example)
         if saved.get("int8"):
             first = next(name for name, m in generator.named_modules() if isinstance(m, nn.Conv2d))
-            program = _quantized(program, f"model.{first}", side)
+            program = _quantized(program, f"model.{first}", side, tuple(weights.values()))
         # Inside no_grad: Inductor freezes only a graph compiled without autograd. Outside it, GRAPH's
         # freezing was silently skipped: every convolution re-laid its weights out on each call and
         # wrote its output once more for its activation (measured: the upscaler's bf16 graph 1.8x slower).
@@ -366,7 +435,7 @@ def choose(model: nn.Module, img_size: int, device: torch.device, prefer: str = 
     if prefer == "eager" or only == baseline.name:
         return baseline
     batch = photo_batch(img_size, device)
-    reference = _each(baseline.run, batch)
+    reference = _reference(baseline.run, batch, artefacts, cached=only is not None)
     probe = batch[:1]
     survivors = [baseline]
     for name, build in candidates(model, device, img_size, artefacts):
@@ -393,6 +462,30 @@ def choose(model: nn.Module, img_size: int, device: torch.device, prefer: str = 
     logger.info("inference path: %s (PSNR %.1f dB vs float32 on photos; measured %s; cpu %s)",
                 best.name, best.psnr_db, summary, torch.backends.cpu.get_cpu_capability())
     return best
+
+
+REFERENCE = "reference.pt"  # eager float32's pictures of the photos, beside the graphs they checked
+
+
+def _reference(run: Run, batch: torch.Tensor, artefacts: pathlib.Path | None, cached: bool) -> torch.Tensor:
+    """Eager float32's pictures of `batch`: what every candidate is checked against.
+
+    Kept beside the compiled graphs, so that a start with a cached verdict checks the path it loads without
+    an eager pass (at 256 px the upscaler's eager float32 pass alone takes 0.46 GB for a moment, the
+    paper's full generator's weights 0.3 GB more). In fp16: 77 dB from float32, far above the floors.
+    """
+    stored = artefacts / REFERENCE if artefacts is not None else None
+    if cached and stored is not None:
+        with contextlib.suppress(OSError, RuntimeError):
+            reference = torch.load(stored, weights_only=True).to(batch.device, torch.float32)
+            if len(reference) == len(batch):
+                return reference
+    reference = _each(run, batch)
+    if stored is not None:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(reference.half().cpu(), stored.with_suffix(".partial"))
+        os.replace(stored.with_suffix(".partial"), stored)
+    return reference
 
 
 # --- in the background, cached on disk ------------------------------------------------
