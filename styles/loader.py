@@ -102,6 +102,25 @@ def load_service(archive: Archive, model_dir: Path) -> tuple[BaseHandler, Servic
     return handler, service
 
 
+def build_paths(archive: Archive, cache: Path) -> dict[str, str]:
+    """Load `archive` as a server does and wait while its faster paths are built, checked on the photos and
+    timed, into the compile cache a server on this machine reads ($TOONBOT_COMPILE_CACHE, else the default);
+    its first start then only loads them. {"generator": path, "upscaler": path (if it has one)}."""
+    model_dir = unpack(archive, cache)
+    before, os.environ["TOONBOT_COMPILE"] = os.environ.get("TOONBOT_COMPILE"), "background"
+    try:
+        handler, _ = load_service(archive, model_dir)
+    finally:
+        if before is None:
+            del os.environ["TOONBOT_COMPILE"]
+        else:
+            os.environ["TOONBOT_COMPILE"] = before
+    paths = {"generator": handler.path, "upscaler": handler.upscaler}
+    for accelerated in filter(None, paths.values()):
+        accelerated.ready.wait()
+    return {name: accelerated.path.name for name, accelerated in paths.items() if accelerated is not None}
+
+
 def load_eager(archive: Archive, cache: Path) -> tuple[BaseHandler, Service]:
     """The archive's handler on the plain eager generator, unpacked into `cache` (a folder of the caller's own):
     for one-off drawing (previews, evaluations), where building a faster path would take longer than the work."""

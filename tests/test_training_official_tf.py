@@ -19,7 +19,7 @@ from PIL import Image
 from tf_ugatit import save_and_translate
 
 from styles.archive import read_archive, store_versions
-from styles.loader import load_eager, predict
+from styles.loader import load_eager, load_service, predict, unpack
 from styles.payload.networks import ResnetGenerator
 from training.checkpoint import load_checkpoint
 from training.cli import main as training_main
@@ -90,13 +90,23 @@ def test_translates_the_faces_as_tensorflow_does(tmp_path, request, case: str) -
     assert max(diffs.values()) <= TOLERANCE, diffs
 
 
-def test_import_official_tf_exports_both_styles_that_serve(tmp_path, full_32) -> None:
+def test_import_official_tf_exports_both_styles_that_serve(tmp_path, full_32, monkeypatch) -> None:
     """The command's archives, served by their handler: the full model's first MLP layer in int8, the
-    pictures within INT8_TOLERANCE of TensorFlow's float32 ones, through the pair's default upscalers."""
+    pictures within INT8_TOLERANCE of TensorFlow's float32 ones, through the pair's default upscalers.
+    The command also builds their serving paths (here one path that compiles nothing, named), so that a
+    server's first start only loads them."""
     prefix, ref = full_32
-    store, ckpt = tmp_path / "store", tmp_path / "s2a.pt"
+    store, ckpt, compiled = tmp_path / "store", tmp_path / "s2a.pt", tmp_path / "compiled"
+    monkeypatch.setenv("TOONBOT_COMPILE_CACHE", str(compiled))
+    monkeypatch.setenv("TOONBOT_INFERENCE", "cpu-eager-channels-last")
     assert training_main(["import-official", "--tf", str(prefix), "--name", "selfie2anime",
                           "--out", str(ckpt), "--model-store", str(store), "--version", "2.0"]) == 0
+    monkeypatch.setenv("TOONBOT_COMPILE", "cached")  # a server's start: loads the verdicts (without: eager-fp32)
+    for name in ("selfie2anime-2.0.mar", "anime2selfie-2.0.mar"):
+        archive = read_archive(store / name)
+        started, _ = load_service(archive, unpack(archive, tmp_path / "server"))
+        for accelerated in (started.path, started.upscaler):
+            assert accelerated.ready.wait(300) and accelerated.path.name == "cpu-eager-channels-last"
     versions = store_versions(store)
     assert set(versions) == {"selfie2anime", "anime2selfie"}
     images = faces(32)

@@ -23,12 +23,15 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from styles import archive as archives
+from styles import catalog, loader
 from styles.payload.networks import N_DOWNSAMPLING, ResnetGenerator
 from training import export
 from training.checkpoint import save_checkpoint
@@ -224,10 +227,28 @@ def run(args: argparse.Namespace) -> int:
           f"{describe_serving(state)}")
     if args.no_export:
         return 0
+    names = tuple(args.names) if args.names else catalog.split_pair(state["options"]["name"])
+    del state  # both float32 generators (2.2 GB for the paper's full model): export reads them from `out`
     parser = argparse.ArgumentParser()
     export.add_parser(parser.add_subparsers())
     argv = ["export", str(out), "--out", str(args.model_store), "--version", args.version]
-    return int(export.export(parser.parse_args(argv + (["--names", *args.names] if args.names else []))))
+    code = int(export.export(parser.parse_args(argv + (["--names", *args.names] if args.names else []))))
+    if code or args.no_compile:
+        return code
+    build_paths([archives.find(args.model_store, style, args.version) for style in names])
+    return 0
+
+
+def build_paths(exported: list[archives.Archive | None]) -> None:
+    """Build each archive's serving paths now, as a server on this machine would at its first start, so that it
+    only loads them: compiling the paper's full generator takes the compiler ~0.9 GB beside the eager model
+    that answers meanwhile (bench/full_tf_model.py), more than a server should add at any moment."""
+    with tempfile.TemporaryDirectory(prefix="toonbot-import-") as tmp:
+        for archive in filter(None, exported):
+            print(f"{archive.name} {archive.version}: building its serving paths on this machine "
+                  "(minutes; --no-compile skips this and leaves it to the server)", flush=True)
+            chosen = loader.build_paths(archive, Path(tmp))
+            print(f"{archive.name} {archive.version}: serves on " + ", ".join(f"{k} {v}" for k, v in chosen.items()))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -242,3 +263,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", default="2.0", help="model version of the --tf styles (default %(default)s)")
     p.add_argument("--names", nargs=2, metavar=("A2B", "B2A"), help="style names (default: split --name)")
     p.add_argument("--no-export", action="store_true", help="--tf: write the checkpoint only")
+    p.add_argument("--no-compile", action="store_true",
+                   help="--tf: do not build the archives' serving paths into this machine's compile cache "
+                        "(a server then builds them at its first start, the compiler beside it)")
