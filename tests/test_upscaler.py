@@ -123,20 +123,23 @@ def test_realesrgan_networks_run_in_bf16_within_the_upscalers_floors(name: str, 
     assert chosen.name == "cpu-eager-bf16" and chosen.psnr_db >= upscaler.PSNR_FLOORS[0]
 
 
-@pytest.mark.parametrize(("name", "denoise"), [("realcugan-se", "denoise3x"), (COMPACT, "none")])
+@pytest.mark.parametrize(("name", "scale", "denoise"), [("realcugan-se", 2, "denoise3x"), (COMPACT, 2, "none"),
+                                                        ("realesrgan-x4plus-anime", 4, "none")])
 @needs_ncnn
 @pytest.mark.full  # compiles a graph (a minute or two)
 @pytest.mark.skipif(not acceleration.can_compile(), reason="no C++ compiler: nothing is compiled")
-def test_the_compiled_graph_is_frozen_and_still_equals_ncnn(tmp_path: Path, name: str, denoise: str) -> None:
+def test_the_compiled_graph_is_frozen_and_still_equals_ncnn(tmp_path: Path, name: str, scale: int,
+                                                            denoise: str) -> None:
     """Frozen: weights folded in and prepacked, each convolution one oneDNN call (Real-CUGAN's with its
     activation; none left to aten's plain convolution, which re-lays its weights out on every call).
-    Freezing rewrites the graph, so its float32 picture is held to ncnn's again."""
+    Freezing rewrites the graph (it folded the RRDBNet's residual scaling into an in-place convolution
+    that gave a wrong picture), so its float32 picture is held to ncnn's again."""
     pixels = np.asarray(Image.open(CAT).convert("RGB").resize((40, 40), Image.LANCZOS))
-    model = upscaler.Upscaler(name, 2, denoise)
+    model = upscaler.Upscaler(name, scale, denoise)
     build = dict(acceleration.candidates(model, torch.device("cpu"), 40, tmp_path))["cpu-compiled-fp32"]
     with torch.inference_mode():
         ours = to_pixels(build()(from_pixels(pixels)))
-    diff = np.abs(ours.astype(int) - PROGRAMS[name](ncnn_net(2, denoise, name), pixels, 2))
+    diff = np.abs(ours.astype(int) - PROGRAMS[name](ncnn_net(scale, denoise, name), pixels, scale))
     assert diff.max() <= PIXEL_TOLERANCE and (diff == 0).mean() > 0.99
     with zipfile.ZipFile(tmp_path / "cpu-compiled-fp32.pt2") as package:
         wrapper = next(package.read(n).decode() for n in package.namelist() if n.endswith(".wrapper.cpp"))
