@@ -224,6 +224,36 @@ def test_an_archive_pair_is_repackaged_with_todays_handler_keeping_weights_and_r
         assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
 
 
+def rewrite_config(archive: Path, **handler: object) -> None:
+    """`archive` with its model-config's handler section updated: a direction from another stretch."""
+    with zipfile.ZipFile(archive) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    config = yaml.safe_load(files["model-config.yaml"])
+    config["handler"].update(handler)
+    files["model-config.yaml"] = yaml.safe_dump(config).encode()
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+
+
+def test_repackaging_keeps_each_directions_own_size_and_record(first_stretch, tmp_path) -> None:
+    """A pair's directions may ship from different stretches (zebra2horse at 96 px beside horse2zebra at 128):
+    re-packaging gave both the named archive's size and record once; the next stretch continues the further."""
+    store, _ = first_stretch
+    a2b = handler_config(store / "a2b.mar")
+    earlier = {**a2b["training"], "iterations": 2, "weights": "ema-0.999"}
+    rewrite_config(store / "b2a.mar", img_size=24, arch={**a2b["arch"], "img_size": 24}, training=earlier)
+    before = {style: handler_config(store / f"{style}.mar") for style in ("a2b", "b2a")}
+    assert training_main(["export", str(store / "a2b.mar"), "--out", str(tmp_path / "again")]) == 0
+    for style in ("a2b", "b2a"):
+        after = handler_config(tmp_path / "again" / f"{style}.mar")
+        for key in ("img_size", "arch", "training", "upscaler"):
+            assert after.get(key) == before[style].get(key), (style, key)
+    assert warm_start.initial_state(store / "b2a.mar", "a2b", None)["step"] == 3
+    with pytest.raises(SystemExit, match="an archive has only the weights it ships"):
+        training_main(["export", str(store / "a2b.mar"), "--out", str(tmp_path / "x"), "--weights", "ema-0.999"])
+
+
 def test_moving_averages_follow_the_generators_at_their_decay(tiny_dataset, tmp_path) -> None:
     opts = TrainOptions(name="a2b", data=str(tiny_dataset), out_dir=str(tmp_path), img_size=32, ch=4, n_res=1,
                         light=True, n_dis_global=5, n_dis_local=4, iters=10, lr=0.01, ema_decay=(0.5, 0.9))

@@ -101,17 +101,25 @@ def export(args: argparse.Namespace) -> int:
     """Write both directions of a checkpoint (or of a pair's archives, with today's handler) into the model store,
     each with its preview."""
     if args.checkpoint.suffix == ".mar":
+        if args.weights != "raw":
+            raise SystemExit("--weights chooses among a checkpoint's averages; an archive has only the weights it ships")
         state = warm_start.checkpoint_from_archives(args.checkpoint)
+        generators = state["networks"]
+        directions = state["directions"]  # each archive's own size, arch, record and upscaler
     else:
         state = load_checkpoint(args.checkpoint)
-    options = state["options"]
-    networks, record = chosen_weights(state, args.weights)
-    arch, networks = stored_as(state["generator_arch"], {k: networks[k] for k in ("genA2B", "genB2A")},
-                               args.fc0_weight or state.get("fc0_weight"))
-    upscalers = [parse_upscaler(spec) for spec in args.upscaler] if args.upscaler else state.get("upscalers", [None, None])
-    names = tuple(args.names) if args.names else catalog.split_pair(options["name"])
+        generators, record = chosen_weights(state, args.weights)
+        directions = [{"img_size": int(state["options"]["img_size"]), "arch": state["generator_arch"],
+                       "history": record, "upscaler": upscaler}
+                      for upscaler in state.get("upscalers", [None, None])]
+    if args.upscaler:
+        for direction, spec in zip(directions, args.upscaler):
+            direction["upscaler"] = parse_upscaler(spec)
+    names = tuple(args.names) if args.names else catalog.split_pair(state["options"]["name"])
     paths = []
-    for i, (style, key) in enumerate(zip(names, ("genA2B", "genB2A"))):
+    for i, (style, key, direction) in enumerate(zip(names, ("genA2B", "genB2A"), directions)):
+        arch, stored = stored_as(direction["arch"], {key: generators[key]},
+                                 args.fc0_weight or state.get("fc0_weight"))
         info = catalog.entry(style)
         if args.title:
             info = replace(info, title=args.title[i])
@@ -120,18 +128,18 @@ def export(args: argparse.Namespace) -> int:
         if args.needs_face:
             info = replace(info, needs_face=args.needs_face[i] == "yes")
         config = model_config(
-            arch, int(options["img_size"]), info, workers=args.workers,
+            arch, direction["img_size"], info, workers=args.workers,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
-            response_timeout=args.response_timeout, inference=args.inference, training=record,
-            draw_size=args.draw_size_factor * int(options["img_size"]), upscaler=upscalers[i],
+            response_timeout=args.response_timeout, inference=args.inference, training=direction["history"],
+            draw_size=args.draw_size_factor * direction["img_size"], upscaler=direction["upscaler"],
         )
-        paths.append(write_archive(Path(args.out), style, args.version, networks[key], config))
+        paths.append(write_archive(Path(args.out), style, args.version, stored[key], config))
     add_previews(paths)
     for style, path in zip(names, paths):
         print(f"{style} {args.version}: {path}")
     evaluate.evaluate_exported(paths, evaluate.datasets_dir(args.datasets))
     if args.warm_start:
-        path = warm_start.save_discriminators(state["networks"], options["name"], int(state["step"]))
+        path = warm_start.save_discriminators(state["networks"], state["options"]["name"], int(state["step"]))
         print(f"discriminators for the next stretch: {path}")
     return 0
 

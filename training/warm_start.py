@@ -113,7 +113,9 @@ def initial_state(archive: Path, run_name: str, discriminators: Path | None) -> 
     history: dict[str, Any] = {}
     for key, path in pair_archives(archive, run_name).items():
         networks[key], config = read_archive(path)
-        history = dict(config.get("training") or {})
+        record = dict(config.get("training") or {})
+        if int(record.get("iterations", 0)) >= int(history.get("iterations", 0)):
+            history = record  # the further of the two: a direction may ship from an earlier stretch
     if discriminators is not None and generators_path(discriminators).is_file():
         unshipped = load_checkpoint(generators_path(discriminators))
         if int(unshipped["step"]) > int(history.get("iterations", 0)):
@@ -136,18 +138,24 @@ def _float(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
-    """A pair's two archives as an export-ready checkpoint (generators, size, record), named by `archive`'s style."""
-    named = archives.read_archive(archive)  # manifest and config only: the weights are read once, below
-    name, config = named.name, named.handler
+    """A pair's two archives as an export-ready checkpoint, named by `archive`'s style.
+
+    Each direction keeps its own size, network arguments, training record and upscaler (`directions`, in
+    genA2B, genB2A order): a pair's directions ship from different stretches when each measured better
+    there (zebra2horse at 96 px beside horse2zebra at 128), and re-packaging must not give one the other's."""
+    name = archives.read_archive(archive).name  # manifest and config only: the weights are read once, below
     state = initial_state(archive, name, discriminators=None)
-    upscalers = [archives.read_archive(path).handler.get("upscaler") for path in pair_archives(archive, name).values()]
+    directions = []
+    for path in pair_archives(archive, name).values():
+        config = archives.read_archive(path).handler
+        directions.append({"img_size": int(config["img_size"]), "arch": config["arch"],
+                           "history": config.get("training"), "upscaler": config.get("upscaler")})
     return {
-        "options": {"name": name, "img_size": int(config["img_size"])},
-        "upscalers": upscalers,  # each direction keeps its own unless export is told otherwise
-        "generator_arch": config["arch"],
+        "options": {"name": name, "img_size": directions[0]["img_size"]},
+        "directions": directions,
+        "generator_arch": directions[0]["arch"],
         "step": state["step"],
         "networks": state["networks"],
-        **({"history": config["training"]} if config.get("training") else {}),
     }
 
 
