@@ -83,17 +83,42 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def unique_mb(pid: int) -> float:
+    """A process's unique pages (USS: what the machine gets back when it ends; pages it shares with this
+    process, such as torch's libraries or a mapped weights file, are counted once, here)."""
+    try:
+        fields = dict(line.split(":")[:2] for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    except (OSError, ValueError):
+        return 0.0
+    return sum(int(fields.get(k, "0 kB").split()[0]) for k in ("Private_Clean", "Private_Dirty")) / 1024
+
+
 class PeakRSS:
-    """The highest resident size seen, sampled every 20 ms (ru_maxrss would count the parent that forked us)."""
+    """The highest resident size seen, sampled every 20 ms (ru_maxrss would count the parent that forked us);
+    `tree_mb`: the same with every child's unique pages added (compile helpers and their compilers)."""
 
     def __init__(self) -> None:
-        self.mb = rss_mb()
+        self.reset()
         threading.Thread(target=self._sample, daemon=True).start()
 
+    def reset(self) -> None:
+        self.mb = self.tree_mb = rss_mb()
+        self.children_mb = 0.0
+
     def _sample(self) -> None:
+        me = psutil.Process()
         while True:
-            self.mb = max(self.mb, rss_mb())
+            own = rss_mb()
+            children = sum(unique_mb(c.pid) for c in me.children(recursive=True))
+            self.mb, self.children_mb = max(self.mb, own), max(self.children_mb, children)
+            self.tree_mb = max(self.tree_mb, own + children)
             time.sleep(0.02)
+
+
+def vm_hwm_mb() -> float:
+    """This process's own high-water mark of resident memory (the kernel's, not sampled)."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 def settle() -> None:
@@ -146,6 +171,7 @@ def one(fmt: str, store: Path, runs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         bundled = [loader.load_eager(a, Path(tmp) / "bundled") for a in scan(STORE).values()]
         settle()
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here: not the bundled styles' loading
         before, peak = rss_mb(), PeakRSS()
         handler, service = loader.load_service(archive, loader.unpack(archive, Path(tmp) / "imported"))
         handler.path.ready.wait()
@@ -153,7 +179,10 @@ def one(fmt: str, store: Path, runs: int) -> dict:
         [answer] = loader.predict(handler, service, [(face, {})])
         assert answer.status == 200, answer.body[:200]
         settle()
-        after, highest = rss_mb(), peak.mb
+        after, highest, tree, children = rss_mb(), peak.mb, peak.tree_mb, peak.children_mb
+        start_hwm = vm_hwm_mb()
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM starts again from the present size
+        peak.reset()
         times: dict[str, list[float]] = {"picture": [], "picture_cpu": [], "request": [], "request_cpu": []}
         with torch.inference_mode():
             chosen = difference(handler.generate(photos), reference)
@@ -164,13 +193,15 @@ def one(fmt: str, store: Path, runs: int) -> dict:
                     call()
                     times[name].append(time.perf_counter() - wall)
                     times[f"{name}_cpu"].append(time.process_time() - cpu)
-        path = handler.path.path.name
+        path, serving_peak, serving_hwm = handler.path.path.name, peak.mb, vm_hwm_mb()
         del handler, service, bundled
         settle()
         eager_handler, _ = loader.load_eager(archive, Path(tmp) / "eager")  # the storage's own difference
         with torch.inference_mode():
             eager = difference(eager_handler.generate(photos), reference)
     return {"format": fmt, "path": path, "added_mb": after - before, "peak_added_mb": highest - before,
+            "peak_tree_mb": tree - before, "peak_children_mb": children, "hwm_added_mb": start_hwm - before,
+            "serving_peak_added_mb": serving_peak - before, "serving_hwm_added_mb": serving_hwm - before,
             "reply_px": Image.open(io.BytesIO(answer.body)).width, "eager": eager, "chosen": chosen,
             "verdicts": verdicts, **{k: statistics.median(v) for k, v in times.items()}}
 
@@ -191,7 +222,7 @@ def main() -> None:
         print(json.dumps(one(a.one, a.store, a.runs)))
         return
     print(f"{cpu_name()}, torch {torch.__version__}, {a.threads} threads, load average {os.getloadavg()[0]:.1f}")
-    print("| FC.0 stored | path chosen | MB added (peak) | s/picture wall (CPU) | s/request wall (CPU), reply px "
+    print("| FC.0 stored | path chosen | MB added (start's peak; with children; VmHWM; serving's peak, VmHWM) | s/picture wall (CPU) | s/request wall (CPU), reply px "
           "| max abs diff eager / chosen | PSNR dB chosen |")
     print("|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +234,10 @@ def main() -> None:
             if out.returncode:
                 raise SystemExit(f"{fmt}: {out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {r['format']} | {r['path']} | {r['added_mb']:.0f} ({r['peak_added_mb']:.0f}) "
+            print(f"| {r['format']} | {r['path']} | {r['added_mb']:.0f} ({r['peak_added_mb']:.0f}; "
+                  f"{r['peak_tree_mb']:.0f} with children, who peaked at {r['peak_children_mb']:.0f}; "
+                  f"VmHWM {r['hwm_added_mb']:.0f}; serving {r['serving_peak_added_mb']:.0f}, "
+                  f"VmHWM {r['serving_hwm_added_mb']:.0f}) "
                   f"| {r['picture']:.3f} ({r['picture_cpu']:.3f}) "
                   f"| {r['request']:.3f} ({r['request_cpu']:.3f}), {r['reply_px']} "
                   f"| {r['eager']['max_abs']:.1e} / {r['chosen']['max_abs']:.1e} | {r['chosen']['psnr_db']:.1f} |")
