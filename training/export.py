@@ -109,12 +109,18 @@ def export(args: argparse.Namespace) -> int:
     else:
         state = load_checkpoint(args.checkpoint)
         generators, record = chosen_weights(state, args.weights)
-        directions = [{"img_size": int(state["options"]["img_size"]), "arch": state["generator_arch"],
-                       "history": record, "upscaler": upscaler}
-                      for upscaler in state.get("upscalers", [None, None])]
+        size = int(state["options"]["img_size"])
+        directions = [{"img_size": size, "draw_size": size, "arch": state["generator_arch"], "history": record,
+                       "upscaler": upscaler} for upscaler in state.get("upscalers", [None, None])]
     if args.upscaler:
         for direction, spec in zip(directions, args.upscaler):
             direction["upscaler"] = parse_upscaler(spec)
+    if args.draw_size_factor:
+        factors = args.draw_size_factor * (2 if len(args.draw_size_factor) == 1 else 1)
+        if len(factors) != 2 or not set(factors) <= {1, 2}:
+            raise SystemExit("--draw-size-factor takes 1 or 2, once for both directions or once for each")
+        for direction, factor in zip(directions, factors):
+            direction["draw_size"] = factor * direction["img_size"]
     names = tuple(args.names) if args.names else catalog.split_pair(state["options"]["name"])
     paths = []
     for i, (style, key, direction) in enumerate(zip(names, ("genA2B", "genB2A"), directions)):
@@ -131,7 +137,7 @@ def export(args: argparse.Namespace) -> int:
             arch, direction["img_size"], info, workers=args.workers,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
             response_timeout=args.response_timeout, inference=args.inference, training=direction["history"],
-            draw_size=args.draw_size_factor * direction["img_size"], upscaler=direction["upscaler"],
+            draw_size=direction["draw_size"], upscaler=direction["upscaler"],
         )
         paths.append(write_archive(Path(args.out), style, args.version, stored[key], config))
     add_previews(paths)
@@ -168,9 +174,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--response-timeout", type=int, default=120, help="seconds")
     p.add_argument("--inference", default="auto",
                    help="generator path: auto (fastest that passes the PSNR check), eager, or a path name")
-    p.add_argument("--draw-size-factor", type=int, default=1, choices=(1, 2),
-                   help="run the (fully convolutional) generator at this multiple of its training size; "
-                        "replies default to that size (bench/output_size.py compares)")
+    p.add_argument("--draw-size-factor", type=int, nargs="+", metavar="1|2",
+                   help="run the (fully convolutional) generator at this multiple of its training size, for both "
+                        "directions or A2B B2A (e.g. 1 2); replies default to that size times the upscaler's "
+                        "scale (bench/output_size.py compares; default 1, from archives each keeps its own)")
     p.add_argument("--upscaler", nargs=2, metavar=("A2B", "B2A"),
                    help="each direction's learned upscaler after the generator: none or NAME:SCALE:DENOISE, "
                         "e.g. realcugan-se:4:denoise3x or realesrgan-compact:3:none (default: as the checkpoint "

@@ -140,7 +140,7 @@ def _float(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
     """A pair's two archives as an export-ready checkpoint, named by `archive`'s style.
 
-    Each direction keeps its own size, network arguments, training record and upscaler (`directions`, in
+    Each direction keeps its own sizes, network arguments, training record and upscaler (`directions`, in
     genA2B, genB2A order): a pair's directions ship from different stretches when each measured better
     there (zebra2horse at 96 px beside horse2zebra at 128), and re-packaging must not give one the other's."""
     name = archives.read_archive(archive).name  # manifest and config only: the weights are read once, below
@@ -148,7 +148,8 @@ def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
     directions = []
     for path in pair_archives(archive, name).values():
         config = archives.read_archive(path).handler
-        directions.append({"img_size": int(config["img_size"]), "arch": config["arch"],
+        directions.append({"img_size": int(config["img_size"]), "draw_size": int(config.get("draw_size", config["img_size"])),
+                           "arch": config["arch"],
                            "history": config.get("training"), "upscaler": config.get("upscaler")})
     return {
         "options": {"name": name, "img_size": directions[0]["img_size"]},
