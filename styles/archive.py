@@ -67,10 +67,11 @@ class Archive:
 
     @property
     def output_size(self) -> int:
-        """The side of a square reply by default: what the generator draws, times its upscaler's scale
-        (the handler's `output_size`, read without loading it)."""
+        """The side of a square reply by default: the config's `output_size`, else what the generator draws
+        times its upscaler's scale (the handler's `output_size`, read without loading it)."""
         h = self.handler
-        return int(h.get("draw_size", h["img_size"])) * int((h.get("upscaler") or {}).get("scale", 1))
+        drawn = int(h.get("draw_size", h["img_size"])) * int((h.get("upscaler") or {}).get("scale", 1))
+        return int(h.get("output_size", drawn))
 
     def preview(self) -> bytes | None:
         """The style's before|after JPEG; None for an archive exported before previews."""
@@ -140,7 +141,7 @@ def model_config(
     arch: dict[str, Any], img_size: int, info: Entry, *, workers: int, batch_size: int,
     max_batch_delay: int, response_timeout: int, inference: str = "auto",
     training: dict[str, Any] | None = None, draw_size: int | None = None,
-    upscaler: dict[str, Any] | None = None,
+    upscaler: dict[str, Any] | None = None, output_size: int | None = None,
 ) -> dict[str, Any]:
     """model-config.yaml: TorchServe's settings at the top, the handler's under `handler`.
 
@@ -148,7 +149,8 @@ def model_config(
     resolution and machine): what the README quotes, and where
     `fit --init-from` continues the count. `upscaler` ({name, scale, denoise},
     e.g. {"name": "realcugan-se", "scale": 4, "denoise": "denoise3x"}) enlarges
-    what the generator draws (payload/upscaler.py); replies default to that size.
+    what the generator draws (payload/upscaler.py); replies default to that size, or to `output_size`
+    where given (the picture resampled to it).
     """
     handler: dict[str, Any] = {
         "arch": dict(arch),
@@ -160,6 +162,8 @@ def model_config(
         handler["draw_size"] = draw_size  # the handler's default output size follows it
     if upscaler:
         handler["upscaler"] = dict(upscaler)
+    if output_size:
+        handler["output_size"] = output_size
     if training:
         handler["training"] = training
     return {

@@ -44,8 +44,7 @@ async def test_each_bundled_style_previews_its_catalogue_picture_as_a_request_dr
     finally:
         await engine.close()
     shown, expected = (np.asarray(Image.open(io.BytesIO(b)), dtype=np.float32) for b in (preview, drawn.image))
-    side = int(archive.handler.get("draw_size", archive.handler["img_size"]))
-    side *= int(archive.handler.get("upscaler", {}).get("scale", 1))
+    side = archive.output_size
     assert shown.shape == expected.shape == (side, 2 * side, 3)  # before | after, at the size the style replies
     assert np.abs(shown - expected).mean() < 3  # the same picture, up to the inference path chosen
 

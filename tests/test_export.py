@@ -20,6 +20,7 @@ from torchserve_fixture import export_tiny_styles, tiny_checkpoint
 
 from styles import catalog
 from styles.archive import model_config, read_archive, scan, write_archive
+from styles.loader import load_eager, predict
 from styles.payload.networks import ResnetGenerator
 
 torch.set_num_threads(1)
@@ -166,3 +167,17 @@ def test_training_cli_registers_export(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert {p.name for p in (tmp_path / "store").glob("*.mar")} == {"horse2zebra.mar", "zebra2horse.mar"}
+
+
+def test_a_style_may_reply_resampled_to_a_size_of_its_own(tmp_path: Path) -> None:
+    """anime2selfie serves best enlarged by resampling (the learned upscalers made its faces less like photos):
+    `--output-size` sets a direction's default reply side; a request's own size still wins."""
+    store = tmp_path / "store"
+    export_tiny_styles(store, "cat2dog", "--output-size", "0", "48")
+    archives = scan(store)
+    assert archives["cat2dog"].output_size == 32 and archives["dog2cat"].output_size == 48
+    handler, service = load_eager(archives["dog2cat"], tmp_path / "cache")
+    photo = (catalog.PREVIEW_PICTURES / "chelsea.jpg").read_bytes()
+    default, asked = predict(handler, service, [(photo, {}), (photo, {"X-Size": "40"})])
+    assert [Image.open(io.BytesIO(a.body)).size for a in (default, asked)] == [(48, 48), (40, 40)]
+    assert handler.output_size == 48

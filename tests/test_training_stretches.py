@@ -242,13 +242,13 @@ def test_repackaging_keeps_each_directions_own_size_and_record(first_stretch, tm
     store, _ = first_stretch
     a2b = handler_config(store / "a2b.mar")
     earlier = {**a2b["training"], "iterations": 2, "weights": "ema-0.999"}
-    rewrite_config(store / "b2a.mar", img_size=24, draw_size=48, arch={**a2b["arch"], "img_size": 24},
-                   training=earlier)
+    rewrite_config(store / "b2a.mar", img_size=24, draw_size=48, output_size=64,
+                   arch={**a2b["arch"], "img_size": 24}, training=earlier)
     before = {style: handler_config(store / f"{style}.mar") for style in ("a2b", "b2a")}
     assert training_main(["export", str(store / "a2b.mar"), "--out", str(tmp_path / "again")]) == 0
     for style in ("a2b", "b2a"):
         after = handler_config(tmp_path / "again" / f"{style}.mar")
-        for key in ("img_size", "draw_size", "arch", "training", "upscaler"):
+        for key in ("img_size", "draw_size", "output_size", "arch", "training", "upscaler"):
             assert after.get(key) == before[style].get(key), (style, key)
     assert warm_start.initial_state(store / "b2a.mar", "a2b", None)["step"] == 3
     assert training_main(["export", str(store / "a2b.mar"), "--out", str(tmp_path / "drawn"),

@@ -111,7 +111,7 @@ def export(args: argparse.Namespace) -> int:
         generators, record = chosen_weights(state, args.weights)
         size = int(state["options"]["img_size"])
         directions = [{"img_size": size, "draw_size": size, "arch": state["generator_arch"], "history": record,
-                       "upscaler": upscaler} for upscaler in state.get("upscalers", [None, None])]
+                       "upscaler": upscaler, "output_size": None} for upscaler in state.get("upscalers", [None, None])]
     if args.upscaler:
         for direction, spec in zip(directions, args.upscaler):
             direction["upscaler"] = parse_upscaler(spec)
@@ -121,6 +121,9 @@ def export(args: argparse.Namespace) -> int:
             raise SystemExit("--draw-size-factor takes 1 or 2, once for both directions or once for each")
         for direction, factor in zip(directions, factors):
             direction["draw_size"] = factor * direction["img_size"]
+    if args.output_size:
+        for direction, side in zip(directions, args.output_size):
+            direction["output_size"] = side or None
     names = tuple(args.names) if args.names else catalog.split_pair(state["options"]["name"])
     paths = []
     for i, (style, key, direction) in enumerate(zip(names, ("genA2B", "genB2A"), directions)):
@@ -137,7 +140,7 @@ def export(args: argparse.Namespace) -> int:
             arch, direction["img_size"], info, workers=args.workers,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
             response_timeout=args.response_timeout, inference=args.inference, training=direction["history"],
-            draw_size=direction["draw_size"], upscaler=direction["upscaler"],
+            draw_size=direction["draw_size"], upscaler=direction["upscaler"], output_size=direction["output_size"],
         )
         paths.append(write_archive(Path(args.out), style, args.version, stored[key], config))
     add_previews(paths)
@@ -178,6 +181,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run the (fully convolutional) generator at this multiple of its training size, for both "
                         "directions or A2B B2A (e.g. 1 2); replies default to that size times the upscaler's "
                         "scale (bench/output_size.py compares; default 1, from archives each keeps its own)")
+    p.add_argument("--output-size", type=int, nargs=2, metavar=("A2B", "B2A"),
+                   help="each direction's reply side in pixels, the drawn (and upscaled) picture resampled to it; "
+                        "0: as drawn (default: as drawn; from archives, each keeps its own)")
     p.add_argument("--upscaler", nargs=2, metavar=("A2B", "B2A"),
                    help="each direction's learned upscaler after the generator: none or NAME:SCALE:DENOISE, "
                         "e.g. realcugan-se:4:denoise3x or realesrgan-compact:3:none (default: as the checkpoint "

@@ -150,7 +150,8 @@ def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
         config = archives.read_archive(path).handler
         directions.append({"img_size": int(config["img_size"]), "draw_size": int(config.get("draw_size", config["img_size"])),
                            "arch": config["arch"],
-                           "history": config.get("training"), "upscaler": config.get("upscaler")})
+                           "history": config.get("training"), "upscaler": config.get("upscaler"),
+                           "output_size": config.get("output_size")})
     return {
         "options": {"name": name, "img_size": directions[0]["img_size"]},
         "directions": directions,

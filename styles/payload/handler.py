@@ -88,6 +88,9 @@ class StyleHandler(BaseHandler):
             self.output_size = self.draw_size * net.scale
             self.upscaler = acceleration.Accelerated(net, self.draw_size, self.device, prefer, model_dir,
                                                      part="upscaler", floors=upscaler.PSNR_FLOORS)
+        # A style whose target is a photo may serve best enlarged by resampling alone (the learned
+        # upscalers painted anime2selfie's faces too crisp and less like photos): `output_size`.
+        self.output_size = int(self.config.get("output_size", self.output_size))
         self.framer = framing.framer_for(self.manifest["model"]["modelName"], bool(self.config["needs_face"]))
         self.needs_face = bool(self.config["needs_face"])
         self.initialized = True
@@ -205,7 +208,7 @@ class StyleHandler(BaseHandler):
         """The reply: the restyled square, or the group photo with every face restyled in place;
         with `compare`, the same view of the original on its left.
 
-        A square comes at the requested side (default: what the model draws, upscaled if the style says so);
+        A square comes at the requested side (default: the style's, what the model draws upscaled as it says);
         a group photo keeps its own size, its long side cut to the requested one.
         """
         assert job.drawn is not None
@@ -215,7 +218,7 @@ class StyleHandler(BaseHandler):
             after = _shrunk(framing.paste(job.photo, list(zip(squares, job.frames))), side)
             before = job.photo
         else:
-            side = job.options.size or squares[0].width  # what was drawn (and upscaled, if it was)
+            side = job.options.size or self.output_size
             after = squares[0] if side == squares[0].width else squares[0].resize((side, side), Image.LANCZOS)
             before = _images(job.crops[:1])[0]  # the square the generator saw
         return imaging.side_by_side(before, after) if job.options.compare else after
