@@ -3,18 +3,19 @@ is empty), never whichever archive the runtime happened to list first: on TorchS
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from torchserve_fixture import export_tiny_styles, free_ports, management
+from torchserve_fixture import START_TIMEOUT_S, export_tiny_styles, management, running_torchserve
 
 from db.deployments import record_deployment
 from ops.deploy import Deployer, live_versions
 from ops.management import EmbeddedManagement
 from serving.engine import EmbeddedEngine
-from serving.torchserve import LocalTorchServe, Ports, load_order
+from serving.torchserve import LocalTorchServe, load_order
 
 torch.set_num_threads(1)
 Sessions = async_sessionmaker[AsyncSession]
@@ -49,18 +50,16 @@ def defaults(ts: LocalTorchServe) -> dict[str, str]:
 async def test_torchserve_starts_with_the_logged_versions(
     three_versions: Path, db_sessions: Sessions, tmp_path: Path
 ) -> None:
-    ts = LocalTorchServe(tmp_path / "ts", three_versions, Ports(*free_ports(5)), token_auth=False)
     for logged, expected in ((None, {"selfie2anime": "1.0", "anime2selfie": "1.0"}),
                              ("3.0", {"selfie2anime": "3.0", "anime2selfie": "1.0"})):
         if logged:
             await deployed(db_sessions, "selfie2anime", logged)
-        ts.start(defaults=await live_versions(db_sessions, three_versions))
-        try:
+        live = await live_versions(db_sessions, three_versions)
+        start = partial(LocalTorchServe.start, timeout=START_TIMEOUT_S, defaults=live)
+        with running_torchserve(three_versions, tmp_path / "ts", start=start) as ts:
             assert defaults(ts) == expected
             versions = management(ts, "GET", "/models/selfie2anime/all")[1]
             assert sorted(m["modelVersion"] for m in versions) == ["1.0", "2.0", "3.0"]  # all there for rollbacks
-        finally:
-            ts.stop()
 
 
 async def test_the_engine_starts_with_the_logged_versions(

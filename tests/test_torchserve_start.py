@@ -16,13 +16,14 @@ import subprocess
 import sys
 import time
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from torchserve_fixture import free_port_block, model_log, wait_for_workers
+from torchserve_fixture import START_TIMEOUT_S, model_log, running_torchserve, wait_for_workers
 
-from serving.torchserve import LocalTorchServe, Ports
+from serving.torchserve import LocalTorchServe
 from styles.archive import PAYLOAD, scan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,28 +50,36 @@ def from_root(*args: str | Path, env: dict[str, str], timeout: float = 120) -> s
                           capture_output=True, text=True, timeout=timeout)
 
 
+def local(ts: LocalTorchServe) -> list[str]:
+    """The command line's options for `ts`, its folders relative to the repository root (like the defaults)."""
+    return ["--model-store", os.path.relpath(ts.model_store, ROOT), "--run-dir", os.path.relpath(ts.run_dir, ROOT),
+            "--port", str(ts.ports.inference)]
+
+
+def start_from_root(ts: LocalTorchServe, *, env: dict[str, str]) -> None:
+    """`python -m serving start` for `ts`; a failure is a failed start, which `running_torchserve` retries
+    on other ports (some other process may have taken one first)."""
+    started = from_root(*local(ts), "start", env=env, timeout=START_TIMEOUT_S)
+    if started.returncode != 0:
+        raise RuntimeError(f"python -m serving start failed: {started.stderr}")
+
+
 @pytest.mark.slow
 def test_start_from_the_repository_root_serves_the_bundled_styles(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHSERVE_", "MODEL_STORE"))}
     env.update(OMP_NUM_THREADS="1", TOONBOT_INFERENCE="auto", TOONBOT_COMPILE_CACHE=str(tmp_path / "compiled"))
-    store = os.path.relpath(repacked(tmp_path / "store"), ROOT)  # relative, like the defaults
-    run_dir = os.path.relpath(tmp_path / "run", ROOT)
-    port = free_port_block(5)
-    local = ["--model-store", store, "--run-dir", run_dir, "--port", str(port)]
-    started = from_root(*local, "start", env=env)
-    assert started.returncode == 0, started.stderr
-    ts = LocalTorchServe(ROOT / run_dir, ROOT / store, Ports.from_base(port))
-    try:
+    store = repacked(tmp_path / "store")
+    start = partial(start_from_root, env=env)
+    with running_torchserve(store, tmp_path / "run", token_auth=True, consecutive=True, start=start) as ts:
         since = time.monotonic()
         wait_for_workers(ts, "cat2dog", 1, timeout=60)
-        result = from_root(*local, "stylize", CAT, "--style", "cat2dog", "--torchserve", ts.inference_url,
+        result = from_root(*local(ts), "stylize", CAT, "--style", "cat2dog", "--torchserve", ts.inference_url,
                            "-o", tmp_path / "dog.png", "--format", "png", env=env)
         assert result.returncode == 0, result.stderr
         print(f"picture {time.monotonic() - since:.1f} s after `start` returned")
         assert Image.open(tmp_path / "dog.png").size[0] > 0
-        for style in scan(ROOT / store):
+        for style in scan(store):
             wait_for_workers(ts, style, 1, timeout=60)
         logs = model_log(ts) + (ts.run_dir / "logs" / "ts_log.log").read_text(errors="replace")
         assert "process died" not in logs and "Worker disconnected" not in logs
-    finally:
-        assert from_root(*local, "stop", env=env).returncode == 0
+        assert from_root(*local(ts), "stop", env=env).returncode == 0

@@ -16,7 +16,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -105,32 +105,42 @@ def export_tiny_styles(store: Path, name: str, *extra_args: str, seed: int = 0) 
     assert args.func(args) == 0
 
 
+def _start(ts: LocalTorchServe) -> None:
+    """`LocalTorchServe.start`, given Java's start time on the loaded machine."""
+    ts.start(START_TIMEOUT_S)
+
+
 @contextmanager
 def running_torchserve(
-    model_store: Path, run_dir: Path, *, token_auth: bool = False, consecutive: bool = False
+    model_store: Path, run_dir: Path, *, token_auth: bool = False, consecutive: bool = False,
+    start: Callable[[LocalTorchServe], None] = _start,
 ) -> Iterator[LocalTorchServe]:
     """A real TorchServe over `model_store` on free ports, stopped on exit; `consecutive`: on five
-    consecutive ones, TorchServe's own layout, which replicas listed in TORCHSERVE_MANAGEMENT_URL keep.
+    consecutive ones, TorchServe's own layout, which replicas listed in TORCHSERVE_MANAGEMENT_URL and the
+    command line's `--port` keep. `start` starts the instance it is given (a test of the command line,
+    or of the versions served, starts it its own way); RuntimeError or TimeoutError is a failed start.
 
     Ports free a moment ago may be taken by another process before Java binds
     them (TorchServe cannot report ports it chose itself: asked for port 0 it
-    serves inference and management on one port), so a start whose Java does not
-    own all five ports is stopped and retried on others.
+    serves inference and management on one port), so a start that fails or whose
+    Java does not own all five ports is stopped and retried on others.
     """
+    error: Exception | None = None
     for attempt in range(3):
         folder = run_dir if attempt == 0 else run_dir / f"retry{attempt}"
         ports = Ports.from_base(free_port_block(5)) if consecutive else Ports(*free_ports(5))
         ts = LocalTorchServe(folder, model_store, ports, token_auth)
         try:
-            ts.start(START_TIMEOUT_S)
-        except (RuntimeError, TimeoutError):
+            start(ts)
+        except (RuntimeError, TimeoutError) as failed:
+            error = failed
             ts.stop()
             continue
         if ts.owns_its_ports():
             break
         ts.stop()
     else:
-        raise RuntimeError(f"TorchServe could not bind its ports in 3 tries; see {run_dir}")
+        raise RuntimeError(f"TorchServe could not bind its ports in 3 tries; see {run_dir}") from error
     try:
         yield ts
     finally:
