@@ -6,12 +6,14 @@ import csv
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from waiting import START_S, until
 
 from training.cli import main as training_main
 from training.checkpoint import load_checkpoint
@@ -153,21 +155,26 @@ def test_torchrun_ranks_hold_identical_weights_and_a_drift_is_caught(tiny_datase
         assert "genB2A" in (tmp_path / f"rank{r}.drift").read_text()
 
 
-def test_sigterm_saves_a_checkpoint_and_exits(tiny_dataset, tmp_path) -> None:
+async def test_sigterm_saves_a_checkpoint_and_exits(tiny_dataset, tmp_path) -> None:
     """`docker stop` sends SIGTERM: the run must save where it is, like Ctrl-C."""
-    import signal
-    import time
-
     cmd = [sys.executable, "-m", "training", "fit", "--data", str(tiny_dataset), "--name", "term",
            "--out-dir", str(tmp_path), *TINY_FLAGS, "--iters", "100000", "--log-every", "1",
            "--sample-every", "100000", "--save-every", "100000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     losses = tmp_path / "term" / "losses.csv"
-    deadline = time.monotonic() + 120
-    while not (losses.exists() and len(losses.read_text().splitlines()) > 2):
-        assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 130
+
+    def two_steps_or_ended() -> bool:
+        """The run has logged two steps (a header and two rows), or has ended."""
+        return (losses.exists() and len(losses.read_text().splitlines()) > 2) or proc.poll() is not None
+
+    try:
+        await until(two_steps_or_ended, "two logged steps", every=0.2, within=START_S)
+        assert proc.poll() is None, f"the run ended before its second step: {proc.communicate()[1][-3000:]}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:  # a failed check: the run must not go on for 100,000 steps
+            proc.kill()
+            proc.wait()
     assert load_checkpoint(tmp_path / "term/checkpoints/latest.pt")["step"] >= 2

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import torch
 from test_db_jobs import worker_sessions  # noqa: F401  (a new engine per call, as separate processes have)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from waiting import START_S, until
 
 from db import jobs
 from db.models import TrainingJob
@@ -61,11 +61,17 @@ async def job_now(sessions: Sessions, job_id: int) -> TrainingJob:
     return job
 
 
-async def wait_until(sessions: Sessions, job_id: int, ok: Callable[[TrainingJob], bool], timeout: float = 120) -> TrainingJob:
-    deadline = time.monotonic() + timeout
-    while not ok(job := await job_now(sessions, job_id)):
-        assert time.monotonic() < deadline, f"job stuck: {job.status} {job.progress}"
-        await asyncio.sleep(0.1)
+async def wait_until(sessions: Sessions, job_id: int, ok: Callable[[TrainingJob], bool]) -> TrainingJob:
+    """The job once `ok(job)`, for as long as a worker takes to get there on a loaded machine: `ok` also
+    says when the worker has ended, so only a hung one waits the whole START_S."""
+    job = await job_now(sessions, job_id)
+
+    async def reached() -> bool:
+        nonlocal job
+        job = await job_now(sessions, job_id)
+        return ok(job)
+
+    await until(reached, f"job {job_id}'s state", every=0.1, within=START_S)
     return job
 
 
@@ -172,7 +178,8 @@ async def test_a_cancelled_job_stops_and_says_why(
     job = await add_job(sessions, iterations=10_000)
     worker = TrainingWorker(worker_sessions(), config(tiny_store, datasets, tmp_path, "w1"))
     running = asyncio.create_task(worker.run_once())
-    await wait_until(sessions, job.id, lambda j: j.progress > 0)
+    await wait_until(sessions, job.id, lambda j: j.progress > 0 or running.done())
+    assert not running.done(), running.result()  # raises what ended the worker before its first heartbeat
     async with sessions() as session:
         await jobs.cancel(session, job_id=job.id, reason="cancelled by telegram:1")
     assert await asyncio.wait_for(running, 60) == job.id

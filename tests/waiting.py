@@ -18,25 +18,29 @@ import pytest
 # Far past any answer on a loaded 2-core machine, and past the longest retry backoff (the usage log's and
 # `db.deadline`'s 30 s): only a state never reached waits this long.
 HANG_S = 60.0
+# A process, or a job, getting going: torch loading and first training steps beside a training run on
+# the 2-core machine take minutes. Only one that never gets there waits this long.
+START_S = 600.0
 
 
 async def until(
-    reached: Callable[[], bool | Awaitable[bool]], what: str = "the state waited for", *, every: float = 0.01
+    reached: Callable[[], bool | Awaitable[bool]], what: str = "the state waited for", *, every: float = 0.01,
+    within: float = HANG_S,
 ) -> None:
     """Return once `reached()` is true (polled every `every` seconds, awaited if it is a coroutine: a
     database read; a poll that reads a log file or asks a server wants a longer `every`); fail if it
-    never is."""
+    never is (`within`: HANG_S, or START_S for a process or a job getting going)."""
 
     async def now() -> bool:
         answer = reached()
         return await answer if inspect.isawaitable(answer) else answer
 
     try:
-        async with asyncio.timeout(HANG_S):
+        async with asyncio.timeout(within):
             while not await now():
                 await asyncio.sleep(every)
     except TimeoutError:
-        raise AssertionError(f"{what} never came ({HANG_S:.0f} s)") from None
+        raise AssertionError(f"{what} never came ({within:.0f} s)") from None
 
 
 @contextmanager
