@@ -21,23 +21,7 @@ verdict in --cache (a second run only loads it). Per format:
 Random weights unless --tf names the authors' checkpoint: time and memory do not depend on them; the
 difference from float32 does (export checks the int8 layer on the photos: 76 dB here).
 
-Measured 2026-12-06 on an AMD EPYC family 25 model 17 (AVX-512 with bf16 and VNNI), torch 2.13.0, beside
-two training runs and other tests (load average 4.5-7 on its 2 cores; this process's autogroup at nice -10):
-
-| FC.0, start | path chosen | MB added (peak) | s/picture (CPU) | s/request (CPU), px | max diff eager / chosen | dB |
-|---|---|---|---|---|---|---|
-| int8, first | cpu-compiled-int8 | 362 (1486) | 0.290 (0.468) | 0.768 (1.218), 512 | 3.0e-03 / 0.21 | 42.6 |
-| int8, cached, 15 runs | cpu-compiled-int8 | 357 (847) | 0.316 (0.492) | 0.848 (1.301), 512 | 3.0e-03 / 0.21 | 42.6 |
-| int8, cached, 1 thread | cpu-compiled-int8 | 366 (855) | 0.460 (0.406) | 1.158 (1.041), 512 | 3.0e-03 / 0.21 | 42.6 |
-| float, first (load 13-23) | cpu-compiled-int8 | 1125 | - | - | 2.9e-03 / 0.20 | 42.6 |
-
-(wall seconds, CPU seconds of all threads in brackets; "dB": the chosen path's PSNR against float32.)
-The first start's verdict, timed in turns at the build's low priority: eager float32 1268 ms, compiled int8
-401, compiled bf16 537, eager bf16 887, compiled float32 968, eager channels-last 1368 (the upscaler chose
-compiled bf16). The peaks are the start's: the build holds the eager generator (which answers meanwhile) and,
-the first time, the three compiled graphs it times in turns (~300 MB each); once the chosen graph serves,
-the eager weights are freed. The chosen path's difference is its int8 convolutions' (PSNR 41.4 dB against
-the archive's eager path on the photos, floors 35/30 dB), as for the bundled styles.
+Figures, and what brought the start's peak under 600 MB: docs/training.md, "The authors' TensorFlow checkpoints".
 """
 
 from __future__ import annotations
