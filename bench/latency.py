@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT / "styles" / "payload"))  # acceleration ships flat 
 
 import acceleration  # noqa: E402
 
+from config import get_settings  # noqa: E402
 from serving.api import StylizeError  # noqa: E402
 from serving.client import TorchServeClient  # noqa: E402
 from serving.engine import EmbeddedEngine  # noqa: E402
@@ -348,7 +349,7 @@ def bench_runtimes(args: argparse.Namespace) -> None:
         url, token = args.torchserve, args.token
         if url is None:
             local = LocalTorchServe(tmp / "run", store, Ports.from_base(args.port))
-            local.start()
+            local.start(get_settings().torchserve_start_timeout_s)
             url, token = local.inference_url, local.keys().get("inference")
         try:
             rows = asyncio.run(measure(archive, store, tmp / "cache", url, token, args.runs, args.warmup))

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # deploy registers on each (its check on each replica's own inference API, one port below).
     torchserve_management_url: str | None = None
     torchserve_management_token: SecretStr | None = None  # unset: the inference key
+    # How long `python -m serving start` (and `python -m ops start`) waits for a local TorchServe to answer:
+    # Java's start alone has taken over a minute on a loaded 2-core machine. Past it, Java is stopped.
+    torchserve_start_timeout_s: float = Field(default=300.0, gt=0)
     model_store: Path = REPO_ROOT / "model_store"
 
     # Behaviour.

@@ -23,7 +23,7 @@ from db.engine import create_engine, migrate, session_factory
 from ops.deploy import Deployer, describe_models, live_versions
 from ops.management import DeployError, open_management
 from serving.api import StylizeError
-from serving.cli import add_local_options, configured, run_reporting
+from serving.cli import add_local_options, configured, run_reporting, start_local
 from serving.factory import open_stylizer
 from serving.torchserve import LocalTorchServe, Ports
 
@@ -41,7 +41,7 @@ async def _start(args: argparse.Namespace) -> int:
     if ts.healthy():
         print(f"TorchServe already answers at {ts.inference_url}: `python -m serving stop` first to restart it")
         return 1
-    await asyncio.to_thread(ts.start, defaults=live)
+    await asyncio.to_thread(start_local, ts, settings, live)
     serving = ", ".join(f"{style} {version}" for style, version in sorted(live.items()))
     print(f"TorchServe: inference {ts.inference_url}, serving {serving}")
     return 0

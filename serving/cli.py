@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -29,6 +29,8 @@ from serving.torchserve import LocalTorchServe, Ports
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 NO_STYLES = "No styles in {store}/: export one with `python -m training export CKPT --out {store}`."
+SLOW_START = ("TorchServe did not answer within {timeout:g} s and was stopped: raise TORCHSERVE_START_TIMEOUT_S "
+              "(a loaded machine starts Java slowly), or see why in {logs}")
 
 
 def configured(args: argparse.Namespace) -> Settings:
@@ -50,13 +52,24 @@ def _local(args: argparse.Namespace) -> LocalTorchServe:
     return LocalTorchServe(args.run_dir, args.model_store or get_settings().model_store, Ports.from_base(args.port))
 
 
+def start_local(ts: LocalTorchServe, settings: Settings, defaults: Mapping[str, str] | None = None) -> None:
+    """`ts.start` within TORCHSERVE_START_TIMEOUT_S. A Java still starting past it is stopped, so that the
+    next `start`, given longer, finds its ports free; the user is told which setting to raise."""
+    try:
+        ts.start(settings.torchserve_start_timeout_s, defaults)
+    except TimeoutError:
+        ts.stop()
+        raise TimeoutError(SLOW_START.format(timeout=settings.torchserve_start_timeout_s,
+                                             logs=ts.run_dir / "logs")) from None
+
+
 def start(args: argparse.Namespace) -> int:
     """Start TorchServe in the background and print where its keys are."""
     ts = _local(args)
     if ts.healthy():
         print(f"TorchServe already answers at {ts.inference_url}")
         return 0
-    ts.start()
+    start_local(ts, get_settings())
     print(f"TorchServe: inference {ts.inference_url}, management {ts.management_url}")
     print("each style's shipped version is its default; `python -m ops start` serves the deployed ones instead")
     print(f"keys: {ts.run_dir / 'key_file.json'}; logs: {ts.run_dir / 'logs'}")

@@ -118,9 +118,10 @@ class LocalTorchServe:
                 stdout=out, stderr=subprocess.STDOUT, timeout=60,
             ).returncode
 
-    def start(self, timeout: float = 90.0, defaults: Mapping[str, str] | None = None) -> None:
+    def start(self, timeout: float, defaults: Mapping[str, str] | None = None) -> None:
         """Start Java in the background serving `defaults` ({style: version}; the shipped version of a style
-        not in it) as each style's default; wait until /ping answers and the management API listens."""
+        not in it) as each style's default; wait until /ping answers and the management API listens, for
+        `timeout` seconds (TORCHSERVE_START_TIMEOUT_S for a person's start: no default here, so there is one)."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "key_file.json").unlink(missing_ok=True)
         args = ["--start", "--ncs", "--ts-config", str(self.write_config(defaults)),

@@ -5,17 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from torchserve_fixture import free_port_block, wait_for_workers
+from torchserve_fixture import free_port_block, running_torchserve, wait_for_workers
+from waiting import HANG_S, START_S
 
 from media import gif_frames, make_gif, make_mp4, probe, screen_gif
-from serving import inputs
+from serving import inputs, torchserve
 from styles.payload import framing
-from serving.cli import NO_STYLES
-from serving.torchserve import LocalTorchServe, Ports
+from serving.cli import NO_STYLES, SLOW_START, main
+from serving.torchserve import LocalTorchServe
 
 FIXTURES = Path(__file__).with_name("fixtures")
 FACE, CAT = FIXTURES / "obama_256.jpg", FIXTURES / "chelsea_256.jpg"
@@ -70,28 +72,52 @@ def test_styles_lists_the_store_and_explains_an_empty_one(serving_model_store: P
         assert NO_STYLES.format(store=tmp_path / "empty") in empty.stderr
 
 
+def local(ts: LocalTorchServe) -> list[str | Path]:
+    """The command line's options for `ts`."""
+    return ["--model-store", ts.model_store, "--run-dir", ts.run_dir, "--port", str(ts.ports.inference)]
+
+
+def cli_start(ts: LocalTorchServe) -> None:
+    """`python -m serving start` for `ts` (within its own TORCHSERVE_START_TIMEOUT_S); a failure is a failed
+    start, which `running_torchserve` retries on other ports (some other process may have taken one first)."""
+    started = serving_cli(*local(ts), "start", timeout=START_S)
+    if started.returncode != 0:
+        raise RuntimeError(f"python -m serving start failed: {started.stderr}")
+
+
 @pytest.mark.slow
 def test_start_stylize_through_torchserve_status_stop(serving_model_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
     (store / "dog2cat.mar").symlink_to(serving_model_store / "dog2cat.mar")
-    port = free_port_block(5)
-    local = ["--model-store", store, "--run-dir", tmp_path / "run", "--port", str(port)]
-    assert serving_cli(*local, "start").returncode == 0
-    try:
-        ts = LocalTorchServe(tmp_path / "run", store, Ports.from_base(port))
+    with running_torchserve(store, tmp_path / "run", token_auth=True, consecutive=True, start=cli_start) as ts:
         assert set(ts.keys()) == {"inference", "management", "API"}  # token authorisation is on
         wait_for_workers(ts, "dog2cat", 1)
-        assert serving_cli(*local, "status").returncode == 0
-        styles = serving_cli(*local, "styles", "--torchserve", ts.inference_url)
+        assert serving_cli(*local(ts), "status").returncode == 0
+        styles = serving_cli(*local(ts), "styles", "--torchserve", ts.inference_url)
         assert styles.returncode == 0 and styles.stdout.startswith("dog2cat"), styles.stderr
-        result = serving_cli(*local, "stylize", CAT, "--style", "dog2cat", "--torchserve", ts.inference_url,
+        result = serving_cli(*local(ts), "stylize", CAT, "--style", "dog2cat", "--torchserve", ts.inference_url,
                              "-o", tmp_path / "cat.webp", "--format", "webp", "--size", "40")
         assert result.returncode == 0, result.stderr
         assert Image.open(tmp_path / "cat.webp").size == (40, 40)
-    finally:
-        assert serving_cli(*local, "stop").returncode == 0
-    assert serving_cli(*local, "status").returncode == 1
+        assert serving_cli(*local(ts), "stop").returncode == 0
+        assert serving_cli(*local(ts), "status").returncode == 1
+
+
+def test_start_waits_torchserve_start_timeout_s_then_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Java can take minutes on a loaded machine, so how long `start` waits is a setting; past it the user
+    gets one line naming that setting and the log folder. Here no Java ever starts (the launcher does
+    nothing), so only the deadline ends the wait."""
+    monkeypatch.setenv("TORCHSERVE_START_TIMEOUT_S", "0.5")
+    monkeypatch.setattr(torchserve, "START", "pass")
+    run_dir = tmp_path / "run"
+    began = time.monotonic()
+    assert main(["--model-store", str(tmp_path), "--run-dir", str(run_dir), "--port", str(free_port_block(5)),
+                 "start"]) == 1
+    assert time.monotonic() - began < HANG_S  # the setting's 0.5 s, not the default's minutes
+    assert capsys.readouterr().err == f"error: {SLOW_START.format(timeout=0.5, logs=run_dir / 'logs')}\n"
 
 
 def test_out_ending_in_a_slash_is_a_folder_even_for_one_input(serving_model_store: Path, tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from torchserve_fixture import START_TIMEOUT_S, model_log, running_torchserve, wait_for_workers
+from torchserve_fixture import model_log, running_torchserve, wait_for_workers
+from waiting import START_S
 
 from serving.torchserve import LocalTorchServe
 from styles.archive import PAYLOAD, scan
@@ -57,9 +58,9 @@ def local(ts: LocalTorchServe) -> list[str]:
 
 
 def start_from_root(ts: LocalTorchServe, *, env: dict[str, str]) -> None:
-    """`python -m serving start` for `ts`; a failure is a failed start, which `running_torchserve` retries
-    on other ports (some other process may have taken one first)."""
-    started = from_root(*local(ts), "start", env=env, timeout=START_TIMEOUT_S)
+    """`python -m serving start` for `ts` (within its own TORCHSERVE_START_TIMEOUT_S); a failure is a failed
+    start, which `running_torchserve` retries on other ports (some other process may have taken one first)."""
+    started = from_root(*local(ts), "start", env=env, timeout=START_S)
     if started.returncode != 0:
         raise RuntimeError(f"python -m serving start failed: {started.stderr}")
 

@@ -29,7 +29,7 @@ from training.checkpoint import save_checkpoint
 from styles.payload.networks import ResnetGenerator
 
 TINY = {"ngf": 8, "n_blocks": 1, "img_size": 32, "light": True}
-# Java alone has taken over a minute to start on the loaded 2-core machine (90 s, the default, was too short).
+# Java alone has taken over a minute to start on the loaded 2-core machine (90 s, once the default, was too short).
 START_TIMEOUT_S = 300.0
 
 
