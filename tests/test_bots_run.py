@@ -18,7 +18,7 @@ from bots import run
 from config import get_settings
 from fakes.telegram import FakeTelegram
 from test_db_usage import SqliteLock
-from waiting import HANG_S, until
+from waiting import HANG_S, START_S, until
 
 if TYPE_CHECKING:
     from conftest import ReadUsage
@@ -94,7 +94,6 @@ def test_a_bot_without_its_token_is_refused_clearly(
 
 BUNDLED_STORE = Path(__file__).resolve().parents[1] / "model_store"
 STOP_WITHIN_S = 2.0  # issue 15: Ctrl-C or SIGTERM stops the process within 2 s at any moment
-START_WITHIN_S = 600.0  # a start-up that never gets there (torch loading beside training on 2 cores takes minutes)
 
 
 def slowdown(work_s: float = 0.1) -> float:
@@ -136,7 +135,7 @@ async def test_a_stop_signal_ends_the_process_within_two_seconds(
     )
     lines: list[str] = []
     try:
-        async with asyncio.timeout(START_WITHIN_S):
+        async with asyncio.timeout(START_S):
             found = await logged(process, "Running upgrade" if moment == "migrating" else PAGE, lines)
             if moment == "compiling":  # once a compile holds the cache's lock, a request the core logs, then the signal
                 while not (compile_cache / ".build.lock").exists():
@@ -184,7 +183,7 @@ async def test_a_stop_writes_the_usage_log_before_its_grace_however_slow_the_dat
     )
     lock, lines, output, held = SqliteLock(database_url), [], b"", False
     try:
-        async with asyncio.timeout(START_WITHIN_S):
+        async with asyncio.timeout(START_S):
             url = (await logged(process, PAGE, lines))[1]
         async with aiohttp.ClientSession() as client:
             await until(lambda: database_answers(client, f"{url}/readyz"), "the page's database connection")
