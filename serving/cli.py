@@ -61,6 +61,8 @@ def start_local(ts: LocalTorchServe, settings: Settings, defaults: Mapping[str, 
         ts.stop()
         raise TimeoutError(SLOW_START.format(timeout=settings.torchserve_start_timeout_s,
                                              logs=ts.run_dir / "logs")) from None
+    except RuntimeError as err:  # Java exited while starting; its message says where to look
+        raise ChildProcessError(str(err)) from None  # an OSError: one line, as every command's failures
 
 
 def start(args: argparse.Namespace) -> int:

@@ -120,6 +120,18 @@ def test_start_waits_torchserve_start_timeout_s_then_says_what_to_do(
     assert capsys.readouterr().err == f"error: {SLOW_START.format(timeout=0.5, logs=run_dir / 'logs')}\n"
 
 
+def test_a_start_that_fails_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TorchServe's launcher failing (here it exits 3 at once) is the user's one line naming where to look,
+    not a traceback."""
+    monkeypatch.setattr(torchserve, "START", "raise SystemExit(3)")
+    run_dir = tmp_path / "run"
+    assert main(["--model-store", str(tmp_path), "--run-dir", str(run_dir), "--port", str(free_port_block(5)),
+                 "start"]) == 1
+    assert capsys.readouterr().err == f"error: torchserve --start failed; see {run_dir / 'torchserve.out'}\n"
+
+
 def test_out_ending_in_a_slash_is_a_folder_even_for_one_input(serving_model_store: Path, tmp_path: Path) -> None:
     result = serving_cli("--model-store", serving_model_store, "stylize", CAT, "--style", "cat2dog",
                          "-o", f"{tmp_path / 'new' / 'folder'}/", "--size", "32")
