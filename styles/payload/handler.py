@@ -218,7 +218,8 @@ class StyleHandler(BaseHandler):
             after = _shrunk(framing.paste(job.photo, list(zip(squares, job.frames))), side)
             before = job.photo
         else:
-            side = job.options.size or self.output_size
+            # The style's reply size; a clip's frame (no upscaling asked) comes as the generator drew it.
+            side = job.options.size or (self.output_size if job.options.upscale else squares[0].width)
             after = squares[0] if side == squares[0].width else squares[0].resize((side, side), Image.LANCZOS)
             before = _images(job.crops[:1])[0]  # the square the generator saw
         return imaging.side_by_side(before, after) if job.options.compare else after
