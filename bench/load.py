@@ -12,7 +12,10 @@ from this process:
   seconds until the page answers, until the first picture, and until every
   bundled style has drawn one (each style's first request loads it);
 - memory: the server's resident set (with its child processes, e.g. a
-  background compile) once every style is loaded, and its peak;
+  background compile) once every style is loaded, and its peak; settled
+  (the background builds done) and after the bursts, the server's own by
+  kind of mapping (anonymous, main heap, torch's libraries, ...);
+- one photo per style, each style loaded: seconds per reply;
 - a burst: USERS visitors, each with its own cookie, upload a face photo at
   the same moment; latency per request (median, p95, max) and how many got a
   picture, repeated BURSTS times; and the server's CPU-seconds per upload
@@ -27,7 +30,7 @@ serving/engine.py): `--lanes 1` is the engine as it was, one photo at a time
 on all the threads.
 
 Figures are printed with the CPU they ran on; judge them by the goal ratios
-(p95 against 2 s, memory against 600 MB), and only on an otherwise idle
+(p95 against 3 s, memory against 650 MB), and only on an otherwise idle
 machine.
 """
 
@@ -60,8 +63,9 @@ from training.hardware import cpu_name  # noqa: E402
 
 T = TypeVar("T")
 FACES = sorted((ROOT / "tests" / "fixtures" / "faces").glob("*.jpg"))
-QUIET = 30.0  # seconds without a compile child: the background builds are done (between two builds a style
-# checks and times its paths for a few seconds with none running)
+QUIET = 30.0  # seconds without a compile child and with the server idle: the background builds are done
+IDLE_CPU = 0.05  # the server's CPU-seconds per second below which it counts as idle (checking a cached graph on
+# the photos, or timing paths between two compile children, takes more)
 
 
 def p95(values: list[float]) -> float:
@@ -88,6 +92,37 @@ def resident_mib(pid: int, children: bool = True) -> tuple[float, float]:
         now += int(fields.get("VmRSS", 0))
         peak += int(fields.get("VmHWM", 0))
     return now / 1024, peak / 1024
+
+
+def memory_kinds(pid: int) -> dict[str, float]:
+    """`pid`'s resident MiB by kind of mapping (/proc/PID/smaps): where its memory goes."""
+    kinds: dict[str, float] = {}
+    kind = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+            fields = line.split(maxsplit=5)
+            kind = _mapping_kind(fields[5] if len(fields) == 6 else "")
+        elif line.startswith("Rss:"):
+            kinds[kind] = kinds.get(kind, 0.0) + int(line.split()[1]) / 1024
+    return kinds
+
+
+def _mapping_kind(path: str) -> str:
+    if not path:  # glibc's thread arenas, blocks past its mmap threshold, thread stacks
+        return "anonymous"
+    if path == "[heap]":
+        return "main heap"
+    if "/aotinductor_" in path:
+        return "compiled graphs' code"
+    if "/torch/lib/" in path:
+        return "torch's libraries"
+    return "other libraries" if ".so" in path else "other files"
+
+
+def show_kinds(pid: int) -> str:
+    """The largest kinds first, on one line."""
+    kinds = sorted(memory_kinds(pid).items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {mib:.0f}" for name, mib in kinds)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -196,15 +231,25 @@ async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[b
     rss, peak = resident_mib(server.pid)
     print(f"memory, all loaded    {rss:6.0f} MiB resident with its child processes (peak {peak:.0f} MiB)")
     settled = quiet_since = time.perf_counter()
+    cpu = cpu_seconds(server.pid)
     while time.perf_counter() - quiet_since < QUIET and time.perf_counter() - settled < args.settle:
         await asyncio.sleep(1)  # faster paths still being built in the background, one compile child at a time
-        if _children(server.pid):
+        now = cpu_seconds(server.pid)
+        if _children(server.pid) or now - cpu > IDLE_CPU:
             quiet_since = time.perf_counter()
+        cpu = now
     rss, peak = resident_mib(server.pid, children=False)
     left = len(_children(server.pid))
     busy = f", {left} child processes still running" if left else ""
-    print(f"memory, settled       {rss:6.0f} MiB resident, server alone (peak {peak:.0f} MiB; goal <= 600 MB), "
+    print(f"memory, settled       {rss:6.0f} MiB resident, server alone (peak {peak:.0f} MiB; goal <= 650 MB), "
           f"{time.perf_counter() - began:.0f} s after start{busy}")
+    print(f"  by kind, MiB: {show_kinds(server.pid)}")
+    client = await visitor(url)
+    try:
+        each = [(name, (await upload(client, url, name, FACES[0]))[0]) for name in names]
+    finally:
+        await client.close()
+    print("one photo per style   " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in each))
 
     clients = await asyncio.gather(*(visitor(url) for _ in range(args.users)))
     cpu = cpu_seconds(server.pid)
@@ -223,11 +268,15 @@ async def measure(args: argparse.Namespace, url: str, server: subprocess.Popen[b
         await asyncio.gather(*(c.close() for c in clients))
     cpu = (cpu_seconds(server.pid) - cpu) / len(latencies)
     print(f"web, {args.users} users x {args.bursts}: median {statistics.median(latencies):.2f} s, "
-          f"p95 {p95(latencies):.2f} s (goal <= 2 s), max {max(latencies):.2f} s; {ok}/{len(latencies)} pictures")
+          f"p95 {p95(latencies):.2f} s (goal <= 3 s), max {max(latencies):.2f} s; {ok}/{len(latencies)} pictures")
     print(f"server CPU per upload  {cpu:.3f} s (all its threads; {args.users} at once need "
           f"{args.users * cpu / args.threads:.2f} s on {args.threads} cores however they are shared out)")
     rss, peak = resident_mib(server.pid)
     print(f"memory after bursts   {rss:6.0f} MiB resident (peak {peak:.0f} MiB)")
+    await asyncio.sleep(1)  # the engine hands its free heap back once idle, in a thread of its own
+    rss, peak = resident_mib(server.pid)
+    print(f"  a second later      {rss:6.0f} MiB resident (goal <= 650 MB)")
+    print(f"  by kind, MiB: {show_kinds(server.pid)}")
 
 
 async def while_running(server: subprocess.Popen[bytes], log: Path, awaitable: Awaitable[T]) -> T:

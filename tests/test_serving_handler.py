@@ -264,6 +264,26 @@ async def test_a_full_queue_answers_overloaded(serving_model_store: Path, servin
     assert all(r.message == replies.OVERLOADED for r in results if isinstance(r, Overloaded))
 
 
+async def test_the_free_heap_goes_back_once_nothing_is_left_to_draw(
+    serving_model_store: Path, serving_mar_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not between the batches of a burst (they would map their buffers afresh), but after the last."""
+    trims: list[int] = []
+    monkeypatch.setattr("serving.engine.give_back_free_heap", lambda: trims.append(engine.queued()))
+    engine = EmbeddedEngine(serving_model_store, cache_dir=serving_mar_cache, lanes=1)
+    face = FACE.read_bytes()
+    try:
+        await engine.stylize("cat2dog", face, size=32)
+        await engine._idle.trim
+        assert trims == [0]
+        # cat2dog draws one request per batch: three queued at once make three batches, one after another.
+        await asyncio.gather(*(engine.stylize("cat2dog", face, size=32) for _ in range(3)))
+        await engine._idle.trim
+    finally:
+        await engine.close()
+    assert trims == [0, 0]
+
+
 async def test_a_clips_next_frame_follows_the_faces_of_the_one_before(engine: EmbeddedEngine) -> None:
     """X-Frames of one frame, handed back as X-Follow, keeps the face's square steady in the next."""
     face = Image.open(FACE).convert("RGB")
