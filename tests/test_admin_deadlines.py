@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from test_db_usage import PostgresProxy
 from test_discord import fake  # noqa: F401  (the fake Discord fixture)
 from test_discord import running_bot as discord_bot
 from test_telegram import api, bot_settings, running_bot  # noqa: F401  (api: the fake Bot API fixture)
+from waiting import HANG_S, patience
 
 from bots import messages
 from bots.admin import Admin, open_admin
@@ -133,6 +135,7 @@ class Bots:
     sessions: async_sessionmaker[AsyncSession]
     db: Freeze
     recorder: UsageRecorder
+    thawed: ExitStack = field(default_factory=ExitStack)
 
     async def say(self, text: str, user: str = ADMIN, platform: Platform = "telegram") -> str:
         """A chat line, as Telegram passes it to the core; the reply's text, within `ANSWER_S`."""
@@ -145,15 +148,34 @@ class Bots:
         request = Request(platform="discord", user_id=user, chat_id="c9")
         return (await asyncio.wait_for(call(self.admin, request), ANSWER_S)).text
 
+    async def freeze(self) -> None:
+        """The database stops answering; replies have their real deadlines again."""
+        self.thawed.close()
+        await self.db.freeze()
+
     async def thaw(self) -> None:
-        """The database answers again; wait for what was left running in the background."""
+        """The database answers again; wait for what was left running in the background. Until the next
+        freeze the subject is what was done and said: replies wait for a database that a loaded machine
+        makes answer in over a second, rather than say it is not answering (CI once did, after a thaw)."""
         await self.db.thaw()
         await asyncio.wait_for(self.admin.deadlines.settle(SETTLE_S), SETTLE_S)
         await asyncio.wait_for(self.recorder.flush(), SETTLE_S)
+        self.thawed.enter_context(patient(self.admin))
 
     async def rows(self, model: type) -> list:  # type: ignore[type-arg]
         async with self.sessions() as session:
             return list(await session.scalars(select(model).order_by(model.id)))
+
+
+@contextmanager
+def patient(admin: Admin) -> Iterator[None]:
+    """`waiting.patience` for this admin too, whose deadlines were made before it."""
+    seconds, admin.deadlines.seconds = admin.deadlines.seconds, HANG_S
+    try:
+        with patience():
+            yield
+    finally:
+        admin.deadlines.seconds = seconds
 
 
 @pytest.fixture
@@ -184,6 +206,7 @@ async def bots(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     try:
         yield bots
     finally:
+        bots.thawed.close()
         await db.thaw()
         await admin.deadlines.settle(SETTLE_S)
         await core.settle(SETTLE_S)
@@ -194,7 +217,7 @@ async def bots(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 async def test_reads_answer_while_the_database_hangs_and_work_again_after(bots: Bots) -> None:
-    await bots.db.freeze()
+    await bots.freeze()
     for command in ("/stats", "/stats 30", "/models", "/jobs"):
         assert await bots.say(command) == messages.DB_NOT_ANSWERING, command
     assert await bots.typed(lambda admin, r: admin.stats(r, 7)) == messages.DB_NOT_ANSWERING
@@ -212,7 +235,7 @@ async def test_reads_answer_while_the_database_hangs_and_work_again_after(bots: 
 
 
 async def test_deploy_and_rollback_change_nothing_while_the_database_hangs(bots: Bots) -> None:
-    await bots.db.freeze()
+    await bots.freeze()
     assert await bots.say("/deploy selfie2anime 2.0") == messages.DB_NOT_ANSWERING
     assert await bots.typed(lambda admin, r: admin.deploy(r, "selfie2anime", "2.0")) == messages.DB_NOT_ANSWERING
     assert await bots.say("/rollback selfie2anime") == messages.DB_NOT_ANSWERING
@@ -229,7 +252,7 @@ async def test_deploy_and_rollback_change_nothing_while_the_database_hangs(bots:
 
 
 async def test_a_deploy_whose_log_entry_waits_says_so_and_logs_it_in_order(bots: Bots) -> None:
-    bots.runtime.on_switch = bots.db.freeze  # the database hangs while the new version loads
+    bots.runtime.on_switch = bots.freeze  # the database hangs while the new version loads
     deployed = await bots.say("/deploy selfie2anime 2.0")
     done = messages.DEPLOYED.format(message="selfie2anime 2.0 is the default now (was 1.0).")
     assert deployed.startswith(done) and deployed.endswith(f" {messages.NOT_LOGGED_YET}")
@@ -248,7 +271,7 @@ async def test_a_deploy_whose_log_entry_waits_says_so_and_logs_it_in_order(bots:
 
 
 async def test_retrain_and_cancel_are_done_once_when_the_database_answers(bots: Bots) -> None:
-    await bots.db.freeze()
+    await bots.freeze()
     assert await bots.say("/retrain selfie2anime 5") == messages.DB_LATER
     assert await bots.say("/retrain selfie2anime 5") == messages.DB_LATER  # asked again: still one job
     await bots.thaw()
@@ -256,7 +279,7 @@ async def test_retrain_and_cancel_are_done_once_when_the_database_answers(bots: 
     assert queued == messages.JOB_QUEUED.format(id=1, pair="selfie2anime", iterations=5, start="")
     assert [(j.id, j.status) for j in await bots.rows(TrainingJob)] == [(1, "queued")]
 
-    await bots.db.freeze()
+    await bots.freeze()
     assert await bots.typed(lambda admin, r: admin.cancel(r, 1)) == messages.DB_LATER
     await bots.thaw()
     assert [(j.id, j.status) for j in await bots.rows(TrainingJob)] == [(1, "cancelled")]
@@ -287,7 +310,7 @@ async def test_forget_is_done_when_the_database_answers_never_reported_before(bo
     await bots.core.settle(SETTLE_S)
     await bots.recorder.flush()
 
-    await bots.db.freeze()
+    await bots.freeze()
     await photo(bots, "5", "telegram")  # its usage record waits in memory for the database
     assert await bots.say("/forget", user="5") == messages.FORGET_LATER
     assert await bots.say("/forget", user="5") == messages.FORGET_LATER  # asked again: still waiting
