@@ -580,7 +580,8 @@ class Accelerated:
             verdict = _read_verdict(folder)
             if verdict == self.path.name or (mode == "cached" and verdict is None):
                 return
-            with _machine_lock(cache):
+            # Only a search compiles; loading the verdict's graph does not wait for another process's build.
+            with _machine_lock(cache) if verdict is None else contextlib.nullcontext():
                 chosen = choose(model, img_size, device, prefer, folder, only=verdict, floors=floors)
             if folder is not None and verdict is None:
                 folder.mkdir(parents=True, exist_ok=True)
