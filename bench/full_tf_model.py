@@ -27,8 +27,6 @@ Figures, and what brought the start's peak under 600 MB: docs/training.md, "The 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import gc
 import io
 import json
@@ -52,6 +50,7 @@ sys.path.insert(0, str(ROOT / "styles" / "payload"))  # the payload imports its 
 
 import acceleration  # noqa: E402
 
+from serving.engine import give_back_free_heap  # noqa: E402
 from styles import catalog, loader  # noqa: E402
 from styles.archive import model_config, read_archive, scan, write_archive  # noqa: E402
 from styles.payload.networks import FC0_WEIGHTS, ResnetGenerator  # noqa: E402
@@ -108,8 +107,7 @@ def vm_hwm_mb() -> float:
 def settle() -> None:
     """Free what can be freed, and hand the heap's free pages back, before reading the resident size."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
+    give_back_free_heap()
 
 
 def generator(tf: Path | None) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import ctypes
 import math
 import os
 import re
@@ -64,6 +63,7 @@ sys.path.insert(0, str(ROOT / "styles" / "payload"))  # acceleration ships flat 
 import acceleration  # noqa: E402
 
 from config import get_settings  # noqa: E402
+from serving.engine import give_back_free_heap  # noqa: E402
 from serving.api import StylizeError  # noqa: E402
 from serving.client import TorchServeClient  # noqa: E402
 from serving.engine import EmbeddedEngine  # noqa: E402
@@ -123,7 +123,7 @@ def reset_peak_rss() -> int:
 
     Torch allocates CPU tensors with malloc, so RSS, not tracemalloc, sees them.
     """
-    ctypes.CDLL(None).malloc_trim(0)
+    give_back_free_heap()
     Path("/proc/self/clear_refs").write_text("5")
     return _status_kib("VmRSS")
 

@@ -105,29 +105,28 @@ def export(args: argparse.Namespace) -> int:
             raise SystemExit("--weights chooses among a checkpoint's averages; an archive has only the weights it ships")
         state = warm_start.checkpoint_from_archives(args.checkpoint)
         generators = state["networks"]
-        directions = state["directions"]  # each archive's own size, arch, record and upscaler
+        directions: list[warm_start.Direction] = state["directions"]
     else:
         state = load_checkpoint(args.checkpoint)
         generators, record = chosen_weights(state, args.weights)
-        size = int(state["options"]["img_size"])
-        directions = [{"img_size": size, "draw_size": size, "arch": state["generator_arch"], "history": record,
-                       "upscaler": upscaler, "output_size": None} for upscaler in state.get("upscalers", [None, None])]
+        directions = [warm_start.Direction(int(state["options"]["img_size"]), state["generator_arch"], record, upscaler)
+                      for upscaler in state.get("upscalers", [None, None])]
     if args.upscaler:
         for direction, spec in zip(directions, args.upscaler):
-            direction["upscaler"] = parse_upscaler(spec)
+            direction.upscaler = parse_upscaler(spec)
     if args.draw_size_factor:
         factors = args.draw_size_factor * (2 if len(args.draw_size_factor) == 1 else 1)
         if len(factors) != 2 or not set(factors) <= {1, 2}:
             raise SystemExit("--draw-size-factor takes 1 or 2, once for both directions or once for each")
         for direction, factor in zip(directions, factors):
-            direction["draw_size"] = factor * direction["img_size"]
+            direction.draw_size = factor * direction.img_size
     if args.output_size:
         for direction, side in zip(directions, args.output_size):
-            direction["output_size"] = side or None
+            direction.output_size = side or None
     names = tuple(args.names) if args.names else catalog.split_pair(state["options"]["name"])
     paths = []
     for i, (style, key, direction) in enumerate(zip(names, ("genA2B", "genB2A"), directions)):
-        arch, stored = stored_as(direction["arch"], {key: generators[key]},
+        arch, stored = stored_as(direction.arch, {key: generators[key]},
                                  args.fc0_weight or state.get("fc0_weight"))
         info = catalog.entry(style)
         if args.title:
@@ -137,10 +136,10 @@ def export(args: argparse.Namespace) -> int:
         if args.needs_face:
             info = replace(info, needs_face=args.needs_face[i] == "yes")
         config = model_config(
-            arch, direction["img_size"], info, workers=args.workers,
+            arch, direction.img_size, info, workers=args.workers,
             batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
-            response_timeout=args.response_timeout, inference=args.inference, training=direction["history"],
-            draw_size=direction["draw_size"], upscaler=direction["upscaler"], output_size=direction["output_size"],
+            response_timeout=args.response_timeout, inference=args.inference, training=direction.history,
+            draw_size=direction.draw_size, upscaler=direction.upscaler, output_size=direction.output_size,
         )
         paths.append(write_archive(Path(args.out), style, args.version, stored[key], config))
     add_previews(paths)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,18 @@ def _float(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: t.float() if t.is_floating_point() else t for n, t in sd.items()}
 
 
+@dataclass
+class Direction:
+    """What one direction's archive is exported with besides its weights."""
+
+    img_size: int
+    arch: dict[str, Any]
+    history: dict[str, Any] | None = None  # the training record
+    upscaler: dict[str, Any] | None = None
+    draw_size: int | None = None  # None: img_size
+    output_size: int | None = None  # None: what it draws, upscaled
+
+
 def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
     """A pair's two archives as an export-ready checkpoint, named by `archive`'s style.
 
@@ -147,18 +160,10 @@ def checkpoint_from_archives(archive: Path) -> dict[str, Any]:
     state = initial_state(archive, name, discriminators=None)
     directions = []
     for path in pair_archives(archive, name).values():
-        config = archives.read_archive(path).handler
-        directions.append({"img_size": int(config["img_size"]), "draw_size": int(config.get("draw_size", config["img_size"])),
-                           "arch": config["arch"],
-                           "history": config.get("training"), "upscaler": config.get("upscaler"),
-                           "output_size": config.get("output_size")})
-    return {
-        "options": {"name": name, "img_size": directions[0]["img_size"]},
-        "directions": directions,
-        "generator_arch": directions[0]["arch"],
-        "step": state["step"],
-        "networks": state["networks"],
-    }
+        h = archives.read_archive(path).handler
+        directions.append(Direction(int(h["img_size"]), h["arch"], h.get("training"), h.get("upscaler"),
+                                    h.get("draw_size"), h.get("output_size")))
+    return {"options": {"name": name}, "directions": directions, "step": state["step"], "networks": state["networks"]}
 
 
 def pack(checkpoint: Path, out: Path) -> tuple[Path, Path]:
