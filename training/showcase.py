@@ -1,9 +1,10 @@
 """`python -m training showcase`: a before/after strip of public-domain pictures through archived styles.
 
-Each column is one archive (a style at one version), drawn at the size it
-serves by default, labelled with its training record (iterations, size,
-hours), so a README shows what a user gets and how it changed between
-stretches. Inputs are public-domain pictures, never dataset images.
+Each column is one archive's generator alone (a style at one version, at
+the size it draws, before any upscaler), labelled with its training record
+(iterations, size, hours), so the training log shows how a style changed
+between stretches; `python -m serving stylize --compare` shows the whole
+reply. Inputs are public-domain pictures, never dataset images.
 """
 
 from __future__ import annotations
