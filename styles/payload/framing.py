@@ -169,10 +169,12 @@ def centre_square(img: Image.Image) -> Frame:
 
 
 def crop(img: Image.Image, frame: Frame, side: int) -> Image.Image:
-    """The framed square at `side` px; what lies outside the photo is mirrored in from its edge.
+    """The framed square at `side` px; what lies outside the photo is its edge's colours, out of focus.
 
-    A large photo is first shrunk (Lanczos) to about the crop's scale, so the
-    warp never minifies and aliases.
+    Not mirrored in: a selfie cut off under the chin then showed a second mouth
+    upside down below the first, and the generator drew both. A large photo is
+    first shrunk (Lanczos) to about the crop's scale, so the warp never
+    minifies and aliases.
     """
     matrix = frame.scaled(side)
     scale = side / frame.size
@@ -184,9 +186,15 @@ def crop(img: Image.Image, frame: Frame, side: int) -> Image.Image:
             fx, fy = small[0] / (right - left), small[1] / (bottom - top)
             shrink = np.array([[fx, 0, -left * fx], [0, fy, -top * fy], [0, 0, 1]])
             matrix = matrix @ np.linalg.inv(shrink)
-    pixels = cv2.warpAffine(np.asarray(img), matrix, (side, side), flags=cv2.INTER_CUBIC,
-                            borderMode=cv2.BORDER_REFLECT)
-    return Image.fromarray(pixels)
+    pixels = np.asarray(img)
+    inside = cv2.warpAffine(np.ones(pixels.shape[:2], np.float32), matrix, (side, side), flags=cv2.INTER_LINEAR)
+    pixels = cv2.warpAffine(pixels, matrix, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    if inside.min() >= 1.0:
+        return Image.fromarray(pixels)
+    # The photo fades into a blur of its replicated edge over a few pixels, so no seam is drawn either.
+    soft = cv2.GaussianBlur(pixels, (0, 0), side / 24)
+    keep = (cv2.GaussianBlur(inside, (0, 0), side / 64) * inside)[..., None]
+    return Image.fromarray(np.clip(pixels * keep + soft * (1.0 - keep) + 0.5, 0, 255).astype(np.uint8))
 
 
 def paste(photo: Image.Image, faces: list[tuple[Image.Image, Frame]]) -> Image.Image:
