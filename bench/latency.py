@@ -63,10 +63,9 @@ sys.path.insert(0, str(ROOT / "styles" / "payload"))  # acceleration ships flat 
 import acceleration  # noqa: E402
 
 from config import get_settings  # noqa: E402
-from serving.engine import give_back_free_heap  # noqa: E402
 from serving.api import StylizeError  # noqa: E402
 from serving.client import TorchServeClient  # noqa: E402
-from serving.engine import EmbeddedEngine  # noqa: E402
+from serving.engine import EmbeddedEngine, give_back_free_heap  # noqa: E402
 from serving.torchserve import LocalTorchServe, Ports  # noqa: E402
 from styles import catalog, loader  # noqa: E402
 from styles.archive import Archive, model_config, scan, write_archive  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -59,17 +60,16 @@ def test_what_a_frame_reaches_outside_the_photo_is_blurred_edge_not_a_mirrored_f
     people: framing.PeopleFramer,
 ) -> None:
     """A selfie cut off under the chin: mirrored in, a second mouth stood below the first and was drawn."""
-    import cv2
-
     photo = rgb(FIXTURES / "obama_256.jpg")
     (frame,) = people.frames(photo)
-    crop = np.asarray(framing.crop(photo, frame, 256).convert("L"), dtype=np.float32)
+    square = framing.crop(photo, frame, 256)
+    crop = np.asarray(square.convert("L"), dtype=np.float32)
     inside = cv2.warpAffine(np.ones((photo.height, photo.width), np.float32), frame.scaled(256), (256, 256))
     outside = cv2.erode((inside == 0).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
     assert outside.mean() > 0.05  # the frame does reach past the photo's bottom edge
     detail = np.abs(cv2.Laplacian(crop, cv2.CV_32F))
     assert detail[outside].mean() < 0.1 * detail[inside >= 1].mean()
-    assert len(people.faces(framing.crop(photo, frame, 256))) == 1
+    assert len(people.faces(square)) == 1
 
 
 def test_every_face_of_a_group_photo_gets_a_frame_largest_first(people: framing.PeopleFramer) -> None:

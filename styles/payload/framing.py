@@ -186,12 +186,14 @@ def crop(img: Image.Image, frame: Frame, side: int) -> Image.Image:
             fx, fy = small[0] / (right - left), small[1] / (bottom - top)
             shrink = np.array([[fx, 0, -left * fx], [0, fy, -top * fy], [0, 0, 1]])
             matrix = matrix @ np.linalg.inv(shrink)
-    pixels = np.asarray(img)
-    inside = cv2.warpAffine(np.ones(pixels.shape[:2], np.float32), matrix, (side, side), flags=cv2.INTER_LINEAR)
-    pixels = cv2.warpAffine(pixels, matrix, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    if inside.min() >= 1.0:
-        return Image.fromarray(pixels)
+    pixels = cv2.warpAffine(np.asarray(img), matrix, (side, side), flags=cv2.INTER_CUBIC,
+                            borderMode=cv2.BORDER_REPLICATE)
+    corners = cv2.invertAffineTransform(matrix) @ np.array([[0, side - 1, 0, side - 1], [0, 0, side - 1, side - 1],
+                                                             [1, 1, 1, 1]], dtype=np.float64)
+    if corners.min() >= 0 and corners[0].max() <= img.width - 1 and corners[1].max() <= img.height - 1:
+        return Image.fromarray(pixels)  # the square lies within the photo (the usual case)
     # The photo fades into a blur of its replicated edge over a few pixels, so no seam is drawn either.
+    inside = cv2.warpAffine(np.ones((img.height, img.width), np.float32), matrix, (side, side), flags=cv2.INTER_LINEAR)
     soft = cv2.GaussianBlur(pixels, (0, 0), side / 24)
     keep = (cv2.GaussianBlur(inside, (0, 0), side / 64) * inside)[..., None]
     return Image.fromarray(np.clip(pixels * keep + soft * (1.0 - keep) + 0.5, 0, 255).astype(np.uint8))
