@@ -9,8 +9,10 @@ connections die, new ones are refused).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -124,9 +126,17 @@ async def outage(db_url: str) -> AsyncIterator[SqliteLock | PostgresProxy]:
 @pytest.fixture
 async def app_sessions(outage: SqliteLock | PostgresProxy) -> AsyncIterator[Sessions]:
     """The app's sessions, through the outage (short timeouts keep the test quick)."""
+    before = set(threading.enumerate())
     engine = create_engine(outage.url, timeout=0.5)
     yield session_factory(engine)
     await engine.dispose()
+    # A write cancelled mid-flight leaves its aiosqlite connection to the garbage collector, whose
+    # clean-up stops the connection's thread with a reply to whatever loop is current then: a later
+    # test's, or one already closed. Collect it while this test's loop runs, and let the thread end.
+    gc.collect()
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 5)
 
 
 async def failures_logged(caplog: pytest.LogCaptureFixture, count: int) -> None:
