@@ -210,7 +210,11 @@ print(accelerated.path.name, "torch._inductor" in sys.modules)
 """
 
 
-CHILD = MODEL_PROCESS + """acceleration.Accelerated(model, 32, torch.device("cpu"), model_dir={archive!r}, cache={cache!r})
+# The child takes SIGINT as the servers do (`bots.run` sets its own handler): a suite started in the
+# background by a shell (`make test &`) hands SIGINT down ignored, and a child left so sleeps through it.
+CHILD = MODEL_PROCESS + """import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+acceleration.Accelerated(model, 32, torch.device("cpu"), model_dir={archive!r}, cache={cache!r})
 print("serving", flush=True)
 time.sleep(600)
 """
@@ -230,8 +234,7 @@ def test_a_signal_ends_the_process_at_once_while_it_compiles(tmp_path, sig) -> N
     helpers = _compilers(child.pid)
     child.send_signal(sig)
     # "At once" against the build it would otherwise finish (minutes); at load 15 the exit itself took over 10 s.
-    # A fresh clone's suite on a quiet machine once saw no exit within 30 s (1 run in 4; never alone): then
-    # SIGABRT makes faulthandler print where every thread was, into this test's captured stderr.
+    # If it hangs, SIGABRT makes faulthandler print where every thread was, into this test's captured stderr.
     try:
         assert child.wait(timeout=30) != 0
     except subprocess.TimeoutExpired:
