@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 
 from serving.engine import EmbeddedEngine
 from styles import catalog
-from styles.archive import read_archive
+from styles.archive import PAYLOAD, read_archive
 from styles.catalog import KNOWN
 
 MODEL_STORE = Path(__file__).resolve().parents[1] / "model_store"
@@ -24,6 +25,16 @@ def test_the_repository_ships_every_catalogued_style_in_a_small_archive() -> Non
     assert set(KNOWN) <= set(BUNDLED)
     for style in KNOWN:
         assert (MODEL_STORE / f"{style}.mar").stat().st_size < 15 * 2**20
+
+
+@pytest.mark.parametrize("style", sorted(KNOWN))
+def test_each_bundled_archive_carries_the_current_handler_payload(style: str) -> None:
+    """The embedded engine and TorchServe both run the archive's own copy, so a fix in styles/payload
+    reaches users only once the archives are re-packed."""
+    with zipfile.ZipFile(MODEL_STORE / f"{style}.mar") as mar:
+        stale = [p.name for p in sorted(PAYLOAD.glob("*.py")) if mar.read(p.name) != p.read_bytes()]
+    assert not stale, (f"{style}.mar carries an older {', '.join(stale)}: "
+                       f"python -m training export model_store/{style}.mar --out model_store --datasets DIR")
 
 
 @pytest.mark.parametrize("style", sorted(KNOWN))
