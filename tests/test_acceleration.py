@@ -31,6 +31,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SIZE = 32
 # The path the swap tests ask for: one that is not eager float32, so a test passes only when a swap happened.
 SWAPPED_IN = "cpu-compiled-fp32" if acceleration.can_compile() else "cpu-eager-channels-last"
+# The int8 graph is lossy by design, and how much depends on the CPU (on a Zen 3 without VNNI the random test
+# generators lose 28-33 dB where a Zen 5 keeps 35+): it is held to the floors less this margin; the search keeps it
+# only where it meets them (`test_a_path_that_spoils_only_the_faces_is_dropped`).
+INT8_FLOORS = tuple(floor - 6.0 for floor in acceleration.FLOORS)
+COMPILED = ["cpu-compiled-fp32"] + (["cpu-compiled-int8"] if acceleration.can_quantize() else [])
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +51,15 @@ def test_psnr() -> None:
 
 
 def test_every_supported_path_stays_within_the_quality_floors_on_photos(generator) -> None:
-    """The int8 graph is lossy by design, and how much depends on the CPU (on a Zen 3 without VNNI this random
-    generator loses 33 dB where a Zen 5 keeps 35+): it must be the same network, within 6 dB of the floors, and the
-    search keeps it only where it meets them (`test_a_path_that_spoils_only_the_faces_is_dropped`)."""
+    """Every path is the same network: exact ones within the floors, the int8 graph within INT8_FLOORS."""
     batch = acceleration.photo_batch(SIZE)
     with torch.inference_mode():
         reference = generator(batch)[0]
-    lossy = tuple(floor - 6.0 for floor in acceleration.FLOORS)
     names = []
     for name, build in acceleration.candidates(copy.deepcopy(generator), torch.device("cpu")):
         out = build()(batch)
         assert out.shape == reference.shape and out.dtype == torch.float32
-        floors = lossy if name == "cpu-compiled-int8" else acceleration.FLOORS
+        floors = INT8_FLOORS if name == "cpu-compiled-int8" else acceleration.FLOORS
         assert acceleration.passes(*acceleration.photo_quality(out, reference), floors), name
         names.append(name)
     assert "cpu-eager-channels-last" in names
@@ -168,8 +170,9 @@ def test_a_compile_child_maps_a_held_weight_from_the_file_this_process_maps(tmp_
 
 
 @pytest.mark.skipif(not acceleration.can_compile(), reason="no C++ compiler: nothing is compiled")
-def test_a_large_weight_stays_out_of_the_compiled_graph(tmp_path, monkeypatch) -> None:
-    """The full model's first MLP layer (int8, mapped from the archive) is an input of the compiled graph,
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_large_weight_stays_out_of_the_compiled_graph(tmp_path, monkeypatch, name) -> None:
+    """The full model's first MLP layer (int8, mapped from the archive) is an input of each compiled graph,
     not a copy among its constants: the package holds none of its bytes, and the graph reads the model's
     own tensor (changing it changes the picture). Here a small full model, its layer held at its size."""
     torch.manual_seed(0)
@@ -185,15 +188,14 @@ def test_a_large_weight_stays_out_of_the_compiled_graph(tmp_path, monkeypatch) -
     batch = acceleration.photo_batch(SIZE)
     with torch.inference_mode():
         reference = model(batch)[0]
-    # float32, whose output matches eager's closely enough to tell the tensor was read; the int8 graph holds its
-    # weights out the same way (one `_compiled`), but its loss on this random model depends on the CPU.
-    name = "cpu-compiled-fp32"
     [build] = [b for n, b in acceleration.candidates(model, torch.device("cpu"), SIZE, tmp_path) if n == name]
     run = build()
-    assert acceleration.passes(*acceleration.photo_quality(run(batch), reference))
     with zipfile.ZipFile(tmp_path / f"{name}.pt2") as package:
         row = state["FC.0.weight"][0, :512].numpy().tobytes()
         assert not any(row in package.read(f) for f in package.namelist())
+    if name == "cpu-compiled-int8":
+        return  # its loss on this random model depends on the CPU (28 dB on a Zen 3): too close to tell a read
+    assert acceleration.passes(*acceleration.photo_quality(run(batch), reference))
     with torch.inference_mode():
         model.FC[0].weight.neg_()  # the mapping is private: the file keeps its bytes
         assert acceleration.psnr(run(batch), model(batch)[0]) >= acceleration.PSNR_FLOOR_DB
